@@ -1,0 +1,111 @@
+"""Prometheus metrics of one process: HTTP RED by route template, outbox, consumers, dead letters.
+
+Each app owns its registry (no global state), so tests can build several apps in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED_ROUTE = "<unmatched>"
+UNMEASURED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+@dataclass
+class KitMetrics:
+    service: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests handled.", ["service", "method", "route", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency.",
+            ["service", "method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "citygrid_outbox_backlog_events", "Events committed but not yet published.", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "citygrid_outbox_oldest_age_seconds", "Age of the oldest unpublished event.", registry=r
+        )
+        self.outbox_published = Counter(
+            "citygrid_outbox_published_events", "Events published to JetStream.", registry=r
+        )
+        self.consumer_pending = Gauge(
+            "citygrid_consumer_pending_messages",
+            "Messages in the stream not yet delivered to the durable consumer.",
+            ["consumer"],
+            registry=r,
+        )
+        self.consumer_handled = Counter(
+            "citygrid_consumer_handled_events",
+            "Events handled by a consumer.",
+            ["consumer", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "citygrid_dead_letters", "Events given up after max_deliver.", ["consumer"], registry=r
+        )
+
+
+def route_template(scope: Scope) -> str:
+    """The path template the router matched (``/v1/cases/{case_id}``), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for candidate in getattr(router, "routes", []):
+        match, _ = candidate.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(candidate, "path", UNMATCHED_ROUTE))
+    return UNMATCHED_ROUTE
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: KitMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNMEASURED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = route_template(scope)
+            labels = {"service": self.metrics.service, "method": scope["method"], "route": route}
+            self.metrics.http_requests.labels(status=str(status), **labels).inc()
+            self.metrics.http_duration.labels(**labels).observe(time.perf_counter() - started)
+
+
+def metrics_endpoint(metrics: KitMetrics) -> object:
+    async def serve_metrics(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return serve_metrics

@@ -1,0 +1,103 @@
+"""ASGI middleware of every CityGrid app: request context and the request-body size limit."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from citygrid.errors import DomainError
+from citygrid.logging import request_id_var, traceparent_var
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+class PayloadTooLarge(DomainError):
+    code = "http.payload_too_large"
+    status = 413
+    title = "Payload too large"
+
+
+def new_traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    """Echo or mint ``X-Request-ID``; accept or start a W3C ``traceparent``; expose both to logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = header(scope, b"x-request-id")
+        request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        traceparent = header(scope, b"traceparent")
+        if traceparent is None or not _TRACEPARENT.match(traceparent):
+            traceparent = new_traceparent()
+        request_token = request_id_var.set(request_id)
+        trace_token = traceparent_var.set(traceparent)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(request_token)
+            traceparent_var.reset(trace_token)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            from citygrid.problems import problem
+
+            response = problem(
+                413,
+                PayloadTooLarge.code,
+                PayloadTooLarge.title,
+                f"the body is over {self.max_bytes} bytes",
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(f"the body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)

@@ -1,0 +1,135 @@
+"""Alembic for every service: the shared ``env.py`` body, the kit's tables, and programmatic upgrade.
+
+Each service keeps its own history in ``<package>/migrations``; its ``env.py`` is one call to
+``run_env``. An advisory lock serialises replicas that start at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command, context, op
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from citygrid.db import KitBase
+from citygrid.settings import to_asyncpg_url
+
+MIGRATION_LOCK = 7_731_001
+
+
+def _configure_and_run(connection: Connection, metadata: list[MetaData]) -> None:
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    try:
+        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+
+
+def run_env(service_metadata: MetaData) -> None:
+    """The body of every service's ``env.py``."""
+    metadata = [service_metadata, KitBase.metadata]
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("set sqlalchemy.url (citygrid.migrate.upgrade does)")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    async def online() -> None:
+        engine = create_async_engine(to_asyncpg_url(url))
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(_configure_and_run, metadata)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(online())
+
+
+def alembic_config(package: str, database_url: str) -> Config:
+    module = importlib.import_module(package)
+    assert module.__file__ is not None
+    config = Config()
+    config.set_main_option("script_location", str(Path(module.__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", to_asyncpg_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(package: str, database_url: str, revision: str = "head") -> None:
+    """Migrate one service database (call from synchronous code: Alembic runs its own loop)."""
+    command.upgrade(alembic_config(package, database_url), revision)
+
+
+def create_kit_tables() -> None:
+    """Version 1 of the kit's tables; called from each service's first migration."""
+    op.create_table(
+        "outbox",
+        sa.Column("seq", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("payload", postgresql.JSONB(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("seq", name="pk_outbox"),
+        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
+    )
+    op.create_index(
+        "ix_outbox_unpublished", "outbox", ["seq"], postgresql_where=sa.text("published_at IS NULL")
+    )
+    op.create_index(
+        "ix_outbox_published_at",
+        "outbox",
+        ["published_at"],
+        postgresql_where=sa.text("published_at IS NOT NULL"),
+    )
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(100), nullable=False),
+        sa.Column("event_id", sa.String(100), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox"),
+    )
+    op.create_table(
+        "dead_letters",
+        sa.Column("id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("consumer", sa.String(100), nullable=False),
+        sa.Column("event_id", sa.String(100), nullable=True),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("deliveries", sa.Integer(), nullable=False),
+        sa.Column("failed_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_dead_letters"),
+    )
+    op.create_index("ix_dead_letters_consumer", "dead_letters", ["consumer"])
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("principal", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", postgresql.JSONB(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("principal", "key", name="pk_idempotency_keys"),
+    )
+    op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
+
+
+def drop_kit_tables() -> None:
+    for table in ("idempotency_keys", "dead_letters", "inbox", "outbox"):
+        op.drop_table(table)

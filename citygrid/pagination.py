@@ -1,0 +1,55 @@
+"""Cursor pagination: ``limit`` ≤ 500, an opaque ``cursor``, responses ``{items, next_cursor}``.
+
+The cursor is the sort key of the last item of the page, so paging is stable under inserts and
+each page is one index range scan, however deep the client pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from citygrid.errors import DomainError
+
+MAX_LIMIT = 500
+
+
+class InvalidCursor(DomainError):
+    code = "pagination.invalid_cursor"
+    status = 400
+    title = "Invalid cursor"
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1–500).")]
+Cursor = Annotated[
+    str | None, Query(max_length=512, description="Opaque cursor from the previous page's next_cursor.")
+]
+
+
+def encode_cursor(*key: Any) -> str:
+    raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidCursor("the cursor is not one this API issued") from None
+    if not isinstance(key, list) or len(key) != arity:
+        raise InvalidCursor("the cursor is not one this API issued")
+    return key

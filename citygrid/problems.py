@@ -1,0 +1,120 @@
+"""RFC 9457 problem details: every error a client sees, with a stable machine-readable ``code``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from citygrid.errors import DomainError
+from citygrid.logging import request_id_var
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("citygrid.problems")
+
+HTTP_CODES = {
+    400: "http.bad_request",
+    401: "auth.unauthenticated",
+    403: "auth.forbidden",
+    404: "http.not_found",
+    405: "http.method_not_allowed",
+    406: "http.not_acceptable",
+    413: "http.payload_too_large",
+    415: "http.unsupported_media_type",
+    429: "http.rate_limited",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:citygrid:problem:{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update({k: v for k, v in extra.items() if v is not None})
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers.setdefault("X-Request-ID", request_id)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=all_headers)
+
+
+def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    # The offending input is not echoed back: it may be a megabyte, or personal data.
+    return [
+        {"loc": list(item.get("loc", ())), "type": item.get("type"), "msg": item.get("msg")}
+        for item in error.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
+        return problem(
+            error.status, error.code, error.title, error.detail, instance=request.url.path, **error.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(error)
+        if any(item["type"] == "json_invalid" for item in errors):
+            return problem(
+                400,
+                "request.malformed_json",
+                "Malformed JSON",
+                "the request body is not valid JSON",
+                instance=request.url.path,
+                errors=errors,
+            )
+        return problem(
+            422,
+            "validation_failed",
+            "Validation failed",
+            "the request does not match the schema",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(error.status_code, f"http.{error.status_code}")
+        detail = error.detail if isinstance(error.detail, str) else None
+        return problem(
+            error.status_code,
+            code,
+            detail or code,
+            detail,
+            instance=request.url.path,
+            headers=dict(error.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(
+            500,
+            "internal_error",
+            "Internal error",
+            "the server failed; the request id identifies it",
+            instance=request.url.path,
+        )

@@ -1,0 +1,68 @@
+"""Settings of one process, read from the environment (prefix ``CITYGRID_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class ServiceSettings(BaseSettings):
+    """What every CityGrid process needs; a service subclasses it for its own knobs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYGRID_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    service_name: str = "citygrid"
+    environment: Environment = "development"
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/citygrid",
+        validation_alias=AliasChoices("CITYGRID_DATABASE_URL", "DATABASE_URL"),
+    )
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("CITYGRID_NATS_URL", "NATS_URL"),
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    # The gateway signs the internal principal with its Ed25519 private key; services hold only the
+    # public key, so a compromised service cannot mint principals for the others.
+    internal_token_public_key: str = ""
+    internal_token_issuer: str = "citygrid-gateway"  # noqa: S105 (a name, not a secret)
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    max_body_bytes: int = 1_048_576
+    outbox_poll_seconds: float = 1.0
+    outbox_batch_size: int = 200
+    nats_stream_replicas: int = 1
+    nats_duplicate_window_seconds: float = 120.0
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> ServiceSettings:
+        if self.environment == "production" and not self.internal_token_public_key:
+            raise ValueError("CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY is required in production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the asyncpg driver, whatever scheme the operator wrote."""
+        return to_asyncpg_url(self.database_url)
+
+
+def to_asyncpg_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]}")
+
+
+def to_libpq_url(url: str) -> str:
+    """The same URL as plain ``postgresql://`` for asyncpg.connect and command-line tools."""
+    return "postgresql://" + to_asyncpg_url(url)[len("postgresql+asyncpg://") :]

@@ -1,0 +1,85 @@
+"""Events the case service publishes (stream ``CASE``, subjects ``case.case.*``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from citygrid.events import EventData
+from contract.common import GeoPoint
+
+
+class CaseStatus(StrEnum):
+    REPORTED = "reported"
+    REGISTERED = "registered"
+    REJECTED = "rejected"
+    DISPATCHED = "dispatched"
+    HANDLED = "handled"
+    CLOSED = "closed"
+
+
+class CaseSource(StrEnum):
+    INSPECTOR = "inspector"
+    VIDEO = "video"
+    PUBLIC = "public"
+    HOTLINE = "hotline"
+    MEDIA = "media"
+    SUPERIOR = "superior"
+
+
+class CaseEvent(EventData):
+    """A case as it stands right after the change the event names."""
+
+    case_id: uuid.UUID
+    number: str
+    status: CaseStatus
+    category_code: str
+    district_code: str
+    location: GeoPoint
+    source: CaseSource
+    unit: str | None = None
+    version: int
+    actor: str
+    note: str | None = None
+    occurred_at: datetime
+
+
+class CaseReported(CaseEvent):
+    subject: ClassVar[str] = "case.case.reported"
+
+
+class CaseRegistered(CaseEvent):
+    subject: ClassVar[str] = "case.case.registered"
+
+
+class CaseRejected(CaseEvent):
+    subject: ClassVar[str] = "case.case.rejected"
+
+
+class CaseDispatched(CaseEvent):
+    subject: ClassVar[str] = "case.case.dispatched"
+
+
+class CaseHandled(CaseEvent):
+    subject: ClassVar[str] = "case.case.handled"
+
+
+class CaseClosed(CaseEvent):
+    subject: ClassVar[str] = "case.case.closed"
+
+
+class CaseReworked(CaseEvent):
+    subject: ClassVar[str] = "case.case.reworked"
+
+
+ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
+    CaseReported,
+    CaseRegistered,
+    CaseRejected,
+    CaseDispatched,
+    CaseHandled,
+    CaseClosed,
+    CaseReworked,
+)

@@ -1,0 +1,1 @@
+"""The API gateway: the one door of CityGrid for frontends and other departments."""

@@ -1,0 +1,119 @@
+"""Forwarding to a service: the signed principal in, hop-by-hop headers out, timeouts as 503/504."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from citygrid.auth import PRINCIPAL_HEADER, Principal, sign_principal
+from citygrid.errors import DomainError
+from citygrid.logging import request_id_var, traceparent_var
+from gateway.routing import READ_METHODS
+
+log = logging.getLogger("gateway.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+# Client credentials end at the gateway; a forged principal header must never reach a service.
+STRIPPED_INBOUND = HOP_BY_HOP | {
+    "authorization",
+    "x-api-key",
+    "cookie",
+    PRINCIPAL_HEADER.lower(),
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+}
+
+
+class UpstreamUnavailable(DomainError):
+    code = "gateway.upstream_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+class UpstreamTimeout(DomainError):
+    code = "gateway.upstream_timeout"
+    status = 504
+    title = "Service timed out"
+
+
+class UnknownService(DomainError):
+    code = "gateway.unknown_service"
+    status = 404
+    title = "Unknown service"
+
+
+async def forward(
+    request: Request,
+    *,
+    client: httpx.AsyncClient,
+    base_url: str,
+    service: str,
+    path: str,
+    principal: Principal,
+    private_key: str,
+    token_ttl: int,
+    issuer: str,
+) -> Response:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in STRIPPED_INBOUND}
+    headers[PRINCIPAL_HEADER] = sign_principal(
+        principal, private_key=private_key, audience=service, issuer=issuer, ttl_seconds=token_ttl
+    )
+    request_id = request_id_var.get()
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    traceparent = traceparent_var.get()
+    if traceparent:
+        headers["traceparent"] = traceparent
+    if request.client is not None:
+        headers["X-Forwarded-For"] = request.client.host
+    body = await request.body()
+    upstream_request = client.build_request(
+        request.method,
+        f"{base_url.rstrip('/')}/{path}",
+        params=request.url.query or None,
+        headers=headers,
+        content=body,
+    )
+    attempts = 2 if request.method in READ_METHODS else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+            break
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
+            # Nothing reached the service, or it hung up: safe to retry a read once.
+            if attempt == attempts:
+                log.warning("upstream %s unavailable: %s", service, error)
+                raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(f"the {service} service did not answer in time") from None
+        except httpx.HTTPError as error:
+            log.warning("upstream %s failed: %s", service, error)
+            raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+    response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    if upstream.headers.get("content-length"):
+        response_headers["content-length"] = upstream.headers["content-length"]
+    return StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=upstream.status_code,
+        headers=response_headers,
+        background=BackgroundTask(upstream.aclose),
+    )

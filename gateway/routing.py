@@ -1,0 +1,43 @@
+"""Which scope each call needs: ``<dataset>:read`` for reads, ``<dataset>:write`` for changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_SCOPE = "admin"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    service: str
+    dataset: str
+
+
+# Every domain service the gateway may route to, and the dataset its scopes are named after.
+UPSTREAMS: dict[str, Upstream] = {
+    "case": Upstream("case", "cases"),
+    "gas": Upstream("gas", "gas"),
+    "waste": Upstream("waste", "waste"),
+    "muck": Upstream("muck", "muck"),
+    "vision": Upstream("vision", "vision"),
+}
+
+
+def required_scope(upstream: Upstream, method: str, path: str) -> str:
+    """``path`` is the part after ``/api/<service>/``, e.g. ``v1/cases/…``."""
+    if path.startswith("v1/admin/") or path == "v1/admin":
+        return ADMIN_SCOPE
+    action = "read" if method.upper() in READ_METHODS else "write"
+    return f"{upstream.dataset}:{action}"
+
+
+def is_routable(path: str) -> bool:
+    """Only the versioned API is exposed; health, metrics and anything odd stay internal."""
+    if not path.startswith("v1/") or "\\" in path:
+        return False
+    segments = path.split("/")
+    return all(segment not in ("", ".", "..") for segment in segments[:-1]) and segments[-1] not in (
+        ".",
+        "..",
+    )

@@ -1,0 +1,216 @@
+"""HTTP routes of the case service: thin, they parse, call the service layer and shape responses."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from citygrid.auth import CurrentPrincipal, Principal
+from citygrid.idempotency import Idempotency
+from citygrid.masking import PII_SCOPE
+from citygrid.pagination import Cursor, Limit, Page
+from citygrid.runtime import RuntimeDep
+from citygrid.versioning import IfMatch, etag, expected_version
+from contract.case import CaseStatus
+from contract.common import DistrictCode, GeoPoint
+from services.case import service
+from services.case.domain.workflow import Action
+from services.case.models import Case, CaseHistory
+from services.case.schemas import (
+    CaseDetailOut,
+    CaseOut,
+    CategoryCode,
+    Decision,
+    Dispatch,
+    HistoryOut,
+    Rejection,
+    ReportCase,
+    Verification,
+    reporter_out,
+)
+
+router = APIRouter(prefix="/v1", tags=["cases"])
+
+
+def case_out(case: Case, principal: Principal) -> CaseOut:
+    return CaseOut(
+        id=case.id,
+        number=case.number,
+        status=case.status,
+        category_code=case.category_code,
+        description=case.description,
+        location=GeoPoint.of(case.lon, case.lat),
+        district_code=case.district_code,
+        address=case.address,
+        source=case.source,
+        reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
+        unit=case.unit,
+        version=case.version,
+        created_at=case.created_at,
+        updated_at=case.updated_at,
+    )
+
+
+def detail_out(case: Case, history: list[CaseHistory], principal: Principal) -> CaseDetailOut:
+    return CaseDetailOut(
+        **case_out(case, principal).model_dump(),
+        history=[HistoryOut.model_validate(entry) for entry in history],
+    )
+
+
+@router.post(
+    "/cases",
+    status_code=201,
+    operation_id="report_case",
+    response_model=CaseOut,
+    responses={201: {"headers": {"ETag": {"schema": {"type": "string"}}}}},
+)
+async def report_case(
+    body: ReportCase, request: Request, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> CaseOut | JSONResponse:
+    """Report a problem. Send an ``Idempotency-Key`` to make retries safe."""
+    idempotency = await Idempotency.from_request(request, principal.subject)
+    async with runtime.uow() as uow:
+        replay = await idempotency.replay(uow.session)
+        if replay is not None:
+            return replay
+        case = await service.report_case(uow, body, principal)
+        out = case_out(case, principal)
+        await idempotency.remember(uow.session, 201, out.model_dump(mode="json"))
+    response.headers["ETag"] = etag(case.version)
+    response.headers["Location"] = f"{request.url.path}/{case.id}"
+    return out
+
+
+@router.get("/cases", operation_id="list_cases")
+async def list_cases(
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    status: CaseStatus | None = None,
+    district: DistrictCode | None = None,
+    category: Annotated[CategoryCode | None, Query()] = None,
+    reported_from: Annotated[datetime | None, Query(description="RFC 3339, inclusive.")] = None,
+    reported_to: Annotated[datetime | None, Query(description="RFC 3339, exclusive.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[CaseOut]:
+    async with runtime.db() as session:
+        cases, next_cursor = await service.list_cases(
+            session,
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            district_code=district,
+            category_code=category,
+            reported_from=reported_from,
+            reported_to=reported_to,
+        )
+    return Page[CaseOut](items=[case_out(case, principal) for case in cases], next_cursor=next_cursor)
+
+
+@router.get("/cases/{case_id}", operation_id="get_case")
+async def get_case(
+    case_id: uuid.UUID, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> CaseDetailOut:
+    async with runtime.db() as session:
+        case = await service.get_case(session, case_id)
+        history = await service.get_history(session, case_id)
+    response.headers["ETag"] = etag(case.version)
+    return detail_out(case, history, principal)
+
+
+async def _step(
+    runtime: RuntimeDep,
+    principal: Principal,
+    response: Response,
+    case_id: uuid.UUID,
+    action: Action,
+    if_match: str | None,
+    *,
+    note: str | None,
+    unit: str | None = None,
+) -> CaseDetailOut:
+    version = expected_version(if_match)
+    async with runtime.uow() as uow:
+        case = await service.transition(
+            uow, case_id, action, principal, expected_version=version, note=note, unit=unit
+        )
+        history = await service.get_history(uow.session, case_id)
+    response.headers["ETag"] = etag(case.version)
+    return detail_out(case, history, principal)
+
+
+@router.post("/cases/{case_id}/register", operation_id="register_case")
+async def register_case(
+    case_id: uuid.UUID,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+    body: Decision | None = None,
+) -> CaseDetailOut:
+    """立案: accept the report as a case (operator)."""
+    return await _step(
+        runtime, principal, response, case_id, Action.REGISTER, if_match, note=body.note if body else None
+    )
+
+
+@router.post("/cases/{case_id}/reject", operation_id="reject_case")
+async def reject_case(
+    case_id: uuid.UUID,
+    body: Rejection,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """Refuse the report with a reason (operator)."""
+    return await _step(runtime, principal, response, case_id, Action.REJECT, if_match, note=body.note)
+
+
+@router.post("/cases/{case_id}/dispatch", operation_id="dispatch_case")
+async def dispatch_case(
+    case_id: uuid.UUID,
+    body: Dispatch,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """派遣: send the case to the responsible unit (dispatcher)."""
+    return await _step(
+        runtime, principal, response, case_id, Action.DISPATCH, if_match, note=body.note, unit=body.unit
+    )
+
+
+@router.post("/cases/{case_id}/handle", operation_id="handle_case")
+async def handle_case(
+    case_id: uuid.UUID,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+    body: Decision | None = None,
+) -> CaseDetailOut:
+    """处置: the unit reports the problem fixed (unit handler)."""
+    return await _step(
+        runtime, principal, response, case_id, Action.HANDLE, if_match, note=body.note if body else None
+    )
+
+
+@router.post("/cases/{case_id}/verify", operation_id="verify_case")
+async def verify_case(
+    case_id: uuid.UUID,
+    body: Verification,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """核查: passed closes the case; failed sends it back to the unit for rework (inspector)."""
+    action = Action.CLOSE if body.passed else Action.REWORK
+    return await _step(runtime, principal, response, case_id, action, if_match, note=body.note)

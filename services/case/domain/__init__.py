@@ -1,0 +1,1 @@
+"""Pure case-domain logic: no FastAPI, no SQLAlchemy, no I/O."""

@@ -1,0 +1,56 @@
+"""What the case service publishes: one event per lifecycle step, built from the case row."""
+
+from __future__ import annotations
+
+from citygrid.auth import Principal
+from citygrid.db import UnitOfWork
+from contract.case import (
+    CaseClosed,
+    CaseDispatched,
+    CaseEvent,
+    CaseHandled,
+    CaseRegistered,
+    CaseRejected,
+    CaseReported,
+    CaseReworked,
+)
+from contract.common import GeoPoint
+from services.case.domain.workflow import Action
+from services.case.models import Case
+
+PUBLISHES = "case"
+
+EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
+    Action.REGISTER: CaseRegistered,
+    Action.REJECT: CaseRejected,
+    Action.DISPATCH: CaseDispatched,
+    Action.HANDLE: CaseHandled,
+    Action.CLOSE: CaseClosed,
+    Action.REWORK: CaseReworked,
+}
+
+
+def record(
+    uow: UnitOfWork, event_type: type[CaseEvent], case: Case, actor: Principal, note: str | None
+) -> None:
+    uow.publish(
+        event_type(
+            case_id=case.id,
+            number=case.number,
+            status=case.status,
+            category_code=case.category_code,
+            district_code=case.district_code,
+            location=GeoPoint.of(case.lon, case.lat),
+            source=case.source,
+            unit=case.unit,
+            version=case.version,
+            actor=actor.subject,
+            note=note,
+            occurred_at=case.updated_at,
+        ),
+        aggregate_id=str(case.id),
+    )
+
+
+def record_report(uow: UnitOfWork, case: Case, actor: Principal) -> None:
+    record(uow, CaseReported, case, actor, None)

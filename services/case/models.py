@@ -1,0 +1,79 @@
+"""Tables of the case service's own database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import Date, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from citygrid.db import make_metadata
+from citygrid.ids import new_id
+from contract.case import CaseSource, CaseStatus
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()
+
+
+def _enum(cls: type[CaseStatus] | type[CaseSource], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda members: [m.value for m in members])
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus, "case_status"))
+    category_code: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    address: Mapped[str | None] = mapped_column(String(300))
+    district_code: Mapped[str] = mapped_column(String(6))
+    source: Mapped[CaseSource] = mapped_column(_enum(CaseSource, "case_source"))
+    reporter_name: Mapped[str | None] = mapped_column(String(100))
+    reporter_phone: Mapped[str | None] = mapped_column(String(20))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    reported_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # One index per list filter, each ending in the page order, so every page is a range scan.
+        Index("ix_cases_created", "created_at", "id"),
+        Index("ix_cases_status_created", "status", "created_at", "id"),
+        Index("ix_cases_district_created", "district_code", "created_at", "id"),
+        Index("ix_cases_category_created", "category_code", "created_at", "id"),
+    )
+
+
+class CaseHistory(Base):
+    __tablename__ = "case_history"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[CaseStatus | None] = mapped_column(_enum(CaseStatus, "case_status"))
+    to_status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus, "case_status"))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_case_history_case", "case_id", "at", "id"),)
+
+
+class CaseNumberCounter(Base):
+    """The last sequence number issued per district and local day."""
+
+    __tablename__ = "case_number_counters"
+
+    district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,111 @@
+"""The case service's HTTP contract: request and response models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from citygrid.masking import mask_name, mask_phone
+from contract.case import CaseSource, CaseStatus
+from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
+
+CategoryCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{2,16}$")]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+UnitCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9\-]{5,20}$")]
+
+
+def _known_district(code: str) -> str:
+    if code not in GUANGZHOU_DISTRICTS:
+        raise ValueError(f"unknown district code {code}")
+    return code
+
+
+KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Reporter(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    phone: Phone | None = None
+
+
+class ReportCase(Strict):
+    category_code: CategoryCode = Field(description="Small-class code of the category, e.g. 0101.")
+    description: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    location: GeoPoint
+    district_code: KnownDistrict
+    address: Annotated[str, StringConstraints(max_length=300)] | None = None
+    source: CaseSource
+    reporter: Reporter | None = None
+
+
+class Decision(Strict):
+    note: Note | None = None
+
+
+class Rejection(Strict):
+    note: Note = Field(description="Why the report is not a case.")
+
+
+class Dispatch(Strict):
+    unit: UnitCode = Field(description="The responsible unit's code.")
+    note: Note | None = None
+
+
+class Verification(Strict):
+    passed: bool
+    note: Note | None = None
+
+
+class HistoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    action: str
+    from_status: CaseStatus | None
+    to_status: CaseStatus
+    actor: str
+    actor_name: str
+    unit: str | None
+    note: str | None
+    at: datetime
+
+
+class ReporterOut(BaseModel):
+    name: str | None
+    phone: str | None
+
+
+class CaseOut(BaseModel):
+    id: uuid.UUID
+    number: str
+    status: CaseStatus
+    category_code: str
+    description: str
+    location: GeoPoint
+    district_code: str
+    address: str | None
+    source: CaseSource
+    reporter: ReporterOut | None
+    unit: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CaseDetailOut(CaseOut):
+    history: list[HistoryOut]
+
+
+def reporter_out(name: str | None, phone: str | None, *, reveal: bool) -> ReporterOut | None:
+    if name is None and phone is None:
+        return None
+    if reveal:
+        return ReporterOut(name=name, phone=phone)
+    return ReporterOut(name=mask_name(name), phone=mask_phone(phone))

@@ -1,0 +1,188 @@
+"""Case use cases: each runs inside the caller's unit of work and records its events there."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from citygrid.auth import Principal
+from citygrid.db import UnitOfWork
+from citygrid.errors import NotFound, PreconditionFailed
+from citygrid.pagination import InvalidCursor, decode_cursor, encode_cursor
+from contract.case import CaseStatus
+from services.case import events
+from services.case.domain.numbering import case_number, local_day
+from services.case.domain.workflow import Action, next_status
+from services.case.models import Case, CaseHistory, CaseNumberCounter
+from services.case.schemas import ReportCase
+
+
+class CaseNotFound(NotFound):
+    code = "case.not_found"
+
+
+class StaleVersion(PreconditionFailed):
+    code = "case.stale_version"
+    title = "Stale version"
+
+
+async def _next_number(session: AsyncSession, district_code: str, now: datetime) -> str:
+    day = local_day(now)
+    statement = (
+        insert(CaseNumberCounter)
+        .values(district_code=district_code, day=day, last=1)
+        .on_conflict_do_update(
+            index_elements=[CaseNumberCounter.district_code, CaseNumberCounter.day],
+            set_={"last": CaseNumberCounter.last + 1},
+        )
+        .returning(CaseNumberCounter.last)
+    )
+    sequence = (await session.execute(statement)).scalar_one()
+    return case_number(district_code, day, sequence)
+
+
+async def _now(session: AsyncSession) -> datetime:
+    # Transaction time from the database: one clock for every replica.
+    return (await session.execute(select(func.now()))).scalar_one()
+
+
+async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal) -> Case:
+    session = uow.session
+    now = await _now(session)
+    case = Case(
+        number=await _next_number(session, request.district_code, now),
+        status=CaseStatus.REPORTED,
+        category_code=request.category_code,
+        description=request.description,
+        lon=request.location.lon,
+        lat=request.location.lat,
+        address=request.address,
+        district_code=request.district_code,
+        source=request.source,
+        reporter_name=request.reporter.name if request.reporter else None,
+        reporter_phone=request.reporter.phone if request.reporter else None,
+        version=1,
+        reported_by=actor.subject,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(case)
+    await session.flush()
+    session.add(
+        CaseHistory(
+            case_id=case.id,
+            action="report",
+            from_status=None,
+            to_status=case.status,
+            actor=actor.subject,
+            actor_name=actor.name,
+            at=now,
+        )
+    )
+    events.record_report(uow, case, actor)
+    return case
+
+
+async def get_case(session: AsyncSession, case_id: uuid.UUID, *, for_update: bool = False) -> Case:
+    query = select(Case).where(Case.id == case_id)
+    if for_update:
+        query = query.with_for_update()
+    case = await session.scalar(query)
+    if case is None:
+        raise CaseNotFound(f"no case {case_id}")
+    return case
+
+
+async def get_history(session: AsyncSession, case_id: uuid.UUID) -> list[CaseHistory]:
+    rows = await session.scalars(
+        select(CaseHistory).where(CaseHistory.case_id == case_id).order_by(CaseHistory.at, CaseHistory.id)
+    )
+    return list(rows.all())
+
+
+async def transition(
+    uow: UnitOfWork,
+    case_id: uuid.UUID,
+    action: Action,
+    actor: Principal,
+    *,
+    expected_version: int,
+    note: str | None = None,
+    unit: str | None = None,
+) -> Case:
+    """Take one workflow step, if the case is still at ``expected_version``."""
+    session = uow.session
+    case = await get_case(session, case_id, for_update=True)
+    if case.version != expected_version:
+        raise StaleVersion(
+            f"the case is at version {case.version}, not {expected_version}; reload it and retry",
+            current_version=case.version,
+        )
+    target = next_status(case.status, action, actor.roles)
+    now = await _now(session)
+    previous = case.status
+    case.status = target
+    if unit is not None:
+        case.unit = unit
+    case.version += 1
+    case.updated_at = now
+    session.add(
+        CaseHistory(
+            case_id=case.id,
+            action=action.value,
+            from_status=previous,
+            to_status=target,
+            actor=actor.subject,
+            actor_name=actor.name,
+            note=note,
+            unit=unit,
+            at=now,
+        )
+    )
+    events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note)
+    return case
+
+
+async def list_cases(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: CaseStatus | None = None,
+    district_code: str | None = None,
+    category_code: str | None = None,
+    reported_from: datetime | None = None,
+    reported_to: datetime | None = None,
+) -> tuple[list[Case], str | None]:
+    """Newest first; each filter has an index ending in (created_at, id)."""
+    query = select(Case).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Case.status == status)
+    if district_code is not None:
+        query = query.where(Case.district_code == district_code)
+    if category_code is not None:
+        query = query.where(Case.category_code == category_code)
+    if reported_from is not None:
+        query = query.where(Case.created_at >= reported_from)
+    if reported_to is not None:
+        query = query.where(Case.created_at < reported_to)
+    if cursor is not None:
+        created, last_id = decode_cursor(cursor, 2)
+        try:
+            after_time = datetime.fromisoformat(str(created))
+            after_id = uuid.UUID(str(last_id))
+        except ValueError:
+            raise InvalidCursor("the cursor is not one this API issued") from None
+        query = query.where(
+            or_(Case.created_at < after_time, and_(Case.created_at == after_time, Case.id < after_id))
+        )
+    rows = list((await session.scalars(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
+    return rows[:limit], next_cursor

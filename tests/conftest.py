@@ -1,0 +1,123 @@
+"""Cross-service fixtures: the case service and the gateway served on loopback, on real PG and NATS."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from citygrid.db import create_sessionmaker
+from citygrid.runtime import Runtime
+from citygrid.settings import to_asyncpg_url
+from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from gateway.consumers import register_consumer
+from gateway.main import create_app as create_gateway_app
+from gateway.settings import GatewaySettings
+from services.case.main import CaseSettings
+from services.case.main import create_app as create_case_app
+
+PEOPLE_JWT_SECRET = "test-people-secret-of-the-identity-provider"
+
+# name → (scopes, roles)
+CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
+    "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
+    "reporter": (["cases:read", "cases:write"], []),
+    "reader": (["cases:read"], []),
+    "admin": (["admin", "cases:read", "cases:write", "pii:read"], ["supervisor"]),
+}
+
+
+@dataclass
+class Stack:
+    infrastructure: Infrastructure
+    gateway_url: str
+    case_url: str
+    case_app: FastAPI
+    client: httpx.AsyncClient
+    api_keys: dict[str, str]
+
+    def as_(self, consumer: str, **headers: str) -> dict[str, str]:
+        return {"X-API-Key": self.api_keys[consumer], **headers}
+
+    @property
+    def case_runtime(self) -> Runtime:
+        runtime: Runtime = self.case_app.state.kit
+        return runtime
+
+
+@pytest.fixture(scope="session")
+def databases(infrastructure: Infrastructure) -> dict[str, str]:
+    return {"case": infrastructure.database("services.case"), "gateway": infrastructure.database("gateway")}
+
+
+@pytest.fixture
+async def clean(infrastructure: Infrastructure, databases: dict[str, str]) -> None:
+    for url in databases.values():
+        await truncate_all(url)
+    await delete_streams(infrastructure.nats_url)
+
+
+def case_settings(
+    infrastructure: Infrastructure, databases: dict[str, str], nats_url: str | None = None
+) -> CaseSettings:
+    return CaseSettings(
+        environment="test",
+        database_url=databases["case"],
+        nats_url=nats_url or infrastructure.nats_url,
+        internal_token_public_key=infrastructure.public_key,
+        outbox_poll_seconds=0.2,
+    )
+
+
+async def register_consumers(gateway_database: str) -> dict[str, str]:
+    engine = create_async_engine(to_asyncpg_url(gateway_database))
+    sessions = create_sessionmaker(engine)
+    api_keys: dict[str, str] = {}
+    try:
+        async with sessions() as session, session.begin():
+            for name, (scopes, roles) in CONSUMERS.items():
+                _, plaintext = await register_consumer(
+                    session, name=name, scopes=scopes, roles=roles, district="440106"
+                )
+                api_keys[name] = plaintext
+    finally:
+        await engine.dispose()
+    return api_keys
+
+
+@pytest.fixture
+async def stack_factory(infrastructure: Infrastructure, databases: dict[str, str], clean: None):
+    """Start the case service (optionally on another NATS) behind a gateway."""
+
+    @contextlib.asynccontextmanager
+    async def start(nats_url: str | None = None) -> AsyncIterator[Stack]:
+        case_app = create_case_app(case_settings(infrastructure, databases, nats_url))
+        async with serve_app(case_app) as case_url:
+            gateway_settings = GatewaySettings(
+                environment="test",
+                database_url=databases["gateway"],
+                upstreams={"case": case_url},
+                internal_token_private_key=infrastructure.private_key,
+                people_jwt_key=PEOPLE_JWT_SECRET,
+                upstream_timeout=5.0,
+            )
+            api_keys = await register_consumers(databases["gateway"])
+            async with (
+                serve_app(create_gateway_app(gateway_settings)) as gateway_url,
+                httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
+            ):
+                yield Stack(infrastructure, gateway_url, case_url, case_app, client, api_keys)
+
+    return start
+
+
+@pytest.fixture
+async def stack(stack_factory) -> AsyncIterator[Stack]:
+    async with stack_factory() as running:
+        await wait_until(running.case_runtime.messaging_ready.is_set)
+        yield running

@@ -1,0 +1,197 @@
+"""A case from report to close through the gateway, with its events read back from JetStream."""
+
+from __future__ import annotations
+
+from citygrid.testing import stream_events
+from contract.case import CaseClosed, CaseStatus
+
+REPORT = {
+    "category_code": "0101",
+    "description": "Overflowing bin at the bus stop",
+    "location": {"type": "Point", "coordinates": [113.3245, 23.1291]},
+    "district_code": "440106",
+    "address": "Tianhe Road bus stop",
+    "source": "inspector",
+    "reporter": {"name": "Li Ming", "phone": "13812345678"},
+}
+
+
+async def report(stack, consumer="clerk", body=None, **headers):
+    response = await stack.client.post(
+        "/api/case/v1/cases", json=body or REPORT, headers=stack.as_(consumer, **headers)
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
+async def step(stack, case_id, action, version, body=None, consumer="clerk"):
+    return await stack.client.post(
+        f"/api/case/v1/cases/{case_id}/{action}",
+        json=body,
+        headers=stack.as_(consumer, **{"If-Match": f'"{version}"'}),
+    )
+
+
+async def test_case_goes_from_report_to_close_and_publishes_each_step_in_order(stack):
+    created = await report(stack)
+    case = created.json()
+    assert case["status"] == "reported"
+    assert case["number"].startswith("440106-")
+    assert created.headers["etag"] == '"1"'
+    case_id = case["id"]
+
+    for action, version, body, status in [
+        ("register", 1, {"note": "confirmed on site"}, "registered"),
+        ("dispatch", 2, {"unit": "tianhe-sanitation"}, "dispatched"),
+        ("handle", 3, None, "handled"),
+        ("verify", 4, {"passed": False, "note": "still overflowing"}, "dispatched"),
+        ("handle", 5, {"note": "emptied"}, "handled"),
+        ("verify", 6, {"passed": True}, "closed"),
+    ]:
+        response = await step(stack, case_id, action, version, body)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == status
+        assert response.headers["etag"] == f'"{version + 1}"'
+
+    detail = (await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("reader"))).json()
+    assert [h["action"] for h in detail["history"]] == [
+        "report",
+        "register",
+        "dispatch",
+        "handle",
+        "rework",
+        "handle",
+        "close",
+    ]
+    assert detail["unit"] == "tianhe-sanitation"
+
+    events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=7)
+    assert [e.type for e in events] == [
+        "case.case.reported.v1",
+        "case.case.registered.v1",
+        "case.case.dispatched.v1",
+        "case.case.handled.v1",
+        "case.case.reworked.v1",
+        "case.case.handled.v1",
+        "case.case.closed.v1",
+    ]
+    for event in events:
+        assert event.specversion == "1.0"
+        assert event.source == "citygrid/case"
+        assert event.subject == case_id
+        assert event.datacontenttype == "application/json"
+        assert event.traceparent is not None
+        assert event.model_extra["msg_id"] == event.id
+        assert event.model_extra["nats_subject"] == event.type.rsplit(".", 1)[0]
+    assert [e.data["version"] for e in events] == list(range(1, 8))
+    closed = CaseClosed.from_envelope(events[-1])
+    assert closed.status == CaseStatus.CLOSED
+    assert closed.location.coordinates == (113.3245, 23.1291)
+
+
+async def test_a_transition_not_allowed_from_the_current_status_is_refused_with_409(stack):
+    case_id = (await report(stack)).json()["id"]
+    response = await step(stack, case_id, "handle", 1)
+    assert response.status_code == 409
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["code"] == "case.invalid_transition"
+    assert problem["allowed_actions"] == ["register", "reject"]
+
+
+async def test_a_stale_if_match_gets_412_and_a_missing_one_428(stack):
+    case_id = (await report(stack)).json()["id"]
+    assert (await step(stack, case_id, "register", 1)).status_code == 200
+    stale = await step(stack, case_id, "dispatch", 1, {"unit": "u1"})
+    assert stale.status_code == 412
+    assert stale.json()["code"] == "case.stale_version"
+    missing = await stack.client.post(
+        f"/api/case/v1/cases/{case_id}/dispatch", json={"unit": "u1"}, headers=stack.as_("clerk")
+    )
+    assert missing.status_code == 428
+    assert missing.json()["code"] == "http.if_match_required"
+
+
+async def test_a_caller_without_the_role_cannot_take_the_step(stack):
+    case_id = (await report(stack, consumer="reporter")).json()["id"]
+    response = await step(stack, case_id, "register", 1, consumer="reporter")
+    assert response.status_code == 403
+    assert response.json()["code"] == "case.role_not_allowed"
+
+
+async def test_rejecting_needs_a_reason_and_ends_the_case(stack):
+    case_id = (await report(stack)).json()["id"]
+    assert (await step(stack, case_id, "reject", 1, {})).status_code == 422
+    response = await step(stack, case_id, "reject", 1, {"note": "not city management's matter"})
+    assert response.json()["status"] == "rejected"
+    assert (await step(stack, case_id, "register", 2)).status_code == 409
+
+
+async def test_a_retried_report_with_the_same_idempotency_key_creates_one_case(stack):
+    first = await report(stack, **{"Idempotency-Key": "retry-1"})
+    second = await report(stack, **{"Idempotency-Key": "retry-1"})
+    assert second.json() == first.json()
+    assert second.headers.get("idempotent-replayed") == "true"
+    listed = (await stack.client.get("/api/case/v1/cases", headers=stack.as_("reader"))).json()
+    assert len(listed["items"]) == 1
+    other = await stack.client.post(
+        "/api/case/v1/cases",
+        json={**REPORT, "description": "something else"},
+        headers=stack.as_("clerk", **{"Idempotency-Key": "retry-1"}),
+    )
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency.key_reused"
+
+
+async def test_reporter_phone_is_masked_without_pii_scope(stack):
+    case_id = (await report(stack)).json()["id"]
+    masked = (await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("reader"))).json()
+    assert masked["reporter"] == {"name": "L******", "phone": "138****5678"}
+    clear = (await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("admin"))).json()
+    assert clear["reporter"] == {"name": "Li Ming", "phone": "13812345678"}
+
+
+async def test_list_pages_with_a_cursor_and_filters(stack):
+    ids = []
+    for district in ["440106", "440106", "440104", "440106", "440104"]:
+        ids.append((await report(stack, body={**REPORT, "district_code": district})).json()["id"])
+    await step(stack, ids[0], "register", 1)
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (
+            await stack.client.get("/api/case/v1/cases", params=params, headers=stack.as_("reader"))
+        ).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+    tianhe = (
+        await stack.client.get(
+            "/api/case/v1/cases", params={"district": "440106"}, headers=stack.as_("reader")
+        )
+    ).json()
+    assert {item["district_code"] for item in tianhe["items"]} == {"440106"}
+    assert len(tianhe["items"]) == 3
+    registered = (
+        await stack.client.get(
+            "/api/case/v1/cases", params={"status": "registered"}, headers=stack.as_("reader")
+        )
+    ).json()
+    assert [item["id"] for item in registered["items"]] == [ids[0]]
+    none_yet = (
+        await stack.client.get(
+            "/api/case/v1/cases",
+            params={"reported_to": "2020-01-01T00:00:00+08:00"},
+            headers=stack.as_("reader"),
+        )
+    ).json()
+    assert none_yet["items"] == []
+    bad = await stack.client.get(
+        "/api/case/v1/cases", params={"cursor": "garbage!"}, headers=stack.as_("reader")
+    )
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "pagination.invalid_cursor"
