@@ -82,7 +82,8 @@ async def delete_streams(nats_url: str) -> None:
     try:
         jetstream = client.jetstream()
         for stream in await jetstream.streams_info():
-            await jetstream.delete_stream(stream.config.name)
+            if stream.config.name:
+                await jetstream.delete_stream(stream.config.name)
     finally:
         await client.close()
 
@@ -95,7 +96,7 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():
