@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.clock import CityTime
 from citygrid.inbox import DeadLetter, DeadLetterNotFound, find_dead_letter
 from citygrid.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
@@ -26,8 +26,8 @@ class DeadLetterOut(BaseModel):
     subject: str
     error: str
     deliveries: int
-    failed_at: datetime
-    replayed_at: datetime | None
+    failed_at: CityTime
+    replayed_at: CityTime | None
 
 
 class ReplayOut(BaseModel):

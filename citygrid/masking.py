@@ -6,19 +6,23 @@ PII_SCOPE = "pii:read"
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """Keep the first three and last four digits: 138****5678."""
+    """Mobile numbers keep the first three and last four digits (138****5678); shorter ones the last four."""
     if phone is None:
         return None
-    if len(phone) <= 7:
-        return "*" * len(phone)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    if len(phone) >= 11:
+        return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    if len(phone) >= 8:
+        return "*" * (len(phone) - 4) + phone[-4:]
+    return "*" * len(phone)
 
 
 def mask_name(name: str | None) -> str | None:
-    """Keep the first character: 张**."""
+    """Keep the first character of names of two or more: 张**; a one-character name is hidden."""
     if not name:
         return name
-    return name[0] + "*" * max(1, len(name) - 1)
+    if len(name) == 1:
+        return "*"
+    return name[0] + "*" * (len(name) - 1)
 
 
 def mask_id_number(number: str | None) -> str | None:

@@ -31,7 +31,7 @@ def expected_version(if_match: str | None) -> int:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidIfMatch(f"If-Match must be an ETag this API issued, not {if_match[:40]!r}")
     return int(value)
 

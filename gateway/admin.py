@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
 from citygrid.auth import MissingScope, Principal
+from citygrid.clock import CityTime
 from citygrid.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 from gateway.consumers import register_consumer, revoke_consumer
@@ -44,7 +44,7 @@ class ConsumerOut(BaseModel):
     district: str | None
     rate_limit_per_minute: int | None
     active: bool
-    created_at: datetime
+    created_at: CityTime
 
 
 class IssuedConsumer(ConsumerOut):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -140,7 +141,7 @@ class RateLimiter:
         tokens, updated = self._buckets.get(subject, (capacity, moment))
         tokens = min(capacity, tokens + (moment - updated) * per_minute / 60.0)
         if tokens < 1.0:
-            retry_after = max(1, int((1.0 - tokens) * 60.0 / per_minute) + 1)
+            retry_after = max(1, math.ceil((1.0 - tokens) * 60.0 / per_minute))
             self._buckets[subject] = (tokens, moment)
             raise RateLimited(
                 f"over {per_minute} requests per minute",

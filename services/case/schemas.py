@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from citygrid.clock import CityTime
 from citygrid.masking import mask_name, mask_phone
 from contract.case import CaseSource, CaseStatus
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
@@ -74,7 +74,7 @@ class HistoryOut(BaseModel):
     actor_name: str
     unit: str | None
     note: str | None
-    at: datetime
+    at: CityTime
 
 
 class ReporterOut(BaseModel):
@@ -95,8 +95,8 @@ class CaseOut(BaseModel):
     reporter: ReporterOut | None
     unit: str | None
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: CityTime
+    updated_at: CityTime
 
 
 class CaseDetailOut(CaseOut):

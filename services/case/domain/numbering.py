@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
-CITY_TIMEZONE = ZoneInfo("Asia/Shanghai")
+from citygrid.clock import CITY_TIMEZONE
 
 
 def local_day(moment: datetime) -> date:

@@ -1,0 +1,247 @@
+"""``make run``: PostgreSQL, NATS, migrations, every service and the gateway, demo data, URLs.
+
+PostgreSQL and NATS are embedded (their data under ``.data/``) unless ``DATABASE_URL``/``NATS_URL``
+name real servers. The services run as separate processes under honcho; Ctrl-C or SIGTERM stops
+them all, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from citygrid.auth import generate_keypair
+from citygrid.devstack.servers import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    create_databases,
+    database_url,
+    free_port,
+)
+from citygrid.devstack.stack import DEMO_CONSUMER, DEMO_ROLES, DEMO_SCOPES, GATEWAY, SERVICES, ProcessSpec
+from citygrid.migrate import upgrade
+
+DEV_PEOPLE_AUDIENCE = "citygrid"
+
+
+def say(message: str) -> None:
+    print(f"[citygrid] {message}", flush=True)
+
+
+def read_or_create(path: Path, make: object) -> str:
+    if path.exists():
+        return path.read_text()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make() if callable(make) else str(make)
+    path.write_text(str(value))
+    path.chmod(0o600)
+    return str(value)
+
+
+def dev_keys(data: Path) -> tuple[str, str, str]:
+    keys = data / "keys"
+    if not (keys / "internal.pem").exists():
+        private, public = generate_keypair()
+        read_or_create(keys / "internal.pem", private)
+        read_or_create(keys / "internal.pub.pem", public)
+    import secrets
+
+    people_secret = read_or_create(keys / "people-jwt.secret", lambda: secrets.token_urlsafe(32))
+    return (keys / "internal.pem").read_text(), (keys / "internal.pub.pem").read_text(), people_secret
+
+
+def demo_api_key(data: Path) -> str:
+    from gateway.keys import issue_key
+
+    return read_or_create(data / "keys" / "demo-api-key", lambda: issue_key().plaintext)
+
+
+async def ensure_demo_consumer(gateway_url_db: str, plaintext: str) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from citygrid.db import create_sessionmaker
+    from citygrid.settings import to_asyncpg_url
+    from gateway.consumers import register_consumer
+    from gateway.keys import prefix_of
+    from gateway.models import ApiConsumer
+
+    engine = create_async_engine(to_asyncpg_url(gateway_url_db))
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            existing = await session.scalar(select(ApiConsumer).where(ApiConsumer.name == DEMO_CONSUMER))
+            if existing is not None and existing.key_prefix == prefix_of(plaintext):
+                return
+            if existing is not None:
+                await session.delete(existing)
+                await session.flush()
+            await register_consumer(
+                session, name=DEMO_CONSUMER, scopes=DEMO_SCOPES, roles=DEMO_ROLES, plaintext_key=plaintext
+            )
+    finally:
+        await engine.dispose()
+
+
+def wait_ready(urls: list[str], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(urls)
+    with httpx.Client(timeout=2.0) as client:
+        while pending and time.monotonic() < deadline:
+            url = pending[0]
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+    if pending:
+        raise RuntimeError(f"not ready in {timeout:.0f}s: {', '.join(pending)}")
+
+
+async def seed_demo(gateway_url: str, api_key: str) -> int:
+    created = 0
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10.0) as client:
+        for spec in SERVICES:
+            if spec.demo_seed is None:
+                continue
+            module, _, function = spec.demo_seed.partition(":")
+            seed = getattr(importlib.import_module(module), function)
+            created += await seed(client, {"X-API-Key": api_key})
+    return created
+
+
+def announce(
+    data: Path,
+    started: float,
+    gateway_url: str,
+    service_urls: dict[str, str],
+    api_key: str,
+    database: str,
+    nats_url: str,
+) -> None:
+    env = data / "dev.env"
+    env.write_text(f"CITYGRID_GATEWAY_URL={gateway_url}\nCITYGRID_API_KEY={api_key}\n")
+    lines = [
+        "",
+        f"CityGrid is up in {time.monotonic() - started:.1f}s",
+        f"  gateway        {gateway_url}   (API docs: {gateway_url}/docs)",
+        *(
+            f"  {name:<14} {url}   (direct calls are refused: go through the gateway)"
+            for name, url in service_urls.items()
+        ),
+        f"  PostgreSQL     {database.split('@')[-1]}",
+        f"  NATS           {nats_url}",
+        f"  demo API key   {api_key}",
+        f"  written to     {env}",
+        "",
+        f"  try: curl -s -H 'X-API-Key: {api_key}' {gateway_url}/api/case/v1/cases",
+        "  stop: Ctrl-C",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(data: Path) -> int:
+    from honcho.manager import Manager
+
+    started = time.monotonic()
+    data.mkdir(parents=True, exist_ok=True)
+    postgres: EmbeddedPostgres | None = None
+    nats_server: EmbeddedNats | None = None
+    try:
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            postgres = EmbeddedPostgres(data / "postgres", free_port(5432))
+            say(f"starting embedded PostgreSQL on port {postgres.port}")
+            server_url = postgres.start()
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_server = EmbeddedNats(data / "nats", free_port(4222), free_port(8222))
+            say(f"starting embedded nats-server (JetStream) on port {nats_server.port}")
+            nats_url = nats_server.start()
+
+        processes: list[ProcessSpec] = [*SERVICES, GATEWAY]
+        asyncio.run(create_databases(server_url, [p.database for p in processes]))
+        for process in processes:
+            say(f"migrating {process.database}")
+            upgrade(process.package, database_url(server_url, process.database))
+
+        private_key, public_key, people_secret = dev_keys(data)
+        api_key = demo_api_key(data)
+        asyncio.run(ensure_demo_consumer(database_url(server_url, GATEWAY.database), api_key))
+
+        ports = {p.name: free_port(p.preferred_port) for p in processes}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        manager = Manager()
+        base_env = {
+            **os.environ,
+            "CITYGRID_ENVIRONMENT": "development",
+            "CITYGRID_NATS_URL": nats_url,
+            "CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY": public_key,
+            "PYTHONUNBUFFERED": "1",
+        }
+        for process in processes:
+            env = {
+                **base_env,
+                "CITYGRID_PORT": str(ports[process.name]),
+                "CITYGRID_DATABASE_URL": database_url(server_url, process.database),
+            }
+            if process is GATEWAY:
+                env |= {
+                    "CITYGRID_UPSTREAMS": json.dumps({s.name: urls[s.name] for s in SERVICES}),
+                    "CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY": private_key,
+                    "CITYGRID_PEOPLE_JWT_KEY": people_secret,
+                    "CITYGRID_PEOPLE_JWT_AUDIENCE": DEV_PEOPLE_AUDIENCE,
+                }
+            manager.add_process(process.name, f"{sys.executable} -m {process.module}", env=env)
+
+        def when_ready() -> None:
+            try:
+                wait_ready([urls[s.name] for s in SERVICES] + [urls[GATEWAY.name]])
+                created = asyncio.run(seed_demo(urls[GATEWAY.name], api_key))
+                if created:
+                    say(f"loaded {created} demo cases")
+                announce(
+                    data,
+                    started,
+                    urls[GATEWAY.name],
+                    {s.name: urls[s.name] for s in SERVICES},
+                    api_key,
+                    server_url,
+                    nats_url,
+                )
+            except Exception as error:
+                say(f"the stack did not come up: {error}")
+
+        threading.Thread(target=when_ready, daemon=True).start()
+        manager.loop()
+        return int(manager.returncode or 0)
+    finally:
+        if nats_server is not None:
+            say("stopping nats-server")
+            nats_server.stop()
+        if postgres is not None:
+            say("stopping PostgreSQL")
+            postgres.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m citygrid.devstack", description=__doc__)
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--data", default=os.environ.get("CITYGRID_DATA_DIR", ".data"), type=Path)
+    arguments = parser.parse_args()
+    sys.exit(run(arguments.data.resolve()))
+
+
+if __name__ == "__main__":
+    main()
