@@ -1,0 +1,265 @@
+"""``make bench``: gateway overhead and outbox relay throughput, as ratios to same-run baselines.
+
+Starts its own embedded PostgreSQL and nats-server (or uses DATABASE_URL/NATS_URL), writes
+``bench/results/latest.json`` and prints a table. Timings are for comparison within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from citygrid.auth import Principal, generate_keypair, sign_principal
+from citygrid.db import KitBase, create_sessionmaker, unit_of_work
+from citygrid.devstack.servers import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    create_databases,
+    database_url,
+    free_port,
+)
+from citygrid.events import EventData
+from citygrid.messaging import ensure_stream, stream_config
+from citygrid.migrate import upgrade
+from citygrid.outbox import OutboxRelay, encode_payload
+from citygrid.settings import to_asyncpg_url
+from citygrid.testing import serve_app
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class BenchHappened(EventData):
+    subject = "bench.thing.happened"
+    n: int
+    text: str
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed(call: Callable[[], Awaitable[httpx.Response]], count: int) -> list[float]:
+    samples: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = await call()
+        samples.append(time.perf_counter() - started)
+        response.raise_for_status()
+    return samples
+
+
+async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dict[str, Any]:
+    from gateway.consumers import register_consumer
+    from gateway.main import create_app as create_gateway
+    from gateway.settings import GatewaySettings
+    from services.case.main import CaseSettings
+    from services.case.main import create_app as create_case
+
+    private_key, public_key = generate_keypair()
+    case_db, gateway_db = database_url(server_url, "bench_case"), database_url(server_url, "bench_gateway")
+    case_app = create_case(
+        CaseSettings(
+            environment="test", database_url=case_db, nats_url=nats_url, internal_token_public_key=public_key
+        )
+    )
+    engine = create_async_engine(to_asyncpg_url(gateway_db))
+    async with create_sessionmaker(engine)() as session, session.begin():
+        _, api_key = await register_consumer(
+            session,
+            name=f"bench-{time.time_ns()}",
+            scopes=["cases:read", "cases:write"],
+            roles=["operator"],
+            rate_limit_per_minute=1_000_000,
+        )
+    await engine.dispose()
+    report = {
+        "category_code": "0101",
+        "description": "bench",
+        "location": {"type": "Point", "coordinates": [113.32, 23.13]},
+        "district_code": "440106",
+        "source": "inspector",
+    }
+    async with serve_app(case_app) as case_url:
+        gateway_app = create_gateway(
+            GatewaySettings(
+                environment="test",
+                database_url=gateway_db,
+                upstreams={"case": case_url},
+                internal_token_private_key=private_key,
+            )
+        )
+        async with serve_app(gateway_app) as gateway_url, httpx.AsyncClient(timeout=30) as client:
+            principal = Principal(
+                subject="bench",
+                kind="service",
+                name="bench",
+                roles=frozenset({"operator"}),
+                scopes=frozenset({"cases:read", "cases:write"}),
+            )
+
+            def direct_headers() -> dict[str, str]:
+                return {
+                    "X-CityGrid-Principal": sign_principal(
+                        principal, private_key=private_key, audience="case"
+                    )
+                }
+
+            via_gateway = {"X-API-Key": api_key}
+            created = await client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway)
+            case_id = created.json()["id"]
+            for _ in range(50):  # warm both paths
+                await client.get(f"{case_url}/v1/cases/{case_id}", headers=direct_headers())
+                await client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway)
+            direct_get = await timed(
+                lambda: client.get(f"{case_url}/v1/cases/{case_id}", headers=direct_headers()), requests
+            )
+            gateway_get = await timed(
+                lambda: client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway),
+                requests,
+            )
+            direct_post = await timed(
+                lambda: client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers()),
+                requests // 2,
+            )
+            gateway_post = await timed(
+                lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway),
+                requests // 2,
+            )
+
+    def summary(samples: list[float]) -> dict[str, float]:
+        return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": percentile(samples, 0.99) * 1000}
+
+    return {
+        "get_case": {
+            "direct": summary(direct_get),
+            "gateway": summary(gateway_get),
+            "ratio_p50": statistics.median(gateway_get) / statistics.median(direct_get),
+        },
+        "report_case": {
+            "direct": summary(direct_post),
+            "gateway": summary(gateway_post),
+            "ratio_p50": statistics.median(gateway_post) / statistics.median(direct_post),
+        },
+    }
+
+
+async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict[str, Any]:
+    url = database_url(server_url, "bench_kit")
+    engine = create_async_engine(to_asyncpg_url(url))
+    async with engine.begin() as connection:
+        await connection.run_sync(KitBase.metadata.drop_all)
+        await connection.run_sync(KitBase.metadata.create_all)
+    sessions = create_sessionmaker(engine)
+    client = await nats.connect(nats_url)
+    jetstream = client.jetstream()
+    for domain in ("bench", "benchraw"):
+        with contextlib.suppress(Exception):  # absent on a fresh server
+            await jetstream.delete_stream(domain.upper())
+        await ensure_stream(jetstream, stream_config(domain))
+    payload = {"text": "x" * 200}
+    try:
+        started = time.perf_counter()
+        for start in range(0, events, 500):
+            async with unit_of_work(sessions, source="bench") as uow:
+                for n in range(start, min(events, start + 500)):
+                    uow.publish(BenchHappened(n=n, **payload), aggregate_id=str(n))
+        write_seconds = time.perf_counter() - started
+
+        relay = OutboxRelay(sessions=sessions, jetstream=jetstream, listen_dsn=None, batch_size=500)
+        started = time.perf_counter()
+        while await relay.relay_once():
+            pass
+        relay_seconds = time.perf_counter() - started
+
+        # Baseline: the same number of payloads published straight to JetStream, pipelined the same way.
+        body = encode_payload({"data": payload})
+        started = time.perf_counter()
+        for start in range(0, events, 500):
+            futures = [
+                await jetstream.publish_async(
+                    "benchraw.thing.happened", body, headers={"Nats-Msg-Id": f"raw-{n}"}
+                )
+                for n in range(start, min(events, start + 500))
+            ]
+            await asyncio.gather(*futures)
+        raw_seconds = time.perf_counter() - started
+    finally:
+        await client.close()
+        await engine.dispose()
+    return {
+        "events": events,
+        "outbox_write_events_per_s": events / write_seconds,
+        "relay_events_per_s": events / relay_seconds,
+        "raw_publish_events_per_s": events / raw_seconds,
+        "relay_vs_raw_ratio": (events / relay_seconds) / (events / raw_seconds),
+    }
+
+
+async def main(requests: int, events: int) -> dict[str, Any]:
+    import os
+
+    workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
+    postgres = nats_server = None
+    try:
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            postgres = EmbeddedPostgres(workdir / "pg", free_port(), durable=True)
+            server_url = await asyncio.to_thread(postgres.start)
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port())
+            nats_url = await asyncio.to_thread(nats_server.start)
+        await create_databases(server_url, ["bench_case", "bench_gateway", "bench_kit"])
+        await asyncio.to_thread(upgrade, "services.case", database_url(server_url, "bench_case"))
+        await asyncio.to_thread(upgrade, "gateway", database_url(server_url, "bench_gateway"))
+        return {
+            "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
+            "outbox": await outbox_throughput(server_url, nats_url, events),
+        }
+    finally:
+        if nats_server is not None:
+            nats_server.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=20000)
+    arguments = parser.parse_args()
+    results = asyncio.run(main(arguments.requests, arguments.events))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    overhead, outbox = results["gateway_overhead"], results["outbox"]
+    for name, figures in overhead.items():
+        print(
+            f"{name:<12} direct p50 {figures['direct']['p50_ms']:.2f} ms  p99 {figures['direct']['p99_ms']:.2f} ms | "
+            f"gateway p50 {figures['gateway']['p50_ms']:.2f} ms  p99 {figures['gateway']['p99_ms']:.2f} ms | "
+            f"gateway/direct p50 ×{figures['ratio_p50']:.2f}"
+        )
+    print(
+        f"outbox       {outbox['events']} events: write {outbox['outbox_write_events_per_s']:.0f}/s, relay "
+        f"{outbox['relay_events_per_s']:.0f}/s vs raw JetStream publish {outbox['raw_publish_events_per_s']:.0f}/s "
+        f"(relay/raw ×{outbox['relay_vs_raw_ratio']:.2f})"
+    )
+    print(f"results in {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    cli()
