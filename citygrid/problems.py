@@ -71,7 +71,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
         return problem(
-            error.status, error.code, error.title, error.detail, instance=request.url.path, **error.extra
+            error.status,
+            error.code,
+            error.title,
+            error.detail,
+            instance=request.url.path,
+            headers=error.headers,
+            **error.extra,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -274,3 +274,26 @@ async def test_a_relay_woken_by_notify_publishes_in_commit_order(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_relay_that_crashed_after_publishing_but_before_marking_publishes_no_duplicate(
+    infrastructure, sessions, jetstream
+):
+    ids = await write_outbox(sessions, 50)
+    # The crashed relay's work: every event reached JetStream, none was marked published.
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(OutboxMessage.event_id, OutboxMessage.subject, OutboxMessage.payload)
+            )
+        ).all()
+    for row in rows:
+        await jetstream.publish(
+            row.subject, json.dumps(row.payload).encode(), headers={"Nats-Msg-Id": str(row.event_id)}
+        )
+    restarted = OutboxRelay(sessions=sessions, jetstream=jetstream, listen_dsn=None, batch_size=20)
+    while await restarted.relay_once():
+        pass
+    events = await stream_events(infrastructure.nats_url, "PROBE", at_least=50)
+    assert len(events) == 50
+    assert [e.id for e in events] == ids
