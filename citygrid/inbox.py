@@ -236,16 +236,3 @@ async def find_dead_letter(
     if letter is None:
         raise DeadLetterNotFound(f"no dead letter {dead_letter_id}")
     return letter
-
-
-def describe(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": str(letter.id),
-        "consumer": letter.consumer,
-        "event_id": letter.event_id,
-        "subject": letter.subject,
-        "error": letter.error,
-        "deliveries": letter.deliveries,
-        "failed_at": letter.failed_at,
-        "replayed_at": letter.replayed_at,
-    }

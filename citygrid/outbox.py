@@ -105,15 +105,13 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.publish_timeout = publish_timeout
         self.retention = retention
-        self.published_ids: list[uuid.UUID] = []
-        self.keep_published_ids = False
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def relay_once(self) -> int:
-        """Publish one batch of the oldest unpublished rows; return how many were acknowledged."""
+    async def relay_once(self) -> list[uuid.UUID]:
+        """Publish one batch of the oldest unpublished rows; return the ids JetStream acknowledged."""
         async with self.sessions() as session, session.begin():
             claim = (
                 select(
@@ -126,7 +124,7 @@ class OutboxRelay:
             )
             rows = (await session.execute(claim)).all()
             if not rows:
-                return 0
+                return []
             acked, failure = await self._publish(rows)
             if acked:
                 await session.execute(
@@ -143,11 +141,9 @@ class OutboxRelay:
                 )
         if self.metrics is not None:
             self.metrics.outbox_published.inc(len(acked))
-        if self.keep_published_ids:
-            self.published_ids.extend(acked)
         if failure is not None:
             raise OutboxPublishError(failure)
-        return len(acked)
+        return acked
 
     async def _publish(self, rows: Sequence[Any]) -> tuple[list[uuid.UUID], str | None]:
         """Publish in order, pipelined; stop at the first row without a PubAck."""
@@ -209,7 +205,7 @@ class OutboxRelay:
                 self._wake.clear()
                 published = 0
                 try:
-                    published = await self.relay_once()
+                    published = len(await self.relay_once())
                     backoff = 0.2
                 except Exception as error:
                     log.warning("outbox relay round failed, retrying in %.1fs: %s", backoff, error)
