@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -74,6 +75,20 @@ def case_settings(
     )
 
 
+def gateway_settings(
+    infrastructure: Infrastructure, databases: dict[str, str], case_url: str, **overrides: Any
+) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": databases["gateway"],
+        "upstreams": {"case": case_url},
+        "internal_token_private_key": infrastructure.private_key,
+        "people_jwt_key": PEOPLE_JWT_SECRET,
+        "upstream_timeout": 5.0,
+    }
+    return GatewaySettings(**(values | overrides))
+
+
 async def register_consumers(gateway_database: str) -> dict[str, str]:
     engine = create_async_engine(to_asyncpg_url(gateway_database))
     sessions = create_sessionmaker(engine)
@@ -98,17 +113,10 @@ async def stack_factory(infrastructure: Infrastructure, databases: dict[str, str
     async def start(nats_url: str | None = None) -> AsyncIterator[Stack]:
         case_app = create_case_app(case_settings(infrastructure, databases, nats_url))
         async with serve_app(case_app) as case_url:
-            gateway_settings = GatewaySettings(
-                environment="test",
-                database_url=databases["gateway"],
-                upstreams={"case": case_url},
-                internal_token_private_key=infrastructure.private_key,
-                people_jwt_key=PEOPLE_JWT_SECRET,
-                upstream_timeout=5.0,
-            )
+            settings = gateway_settings(infrastructure, databases, case_url)
             api_keys = await register_consumers(databases["gateway"])
             async with (
-                serve_app(create_gateway_app(gateway_settings)) as gateway_url,
+                serve_app(create_gateway_app(settings)) as gateway_url,
                 httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
             ):
                 yield Stack(infrastructure, gateway_url, case_url, case_app, client, api_keys)

@@ -11,8 +11,7 @@ from fastapi import FastAPI
 from citygrid.devstack.servers import free_port
 from citygrid.testing import serve_app, stream_events
 from gateway.main import create_app as create_gateway_app
-from gateway.settings import GatewaySettings
-from tests.conftest import register_consumers
+from tests.conftest import gateway_settings, register_consumers
 from tests.test_case_flow import REPORT
 
 
@@ -21,13 +20,8 @@ async def gateway_to(infrastructure, databases, clean):
     """A gateway whose `case` upstream is whatever URL the test names."""
 
     async def start(upstream: str, timeout: float = 1.0):
-        settings = GatewaySettings(
-            environment="test",
-            database_url=databases["gateway"],
-            upstreams={"case": upstream},
-            internal_token_private_key=infrastructure.private_key,
-            upstream_timeout=timeout,
-            upstream_connect_timeout=0.5,
+        settings = gateway_settings(
+            infrastructure, databases, upstream, upstream_timeout=timeout, upstream_connect_timeout=0.5
         )
         keys = await register_consumers(databases["gateway"])
         return create_gateway_app(settings), keys

@@ -77,6 +77,11 @@ async def handled_count(sessions) -> int:
         return int((await session.execute(text("SELECT count(*) FROM handled"))).scalar_one())
 
 
+async def dead_letter_count(sessions) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
 async def record_handled(uow: UnitOfWork, event: CloudEvent) -> None:
     await uow.session.execute(text("INSERT INTO handled (event_id) VALUES (:id)"), {"id": event.id})
 
@@ -149,12 +154,7 @@ async def test_a_handler_that_always_fails_ends_as_a_dead_letter_and_a_replay_af
         "probe.thing.happened", event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id}
     )
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
-
-        async def dead() -> bool:
-            async with sessions() as session:
-                return bool(await session.scalar(select(func.count()).select_from(DeadLetter)))
-
-        await wait_until(dead)
+        await wait_until(lambda: dead_letter_count(sessions))
         async with sessions() as session:
             letter = (await session.scalars(select(DeadLetter))).one()
         assert letter.deliveries == 3
@@ -206,12 +206,7 @@ async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
     app = kit_app(infrastructure, kit_database, [spec])
     await jetstream.publish("probe.thing.happened", b"{not json")
     async with serve_app(app):
-
-        async def dead() -> bool:
-            async with sessions() as session:
-                return bool(await session.scalar(select(func.count()).select_from(DeadLetter)))
-
-        await wait_until(dead)
+        await wait_until(lambda: dead_letter_count(sessions))
     async with sessions() as session:
         letter = (await session.scalars(select(DeadLetter))).one()
     assert letter.deliveries == 1
