@@ -12,7 +12,7 @@ from sqlalchemy import select
 from citygrid.auth import CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.inbox import DeadLetter, DeadLetterNotFound, find_dead_letter
-from citygrid.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 
 ADMIN_SCOPE = "admin"
@@ -53,7 +53,7 @@ async def list_dead_letters(
         query = query.where(DeadLetter.replayed_at.is_(None))
     if cursor:
         (after,) = decode_cursor(cursor, 1)
-        query = query.where(DeadLetter.id < uuid.UUID(str(after)))
+        query = query.where(DeadLetter.id < cursor_value(uuid.UUID, after))
     async with runtime.db() as session:
         letters = list((await session.scalars(query)).all())
     items = [DeadLetterOut.model_validate(letter, from_attributes=True) for letter in letters[:limit]]

@@ -11,8 +11,21 @@ from pydantic import AfterValidator, PlainSerializer
 CITY_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
+# What a city-management record can plausibly carry; also keeps values inside PostgreSQL's range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def within_range(moment: datetime) -> datetime:
+    """Refuse times outside 1970–2200 (a ValueError, so pydantic reports it as a 422)."""
+    aware = _aware(moment)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError("time must be between 1970-01-01 and 2200-01-01")
+    return aware
 
 
 def city_time(moment: datetime) -> str:
@@ -21,6 +34,6 @@ def city_time(moment: datetime) -> str:
 
 CityTime = Annotated[
     datetime,
-    AfterValidator(_aware),
+    AfterValidator(within_range),
     PlainSerializer(city_time, return_type=str, when_used="json"),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -26,6 +27,7 @@ class InvalidCursor(DomainError):
 
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class Page(BaseModel, Generic[T]):
@@ -42,6 +44,14 @@ Cursor = Annotated[
 def encode_cursor(*key: Any) -> str:
     raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_value(convert: Callable[[Any], V], raw: Any) -> V:
+    """Turn one decoded cursor field back into its type, or refuse the cursor."""
+    try:
+        return convert(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidCursor("the cursor is not one this API issued") from None
 
 
 def decode_cursor(cursor: str, arity: int) -> list[Any]:

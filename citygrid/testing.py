@@ -178,7 +178,9 @@ async def stream_events(
 
         await wait_until(enough, timeout=timeout)
         info = await jetstream.stream_info(stream)
-        events = []
+        events: list[CloudEvent] = []
+        if not info.state.messages:
+            return events
         for sequence in range(info.state.first_seq, info.state.last_seq + 1):
             message = await jetstream.get_msg(stream, sequence)
             event = CloudEvent.model_validate_json(message.data or b"")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 # GB/T 2260 codes of Guangzhou's 11 districts.
 GUANGZHOU_DISTRICTS: dict[str, str] = {
@@ -22,8 +22,9 @@ GUANGZHOU_DISTRICTS: dict[str, str] = {
 }
 
 DistrictCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+# Strict: GeoJSON coordinates are JSON numbers, never strings or booleans.
+Longitude = Annotated[StrictFloat, Field(ge=-180, le=180, allow_inf_nan=False)]
+Latitude = Annotated[StrictFloat, Field(ge=-90, le=90, allow_inf_nan=False)]
 
 
 class GeoPoint(BaseModel):

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from citygrid.auth import MissingScope, Principal
 from citygrid.clock import CityTime
-from citygrid.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
+from citygrid.schemas import RequestModel
 from gateway.consumers import register_consumer, revoke_consumer
 from gateway.models import ApiConsumer
 from gateway.routing import ADMIN_SCOPE
@@ -23,9 +24,7 @@ Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(:[a-z][a-z0-
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 
 
-class NewConsumer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewConsumer(RequestModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     scopes: list[Scope] = Field(max_length=50)
     roles: list[Role] = Field(default_factory=list, max_length=20)
@@ -84,7 +83,7 @@ async def list_consumers(
     query = select(ApiConsumer).order_by(ApiConsumer.id).limit(limit + 1)
     if cursor:
         (after,) = decode_cursor(cursor, 1)
-        query = query.where(ApiConsumer.id > uuid.UUID(str(after)))
+        query = query.where(ApiConsumer.id > cursor_value(uuid.UUID, after))
     async with runtime.db() as session:
         rows = list((await session.scalars(query)).all())
     next_cursor = encode_cursor(str(rows[limit - 1].id)) if len(rows) > limit else None

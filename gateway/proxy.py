@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 import httpx
 from fastapi import Request
@@ -43,6 +44,9 @@ STRIPPED_INBOUND = HOP_BY_HOP | {
 }
 
 
+URL_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
 class UpstreamUnavailable(DomainError):
     code = "gateway.upstream_unavailable"
     status = 503
@@ -61,6 +65,22 @@ class UnknownService(DomainError):
     title = "Unknown service"
 
 
+def upstream_url(base_url: str, request: Request, service: str) -> httpx.URL:
+    """The service URL for this request, its path kept percent-encoded exactly as the client sent it.
+
+    Building it from the decoded path would turn an encoded ``#`` or ``?`` into a fragment or a query.
+    """
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    prefix = f"/api/{service}/".encode()
+    remainder = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
+    # Bytes a client failed to percent-encode are encoded now; what was encoded stays as it was.
+    url = f"{base_url.rstrip('/')}/{quote(remainder, safe=URL_SAFE)}"
+    query = request.scope.get("query_string", b"")
+    if query:
+        url += "?" + quote(query, safe=URL_SAFE + "?")
+    return httpx.URL(url)
+
+
 async def forward(
     request: Request,
     *,
@@ -73,25 +93,27 @@ async def forward(
     token_ttl: int,
     issuer: str,
 ) -> Response:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in STRIPPED_INBOUND}
-    headers[PRINCIPAL_HEADER] = sign_principal(
+    # Raw bytes both ways: a header value outside ASCII is passed on as sent, never re-encoded.
+    headers: list[tuple[bytes, bytes]] = [
+        (name, value)
+        for name, value in request.headers.raw
+        if name.lower().decode("latin-1") not in STRIPPED_INBOUND
+    ]
+    token = sign_principal(
         principal, private_key=private_key, audience=service, issuer=issuer, ttl_seconds=token_ttl
     )
+    headers.append((PRINCIPAL_HEADER.encode(), token.encode()))
     request_id = request_id_var.get()
     if request_id:
-        headers["X-Request-ID"] = request_id
+        headers.append((b"X-Request-ID", request_id.encode()))
     traceparent = traceparent_var.get()
     if traceparent:
-        headers["traceparent"] = traceparent
+        headers.append((b"traceparent", traceparent.encode()))
     if request.client is not None:
-        headers["X-Forwarded-For"] = request.client.host
+        headers.append((b"X-Forwarded-For", request.client.host.encode()))
     body = await request.body()
     upstream_request = client.build_request(
-        request.method,
-        f"{base_url.rstrip('/')}/{path}",
-        params=request.url.query or None,
-        headers=headers,
-        content=body,
+        request.method, upstream_url(base_url, request, service), headers=headers, content=body
     )
     attempts = 2 if request.method in READ_METHODS else 1
     for attempt in range(1, attempts + 1):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from citygrid.auth import CurrentPrincipal, Principal
+from citygrid.clock import CityTime
 from citygrid.idempotency import Idempotency
 from citygrid.masking import PII_SCOPE
 from citygrid.pagination import Cursor, Limit, Page
@@ -93,8 +93,8 @@ async def list_cases(
     status: CaseStatus | None = None,
     district: DistrictCode | None = None,
     category: Annotated[CategoryCode | None, Query()] = None,
-    reported_from: Annotated[datetime | None, Query(description="RFC 3339, inclusive.")] = None,
-    reported_to: Annotated[datetime | None, Query(description="RFC 3339, exclusive.")] = None,
+    reported_from: Annotated[CityTime | None, Query(description="RFC 3339, inclusive.")] = None,
+    reported_to: Annotated[CityTime | None, Query(description="RFC 3339, exclusive.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[CaseOut]:

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from citygrid.clock import CityTime
 from citygrid.masking import mask_name, mask_phone
+from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
 
@@ -27,16 +28,12 @@ def _known_district(code: str) -> str:
 KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Reporter(Strict):
+class Reporter(RequestModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     phone: Phone | None = None
 
 
-class ReportCase(Strict):
+class ReportCase(RequestModel):
     category_code: CategoryCode = Field(description="Small-class code of the category, e.g. 0101.")
     description: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
     location: GeoPoint
@@ -46,20 +43,20 @@ class ReportCase(Strict):
     reporter: Reporter | None = None
 
 
-class Decision(Strict):
+class Decision(RequestModel):
     note: Note | None = None
 
 
-class Rejection(Strict):
+class Rejection(RequestModel):
     note: Note = Field(description="Why the report is not a case.")
 
 
-class Dispatch(Strict):
+class Dispatch(RequestModel):
     unit: UnitCode = Field(description="The responsible unit's code.")
     note: Note | None = None
 
 
-class Verification(Strict):
+class Verification(RequestModel):
     passed: bool
     note: Note | None = None
 

