@@ -151,6 +151,11 @@ def announce(
     print("\n".join(lines), flush=True)
 
 
+def stopped_by_signal(returncode: int | None) -> bool:
+    """honcho reports a stop by SIGINT/SIGTERM as 130/143, and a child it terminated as -15."""
+    return returncode in (130, 143, -15)
+
+
 def run(data: Path) -> int:
     from honcho.manager import Manager
 
@@ -225,6 +230,8 @@ def run(data: Path) -> int:
 
         threading.Thread(target=when_ready, daemon=True).start()
         manager.loop()
+        if stopped_by_signal(manager.returncode):
+            return 0  # Ctrl-C or SIGTERM: a clean stop, not a failure
         return int(manager.returncode or 0)
     finally:
         if nats_server is not None:
