@@ -24,13 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
-from citygrid.devstack.servers import (
-    EmbeddedNats,
-    EmbeddedPostgres,
-    create_databases,
-    database_url,
-    free_port,
-)
+from citygrid.devstack.servers import create_databases, database_url, servers_for
 from citygrid.events import EventData
 from citygrid.messaging import ensure_stream, stream_config
 from citygrid.migrate import upgrade
@@ -210,31 +204,17 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
 
 
 async def main(requests: int, events: int) -> dict[str, Any]:
-    import os
-
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
-    postgres = nats_server = None
     try:
-        server_url = os.environ.get("DATABASE_URL")
-        if not server_url:
-            postgres = EmbeddedPostgres(workdir / "pg", free_port(), durable=True)
-            server_url = await asyncio.to_thread(postgres.start)
-        nats_url = os.environ.get("NATS_URL")
-        if not nats_url:
-            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port())
-            nats_url = await asyncio.to_thread(nats_server.start)
-        await create_databases(server_url, ["bench_case", "bench_gateway", "bench_kit"])
-        await asyncio.to_thread(upgrade, "services.case", database_url(server_url, "bench_case"))
-        await asyncio.to_thread(upgrade, "gateway", database_url(server_url, "bench_gateway"))
-        return {
-            "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
-            "outbox": await outbox_throughput(server_url, nats_url, events),
-        }
+        with servers_for(workdir, durable=True) as (server_url, nats_url):
+            await create_databases(server_url, ["bench_case", "bench_gateway", "bench_kit"])
+            await asyncio.to_thread(upgrade, "services.case", database_url(server_url, "bench_case"))
+            await asyncio.to_thread(upgrade, "gateway", database_url(server_url, "bench_gateway"))
+            return {
+                "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
+                "outbox": await outbox_throughput(server_url, nats_url, events),
+            }
     finally:
-        if nats_server is not None:
-            nats_server.stop()
-        if postgres is not None:
-            postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

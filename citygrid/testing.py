@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -26,10 +25,10 @@ from fastapi import FastAPI
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.devstack.servers import (
     EmbeddedNats,
-    EmbeddedPostgres,
     create_databases,
     database_url,
     free_port,
+    servers_for,
 )
 from citygrid.events import CloudEvent
 from citygrid.migrate import upgrade
@@ -129,24 +128,11 @@ async def wait_until(predicate: object, timeout: float = 15.0, interval: float =
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[Infrastructure]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-test-"))
-    postgres: EmbeddedPostgres | None = None
-    nats_server: EmbeddedNats | None = None
-    server_url = os.environ.get("DATABASE_URL")
-    nats_url = os.environ.get("NATS_URL")
     try:
-        if not server_url:
-            postgres = EmbeddedPostgres(workdir / "postgres", free_port(), durable=False)
-            server_url = postgres.start()
-        if not nats_url:
-            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port())
-            nats_url = nats_server.start()
-        private_key, public_key = generate_keypair()
-        yield Infrastructure(server_url, nats_url, private_key, public_key, workdir)
+        with servers_for(workdir, durable=False) as (server_url, nats_url):
+            private_key, public_key = generate_keypair()
+            yield Infrastructure(server_url, nats_url, private_key, public_key, workdir)
     finally:
-        if nats_server is not None:
-            nats_server.stop()
-        if postgres is not None:
-            postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,3 +274,26 @@ async def create_databases(server_url: str, names: list[str]) -> None:
                 await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
         await connection.close()
+
+
+@contextlib.contextmanager
+def servers_for(workdir: Path, *, durable: bool) -> Iterator[tuple[str, str]]:
+    """PostgreSQL and NATS URLs for a throwaway run (tests, benchmarks): the servers named by
+    ``DATABASE_URL``/``NATS_URL``, or embedded ones in ``workdir``, stopped when the block ends."""
+    postgres: EmbeddedPostgres | None = None
+    nats_server: EmbeddedNats | None = None
+    try:
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            postgres = EmbeddedPostgres(workdir / "postgres", free_port(), durable=durable)
+            server_url = postgres.start()
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port())
+            nats_url = nats_server.start()
+        yield server_url, nats_url
+    finally:
+        if nats_server is not None:
+            nats_server.stop()
+        if postgres is not None:
+            postgres.stop()
