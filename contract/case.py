@@ -15,9 +15,13 @@ class CaseStatus(StrEnum):
     REPORTED = "reported"
     REGISTERED = "registered"
     REJECTED = "rejected"
+    MERGED = "merged"
     DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    SUSPENDED = "suspended"
     HANDLED = "handled"
     CLOSED = "closed"
+    CANCELLED = "cancelled"
 
 
 class CaseSource(StrEnum):
@@ -74,6 +78,30 @@ class CaseReworked(CaseEvent):
     subject: ClassVar[str] = "case.case.reworked"
 
 
+class CaseMerged(CaseEvent):
+    subject: ClassVar[str] = "case.case.merged"
+
+
+class CaseAccepted(CaseEvent):
+    subject: ClassVar[str] = "case.case.accepted"
+
+
+class CaseReturned(CaseEvent):
+    subject: ClassVar[str] = "case.case.returned"
+
+
+class CaseSuspended(CaseEvent):
+    subject: ClassVar[str] = "case.case.suspended"
+
+
+class CaseResumed(CaseEvent):
+    subject: ClassVar[str] = "case.case.resumed"
+
+
+class CaseCancelled(CaseEvent):
+    subject: ClassVar[str] = "case.case.cancelled"
+
+
 ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseReported,
     CaseRegistered,
@@ -82,4 +110,10 @@ ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseHandled,
     CaseClosed,
     CaseReworked,
+    CaseMerged,
+    CaseAccepted,
+    CaseReturned,
+    CaseSuspended,
+    CaseResumed,
+    CaseCancelled,
 )

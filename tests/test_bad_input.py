@@ -422,7 +422,7 @@ async def test_an_if_match_of_unicode_digits_is_refused_with_400_by_the_case_ser
         ("register", {"approved": True}, ["body", "approved"], "extra_forbidden"),
         ("reject", {"note": ""}, ["body", "note"], "string_too_short"),
         ("verify", {}, ["body", "passed"], "missing"),
-        ("verify", {"passed": "maybe"}, ["body", "passed"], "bool_parsing"),
+        ("verify", {"passed": "maybe"}, ["body", "passed"], "bool_type"),
     ],
 )
 async def test_an_invalid_transition_body_is_refused_with_422_and_the_case_is_untouched(

@@ -43,10 +43,11 @@ async def test_case_goes_from_report_to_close_and_publishes_each_step_in_order(s
     for action, version, body, status in [
         ("register", 1, {"note": "confirmed on site"}, "registered"),
         ("dispatch", 2, {"unit": "tianhe-sanitation"}, "dispatched"),
-        ("handle", 3, None, "handled"),
-        ("verify", 4, {"passed": False, "note": "still overflowing"}, "dispatched"),
-        ("handle", 5, {"note": "emptied"}, "handled"),
-        ("verify", 6, {"passed": True}, "closed"),
+        ("accept", 3, None, "accepted"),
+        ("handle", 4, None, "handled"),
+        ("verify", 5, {"passed": False, "note": "still overflowing"}, "accepted"),
+        ("handle", 6, {"note": "emptied"}, "handled"),
+        ("verify", 7, {"passed": True}, "closed"),
     ]:
         response = await step(stack, case_id, action, version, body)
         assert response.status_code == 200, response.text
@@ -58,6 +59,7 @@ async def test_case_goes_from_report_to_close_and_publishes_each_step_in_order(s
         "report",
         "register",
         "dispatch",
+        "accept",
         "handle",
         "rework",
         "handle",
@@ -65,11 +67,12 @@ async def test_case_goes_from_report_to_close_and_publishes_each_step_in_order(s
     ]
     assert detail["unit"] == "tianhe-sanitation"
 
-    events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=7)
+    events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=8)
     assert [e.type for e in events] == [
         "case.case.reported.v1",
         "case.case.registered.v1",
         "case.case.dispatched.v1",
+        "case.case.accepted.v1",
         "case.case.handled.v1",
         "case.case.reworked.v1",
         "case.case.handled.v1",
@@ -83,7 +86,7 @@ async def test_case_goes_from_report_to_close_and_publishes_each_step_in_order(s
         assert event.traceparent is not None
         assert event.model_extra["msg_id"] == event.id
         assert event.model_extra["nats_subject"] == event.type.rsplit(".", 1)[0]
-    assert [e.data["version"] for e in events] == list(range(1, 8))
+    assert [e.data["version"] for e in events] == list(range(1, 9))
     closed = CaseClosed.from_envelope(events[-1])
     assert closed.status == CaseStatus.CLOSED
     assert closed.location.coordinates == (113.3245, 23.1291)
@@ -96,7 +99,7 @@ async def test_a_transition_not_allowed_from_the_current_status_is_refused_with_
     problem = response.json()
     assert response.headers["content-type"].startswith("application/problem+json")
     assert problem["code"] == "case.invalid_transition"
-    assert problem["allowed_actions"] == ["register", "reject"]
+    assert problem["allowed_actions"] == ["register", "reject", "merge", "cancel"]
 
 
 async def test_a_stale_if_match_gets_412_and_a_missing_one_428(stack):
@@ -195,3 +198,69 @@ async def test_list_pages_with_a_cursor_and_filters(stack):
     )
     assert bad.status_code == 400
     assert bad.json()["code"] == "pagination.invalid_cursor"
+
+
+async def dispatched(stack) -> str:
+    case_id = (await report(stack)).json()["id"]
+    assert (await step(stack, case_id, "register", 1)).status_code == 200
+    assert (await step(stack, case_id, "dispatch", 2, {"unit": "tianhe-sanitation"})).status_code == 200
+    return case_id
+
+
+async def test_a_unit_returns_a_case_that_is_not_its_own_and_it_is_dispatched_again(stack):
+    case_id = await dispatched(stack)
+    without_reason = await step(stack, case_id, "return", 3, {})
+    assert without_reason.status_code == 422
+    returned = await step(stack, case_id, "return", 3, {"note": "this is a power company lamp"})
+    assert returned.json()["status"] == "registered"
+    redispatched = await step(stack, case_id, "dispatch", 4, {"unit": "power-supply-tianhe"})
+    assert redispatched.json()["unit"] == "power-supply-tianhe"
+    assert [h["action"] for h in redispatched.json()["history"]][-2:] == ["return", "dispatch"]
+
+
+async def test_handling_can_be_suspended_and_resumed_by_the_dispatcher(stack):
+    case_id = await dispatched(stack)
+    assert (await step(stack, case_id, "accept", 3)).json()["status"] == "accepted"
+    suspended = await step(stack, case_id, "suspend", 4, {"note": "waiting for the road permit"})
+    assert suspended.json()["status"] == "suspended"
+    assert (await step(stack, case_id, "handle", 5)).status_code == 409
+    assert (await step(stack, case_id, "resume", 5)).json()["status"] == "accepted"
+    assert (await step(stack, case_id, "handle", 6)).json()["status"] == "handled"
+
+
+async def test_a_failed_verification_needs_a_reason(stack):
+    case_id = await dispatched(stack)
+    await step(stack, case_id, "accept", 3)
+    await step(stack, case_id, "handle", 4)
+    refused = await step(stack, case_id, "verify", 5, {"passed": False})
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "case.note_required"
+
+
+async def test_only_a_supervisor_cancels_and_a_cancelled_case_is_final(stack):
+    case_id = await dispatched(stack)
+    assert (await step(stack, case_id, "cancel", 3, {"note": "reported twice"})).status_code == 403
+    cancelled = await step(stack, case_id, "cancel", 3, {"note": "reported twice"}, consumer="admin")
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await step(stack, case_id, "accept", 4, consumer="admin")).status_code == 409
+    (event,) = [
+        e
+        for e in await stream_events(stack.infrastructure.nats_url, "CASE", at_least=4)
+        if e.type.endswith("cancelled.v1")
+    ]
+    assert event.data["note"] == "reported twice"
+
+
+async def test_a_duplicate_report_is_merged_into_the_open_case(stack):
+    original = await dispatched(stack)
+    duplicate = (await report(stack)).json()["id"]
+    into_itself = await step(stack, duplicate, "merge", 1, {"into": duplicate})
+    assert into_itself.status_code == 409
+    assert into_itself.json()["code"] == "case.invalid_merge"
+    merged = await step(stack, duplicate, "merge", 1, {"into": original})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["status"] == "merged"
+    assert merged.json()["merged_into"] == original
+    another = (await report(stack)).json()["id"]
+    into_a_report = await step(stack, another, "merge", 1, {"into": duplicate})
+    assert into_a_report.status_code == 409

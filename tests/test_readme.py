@@ -49,7 +49,7 @@ async def test_the_walkthrough_works_as_written(stack, tmp_path):
     assert process.returncode == 0, stderr.decode() + output
     assert re.search(r"reported [0-9a-f-]{36}", output)
     assert re.search(
-        r"440106-\d{8}-\d{6} closed \['report', 'register', 'dispatch', 'handle', 'close'\]", output
+        r"440106-\d{8}-\d{6} closed \['report', 'register', 'dispatch', 'accept', 'handle', 'close'\]", output
     )
     assert "1 closed case(s) in Tianhe" in output
     assert '"code":"case.invalid_transition"' in output

@@ -27,7 +27,8 @@ from services.case.schemas import (
     Decision,
     Dispatch,
     HistoryOut,
-    Rejection,
+    Merge,
+    Reasoned,
     ReportCase,
     Verification,
     reporter_out,
@@ -49,6 +50,7 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         source=case.source,
         reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
         unit=case.unit,
+        merged_into=case.merged_into,
         version=case.version,
         created_at=case.created_at,
         updated_at=case.updated_at,
@@ -133,11 +135,19 @@ async def _step(
     *,
     note: str | None,
     unit: str | None = None,
+    merge_into: uuid.UUID | None = None,
 ) -> CaseDetailOut:
     version = expected_version(if_match)
     async with runtime.uow() as uow:
         case = await service.transition(
-            uow, case_id, action, principal, expected_version=version, note=note, unit=unit
+            uow,
+            case_id,
+            action,
+            principal,
+            expected_version=version,
+            note=note,
+            unit=unit,
+            merge_into=merge_into,
         )
         history = await service.get_history(uow.session, case_id)
     response.headers["ETag"] = etag(case.version)
@@ -162,7 +172,7 @@ async def register_case(
 @router.post("/cases/{case_id}/reject", operation_id="reject_case")
 async def reject_case(
     case_id: uuid.UUID,
-    body: Rejection,
+    body: Reasoned,
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
     response: Response,
@@ -170,6 +180,21 @@ async def reject_case(
 ) -> CaseDetailOut:
     """Refuse the report with a reason (operator)."""
     return await _step(runtime, principal, response, case_id, Action.REJECT, if_match, note=body.note)
+
+
+@router.post("/cases/{case_id}/merge", operation_id="merge_case")
+async def merge_case(
+    case_id: uuid.UUID,
+    body: Merge,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """Merge a report into the open case it duplicates (operator); the reporter is told that case's number."""
+    return await _step(
+        runtime, principal, response, case_id, Action.MERGE, if_match, note=body.note, merge_into=body.into
+    )
 
 
 @router.post("/cases/{case_id}/dispatch", operation_id="dispatch_case")
@@ -184,6 +209,62 @@ async def dispatch_case(
     """派遣: send the case to the responsible unit (dispatcher)."""
     return await _step(
         runtime, principal, response, case_id, Action.DISPATCH, if_match, note=body.note, unit=body.unit
+    )
+
+
+@router.post("/cases/{case_id}/accept", operation_id="accept_case")
+async def accept_case(
+    case_id: uuid.UUID,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+    body: Decision | None = None,
+) -> CaseDetailOut:
+    """The unit takes the case on (unit handler)."""
+    return await _step(
+        runtime, principal, response, case_id, Action.ACCEPT, if_match, note=body.note if body else None
+    )
+
+
+@router.post("/cases/{case_id}/return", operation_id="return_case")
+async def return_case(
+    case_id: uuid.UUID,
+    body: Reasoned,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """ "Not ours": the unit sends the case back to the dispatcher with the reason (unit handler)."""
+    return await _step(runtime, principal, response, case_id, Action.RETURN, if_match, note=body.note)
+
+
+@router.post("/cases/{case_id}/suspend", operation_id="suspend_case")
+async def suspend_case(
+    case_id: uuid.UUID,
+    body: Reasoned,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """Pause handling, e.g. waiting for another department (dispatcher)."""
+    return await _step(runtime, principal, response, case_id, Action.SUSPEND, if_match, note=body.note)
+
+
+@router.post("/cases/{case_id}/resume", operation_id="resume_case")
+async def resume_case(
+    case_id: uuid.UUID,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+    body: Decision | None = None,
+) -> CaseDetailOut:
+    """Resume a suspended case (dispatcher)."""
+    return await _step(
+        runtime, principal, response, case_id, Action.RESUME, if_match, note=body.note if body else None
     )
 
 
@@ -211,6 +292,19 @@ async def verify_case(
     response: Response,
     if_match: IfMatch = None,
 ) -> CaseDetailOut:
-    """核查: passed closes the case; failed sends it back to the unit for rework (inspector)."""
+    """核查: passed closes the case; failed sends it back to the unit for rework, with the reason (inspector)."""
     action = Action.CLOSE if body.passed else Action.REWORK
     return await _step(runtime, principal, response, case_id, action, if_match, note=body.note)
+
+
+@router.post("/cases/{case_id}/cancel", operation_id="cancel_case")
+async def cancel_case(
+    case_id: uuid.UUID,
+    body: Reasoned,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
+) -> CaseDetailOut:
+    """Withdraw an open case, with the reason (supervisor)."""
+    return await _step(runtime, principal, response, case_id, Action.CANCEL, if_match, note=body.note)

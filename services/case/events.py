@@ -5,14 +5,20 @@ from __future__ import annotations
 from citygrid.auth import Principal
 from citygrid.db import UnitOfWork
 from contract.case import (
+    CaseAccepted,
+    CaseCancelled,
     CaseClosed,
     CaseDispatched,
     CaseEvent,
     CaseHandled,
+    CaseMerged,
     CaseRegistered,
     CaseRejected,
     CaseReported,
+    CaseResumed,
+    CaseReturned,
     CaseReworked,
+    CaseSuspended,
 )
 from contract.common import GeoPoint
 from services.case.domain.workflow import Action
@@ -27,6 +33,12 @@ EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
     Action.HANDLE: CaseHandled,
     Action.CLOSE: CaseClosed,
     Action.REWORK: CaseReworked,
+    Action.MERGE: CaseMerged,
+    Action.ACCEPT: CaseAccepted,
+    Action.RETURN: CaseReturned,
+    Action.SUSPEND: CaseSuspended,
+    Action.RESUME: CaseResumed,
+    Action.CANCEL: CaseCancelled,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from citygrid.clock import CityTime
 from citygrid.masking import mask_name, mask_phone
@@ -47,8 +47,13 @@ class Decision(RequestModel):
     note: Note | None = None
 
 
-class Rejection(RequestModel):
-    note: Note = Field(description="Why the report is not a case.")
+class Reasoned(RequestModel):
+    note: Note = Field(description="The reason, kept in the case's history.")
+
+
+class Merge(RequestModel):
+    into: uuid.UUID = Field(description="The open case this report duplicates.")
+    note: Note | None = None
 
 
 class Dispatch(RequestModel):
@@ -57,8 +62,8 @@ class Dispatch(RequestModel):
 
 
 class Verification(RequestModel):
-    passed: bool
-    note: Note | None = None
+    passed: StrictBool
+    note: Note | None = Field(default=None, description="Required when the verification failed.")
 
 
 class HistoryOut(BaseModel):
@@ -91,6 +96,7 @@ class CaseOut(BaseModel):
     source: CaseSource
     reporter: ReporterOut | None
     unit: str | None
+    merged_into: uuid.UUID | None
     version: int
     created_at: CityTime
     updated_at: CityTime

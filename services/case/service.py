@@ -12,18 +12,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from citygrid.auth import Principal
 from citygrid.clock import within_range
 from citygrid.db import UnitOfWork
-from citygrid.errors import NotFound, PreconditionFailed
+from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
 from services.case import events
 from services.case.domain.numbering import case_number, local_day
-from services.case.domain.workflow import Action, next_status
+from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
 from services.case.models import Case, CaseHistory, CaseNumberCounter
 from services.case.schemas import ReportCase
 
 
 class CaseNotFound(NotFound):
     code = "case.not_found"
+
+
+class NoteRequired(InvalidInput):
+    code = "case.note_required"
+
+
+class InvalidMerge(Conflict):
+    code = "case.invalid_merge"
 
 
 class StaleVersion(PreconditionFailed):
@@ -114,6 +122,7 @@ async def transition(
     expected_version: int,
     note: str | None = None,
     unit: str | None = None,
+    merge_into: uuid.UUID | None = None,
 ) -> Case:
     """Take one workflow step, if the case is still at ``expected_version``."""
     session = uow.session
@@ -124,6 +133,10 @@ async def transition(
             current_version=case.version,
         )
     target = next_status(case.status, action, actor.roles)
+    if action in NEEDS_NOTE and not note:
+        raise NoteRequired(f"{action.value} needs a note giving the reason")
+    if action is Action.MERGE:
+        case.merged_into = await _merge_target(session, case, merge_into)
     now = await _now(session)
     previous = case.status
     case.status = target
@@ -147,6 +160,19 @@ async def transition(
     events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note)
     await session.flush()
     return case
+
+
+async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> uuid.UUID:
+    if target_id is None or target_id == case.id:
+        raise InvalidMerge("name the open case this report duplicates")
+    target = await session.scalar(select(Case).where(Case.id == target_id))
+    if target is None:
+        raise CaseNotFound(f"no case {target_id}")
+    if target.status not in OPEN_STATUSES or target.status is CaseStatus.REPORTED:
+        raise InvalidMerge(
+            f"case {target.number} is {target.status.value}: merge into a registered, open case"
+        )
+    return target.id
 
 
 async def list_cases(
