@@ -81,7 +81,7 @@ async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dic
         )
     await engine.dispose()
     report = {
-        "category_code": "0101",
+        "category_code": "20106",
         "description": "bench",
         "location": {"type": "Point", "coordinates": [113.32, 23.13]},
         "district_code": "440106",

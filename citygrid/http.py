@@ -88,8 +88,13 @@ def create_service_app(
     publishes: str | None = None,
     consumers: Sequence[ConsumerSpec] = (),
     description: str = "",
+    runtime_setup: Callable[[Runtime], None] | None = None,
 ) -> FastAPI:
-    """Build a domain service; engines and connections are made in its lifespan, not here."""
+    """Build a domain service; engines and connections are made in its lifespan, not here.
+
+    ``runtime_setup`` lets the service add its periodic jobs and startup hooks, which need the
+    runtime (its database, its settings) that exists only from here on.
+    """
     runtime = Runtime(
         settings=settings,
         metrics=KitMetrics(service=settings.service_name),
@@ -101,6 +106,8 @@ def create_service_app(
         publishes=publishes,
         consumer_specs=consumers,
     )
+    if runtime_setup is not None:
+        runtime_setup(runtime)
     app = create_base_app(runtime, title=title, version=version, description=description)
     protected = [Depends(current_principal)]
     for router in routers:

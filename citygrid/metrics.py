@@ -60,6 +60,8 @@ class KitMetrics:
         self.dead_letters = Counter(
             "citygrid_dead_letters", "Events given up after max_deliver.", ["consumer"], registry=r
         )
+        self.job_runs = Counter("citygrid_job_runs", "Runs of periodic jobs.", ["job", "outcome"], registry=r)
+        self.job_items = Counter("citygrid_job_items", "Items handled by periodic jobs.", ["job"], registry=r)
 
 
 def route_template(scope: Scope) -> str:

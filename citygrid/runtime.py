@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from citygrid.auth import PrincipalVerifier
 from citygrid.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
 from citygrid.inbox import ConsumerRunner, ConsumerSpec
+from citygrid.jobs import PeriodicJob, run_forever
 from citygrid.logging import traceparent_var
 from citygrid.messaging import connect, ensure_stream, stream_config
 from citygrid.metrics import KitMetrics
@@ -39,6 +40,8 @@ class Runtime:
     publishes: str | None = None
     consumer_specs: Sequence[ConsumerSpec] = ()
     messaging: bool = True
+    jobs: Sequence[PeriodicJob] = ()
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = ()
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
     nats: NatsClient | None = None
@@ -66,8 +69,12 @@ class Runtime:
             )
             for spec in self.consumer_specs
         }
+        for hook in self.on_startup:
+            await hook()
         if self.messaging:
             self.tasks.append(asyncio.create_task(self._connect_messaging(), name="messaging"))
+        for job in self.jobs:
+            self.tasks.append(asyncio.create_task(run_forever(job, self.metrics), name=f"job-{job.name}"))
 
     async def _connect_messaging(self) -> None:
         """Connect to NATS in the background so HTTP serves (and the outbox fills) while it is down."""

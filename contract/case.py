@@ -102,6 +102,15 @@ class CaseCancelled(CaseEvent):
     subject: ClassVar[str] = "case.case.cancelled"
 
 
+class CaseOverdue(CaseEvent):
+    """A stage's deadline passed; the case is escalated to the supervisor."""
+
+    subject: ClassVar[str] = "case.case.overdue"
+    stage: str
+    deadline_at: datetime
+    escalated_to: str = "supervisor"
+
+
 ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseReported,
     CaseRegistered,
@@ -116,4 +125,5 @@ ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseSuspended,
     CaseResumed,
     CaseCancelled,
+    CaseOverdue,
 )

@@ -6,7 +6,7 @@ from citygrid.testing import stream_events
 from contract.case import CaseClosed, CaseStatus
 
 REPORT = {
-    "category_code": "0101",
+    "category_code": "20106",
     "description": "Overflowing bin at the bus stop",
     "location": {"type": "Point", "coordinates": [113.3245, 23.1291]},
     "district_code": "440106",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from citygrid.auth import CurrentPrincipal, Principal
@@ -13,11 +14,13 @@ from citygrid.clock import CityTime
 from citygrid.idempotency import Idempotency
 from citygrid.masking import PII_SCOPE
 from citygrid.pagination import Cursor, Limit, Page
-from citygrid.runtime import RuntimeDep
+from citygrid.runtime import Runtime, RuntimeDep
 from citygrid.versioning import IfMatch, etag, expected_version
 from contract.case import CaseStatus
 from contract.common import DistrictCode, GeoPoint
 from services.case import service
+from services.case.catalogue import CalendarHolder
+from services.case.context import Calendars
 from services.case.domain.workflow import Action
 from services.case.models import Case, CaseHistory
 from services.case.schemas import (
@@ -51,6 +54,9 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
         unit=case.unit,
         merged_into=case.merged_into,
+        stage=case.stage,
+        deadline_at=case.deadline_at,
+        overdue_at=case.overdue_at,
         version=case.version,
         created_at=case.created_at,
         updated_at=case.updated_at,
@@ -72,7 +78,12 @@ def detail_out(case: Case, history: list[CaseHistory], principal: Principal) -> 
     responses={201: {"headers": {"ETag": {"schema": {"type": "string"}}}}},
 )
 async def report_case(
-    body: ReportCase, request: Request, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
+    body: ReportCase,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    calendars: Calendars,
 ) -> CaseOut | JSONResponse:
     """Report a problem. Send an ``Idempotency-Key`` to make retries safe."""
     idempotency = await Idempotency.from_request(request, principal.subject)
@@ -80,7 +91,7 @@ async def report_case(
         replay = await idempotency.replay(uow.session)
         if replay is not None:
             return replay
-        case = await service.report_case(uow, body, principal)
+        case = await service.report_case(uow, body, principal, calendars.calendar)
         out = case_out(case, principal)
         await idempotency.remember(uow.session, 201, out.model_dump(mode="json"))
     response.headers["ETag"] = etag(case.version)
@@ -125,186 +136,136 @@ async def get_case(
     return detail_out(case, history, principal)
 
 
-async def _step(
-    runtime: RuntimeDep,
-    principal: Principal,
-    response: Response,
-    case_id: uuid.UUID,
-    action: Action,
-    if_match: str | None,
-    *,
-    note: str | None,
-    unit: str | None = None,
-    merge_into: uuid.UUID | None = None,
-) -> CaseDetailOut:
-    version = expected_version(if_match)
-    async with runtime.uow() as uow:
-        case = await service.transition(
-            uow,
-            case_id,
-            action,
-            principal,
-            expected_version=version,
-            note=note,
-            unit=unit,
-            merge_into=merge_into,
-        )
-        history = await service.get_history(uow.session, case_id)
-    response.headers["ETag"] = etag(case.version)
-    return detail_out(case, history, principal)
+@dataclass
+class Steps:
+    """Everything a workflow step needs, injected once: ``steps.take(case_id, action, …)``."""
+
+    runtime: Runtime
+    principal: Principal
+    response: Response
+    calendars: CalendarHolder
+
+    async def take(
+        self,
+        case_id: uuid.UUID,
+        action: Action,
+        if_match: str | None,
+        *,
+        note: str | None = None,
+        unit: str | None = None,
+        merge_into: uuid.UUID | None = None,
+    ) -> CaseDetailOut:
+        version = expected_version(if_match)
+        async with self.runtime.uow() as uow:
+            case = await service.transition(
+                uow,
+                case_id,
+                action,
+                self.principal,
+                expected_version=version,
+                calendar=self.calendars.calendar,
+                note=note,
+                unit=unit,
+                merge_into=merge_into,
+            )
+            history = await service.get_history(uow.session, case_id)
+        self.response.headers["ETag"] = etag(case.version)
+        return detail_out(case, history, self.principal)
+
+
+async def steps(
+    runtime: RuntimeDep, principal: CurrentPrincipal, response: Response, calendars: Calendars
+) -> Steps:
+    return Steps(runtime, principal, response, calendars)
+
+
+StepsDep = Annotated[Steps, Depends(steps)]
 
 
 @router.post("/cases/{case_id}/register", operation_id="register_case")
 async def register_case(
-    case_id: uuid.UUID,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
-    body: Decision | None = None,
+    case_id: uuid.UUID, steps: StepsDep, if_match: IfMatch = None, body: Decision | None = None
 ) -> CaseDetailOut:
     """立案: accept the report as a case (operator)."""
-    return await _step(
-        runtime, principal, response, case_id, Action.REGISTER, if_match, note=body.note if body else None
-    )
+    return await steps.take(case_id, Action.REGISTER, if_match, note=body.note if body else None)
 
 
 @router.post("/cases/{case_id}/reject", operation_id="reject_case")
 async def reject_case(
-    case_id: uuid.UUID,
-    body: Reasoned,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Reasoned, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """Refuse the report with a reason (operator)."""
-    return await _step(runtime, principal, response, case_id, Action.REJECT, if_match, note=body.note)
+    return await steps.take(case_id, Action.REJECT, if_match, note=body.note)
 
 
 @router.post("/cases/{case_id}/merge", operation_id="merge_case")
 async def merge_case(
-    case_id: uuid.UUID,
-    body: Merge,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Merge, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """Merge a report into the open case it duplicates (operator); the reporter is told that case's number."""
-    return await _step(
-        runtime, principal, response, case_id, Action.MERGE, if_match, note=body.note, merge_into=body.into
-    )
+    return await steps.take(case_id, Action.MERGE, if_match, note=body.note, merge_into=body.into)
 
 
 @router.post("/cases/{case_id}/dispatch", operation_id="dispatch_case")
 async def dispatch_case(
-    case_id: uuid.UUID,
-    body: Dispatch,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Dispatch, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """派遣: send the case to the responsible unit (dispatcher)."""
-    return await _step(
-        runtime, principal, response, case_id, Action.DISPATCH, if_match, note=body.note, unit=body.unit
-    )
+    return await steps.take(case_id, Action.DISPATCH, if_match, note=body.note, unit=body.unit)
 
 
 @router.post("/cases/{case_id}/accept", operation_id="accept_case")
 async def accept_case(
-    case_id: uuid.UUID,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
-    body: Decision | None = None,
+    case_id: uuid.UUID, steps: StepsDep, if_match: IfMatch = None, body: Decision | None = None
 ) -> CaseDetailOut:
     """The unit takes the case on (unit handler)."""
-    return await _step(
-        runtime, principal, response, case_id, Action.ACCEPT, if_match, note=body.note if body else None
-    )
+    return await steps.take(case_id, Action.ACCEPT, if_match, note=body.note if body else None)
 
 
 @router.post("/cases/{case_id}/return", operation_id="return_case")
 async def return_case(
-    case_id: uuid.UUID,
-    body: Reasoned,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Reasoned, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """ "Not ours": the unit sends the case back to the dispatcher with the reason (unit handler)."""
-    return await _step(runtime, principal, response, case_id, Action.RETURN, if_match, note=body.note)
+    return await steps.take(case_id, Action.RETURN, if_match, note=body.note)
 
 
 @router.post("/cases/{case_id}/suspend", operation_id="suspend_case")
 async def suspend_case(
-    case_id: uuid.UUID,
-    body: Reasoned,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Reasoned, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
-    """Pause handling, e.g. waiting for another department (dispatcher)."""
-    return await _step(runtime, principal, response, case_id, Action.SUSPEND, if_match, note=body.note)
+    """Pause handling, e.g. waiting for another department; the clock stops (dispatcher)."""
+    return await steps.take(case_id, Action.SUSPEND, if_match, note=body.note)
 
 
 @router.post("/cases/{case_id}/resume", operation_id="resume_case")
 async def resume_case(
-    case_id: uuid.UUID,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
-    body: Decision | None = None,
+    case_id: uuid.UUID, steps: StepsDep, if_match: IfMatch = None, body: Decision | None = None
 ) -> CaseDetailOut:
-    """Resume a suspended case (dispatcher)."""
-    return await _step(
-        runtime, principal, response, case_id, Action.RESUME, if_match, note=body.note if body else None
-    )
+    """Resume a suspended case with the time it had left (dispatcher)."""
+    return await steps.take(case_id, Action.RESUME, if_match, note=body.note if body else None)
 
 
 @router.post("/cases/{case_id}/handle", operation_id="handle_case")
 async def handle_case(
-    case_id: uuid.UUID,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
-    body: Decision | None = None,
+    case_id: uuid.UUID, steps: StepsDep, if_match: IfMatch = None, body: Decision | None = None
 ) -> CaseDetailOut:
     """处置: the unit reports the problem fixed (unit handler)."""
-    return await _step(
-        runtime, principal, response, case_id, Action.HANDLE, if_match, note=body.note if body else None
-    )
+    return await steps.take(case_id, Action.HANDLE, if_match, note=body.note if body else None)
 
 
 @router.post("/cases/{case_id}/verify", operation_id="verify_case")
 async def verify_case(
-    case_id: uuid.UUID,
-    body: Verification,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Verification, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """核查: passed closes the case; failed sends it back to the unit for rework, with the reason (inspector)."""
     action = Action.CLOSE if body.passed else Action.REWORK
-    return await _step(runtime, principal, response, case_id, action, if_match, note=body.note)
+    return await steps.take(case_id, action, if_match, note=body.note)
 
 
 @router.post("/cases/{case_id}/cancel", operation_id="cancel_case")
 async def cancel_case(
-    case_id: uuid.UUID,
-    body: Reasoned,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    response: Response,
-    if_match: IfMatch = None,
+    case_id: uuid.UUID, body: Reasoned, steps: StepsDep, if_match: IfMatch = None
 ) -> CaseDetailOut:
     """Withdraw an open case, with the reason (supervisor)."""
-    return await _step(runtime, principal, response, case_id, Action.CANCEL, if_match, note=body.note)
+    return await steps.take(case_id, Action.CANCEL, if_match, note=body.note)

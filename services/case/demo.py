@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 
 DEMO_REPORTS = [
-    ("440106", 113.3245, 23.1291, "0101", "Overflowing bin at the Tianhe Road bus stop", "inspector"),
-    ("440104", 113.2668, 23.1291, "0203", "Broken street lamp on Beijing Road", "public"),
-    ("440105", 113.3173, 23.0838, "0105", "Exposed garbage beside Haizhu wetland gate", "video"),
-    ("440103", 113.2442, 23.1259, "0301", "Road-occupying stall on Shangxiajiu", "inspector"),
-    ("440111", 113.2732, 23.1622, "0402", "Illegal flyers on the Baiyun Avenue underpass", "hotline"),
-    ("440113", 113.3845, 22.9373, "0107", "Muck spilled on Panyu Avenue", "video"),
+    ("440106", 113.3245, 23.1291, "20106", "Overflowing bin at the Tianhe Road bus stop", "inspector"),
+    ("440104", 113.2668, 23.1291, "10117", "Broken street lamp on Beijing Road", "public"),
+    ("440105", 113.3173, 23.0838, "20101", "Exposed garbage beside Haizhu wetland gate", "video"),
+    ("440103", 113.2442, 23.1259, "20501", "Road-occupying stall on Shangxiajiu", "inspector"),
+    ("440111", 113.2732, 23.1622, "20201", "Illegal flyers on the Baiyun Avenue underpass", "hotline"),
+    ("440113", 113.3845, 22.9373, "20303", "Muck spilled on Panyu Avenue", "video"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from citygrid.auth import Principal
 from citygrid.db import UnitOfWork
 from contract.case import (
@@ -43,7 +45,12 @@ EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
 
 
 def record(
-    uow: UnitOfWork, event_type: type[CaseEvent], case: Case, actor: Principal, note: str | None
+    uow: UnitOfWork,
+    event_type: type[CaseEvent],
+    case: Case,
+    actor: Principal,
+    note: str | None,
+    **extra: Any,
 ) -> None:
     uow.publish(
         event_type(
@@ -59,6 +66,7 @@ def record(
             actor=actor.subject,
             note=note,
             occurred_at=case.updated_at,
+            **extra,
         ),
         aggregate_id=str(case.id),
     )

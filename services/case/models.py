@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Date, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, func
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from citygrid.db import make_metadata
@@ -39,6 +53,15 @@ class Case(Base):
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
     unit: Mapped[str | None] = mapped_column(String(100))
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The clock of the current stage (services/case/domain/deadlines.py).
+    stage: Mapped[str | None] = mapped_column(String(16))
+    stage_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_remaining_seconds: Mapped[float | None] = mapped_column(Float)
+    overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, default=1)
     reported_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -50,6 +73,12 @@ class Case(Base):
         Index("ix_cases_status_created", "status", "created_at", "id"),
         Index("ix_cases_district_created", "district_code", "created_at", "id"),
         Index("ix_cases_category_created", "category_code", "created_at", "id"),
+        # The overdue scan reads only cases whose running clock has not been marked yet.
+        Index(
+            "ix_cases_due",
+            "deadline_at",
+            postgresql_where=text("overdue_at IS NULL AND deadline_at IS NOT NULL"),
+        ),
     )
 
 
@@ -68,6 +97,36 @@ class CaseHistory(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_case_history_case", "case_id", "at", "id"),)
+
+
+class Category(Base):
+    """The catalogue as this city runs it: seeded from the shipped version, then edited by admins."""
+
+    __tablename__ = "categories"
+
+    code: Mapped[str] = mapped_column(String(5), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    big_class_code: Mapped[str] = mapped_column(String(2))
+    name_zh: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(200))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    default_unit_type: Mapped[str] = mapped_column(String(40))
+    open311_service_code: Mapped[str] = mapped_column(String(40), unique=True)
+    open311_group: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    catalogue_version: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CalendarYear(Base):
+    """A year of the work calendar that overrides the shipped one (public holidays, make-up days)."""
+
+    __tablename__ = "calendar_years"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class CaseNumberCounter(Base):

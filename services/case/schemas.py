@@ -13,7 +13,7 @@ from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
 
-CategoryCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{2,16}$")]
+CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 UnitCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9\-]{5,20}$")]
@@ -34,7 +34,9 @@ class Reporter(RequestModel):
 
 
 class ReportCase(RequestModel):
-    category_code: CategoryCode = Field(description="Small-class code of the category, e.g. 0101.")
+    category_code: CategoryCode = Field(
+        description="Small-class code from GET /v1/categories, e.g. 20106 (overflowing bin)."
+    )
     description: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
     location: GeoPoint
     district_code: KnownDistrict
@@ -97,6 +99,13 @@ class CaseOut(BaseModel):
     reporter: ReporterOut | None
     unit: str | None
     merged_into: uuid.UUID | None
+    stage: str | None = Field(
+        description="The stage whose clock is running: register, dispatch, handle, verify."
+    )
+    deadline_at: CityTime | None = Field(
+        description="When the current stage falls due (none while suspended)."
+    )
+    overdue_at: CityTime | None = Field(description="When the current stage was found overdue and escalated.")
     version: int
     created_at: CityTime
     updated_at: CityTime

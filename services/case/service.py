@@ -16,9 +16,13 @@ from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
 from services.case import events
+from services.case.catalogue import category_for_report, stage_limits
+from services.case.domain.calendar import WorkCalendar
+from services.case.domain.categories import Stage
+from services.case.domain.deadlines import Clock, after_step
 from services.case.domain.numbering import case_number, local_day
 from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
-from services.case.models import Case, CaseHistory, CaseNumberCounter
+from services.case.models import Case, CaseHistory, CaseNumberCounter, Category
 from services.case.schemas import ReportCase
 
 
@@ -59,8 +63,23 @@ async def _now(session: AsyncSession) -> datetime:
     return (await session.execute(select(func.now()))).scalar_one()
 
 
-async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal) -> Case:
+def _clock_of(case: Case) -> Clock:
+    stage = Stage(case.stage) if case.stage else None
+    return Clock(stage, case.stage_started_at, case.deadline_at, case.paused_remaining_seconds)
+
+
+def _set_clock(case: Case, clock: Clock) -> None:
+    if clock.started_at != case.stage_started_at:
+        case.overdue_at = None  # a new stage: its own deadline, not yet missed
+    case.stage = clock.stage.value if clock.stage else None
+    case.stage_started_at = clock.started_at
+    case.deadline_at = clock.deadline_at
+    case.paused_remaining_seconds = clock.paused_remaining_seconds
+
+
+async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal, calendar: WorkCalendar) -> Case:
     session = uow.session
+    category = await category_for_report(session, request.category_code)
     now = await _now(session)
     case = Case(
         number=await _next_number(session, request.district_code, now),
@@ -78,6 +97,9 @@ async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal) ->
         reported_by=actor.subject,
         created_at=now,
         updated_at=now,
+    )
+    _set_clock(
+        case, after_step(None, CaseStatus.REPORTED, now, Clock.stopped(), stage_limits(category), calendar)
     )
     session.add(case)
     await session.flush()
@@ -120,6 +142,7 @@ async def transition(
     actor: Principal,
     *,
     expected_version: int,
+    calendar: WorkCalendar,
     note: str | None = None,
     unit: str | None = None,
     merge_into: uuid.UUID | None = None,
@@ -142,6 +165,15 @@ async def transition(
     case.status = target
     if unit is not None:
         case.unit = unit
+    category = await session.get(Category, case.category_code)
+    if category is not None:  # categories are deactivated, never deleted
+        _set_clock(case, after_step(action, target, now, _clock_of(case), stage_limits(category), calendar))
+    if action is Action.DISPATCH:
+        case.dispatched_at = now
+    elif action is Action.HANDLE:
+        case.handled_at = now
+    elif action is Action.CLOSE:
+        case.closed_at = now
     case.version += 1
     case.updated_at = now
     session.add(

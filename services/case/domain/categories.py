@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from services.case.domain.calendar import LimitUnit
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "categories" / "v1.json"
 
@@ -64,7 +66,6 @@ class UnitType(StrEnum):
     PROPERTY_MANAGEMENT = "property_management"  # 物业
 
 
-LimitUnit = Literal["working_hours", "working_days", "natural_hours"]
 CategoryCode = Annotated[str, Field(pattern=r"^[12][0-9]{4}$")]
 BigClassCode = Annotated[str, Field(pattern=r"^[0-9]{2}$")]
 NonEmpty = Annotated[str, Field(min_length=1)]

@@ -1,0 +1,178 @@
+"""Deadlines on the work calendar, the overdue scan across replicas, and the catalogue's admin API."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+
+from citygrid.testing import serve_app, stream_events
+from services.case.domain.calendar import TimeLimit, load_calendar
+from services.case.main import create_app as create_case_app
+from services.case.models import Case, CaseHistory
+from services.case.overdue import escalate_overdue
+from tests.conftest import case_settings
+from tests.test_case_flow import REPORT, report, step
+
+CALENDAR = load_calendar()
+
+
+async def test_a_report_is_due_for_registration_by_its_category_limit_on_the_work_calendar(stack):
+    case = (await report(stack)).json()
+    assert case["stage"] == "register"
+    created = datetime.fromisoformat(case["created_at"])
+    category = (await stack.client.get("/api/case/v1/categories/20106", headers=stack.as_("reader"))).json()
+    limit = category["limits"]["register"]
+    expected = CALENDAR.add(created, TimeLimit(limit["amount"], limit["unit"]))
+    assert datetime.fromisoformat(case["deadline_at"]) == expected
+    assert case["deadline_at"].endswith("+08:00")
+
+
+async def test_each_step_moves_the_clock_to_the_next_stage_and_suspension_stops_it(stack):
+    case_id = (await report(stack)).json()["id"]
+    stages = []
+    for action, version, body in [
+        ("register", 1, None),
+        ("dispatch", 2, {"unit": "tianhe-sanitation"}),
+        ("accept", 3, None),
+        ("suspend", 4, {"note": "permit pending"}),
+        ("resume", 5, None),
+        ("handle", 6, None),
+        ("verify", 7, {"passed": True}),
+    ]:
+        answer = (await step(stack, case_id, action, version, body)).json()
+        stages.append((answer["stage"], answer["deadline_at"] is not None))
+    assert stages == [
+        ("dispatch", True),
+        ("handle", True),
+        ("handle", True),
+        ("handle", False),
+        ("handle", True),
+        ("verify", True),
+        (None, False),
+    ]
+
+
+async def test_an_unknown_or_retired_category_is_refused(stack):
+    unknown = await stack.client.post(
+        "/api/case/v1/cases", json={**REPORT, "category_code": "29999"}, headers=stack.as_("clerk")
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["code"] == "case.unknown_category"
+    retired = await stack.client.patch(
+        "/api/case/v1/admin/categories/20106", json={"active": False}, headers=stack.as_("admin")
+    )
+    assert retired.status_code == 200
+    refused = await stack.client.post("/api/case/v1/cases", json=REPORT, headers=stack.as_("clerk"))
+    assert refused.json()["code"] == "case.unknown_category"
+
+
+async def test_an_admin_changes_a_limit_and_new_cases_follow_it(stack):
+    limits = {
+        "register": {"amount": 3, "unit": "natural_hours"},
+        "dispatch": {"amount": 1, "unit": "working_hours"},
+        "handle": {"amount": 1, "unit": "working_days"},
+        "verify": {"amount": 2, "unit": "working_hours"},
+    }
+    refused = await stack.client.patch(
+        "/api/case/v1/admin/categories/20106", json={"limits": limits}, headers=stack.as_("clerk")
+    )
+    assert refused.status_code == 403
+    partial = await stack.client.patch(
+        "/api/case/v1/admin/categories/20106",
+        json={"limits": {"register": limits["register"]}},
+        headers=stack.as_("admin"),
+    )
+    assert partial.status_code == 422
+    changed = await stack.client.patch(
+        "/api/case/v1/admin/categories/20106", json={"limits": limits}, headers=stack.as_("admin")
+    )
+    assert changed.json()["limits"]["register"] == {"amount": 3.0, "unit": "natural_hours"}
+    case = (await report(stack)).json()
+    hours = (
+        datetime.fromisoformat(case["deadline_at"]) - datetime.fromisoformat(case["created_at"])
+    ).total_seconds()
+    assert hours == 3 * 3600
+
+
+async def test_an_admin_sets_a_years_holidays(stack):
+    document = {
+        "year": 2030,
+        "source": "test notice",
+        "holidays": [{"name": "元旦", "dates": ["2030-01-01"]}],
+        "makeup_workdays": ["2030-01-05"],
+    }
+    stored = await stack.client.put(
+        "/api/case/v1/admin/calendars/2030", json=document, headers=stack.as_("admin")
+    )
+    assert stored.status_code == 200, stored.text
+    assert stored.json() == {
+        "year": 2030,
+        "source": "test notice",
+        "holidays": 1,
+        "makeup_workdays": 1,
+        "overridden": True,
+    }
+    years = (await stack.client.get("/api/case/v1/admin/calendars", headers=stack.as_("admin"))).json()
+    assert {y["year"] for y in years} >= {2025, 2026, 2030}
+    bad = {**document, "makeup_workdays": ["2030-01-01"]}
+    refused = await stack.client.put(
+        "/api/case/v1/admin/calendars/2030", json=bad, headers=stack.as_("admin")
+    )
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "case.invalid_calendar"
+    wrong_year = await stack.client.put(
+        "/api/case/v1/admin/calendars/2031", json=document, headers=stack.as_("admin")
+    )
+    assert wrong_year.status_code == 422
+
+
+async def test_overdue_cases_are_escalated_once_even_with_two_replicas_scanning(
+    stack, infrastructure, databases
+):
+    ids = [(await report(stack)).json()["id"] for _ in range(30)]
+    async with stack.case_runtime.uow() as uow:
+        await uow.session.execute(
+            update(Case).values(deadline_at=func.now() - func.make_interval(0, 0, 0, 0, 1))
+        )
+    second_replica = create_case_app(case_settings(infrastructure, databases))
+    async with serve_app(second_replica):
+        runtimes = [stack.case_runtime, second_replica.state.kit]
+        counts = await asyncio.gather(*(escalate_overdue(r, batch_size=7) for r in runtimes * 3))
+        while sum(await asyncio.gather(*(escalate_overdue(r, batch_size=7) for r in runtimes))):
+            pass
+    assert sum(counts) <= 30
+    async with stack.case_runtime.db() as session:
+        escalations = (
+            await session.execute(
+                select(CaseHistory.case_id, func.count())
+                .where(CaseHistory.action == "overdue")
+                .group_by(CaseHistory.case_id)
+            )
+        ).all()
+        unmarked = await session.scalar(
+            select(func.count()).select_from(Case).where(Case.overdue_at.is_(None))
+        )
+    assert sorted(str(case_id) for case_id, _ in escalations) == sorted(ids)
+    assert {count for _, count in escalations} == {1}
+    assert unmarked == 0
+    events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=60)
+    overdue = [e for e in events if e.type == "case.case.overdue.v1"]
+    assert len(overdue) == 30
+    assert {e.data["escalated_to"] for e in overdue} == {"supervisor"}
+    detail = (await stack.client.get(f"/api/case/v1/cases/{ids[0]}", headers=stack.as_("reader"))).json()
+    assert detail["overdue_at"] is not None
+    assert detail["history"][-1]["action"] == "overdue"
+
+
+async def test_a_new_stage_clears_the_overdue_mark(stack):
+    case_id = (await report(stack)).json()["id"]
+    async with stack.case_runtime.uow() as uow:
+        await uow.session.execute(
+            update(Case).values(deadline_at=func.now() - func.make_interval(0, 0, 0, 0, 1))
+        )
+    assert await escalate_overdue(stack.case_runtime) == 1
+    registered = (await step(stack, case_id, "register", 1)).json()
+    assert registered["overdue_at"] is None
+    assert registered["stage"] == "dispatch"
