@@ -36,6 +36,9 @@ def _enum(cls: type[CaseStatus] | type[CaseSource], name: str) -> Enum:
     return Enum(cls, name=name, values_callable=lambda members: [m.value for m in members])
 
 
+OPEN_CASE_SQL = "status IN ('reported', 'registered', 'dispatched', 'accepted', 'suspended', 'handled')"
+
+
 class Case(Base):
     __tablename__ = "cases"
 
@@ -48,6 +51,10 @@ class Case(Base):
     lat: Mapped[float] = mapped_column(Float)
     address: Mapped[str | None] = mapped_column(String(300))
     district_code: Mapped[str] = mapped_column(String(6))
+    street_code: Mapped[str | None] = mapped_column(String(9))
+    community_code: Mapped[str | None] = mapped_column(String(12))
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    likely_duplicate_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     source: Mapped[CaseSource] = mapped_column(_enum(CaseSource, "case_source"))
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
@@ -79,6 +86,8 @@ class Case(Base):
             "deadline_at",
             postgresql_where=text("overdue_at IS NULL AND deadline_at IS NOT NULL"),
         ),
+        # Duplicate detection: open cases of one small class within a latitude band.
+        Index("ix_cases_category_lat", "category_code", "lat", postgresql_where=text(OPEN_CASE_SQL)),
     )
 
 
@@ -127,6 +136,24 @@ class CalendarYear(Base):
     year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     document: Mapped[dict[str, Any]] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class GridCellRow(Base):
+    """One unit grid cell (单元网格), stored as a GeoJSON feature; the index lives in memory."""
+
+    __tablename__ = "grid_cells"
+
+    code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    street_code: Mapped[str] = mapped_column(String(9))
+    community_code: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(200))
+    feature: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    min_lon: Mapped[float] = mapped_column(Float)
+    min_lat: Mapped[float] = mapped_column(Float)
+    max_lon: Mapped[float] = mapped_column(Float)
+    max_lat: Mapped[float] = mapped_column(Float)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class CaseNumberCounter(Base):
