@@ -1,10 +1,13 @@
-"""Value types every domain shares: GeoJSON points, district codes."""
+"""Value types every domain shares: GeoJSON points, district codes, evidence, a case's origin."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
+
+from citygrid.events import EventData
 
 # GB/T 2260 codes of Guangzhou's 11 districts.
 GUANGZHOU_DISTRICTS: dict[str, str] = {
@@ -46,3 +49,52 @@ class GeoPoint(BaseModel):
     @classmethod
     def of(cls, lon: float, lat: float) -> GeoPoint:
         return cls(coordinates=(lon, lat))
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class EvidenceRef(BaseModel):
+    """A photo or snapshot kept in the producing service's blob store, named by its content hash.
+
+    ``url`` is the gateway path a client fetches it from (``/api/<service>/v1/...``); the bytes never
+    travel in events.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Sha256
+    content_type: Literal["image/jpeg", "image/png"]
+    size_bytes: int = Field(ge=1)
+    url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    taken_at: datetime | None = None
+
+
+class Origin(BaseModel):
+    """Where a case came from when another service raised it: that service and its record's id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Literal["vision", "gas", "muck", "waste"]
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
+
+
+class ProblemDetected(EventData):
+    """A problem another service found that the case service turns into a registered case.
+
+    The producer names the case category (small class) it maps to; the case service keeps
+    ``reference`` as the case's origin, so a redelivered event never opens a second case, and
+    tells the producer through ``case.case.closed`` (whose ``origin`` echoes it) when it is resolved.
+    """
+
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    category_code: CategoryCode
+    district_code: DistrictCode | None = None
+    location: GeoPoint
+    address: Annotated[str, StringConstraints(max_length=300)] | None = None
+    description: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    detected_at: datetime
+    evidence: list[EvidenceRef] = Field(default_factory=list, max_length=20)

@@ -14,9 +14,19 @@ from typing import Any
 
 from citygrid.events import CloudEvent, EventData
 from contract.case import ALL_CASE_EVENTS
+from contract.gas import ALL_GAS_EVENTS
+from contract.muck import ALL_MUCK_EVENTS
+from contract.vision import ALL_VISION_EVENTS
+from contract.waste import ALL_WASTE_EVENTS
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
-EVENTS: tuple[type[EventData], ...] = (*ALL_CASE_EVENTS,)
+EVENTS: tuple[type[EventData], ...] = (
+    *ALL_CASE_EVENTS,
+    *ALL_VISION_EVENTS,
+    *ALL_GAS_EVENTS,
+    *ALL_MUCK_EVENTS,
+    *ALL_WASTE_EVENTS,
+)
 # Service → the module whose create_app() builds it (imported by name: the contract imports no service).
 SERVICE_APPS = {"case": "services.case.main", "gateway": "gateway.main"}
 
