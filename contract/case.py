@@ -7,8 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
+from pydantic import Field
+
 from citygrid.events import EventData
-from contract.common import GeoPoint
+from contract.common import GeoPoint, Origin
 
 
 class CaseStatus(StrEnum):
@@ -31,6 +33,9 @@ class CaseSource(StrEnum):
     HOTLINE = "hotline"
     MEDIA = "media"
     SUPERIOR = "superior"
+    # Raised by another CityGrid service's own checks (gas scans, muck GPS, waste bin-side AI);
+    # the case's ``origin`` names the service and its record.
+    SYSTEM = "system"
 
 
 class CaseEvent(EventData):
@@ -48,6 +53,9 @@ class CaseEvent(EventData):
     actor: str
     note: str | None = None
     occurred_at: datetime
+    origin: Origin | None = Field(
+        default=None, description="Set when another service raised the case (vision, gas, muck, waste)."
+    )
 
 
 class CaseReported(CaseEvent):

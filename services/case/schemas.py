@@ -28,6 +28,15 @@ def _known_district(code: str) -> str:
 KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
 
 
+def _reported_by_people(source: CaseSource) -> CaseSource:
+    if source is CaseSource.SYSTEM:
+        raise ValueError("'system' cases are raised by the platform's own services, not reported")
+    return source
+
+
+ReportSource = Annotated[CaseSource, AfterValidator(_reported_by_people)]
+
+
 class Reporter(RequestModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     phone: Phone | None = None
@@ -41,7 +50,7 @@ class ReportCase(RequestModel):
     location: GeoPoint
     district_code: KnownDistrict
     address: Annotated[str, StringConstraints(max_length=300)] | None = None
-    source: CaseSource
+    source: ReportSource
     reporter: Reporter | None = None
 
 
