@@ -5,6 +5,10 @@ redelivered event finds its row, is acknowledged and skipped. A failing event is
 backoff; on its ``max_deliver``-th failure it is kept as a dead letter with the error, acknowledged,
 counted, and can be replayed once the cause is fixed.
 
+A handler that raises a ``DomainError`` has judged the event itself unprocessable (an unknown
+category, a case that does not exist): redelivery cannot change that verdict, so the event is
+dead-lettered at once, with the error's ``code``.
+
 ``max_deliver`` is enforced here rather than by the server: if the server gave up while the
 database was down, the dead letter could not be written and the event would vanish from view.
 """
@@ -29,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citygrid.db import KitBase, UnitOfWork, unit_of_work
-from citygrid.errors import Conflict, NotFound
+from citygrid.errors import Conflict, DomainError, NotFound
 from citygrid.events import CloudEvent, stream_name
 from citygrid.ids import new_id
 from citygrid.metrics import KitMetrics
@@ -123,7 +127,9 @@ class ConsumerRunner:
             handled = await self.process(event)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            if deliveries >= self.spec.max_deliver:
+            if isinstance(error, DomainError):
+                reason = f"{error.code}: {error}"
+            if deliveries >= self.spec.max_deliver or isinstance(error, DomainError):
                 await self._dead_letter(msg, event.id, reason, deliveries)
                 return
             delay = self.spec.backoff[min(deliveries - 1, len(self.spec.backoff) - 1)]

@@ -26,6 +26,9 @@ MIGRATION_LOCK = 7_731_001
 
 def _configure_and_run(connection: Connection, metadata: list[MetaData]) -> None:
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    # The lock is the session's and outlives this commit; ending the implicit transaction lets
+    # Alembic own the migration transaction, so ``autocommit_block()`` works (ALTER TYPE … ADD VALUE).
+    connection.commit()
     try:
         context.configure(connection=connection, target_metadata=metadata, compare_type=True)
         with context.begin_transaction():

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from citygrid.auth import Principal
 from citygrid.db import KitBase, UnitOfWork, create_sessionmaker, unit_of_work
+from citygrid.errors import InvalidInput
 from citygrid.events import CloudEvent, EventData, envelope
 from citygrid.http import create_service_app
 from citygrid.inbox import ConsumerSpec, DeadLetter
@@ -197,6 +198,34 @@ async def test_a_handler_that_always_fails_ends_as_a_dead_letter_and_a_replay_af
             "/v1/admin/dead-letters", params={"pending_only": "true"}, headers=admin_headers(infrastructure)
         )
         assert pending.json()["items"] == []
+
+
+async def test_an_event_the_handler_judges_unprocessable_is_dead_lettered_at_its_first_delivery(
+    infrastructure, kit_database, sessions, jetstream
+):
+    class UnknownThing(InvalidInput):
+        code = "probe.unknown_thing"
+
+    async def judging(uow: UnitOfWork, event: CloudEvent) -> None:
+        await record_handled(uow, event)
+        raise UnknownThing(f"no thing {event.subject}")
+
+    # Backoff long enough that a retry could not happen before the test ends.
+    spec = ConsumerSpec(
+        name="probe-judging", domain="probe", subject="probe.>", handler=judging, backoff=(600.0,)
+    )
+    app = kit_app(infrastructure, kit_database, [spec])
+    event = probe_event(3)
+    await jetstream.publish(
+        "probe.thing.happened", event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id}
+    )
+    async with serve_app(app):
+        await wait_until(lambda: dead_letter_count(sessions))
+    async with sessions() as session:
+        letter = (await session.scalars(select(DeadLetter))).one()
+    assert letter.deliveries == 1
+    assert letter.error == "probe.unknown_thing: no thing thing-3"
+    assert await handled_count(sessions) == 0  # the handler's writes rolled back with it
 
 
 async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered_at_once(
