@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,17 +19,18 @@ from citygrid.runtime import Runtime, RuntimeDep
 from citygrid.versioning import IfMatch, etag, expected_version
 from contract.case import CaseStatus
 from contract.common import DistrictCode, GeoPoint
-from services.case import service
+from services.case import events, service
 from services.case.catalogue import CalendarHolder
 from services.case.context import Calendars
 from services.case.domain.workflow import Action
-from services.case.models import Case, CaseHistory
+from services.case.models import Case, CaseEvidence, CaseHistory
 from services.case.schemas import (
     CaseDetailOut,
     CaseOut,
     CategoryCode,
     Decision,
     Dispatch,
+    EvidenceOut,
     HistoryOut,
     Merge,
     Reasoned,
@@ -51,6 +53,7 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         district_code=case.district_code,
         address=case.address,
         source=case.source,
+        origin=events.origin_of(case),
         reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
         unit=case.unit,
         merged_into=case.merged_into,
@@ -63,10 +66,13 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
     )
 
 
-def detail_out(case: Case, history: list[CaseHistory], principal: Principal) -> CaseDetailOut:
+def detail_out(
+    case: Case, history: list[CaseHistory], principal: Principal, evidence: Sequence[CaseEvidence] = ()
+) -> CaseDetailOut:
     return CaseDetailOut(
         **case_out(case, principal).model_dump(),
         history=[HistoryOut.model_validate(entry) for entry in history],
+        evidence=[EvidenceOut.model_validate(item) for item in evidence],
     )
 
 
@@ -132,8 +138,9 @@ async def get_case(
     async with runtime.db() as session:
         case = await service.get_case(session, case_id)
         history = await service.get_history(session, case_id)
+        evidence = await service.get_evidence(session, case_id)
     response.headers["ETag"] = etag(case.version)
-    return detail_out(case, history, principal)
+    return detail_out(case, history, principal, evidence)
 
 
 @dataclass
@@ -169,8 +176,9 @@ class Steps:
                 merge_into=merge_into,
             )
             history = await service.get_history(uow.session, case_id)
+            evidence = await service.get_evidence(uow.session, case_id)
         self.response.headers["ETag"] = etag(case.version)
-        return detail_out(case, history, self.principal)
+        return detail_out(case, history, self.principal, evidence)
 
 
 async def steps(

@@ -22,7 +22,7 @@ from contract.case import (
     CaseReworked,
     CaseSuspended,
 )
-from contract.common import GeoPoint
+from contract.common import GeoPoint, Origin
 from services.case.domain.workflow import Action
 from services.case.models import Case
 
@@ -42,6 +42,13 @@ EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
     Action.RESUME: CaseResumed,
     Action.CANCEL: CaseCancelled,
 }
+
+
+def origin_of(case: Case) -> Origin | None:
+    """The service and record that raised the case, if another service raised it."""
+    if case.origin_service is None or case.origin_reference is None:
+        return None
+    return Origin.model_validate({"service": case.origin_service, "reference": case.origin_reference})
 
 
 def record(
@@ -66,6 +73,7 @@ def record(
             actor=actor.subject,
             note=note,
             occurred_at=case.updated_at,
+            origin=origin_of(case),
             **extra,
         ),
         aggregate_id=str(case.id),

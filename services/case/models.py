@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -56,6 +58,9 @@ class Case(Base):
     grid_code: Mapped[str | None] = mapped_column(String(15))
     likely_duplicate_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     source: Mapped[CaseSource] = mapped_column(_enum(CaseSource, "case_source"))
+    # Set when another service raised the case: that service and its record's id (unique together).
+    origin_service: Mapped[str | None] = mapped_column(String(16))
+    origin_reference: Mapped[str | None] = mapped_column(String(100))
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
     unit: Mapped[str | None] = mapped_column(String(100))
@@ -164,3 +169,26 @@ class CaseNumberCounter(Base):
     district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     last: Mapped[int] = mapped_column(Integer)
+
+
+# One case per record of another service, however often (and under whatever event id) it arrives.
+Index("ux_cases_origin", Case.origin_service, Case.origin_reference, unique=True)
+
+
+class CaseEvidence(Base):
+    """A photo or snapshot another service holds for a case, named by its content hash."""
+
+    __tablename__ = "case_evidence"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "detection" or "recheck"
+    service: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(40))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    url: Mapped[str] = mapped_column(String(500))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("case_id", "sha256"),)

@@ -11,7 +11,7 @@ from citygrid.clock import CityTime
 from citygrid.masking import mask_name, mask_phone
 from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
-from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
+from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint, Origin
 
 CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -105,6 +105,9 @@ class CaseOut(BaseModel):
     district_code: str
     address: str | None
     source: CaseSource
+    origin: Origin | None = Field(
+        default=None, description="The service and record that raised the case (vision, gas, muck, waste)."
+    )
     reporter: ReporterOut | None
     unit: str | None
     merged_into: uuid.UUID | None
@@ -120,8 +123,24 @@ class CaseOut(BaseModel):
     updated_at: CityTime
 
 
+class EvidenceOut(BaseModel):
+    """A photo or snapshot the raising service holds; ``url`` is where the gateway serves it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str = Field(description="detection: raised the case; recheck: taken by the AI re-check.")
+    service: str
+    sha256: str
+    content_type: str
+    size_bytes: int
+    url: str
+    taken_at: CityTime | None
+    added_at: CityTime
+
+
 class CaseDetailOut(CaseOut):
     history: list[HistoryOut]
+    evidence: list[EvidenceOut] = Field(default_factory=list)
 
 
 def reporter_out(name: str | None, phone: str | None, *, reveal: bool) -> ReporterOut | None:

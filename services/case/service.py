@@ -15,6 +15,7 @@ from citygrid.db import UnitOfWork
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
+from contract.common import Origin
 from services.case import events
 from services.case.catalogue import category_for_report, stage_limits
 from services.case.domain.calendar import WorkCalendar
@@ -22,7 +23,7 @@ from services.case.domain.categories import Stage
 from services.case.domain.deadlines import Clock, after_step
 from services.case.domain.numbering import case_number, local_day
 from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
-from services.case.models import Case, CaseHistory, CaseNumberCounter, Category
+from services.case.models import Case, CaseEvidence, CaseHistory, CaseNumberCounter, Category
 from services.case.schemas import ReportCase
 
 
@@ -77,7 +78,14 @@ def _set_clock(case: Case, clock: Clock) -> None:
     case.paused_remaining_seconds = clock.paused_remaining_seconds
 
 
-async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal, calendar: WorkCalendar) -> Case:
+async def report_case(
+    uow: UnitOfWork,
+    request: ReportCase,
+    actor: Principal,
+    calendar: WorkCalendar,
+    *,
+    origin: Origin | None = None,
+) -> Case:
     session = uow.session
     category = await category_for_report(session, request.category_code)
     now = await _now(session)
@@ -98,6 +106,8 @@ async def report_case(uow: UnitOfWork, request: ReportCase, actor: Principal, ca
         created_at=now,
         updated_at=now,
     )
+    if origin is not None:  # another service raised it (services/case/intake.py)
+        case.origin_service, case.origin_reference = origin.service, origin.reference
     _set_clock(
         case, after_step(None, CaseStatus.REPORTED, now, Clock.stopped(), stage_limits(category), calendar)
     )
@@ -131,6 +141,15 @@ async def get_case(session: AsyncSession, case_id: uuid.UUID, *, for_update: boo
 async def get_history(session: AsyncSession, case_id: uuid.UUID) -> list[CaseHistory]:
     rows = await session.scalars(
         select(CaseHistory).where(CaseHistory.case_id == case_id).order_by(CaseHistory.at, CaseHistory.id)
+    )
+    return list(rows.all())
+
+
+async def get_evidence(session: AsyncSession, case_id: uuid.UUID) -> list[CaseEvidence]:
+    rows = await session.scalars(
+        select(CaseEvidence)
+        .where(CaseEvidence.case_id == case_id)
+        .order_by(CaseEvidence.added_at, CaseEvidence.id)
     )
     return list(rows.all())
 
