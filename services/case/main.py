@@ -9,7 +9,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api
+from services.case import admin_api, api, intake
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
@@ -46,6 +46,7 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
         routers=[api.router, admin_api.router],
         publishes=PUBLISHES,
+        consumers=intake.consumers(calendars),
         runtime_setup=setup,
     )
     app.state.calendars = calendars
