@@ -3,6 +3,7 @@ events published to JetStream as their producers would, cases read back through 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -351,3 +352,20 @@ async def test_a_recheck_of_a_case_that_does_not_exist_is_dead_lettered(stack):
     [letter] = await dead_letters(stack)
     assert letter["consumer"] == "case-vision-recheck-completed"
     assert letter["error"].startswith("case.not_found: ")
+
+
+async def test_two_replicas_raising_the_same_alarm_at_once_open_one_case(stack):
+    # Two event ids for one alarm, handled at the same moment as two replicas would: the loser of
+    # the race fails on the unique origin and, handled again as its redelivery would be, opens nothing.
+    runner = stack.case_runtime.consumers["case-vision-alarm-confirmed"]
+    reference = str(uuid.uuid4())
+    events = [as_event(alarm(reference)), as_event(alarm(reference))]
+    outcomes = await asyncio.gather(*(runner.process(event) for event in events), return_exceptions=True)
+    for event, outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            assert await runner.process(event) is True
+        else:
+            assert outcome is True
+
+    case = await the_one_case(stack)
+    assert case["origin"] == {"service": "vision", "reference": reference}
