@@ -51,7 +51,12 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         district_code=case.district_code,
         address=case.address,
         source=case.source,
-        reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
+        reporter=reporter_out(
+            case.reporter_name,
+            case.reporter_phone,
+            email=case.reporter_email,
+            reveal=principal.has_scope(PII_SCOPE),
+        ),
         unit=case.unit,
         merged_into=case.merged_into,
         stage=case.stage,
