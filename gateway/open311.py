@@ -113,11 +113,16 @@ async def _forward(path: str, request: Request) -> Response:
         body, body_key = split_api_key(body)
     api_key = body_key or query_key
     rate_subject: str
-    if "x-api-key" in request.headers or "authorization" in request.headers:
+    # X-API-Key, then the Open311 api_key, then Authorization: a client behind a proxy that adds
+    # its own Authorization header still gets in with the key Open311 told it to send.
+    if "x-api-key" in request.headers:
         principal, per_minute = await state.authenticator.authenticate(request)
         rate_subject = principal.subject
     elif api_key is not None:
         principal, per_minute = await state.authenticator.authenticate_key(api_key)
+        rate_subject = principal.subject
+    elif "authorization" in request.headers:
+        principal, per_minute = await state.authenticator.authenticate(request)
         rate_subject = principal.subject
     elif request.method in READ_METHODS and state.settings.open311_anonymous_reads:
         principal, per_minute = ANONYMOUS, state.settings.default_rate_limit_per_minute

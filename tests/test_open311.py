@@ -362,6 +362,12 @@ async def test_a_post_needs_a_valid_api_key_with_the_write_scope(open311):
     assert in_query.status_code == 201, in_query.text
     in_header = await stack.client.post(f"{BASE}/requests.json", data=FORM, headers=stack.as_("reporter"))
     assert in_header.status_code == 201, in_header.text
+    behind_a_proxy = await stack.client.post(
+        f"{BASE}/requests.json",
+        data={**FORM, "api_key": stack.api_keys["reporter"]},
+        headers={"Authorization": "Basic cHJveHk6cGFzcw=="},
+    )
+    assert behind_a_proxy.status_code == 201, behind_a_proxy.text
 
 
 async def test_reads_without_a_key_are_refused_by_default(open311):

@@ -8,6 +8,7 @@ import pytest
 
 from citygrid.errors import DomainError, Unauthenticated
 from gateway.open311 import MalformedForm, error_response, spec_status, split_api_key
+from gateway.openapi import prefix_document
 
 
 def test_the_key_is_taken_out_and_the_other_fields_keep_their_meaning():
@@ -50,3 +51,16 @@ def test_a_refusal_is_rendered_in_the_format_the_path_names():
     as_json = error_response("requests.json", DomainError("bad"))
     assert as_json.status_code == 400
     assert as_json.body == b'[{"code": 400, "description": "bad", "problem": "error"}]'
+
+
+def test_the_platform_document_keeps_open311_paths_where_the_standard_puts_them():
+    document = {
+        "paths": {
+            "/v1/cases": {"get": {"operationId": "list_cases"}},
+            "/open311/v2/services.{format}": {"get": {"operationId": "open311_services"}},
+        }
+    }
+    paths = prefix_document("case", document)["paths"]
+    assert set(paths) == {"/api/case/v1/cases", "/open311/v2/services.{format}"}
+    assert paths["/open311/v2/services.{format}"]["get"]["security"][0] == {"Open311Key": []}
+    assert {"Open311Key": []} not in paths["/api/case/v1/cases"]["get"]["security"]
