@@ -112,18 +112,13 @@ async def _forward(path: str, request: Request) -> Response:
     if request.method == "POST" and content_type == FORM_TYPE:
         body, body_key = split_api_key(body)
     api_key = body_key or query_key
-    rate_subject: str
     # X-API-Key, then the Open311 api_key, then Authorization: a client behind a proxy that adds
     # its own Authorization header still gets in with the key Open311 told it to send.
-    if "x-api-key" in request.headers:
+    rate_subject: str | None = None
+    if "x-api-key" in request.headers or (api_key is None and "authorization" in request.headers):
         principal, per_minute = await state.authenticator.authenticate(request)
-        rate_subject = principal.subject
     elif api_key is not None:
         principal, per_minute = await state.authenticator.authenticate_key(api_key)
-        rate_subject = principal.subject
-    elif "authorization" in request.headers:
-        principal, per_minute = await state.authenticator.authenticate(request)
-        rate_subject = principal.subject
     elif request.method in READ_METHODS and state.settings.open311_anonymous_reads:
         principal, per_minute = ANONYMOUS, state.settings.default_rate_limit_per_minute
         rate_subject = f"anonymous:{request.client.host if request.client else 'unknown'}"
@@ -134,7 +129,7 @@ async def _forward(path: str, request: Request) -> Response:
         scope = required_scope(UPSTREAMS["case"], request.method, f"open311/v2/{path}")
         if not principal.has_scope(scope):
             raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
-    state.limiter.check(rate_subject, per_minute)
+    state.limiter.check(rate_subject or principal.subject, per_minute)
     return await proxy.forward(
         request,
         client=state.client,
