@@ -416,3 +416,54 @@ async def test_the_georeport_client_library_reads_services_and_requests_unchange
             assert one["status"] == "open"
             assert "email" not in one
             assert "phone" not in one
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        pytest.param("requests.json", {"service_code": "CG-1\x00"}, 400, id="nul-in-service-code"),
+        pytest.param("requests.json", {"service_request_id": "\x00"}, 400, id="nul-in-request-id"),
+        pytest.param("requests.json", {"service_code": "CG-1;DROP"}, 400, id="odd-service-code"),
+        pytest.param("requests.json", {"status": "open\x00"}, 400, id="nul-in-status"),
+        pytest.param("requests/%00.json", {}, 404, id="nul-in-path"),
+        pytest.param("services/a%20b.json", {}, 404, id="space-in-service-code"),
+        pytest.param("tokens/not-a-uuid.json", {}, 404, id="token-not-an-id"),
+        pytest.param("requests/" + "9" * 5000 + ".json", {}, 404, id="huge-id"),
+    ],
+)
+async def test_odd_queries_and_ids_are_4xx_in_the_spec_shape(open311, path, params, status):
+    stack, _ = open311
+    response = await stack.client.get(
+        f"{BASE}/{path}", params={"api_key": stack.api_keys["reader"], **params}
+    )
+    assert response.status_code == status, response.text
+    assert json_of(response)[0]["code"] == status
+
+
+async def test_forms_the_spec_does_not_describe_are_refused_without_writing_anything(open311):
+    stack, _ = open311
+    key = stack.api_keys["reporter"]
+    refusals = [
+        await stack.client.post(
+            f"{BASE}/requests.json",
+            content=b"api_key=x&description=%FF%FE",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
+        await stack.client.post(
+            f"{BASE}/requests.json",
+            data={**FORM, **{f"attribute[a{i}]": "x" for i in range(300)}, "api_key": key},
+        ),
+        await stack.client.post(
+            f"{BASE}/requests.json",
+            params={"api_key": key},
+            data=FORM,
+            files={"media": ("bin.jpg", b"\xff\xd8", "image/jpeg")},
+        ),
+        await stack.client.post(
+            f"{BASE}/requests.json", params={"api_key": key}, json={"service_code": "CG-20106"}
+        ),
+    ]
+    assert [response.status_code for response in refusals] == [400, 400, 400, 400]
+    assert all(json_of(response)[0]["code"] == 400 for response in refusals)
+    cases = (await stack.client.get("/api/case/v1/cases", headers=stack.as_("admin"))).json()["items"]
+    assert cases == []

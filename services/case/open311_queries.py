@@ -24,7 +24,7 @@ from contract.case import CaseSource, CaseStatus
 from contract.common import GeoPoint
 from services.case import service
 from services.case.domain.calendar import WorkCalendar
-from services.case.domain.open311_mapping import InvalidSubmission, Submission, district_of
+from services.case.domain.open311_mapping import InvalidSubmission, Submission, district_of, is_identifier
 from services.case.models import Case, Category, Open311Submission
 from services.case.schemas import ReportCase, Reporter
 
@@ -65,6 +65,8 @@ async def active_services(session: AsyncSession) -> list[Category]:
 
 
 async def service_by_code(session: AsyncSession, service_code: str) -> Category:
+    if not is_identifier(service_code):
+        raise UnknownService(f"no service '{service_code}'; see services.xml")
     category = await session.scalar(
         select(Category).where(Category.open311_service_code == service_code, Category.active.is_(True))
     )
@@ -78,11 +80,13 @@ async def submit(
 ) -> tuple[Case, Category]:
     """Report the submitted problem as a public case, keeping what only Open311 carries beside it."""
     session = uow.session
-    category = await session.scalar(
-        select(Category).where(
-            Category.open311_service_code == submission.service_code, Category.active.is_(True)
+    category = None
+    if is_identifier(submission.service_code):
+        category = await session.scalar(
+            select(Category).where(
+                Category.open311_service_code == submission.service_code, Category.active.is_(True)
+            )
         )
-    )
     if category is None:
         raise UnknownServiceCode(f"no service '{submission.service_code}'; see services.xml")
     lon, lat = submission.point()
@@ -167,6 +171,8 @@ async def public_requests(
 
 
 async def public_request(session: AsyncSession, number: str) -> PublicRequest:
+    if not is_identifier(number):
+        raise RequestNotFound(f"no service request '{number}'")
     row = (await session.execute(_public_requests_query().where(Case.number == number))).first()
     if row is None:
         raise RequestNotFound(f"no service request '{number}'")

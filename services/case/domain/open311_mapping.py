@@ -138,13 +138,23 @@ def district_of(lon: float, lat: float) -> str:
     return min(sorted(DISTRICT_POINTS), key=distance)
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+def is_identifier(value: str) -> bool:
+    """The shape of every id Open311 hands out here: case numbers, service codes, tokens."""
+    return bool(_IDENTIFIER.match(value))
+
+
 def comma_list(value: str | None, *, name: str, limit: int = 100) -> list[str]:
-    """``a,b,c`` as a list; the spec's way of asking for several values."""
+    """``a,b,c`` as a list of identifiers; the spec's way of asking for several values."""
     if value is None:
         return []
     items = [item.strip() for item in value.split(",") if item.strip()]
     if len(items) > limit:
         raise InvalidQuery(f"{name} names at most {limit} values")
+    if not all(is_identifier(item) for item in items):
+        raise InvalidQuery(f"{name} holds letters, digits and - _ . : only")
     return items
 
 
