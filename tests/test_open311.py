@@ -467,3 +467,11 @@ async def test_forms_the_spec_does_not_describe_are_refused_without_writing_anyt
     assert all(json_of(response)[0]["code"] == 400 for response in refusals)
     cases = (await stack.client.get("/api/case/v1/cases", headers=stack.as_("admin"))).json()["items"]
     assert cases == []
+
+
+async def test_the_case_service_answers_open311_only_with_the_gateways_principal(open311):
+    stack, _ = open311
+    async with httpx.AsyncClient(base_url=stack.case_url) as direct:
+        response = await direct.get(f"{BASE}/services.json", params={"api_key": stack.api_keys["admin"]})
+    assert response.status_code == 403
+    assert json_of(response)[0]["problem"] == "auth.missing_internal_token"
