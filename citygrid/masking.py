@@ -25,6 +25,16 @@ def mask_name(name: str | None) -> str | None:
     return name[0] + "*" * (len(name) - 1)
 
 
+def mask_email(email: str | None) -> str | None:
+    """Keep the first character of the mailbox and the domain: l***@example.com."""
+    if not email:
+        return email
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return "*" * len(email)
+    return (local[:1] + "***" if local else "") + "@" + domain
+
+
 def mask_id_number(number: str | None) -> str | None:
     """Keep the six-digit region prefix and the last four: 440106********1234."""
     if number is None:

@@ -63,6 +63,10 @@ class Authenticator:
             return self._by_person_token(credentials.strip()), self.settings.default_rate_limit_per_minute
         raise MissingCredentials("send an API key (X-API-Key) or a bearer token")
 
+    async def authenticate_key(self, plaintext: str) -> tuple[Principal, int]:
+        """An API key sent some other way than the headers (Open311's ``api_key`` field)."""
+        return await self._by_api_key(plaintext)
+
     async def _by_api_key(self, plaintext: str) -> tuple[Principal, int]:
         prefix = keys.prefix_of(plaintext)
         if prefix is None:

@@ -18,7 +18,7 @@ from citygrid.http import create_base_app
 from citygrid.metrics import KitMetrics
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
-from gateway import admin, openapi, proxy
+from gateway import admin, open311, openapi, proxy
 from gateway.authn import Authenticator, RateLimiter
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
@@ -110,6 +110,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             methods=PROXY_METHODS,
             include_in_schema=False,
             name=f"proxy_{service}",
+        )
+
+    if "case" in settings.upstreams:
+        app.add_api_route(
+            "/open311/v2/{path:path}",
+            open311.route_to_open311,
+            methods=open311.METHODS,
+            include_in_schema=False,
+            name="proxy_open311",
         )
 
     async def platform_openapi(request: Request) -> dict[str, Any]:

@@ -15,7 +15,11 @@ def prefix_document(service: str, document: dict[str, Any]) -> dict[str, Any]:
     """Paths under ``/api/<service>``, schemas renamed ``<service>.<Name>`` so services never collide."""
     text = json.dumps(document).replace('"#/components/schemas/', f'"#/components/schemas/{service}.')
     renamed: dict[str, Any] = json.loads(text)
-    paths = {f"/api/{service}{path}": item for path, item in renamed.get("paths", {}).items()}
+    # Open311 keeps the path the standard gives it; everything else lives under /api/<service>.
+    paths = {
+        path if path.startswith("/open311/") else f"/api/{service}{path}": item
+        for path, item in renamed.get("paths", {}).items()
+    }
     for item in paths.values():
         for operation in item.values():
             if isinstance(operation, dict):
@@ -23,6 +27,8 @@ def prefix_document(service: str, document: dict[str, Any]) -> dict[str, Any]:
                 if "operationId" in operation:
                     operation["operationId"] = f"{service}_{operation['operationId']}"
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+                if "open311_" in str(operation.get("operationId", "")):
+                    operation["security"].insert(0, {"Open311Key": []})
     schemas = {
         f"{service}.{name}": schema
         for name, schema in renamed.get("components", {}).get("schemas", {}).items()
@@ -40,6 +46,7 @@ async def merged_openapi(
     components["securitySchemes"] = {
         "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "Open311Key": {"type": "apiKey", "in": "query", "name": "api_key"},
     }
     unavailable: list[str] = []
     for service, base_url in sorted(upstreams.items()):

@@ -41,6 +41,8 @@ STRIPPED_INBOUND = HOP_BY_HOP | {
     "x-request-id",
     "traceparent",
     "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
 }
 
 
@@ -65,17 +67,22 @@ class UnknownService(DomainError):
     title = "Unknown service"
 
 
-def upstream_url(base_url: str, request: Request, service: str) -> httpx.URL:
+def upstream_url(
+    base_url: str, request: Request, service: str, *, prefix: str | None = None, query: bytes | None = None
+) -> httpx.URL:
     """The service URL for this request, its path kept percent-encoded exactly as the client sent it.
 
     Building it from the decoded path would turn an encoded ``#`` or ``?`` into a fragment or a query.
+    ``prefix`` is the part of the path the service does not see (``/api/<service>/`` by default);
+    ``query`` replaces the client's query string.
     """
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    prefix = f"/api/{service}/".encode()
-    remainder = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
+    dropped = (prefix or f"/api/{service}/").encode()
+    remainder = raw_path[len(dropped) :] if raw_path.startswith(dropped) else b""
     # Bytes a client failed to percent-encode are encoded now; what was encoded stays as it was.
     url = f"{base_url.rstrip('/')}/{quote(remainder, safe=URL_SAFE)}"
-    query = request.scope.get("query_string", b"")
+    if query is None:
+        query = request.scope.get("query_string", b"")
     if query:
         url += "?" + quote(query, safe=URL_SAFE + "?")
     return httpx.URL(url)
@@ -92,7 +99,11 @@ async def forward(
     private_key: str,
     token_ttl: int,
     issuer: str,
+    prefix: str | None = None,
+    query: bytes | None = None,
+    content: bytes | None = None,
 ) -> Response:
+    """``prefix``, ``query`` and ``content`` let a route hide what the service must not see."""
     # Raw bytes both ways: a header value outside ASCII is passed on as sent, never re-encoded.
     headers: list[tuple[bytes, bytes]] = [
         (name, value)
@@ -111,9 +122,15 @@ async def forward(
         headers.append((b"traceparent", traceparent.encode()))
     if request.client is not None:
         headers.append((b"X-Forwarded-For", request.client.host.encode()))
-    body = await request.body()
+    if "host" in request.headers:
+        headers.append((b"X-Forwarded-Host", request.headers["host"].encode("latin-1")))
+    headers.append((b"X-Forwarded-Proto", request.url.scheme.encode()))
+    body = await request.body() if content is None else content
     upstream_request = client.build_request(
-        request.method, upstream_url(base_url, request, service), headers=headers, content=body
+        request.method,
+        upstream_url(base_url, request, service, prefix=prefix, query=query),
+        headers=headers,
+        content=body,
     )
     attempts = 2 if request.method in READ_METHODS else 1
     for attempt in range(1, attempts + 1):

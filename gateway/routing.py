@@ -34,7 +34,12 @@ def required_scope(upstream: Upstream, method: str, path: str) -> str:
 
 def is_routable(path: str) -> bool:
     """Only the versioned API is exposed; health, metrics and anything odd stay internal."""
-    if not path.startswith("v1/") or "\\" in path or not path.isprintable():
+    return path.startswith("v1/") and is_clean(path)
+
+
+def is_clean(path: str) -> bool:
+    """No empty, ``.`` or ``..`` segment, no backslash, nothing unprintable."""
+    if "\\" in path or not path.isprintable():
         return False
     segments = path.split("/")
     return all(segment not in ("", ".", "..") for segment in segments[:-1]) and segments[-1] not in (

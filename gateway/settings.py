@@ -24,6 +24,8 @@ class GatewaySettings(ServiceSettings):
     upstream_timeout: float = 10.0
     default_rate_limit_per_minute: int = 600
     api_key_cache_seconds: float = 30.0
+    # Open311 GETs without an api_key: refused unless the operator opts in (read-only, no personal data).
+    open311_anonymous_reads: bool = False
 
     @model_validator(mode="after")
     def _refuse_unsigned_production(self) -> GatewaySettings:

@@ -54,7 +54,12 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         address=case.address,
         source=case.source,
         origin=events.origin_of(case),
-        reporter=reporter_out(case.reporter_name, case.reporter_phone, reveal=principal.has_scope(PII_SCOPE)),
+        reporter=reporter_out(
+            case.reporter_name,
+            case.reporter_phone,
+            email=case.reporter_email,
+            reveal=principal.has_scope(PII_SCOPE),
+        ),
         unit=case.unit,
         merged_into=case.merged_into,
         stage=case.stage,

@@ -9,7 +9,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api, intake
+from services.case import admin_api, api, intake, open311
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
@@ -45,6 +45,7 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         title="CityGrid case service",
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
         routers=[api.router, admin_api.router],
+        open_routers=[open311.router],
         publishes=PUBLISHES,
         consumers=intake.consumers(calendars),
         runtime_setup=setup,

@@ -63,6 +63,7 @@ class Case(Base):
     origin_reference: Mapped[str | None] = mapped_column(String(100))
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
+    reporter_email: Mapped[str | None] = mapped_column(String(254))
     unit: Mapped[str | None] = mapped_column(String(100))
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # The clock of the current stage (services/case/domain/deadlines.py).
@@ -192,3 +193,19 @@ class CaseEvidence(Base):
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("case_id", "sha256"),)
+
+
+class Open311Submission(Base):
+    """What an Open311 client sent beside the case itself: its photo link, its own ids, attributes."""
+
+    __tablename__ = "open311_submissions"
+
+    case_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_url: Mapped[str | None] = mapped_column(String(2000))
+    device_id: Mapped[str | None] = mapped_column(String(100))
+    account_id: Mapped[str | None] = mapped_column(String(100))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

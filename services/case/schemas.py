@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from citygrid.clock import CityTime
-from citygrid.masking import mask_name, mask_phone
+from citygrid.masking import mask_email, mask_name, mask_phone
 from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint, Origin
@@ -17,6 +17,7 @@ CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 UnitCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9\-]{5,20}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s.]+$", max_length=254)]
 
 
 def _known_district(code: str) -> str:
@@ -40,6 +41,7 @@ ReportSource = Annotated[CaseSource, AfterValidator(_reported_by_people)]
 class Reporter(RequestModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     phone: Phone | None = None
+    email: Email | None = None
 
 
 class ReportCase(RequestModel):
@@ -93,6 +95,7 @@ class HistoryOut(BaseModel):
 class ReporterOut(BaseModel):
     name: str | None
     phone: str | None
+    email: str | None = None
 
 
 class CaseOut(BaseModel):
@@ -143,9 +146,11 @@ class CaseDetailOut(CaseOut):
     evidence: list[EvidenceOut] = Field(default_factory=list)
 
 
-def reporter_out(name: str | None, phone: str | None, *, reveal: bool) -> ReporterOut | None:
-    if name is None and phone is None:
+def reporter_out(
+    name: str | None, phone: str | None, *, reveal: bool, email: str | None = None
+) -> ReporterOut | None:
+    if name is None and phone is None and email is None:
         return None
     if reveal:
-        return ReporterOut(name=name, phone=phone)
-    return ReporterOut(name=mask_name(name), phone=mask_phone(phone))
+        return ReporterOut(name=name, phone=phone, email=email)
+    return ReporterOut(name=mask_name(name), phone=mask_phone(phone), email=mask_email(email))

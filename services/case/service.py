@@ -101,6 +101,7 @@ async def report_case(
         source=request.source,
         reporter_name=request.reporter.name if request.reporter else None,
         reporter_phone=request.reporter.phone if request.reporter else None,
+        reporter_email=request.reporter.email if request.reporter else None,
         version=1,
         reported_by=actor.subject,
         created_at=now,
