@@ -37,6 +37,7 @@ def _enum(cls: type[CaseStatus] | type[CaseSource], name: str) -> Enum:
 
 
 OPEN_CASE_SQL = "status IN ('reported', 'registered', 'dispatched', 'accepted', 'suspended', 'handled')"
+TASK_CASE_SQL = "status IN ('dispatched', 'accepted', 'suspended')"
 
 
 class Case(Base):
@@ -59,6 +60,7 @@ class Case(Base):
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
     unit: Mapped[str | None] = mapped_column(String(100))
+    accepted_by: Mapped[str | None] = mapped_column(String(200))  # the handler who took it on
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # The clock of the current stage (services/case/domain/deadlines.py).
     stage: Mapped[str | None] = mapped_column(String(16))
@@ -88,6 +90,8 @@ class Case(Base):
         ),
         # Duplicate detection: open cases of one small class within a latitude band.
         Index("ix_cases_category_lat", "category_code", "lat", postgresql_where=text(OPEN_CASE_SQL)),
+        # A unit's task list: its cases in hand, soonest deadline first.
+        Index("ix_cases_unit_tasks", "unit", "deadline_at", "id", postgresql_where=text(TASK_CASE_SQL)),
     )
 
 
@@ -164,3 +168,78 @@ class CaseNumberCounter(Base):
     district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     last: Mapped[int] = mapped_column(Integer)
+
+
+class CaseEvidence(Base):
+    """A photo attached to a case; the bytes live in the blob store under their SHA-256."""
+
+    __tablename__ = "case_evidence"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    uploaded_by_name: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_case_evidence_case", "case_id", "uploaded_at", "id"),
+        # The same photo sent twice for the same purpose is one record.
+        Index("uq_case_evidence_content", "case_id", "kind", "sha256", unique=True),
+    )
+
+
+class CaseCheckIn(Base):
+    """A handler's arrival on site, with the GPS fix and its distance to the case's point."""
+
+    __tablename__ = "case_check_ins"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    distance_m: Mapped[float] = mapped_column(Float)
+    far: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_case_check_ins_case", "case_id", "at", "id"),)
+
+
+class CaseExtension(Base):
+    """A unit's request for more time to handle a case, and the dispatcher's decision."""
+
+    __tablename__ = "case_extensions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    requested_deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    previous_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    granted_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_by_name: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_by_name: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_case_extensions_case", "case_id", "requested_at", "id"),
+        # One open request per case, whatever two clients send at once.
+        Index(
+            "uq_case_extensions_pending",
+            "case_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
