@@ -156,3 +156,13 @@ async def test_after_a_rework_the_unit_needs_a_new_after_photo(stack):
     old_photo_only = await step(stack, case_id, "handle", 6, photo=False)
     assert old_photo_only.json()["code"] == "case.after_photo_required"
     assert (await step(stack, case_id, "handle", 6)).json()["status"] == "handled"
+
+
+async def test_an_image_typed_body_sent_to_a_json_route_is_refused_with_415_and_nothing_is_written(stack):
+    photo = png(padding=2 * stack.case_app.state.kit.settings.max_body_bytes)
+    response = await stack.client.post(
+        "/api/case/v1/cases", content=photo, headers=stack.as_("clerk", **{"Content-Type": "image/png"})
+    )
+    assert (response.status_code, response.json()["code"]) == (415, "http.unsupported_media_type")
+    listed = await stack.client.get("/api/case/v1/cases", headers=stack.as_("reader"))
+    assert listed.json()["items"] == []
