@@ -227,3 +227,20 @@ async def test_an_overdue_case_given_more_time_is_watched_again_at_the_new_deadl
     extended = await detail(stack, case_id)
     assert extended["overdue_at"] is None
     assert datetime.fromisoformat(extended["deadline_at"]) == datetime.fromisoformat(wanted)
+
+
+async def test_a_request_still_waiting_when_the_case_is_reworked_lapses_and_a_new_one_may_be_made(stack):
+    case_id, case = await in_hand(stack)
+    old = (await ask(stack, case_id, 4, {"reason": "parts", "new_deadline": later(case, days=1)})).json()
+    assert (await step(stack, case_id, "handle", 5)).json()["status"] == "handled"
+    reworked = await step(stack, case_id, "verify", 6, {"passed": False, "note": "lid still broken"})
+    assert reworked.json()["status"] == "accepted"
+    late_approval = await decide(stack, case_id, old["id"], "approve", 7)
+    assert (late_approval.status_code, late_approval.json()["code"]) == (409, "case.extension_lapsed")
+    new = await ask(
+        stack, case_id, 7, {"reason": "new lid ordered", "new_deadline": later(reworked.json(), days=2)}
+    )
+    assert new.status_code == 201, new.text
+    listed = await stack.client.get(f"/api/case/v1/cases/{case_id}/extensions", headers=stack.as_("reader"))
+    assert [e["status"] for e in listed.json()["items"]] == ["lapsed", "pending"]
+    assert (await decide(stack, case_id, new.json()["id"], "approve", 8)).status_code == 200

@@ -34,7 +34,10 @@ async def _case_at(session: AsyncSession, case_id: uuid.UUID, expected_version: 
 
 
 def _clock(case: Case) -> rules.CaseClock:
-    return rules.CaseClock(case.status, Stage(case.stage) if case.stage else None, case.deadline_at)
+    stage = Stage(case.stage) if case.stage else None
+    return rules.CaseClock(
+        case.status, stage, case.deadline_at, case.stage_started_at if stage is Stage.HANDLE else None
+    )
 
 
 def _changed(case: Case, actor: Principal, action: str, note: str | None, now: datetime) -> CaseHistory:
@@ -66,12 +69,17 @@ async def request_extension(
     case = await _case_at(session, case_id, expected_version)
     roles = acting_roles(actor.kind, actor.roles)
     now = await _now(session)
+    clock = _clock(case)
     pending = await session.scalar(
-        select(CaseExtension.id).where(
-            CaseExtension.case_id == case.id, CaseExtension.status == rules.ExtensionStatus.PENDING.value
-        )
+        select(CaseExtension)
+        .where(CaseExtension.case_id == case.id, CaseExtension.status == rules.ExtensionStatus.PENDING.value)
+        .with_for_update()
     )
-    rules.check_request(_clock(case), roles, requested=new_deadline, now=now, pending=pending is not None)
+    if pending is not None and rules.has_lapsed(pending.requested_at, clock):
+        pending.status = rules.ExtensionStatus.LAPSED.value
+        await session.flush()  # before the new request takes the one pending place
+        pending = None
+    rules.check_request(clock, roles, requested=new_deadline, now=now, pending=pending is not None)
     check_unit("requesting an extension", case_unit=case.unit, actor_unit=actor.unit, roles=roles)
     extension = CaseExtension(
         case_id=case.id,
@@ -128,6 +136,7 @@ async def decide_extension(
         requested=extension.requested_deadline,
         granted=deadline,
         now=now,
+        requested_at=extension.requested_at,
     )
     extension.decided_by = actor.subject
     extension.decided_by_name = actor.name

@@ -2,7 +2,9 @@
 
 Only the handling stage is extended, and only while the case is being handled (accepted): a
 suspended case's clock is already stopped, and other stages belong to the city's own staff. One
-request is open per case at a time. An approval moves the stage deadline to the requested time, or
+request is open per case at a time, and it belongs to the handling round it was asked in: once
+the case is verified and sent back for rework, a request still waiting has lapsed (it may be
+denied, not approved) and no longer blocks a new one. An approval moves the stage deadline to the requested time, or
 to the time the dispatcher grants instead; either must be later than the deadline it replaces.
 """
 
@@ -33,6 +35,7 @@ class ExtensionStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     DENIED = "denied"
+    LAPSED = "lapsed"  # still waiting when its handling round ended
 
 
 class ExtensionPending(Conflict):
@@ -43,6 +46,11 @@ class ExtensionPending(Conflict):
 class ExtensionDecided(Conflict):
     code = "case.extension_decided"
     title = "Extension already decided"
+
+
+class ExtensionLapsed(Conflict):
+    code = "case.extension_lapsed"
+    title = "Extension request lapsed"
 
 
 class InvalidExtensionDeadline(InvalidInput):
@@ -57,6 +65,12 @@ class CaseClock:
     status: CaseStatus
     stage: Stage | None
     deadline_at: datetime | None
+    round_started_at: datetime | None = None  # when the current handling round began
+
+
+def has_lapsed(requested_at: datetime, case: CaseClock) -> bool:
+    """Asked in an earlier handling round than the case's current one."""
+    return case.round_started_at is not None and requested_at < case.round_started_at
 
 
 def _require_roles(step: str, roles: frozenset[Role], allowed: frozenset[Role]) -> None:
@@ -106,6 +120,7 @@ def decide(
     requested: datetime,
     granted: datetime | None,
     now: datetime,
+    requested_at: datetime | None = None,
 ) -> datetime | None:
     """The stage's new deadline when approved (None when denied), or why the decision is refused."""
     _require_roles("deciding an extension", roles, DECIDE_ROLES)
@@ -114,6 +129,8 @@ def decide(
     if not approve:
         return None
     current = _require_handling("approve an extension", case)
+    if requested_at is not None and has_lapsed(requested_at, case):
+        raise ExtensionLapsed("this request was made in an earlier handling round; deny it, or ask again")
     deadline = granted or requested
     _check_deadline(deadline, current, now)
     return deadline

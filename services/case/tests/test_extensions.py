@@ -13,11 +13,13 @@ from services.case.domain.extensions import (
     REQUEST_ROLES,
     CaseClock,
     ExtensionDecided,
+    ExtensionLapsed,
     ExtensionPending,
     ExtensionStatus,
     InvalidExtensionDeadline,
     check_request,
     decide,
+    has_lapsed,
 )
 from services.case.domain.workflow import InvalidTransition, Role, RoleNotAllowed
 
@@ -139,3 +141,17 @@ def test_a_denial_keeps_the_deadline_even_when_the_case_has_moved_on():
 def test_a_request_is_decided_once(status, approve):
     with pytest.raises(ExtensionDecided):
         decide(HANDLING, DISPATCHER, status=status, approve=approve, requested=LATER, granted=None, now=NOW)
+
+
+def test_a_request_from_an_earlier_handling_round_has_lapsed_and_is_not_approved():
+    reworked = CaseClock(CaseStatus.ACCEPTED, Stage.HANDLE, DEADLINE, round_started_at=NOW)
+    asked_before = NOW - timedelta(hours=1)
+    assert has_lapsed(asked_before, reworked)
+    assert not has_lapsed(NOW, reworked)
+    assert not has_lapsed(asked_before, HANDLING)  # no round known: nothing lapses
+    common = {"status": ExtensionStatus.PENDING, "requested": LATER, "granted": None, "now": NOW}
+    with pytest.raises(ExtensionLapsed) as refused:
+        decide(reworked, DISPATCHER, approve=True, requested_at=asked_before, **common)  # type: ignore[arg-type]
+    assert refused.value.status == 409
+    assert decide(reworked, DISPATCHER, approve=False, requested_at=asked_before, **common) is None  # type: ignore[arg-type]
+    assert decide(reworked, DISPATCHER, approve=True, requested_at=NOW, **common) == LATER  # type: ignore[arg-type]
