@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -41,6 +42,12 @@ class BenchHappened(EventData):
     text: str
 
 
+def random_png(size: int) -> bytes:
+    """Bytes that pass the upload checks (PNG signature, IEND at the end) and never repeat."""
+    iend = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    return b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8 - len(iend)) + iend
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -65,9 +72,14 @@ async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dic
 
     private_key, public_key = generate_keypair()
     case_db, gateway_db = database_url(server_url, "bench_case"), database_url(server_url, "bench_gateway")
+    blob_dir = Path(tempfile.mkdtemp(prefix="citygrid-bench-blobs-"))
     case_app = create_case(
         CaseSettings(
-            environment="test", database_url=case_db, nats_url=nats_url, internal_token_public_key=public_key
+            environment="test",
+            database_url=case_db,
+            nats_url=nats_url,
+            internal_token_public_key=public_key,
+            blob_dir=blob_dir,
         )
     )
     engine = create_async_engine(to_asyncpg_url(gateway_db))
@@ -133,6 +145,33 @@ async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dic
                 lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway),
                 requests // 2,
             )
+            # Evidence photos of 1 MiB, each new (a case keeps at most 50), as raw image bodies.
+            photos = max(1, min(40, requests // 20))
+
+            def photo_upload(base: str, case: str, headers: Callable[[], dict[str, str]]) -> Any:
+                async def call() -> httpx.Response:
+                    return await client.post(
+                        f"{base}/cases/{case}/evidence",
+                        params={"kind": "before"},
+                        content=random_png(1_048_576),
+                        headers={**headers(), "Content-Type": "image/png"},
+                    )
+
+                return call
+
+            direct_case = (
+                await client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers())
+            ).json()
+            gateway_case = (
+                await client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers())
+            ).json()
+            direct_photo = await timed(
+                photo_upload(f"{case_url}/v1", direct_case["id"], direct_headers), photos
+            )
+            gateway_photo = await timed(
+                photo_upload(f"{gateway_url}/api/case/v1", gateway_case["id"], lambda: via_gateway), photos
+            )
+    shutil.rmtree(blob_dir, ignore_errors=True)
 
     def summary(samples: list[float]) -> dict[str, float]:
         return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": percentile(samples, 0.99) * 1000}
@@ -147,6 +186,11 @@ async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dic
             "direct": summary(direct_post),
             "gateway": summary(gateway_post),
             "ratio_p50": statistics.median(gateway_post) / statistics.median(direct_post),
+        },
+        "photo_1mib": {
+            "direct": summary(direct_photo),
+            "gateway": summary(gateway_photo),
+            "ratio_p50": statistics.median(gateway_photo) / statistics.median(direct_photo),
         },
     }
 

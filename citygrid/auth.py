@@ -32,6 +32,8 @@ class Principal(BaseModel):
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     district: str | None = None
+    # The responsible unit a person or a unit's system works for; it limits them to that unit's cases.
+    unit: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -87,6 +89,7 @@ def sign_principal(
         "roles": sorted(principal.roles),
         "scopes": sorted(principal.scopes),
         "district": principal.district,
+        "unit": principal.unit,
     }
     return jwt.encode(claims, private_key, algorithm=ALGORITHM)
 
@@ -119,6 +122,7 @@ class PrincipalVerifier:
                 roles=frozenset(claims.get("roles") or ()),
                 scopes=frozenset(claims.get("scopes") or ()),
                 district=claims.get("district"),
+                unit=claims.get("unit"),
             )
         except (jwt.PyJWTError, KeyError, ValidationError) as error:
             raise InvalidToken(f"internal token rejected: {type(error).__name__}") from None

@@ -73,7 +73,11 @@ def create_base_app(
     app.include_router(health.router)
     app.router.routes.append(Route("/metrics", metrics_endpoint(runtime.metrics), include_in_schema=False))  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_body_bytes,
+        max_image_bytes=runtime.settings.max_image_body_bytes,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

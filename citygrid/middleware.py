@@ -66,25 +66,35 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413, whether announced by Content-Length or streamed."""
+    """Refuse bodies over the limit with 413, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Image bodies (photos uploaded as they are) have their own, larger limit; every other body keeps
+    the small one, so a JSON endpoint never parses megabytes.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_image_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_image_bytes = max(max_bytes, max_image_bytes or max_bytes)
+
+    def limit_for(self, scope: Scope) -> int:
+        content_type = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        return self.max_image_bytes if content_type.startswith("image/") else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope)
         declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             from citygrid.problems import problem
 
             response = problem(
                 413,
                 PayloadTooLarge.code,
                 PayloadTooLarge.title,
-                f"the body is over {self.max_bytes} bytes",
+                f"the body is over {max_bytes} bytes",
                 instance=scope["path"],
             )
             await response(scope, receive, send)
@@ -96,8 +106,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(f"the body is over {self.max_bytes} bytes")
+                if received > max_bytes:
+                    raise PayloadTooLarge(f"the body is over {max_bytes} bytes")
             return message
 
         await self.app(scope, counted_receive, send)

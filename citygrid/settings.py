@@ -39,6 +39,7 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     max_body_bytes: int = 1_048_576
+    max_image_body_bytes: int = 8_388_608  # photos are sent as raw image/* bodies
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 200
     nats_stream_replicas: int = 1

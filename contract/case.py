@@ -119,6 +119,32 @@ class CaseOverdue(CaseEvent):
     escalated_to: str = "supervisor"
 
 
+class CaseExtensionRequested(CaseEvent):
+    """The unit asks for more time to handle the case; the dispatcher decides."""
+
+    subject: ClassVar[str] = "case.case.extension_requested"
+    extension_id: uuid.UUID
+    requested_deadline: datetime
+    current_deadline: datetime | None = None
+
+
+class CaseExtensionApproved(CaseEvent):
+    """The handling deadline moved to ``deadline_at``."""
+
+    subject: ClassVar[str] = "case.case.extension_approved"
+    extension_id: uuid.UUID
+    previous_deadline: datetime | None = None
+    deadline_at: datetime
+
+
+class CaseExtensionDenied(CaseEvent):
+    """The deadline stays; ``note`` gives the dispatcher's reason."""
+
+    subject: ClassVar[str] = "case.case.extension_denied"
+    extension_id: uuid.UUID
+    requested_deadline: datetime
+
+
 ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseReported,
     CaseRegistered,
@@ -134,4 +160,7 @@ ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseResumed,
     CaseCancelled,
     CaseOverdue,
+    CaseExtensionRequested,
+    CaseExtensionApproved,
+    CaseExtensionDenied,
 )

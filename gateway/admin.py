@@ -29,6 +29,9 @@ class NewConsumer(RequestModel):
     scopes: list[Scope] = Field(max_length=50)
     roles: list[Role] = Field(default_factory=list, max_length=20)
     district: Annotated[str, StringConstraints(pattern=r"^\d{6}$")] | None = None
+    unit: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = (
+        Field(default=None, description="The responsible unit whose cases this consumer's handlers work on.")
+    )
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 
@@ -41,6 +44,7 @@ class ConsumerOut(BaseModel):
     scopes: list[str]
     roles: list[str]
     district: str | None
+    unit: str | None
     rate_limit_per_minute: int | None
     active: bool
     created_at: CityTime
@@ -69,6 +73,7 @@ async def create_consumer(body: NewConsumer, request: Request, runtime: RuntimeD
             scopes=body.scopes,
             roles=body.roles,
             district=body.district,
+            unit=body.unit,
             rate_limit_per_minute=body.rate_limit_per_minute,
         )
         out = ConsumerOut.model_validate(consumer)

@@ -95,6 +95,7 @@ class Authenticator:
                 roles=frozenset(consumer.roles),
                 scopes=frozenset(consumer.scopes),
                 district=consumer.district,
+                unit=consumer.unit,
             ),
             digest=consumer.key_hash,
             rate_limit_per_minute=consumer.rate_limit_per_minute,
@@ -129,7 +130,17 @@ class Authenticator:
             roles=frozenset(str(role) for role in claims.get("roles", [])),
             scopes=frozenset(str(scope) for scope in scopes),
             district=claims.get("district"),
+            unit=_unit_claim(claims.get("unit")),
         )
+
+
+def _unit_claim(value: object) -> str | None:
+    """The person's unit from the identity provider, or none when the claim is absent or unusable."""
+    if isinstance(value, str) and 0 < len(value.strip()) <= 100:
+        return value.strip()
+    if value is None:
+        return None
+    raise InvalidCredentials("the bearer token's 'unit' claim must be a unit code of 1 to 100 characters")
 
 
 class RateLimiter:

@@ -28,6 +28,7 @@ async def register_consumer(
     scopes: Iterable[str],
     roles: Iterable[str] = (),
     district: str | None = None,
+    unit: str | None = None,
     rate_limit_per_minute: int | None = None,
     plaintext_key: str | None = None,
 ) -> tuple[ApiConsumer, str]:
@@ -49,6 +50,7 @@ async def register_consumer(
         scopes=sorted(set(scopes)),
         roles=sorted(set(roles)),
         district=district,
+        unit=unit,
         rate_limit_per_minute=rate_limit_per_minute,
         active=True,
     )

@@ -29,6 +29,7 @@ class ApiConsumer(Base):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     district: Mapped[str | None] = mapped_column(String(6))
+    unit: Mapped[str | None] = mapped_column(String(100))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -72,6 +72,7 @@ def case_settings(
         nats_url=nats_url or infrastructure.nats_url,
         internal_token_public_key=infrastructure.public_key,
         outbox_poll_seconds=0.2,
+        blob_dir=infrastructure.workdir / "blobs" / "case",
     )
 
 

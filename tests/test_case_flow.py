@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from citygrid.testing import stream_events
 from contract.case import CaseClosed, CaseStatus
+from tests.images import png
 
 REPORT = {
     "category_code": "20106",
@@ -24,7 +25,19 @@ async def report(stack, consumer="clerk", body=None, **headers):
     return response
 
 
-async def step(stack, case_id, action, version, body=None, consumer="clerk"):
+async def add_photo(stack, case_id, kind="after", consumer="clerk", data=None, content_type="image/png"):
+    return await stack.client.post(
+        f"/api/case/v1/cases/{case_id}/evidence",
+        params={"kind": kind},
+        content=png() if data is None else data,
+        headers=stack.as_(consumer, **{"Content-Type": content_type}),
+    )
+
+
+async def step(stack, case_id, action, version, body=None, consumer="clerk", photo=True):
+    """Take a workflow step; a unit reports a case handled with a fresh after-photo, as its phone does."""
+    if action == "handle" and photo:
+        await add_photo(stack, case_id, consumer=consumer)
     return await stack.client.post(
         f"/api/case/v1/cases/{case_id}/{action}",
         json=body,

@@ -17,6 +17,7 @@ from citygrid.events import CloudEvent, EventData, envelope
 from citygrid.testing import stream_events, wait_until
 from contract import gas, muck, vision, waste
 from contract.common import EvidenceRef, GeoPoint
+from tests.test_case_flow import step as flow_step
 
 CAMERA = "44010600081316000001"  # Tianhe, city management, IPC, government network
 
@@ -153,11 +154,7 @@ async def dead_letters(stack) -> list[dict[str, Any]]:
 async def step(
     stack, case: dict[str, Any], action: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    response = await stack.client.post(
-        f"/api/case/v1/cases/{case['id']}/{action}",
-        json=body,
-        headers=stack.as_("clerk", **{"If-Match": f'"{case["version"]}"'}),
-    )
+    response = await flow_step(stack, case["id"], action, case["version"], body)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -264,7 +261,7 @@ async def test_a_passed_recheck_closes_the_handled_case_and_keeps_the_new_snapsh
     last = case["history"][-1]
     assert (last["action"], last["actor"], last["from_status"]) == ("close", "service:vision", "handled")
     assert "passed" in last["note"]
-    assert [e["kind"] for e in case["evidence"]] == ["detection", "recheck"]
+    assert [e["kind"] for e in case["evidence"]] == ["detection", "after", "recheck"]
     events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=6)
     assert events[-1].type == "case.case.closed.v1"
     assert events[-1].data["origin"] == {"service": "vision", "reference": reference}

@@ -331,6 +331,13 @@ def test_a_signed_principal_verifies_to_the_same_principal():
     [
         Principal(subject="person:42", kind="person", name="Li Ming"),
         Principal(subject="service:vision", kind="service", name="vision", roles=frozenset({"x"})),
+        Principal(
+            subject="person:7",
+            kind="person",
+            name="Chen Jie",
+            roles=frozenset({"handler"}),
+            unit="tianhe-sanitation",
+        ),
     ],
 )
 def test_principals_of_every_kind_round_trip(principal):

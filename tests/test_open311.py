@@ -19,6 +19,7 @@ from citygrid.testing import serve_app, stream_events, wait_until
 from gateway.main import create_app as create_gateway_app
 from services.case.main import create_app as create_case_app
 from tests.conftest import Stack, case_settings, gateway_settings, register_consumers
+from tests.test_case_flow import step
 
 BASE = "/open311/v2"
 # A report of an overflowing bin at the Tianhe Road bus stop, as a citizen's app sends it.
@@ -236,11 +237,7 @@ async def test_a_request_shows_status_notes_agency_and_expected_time_and_never_t
         assert private not in text
 
     for action, version, body in [("handle", 4, None), ("verify", 5, {"passed": True})]:
-        response = await stack.client.post(
-            f"/api/case/v1/cases/{case_id}/{action}",
-            json=body,
-            headers=stack.as_("clerk", **{"If-Match": f'"{version}"'}),
-        )
+        response = await step(stack, case_id, action, version, body)
         assert response.status_code == 200, response.text
     (closed,) = json_of(await stack.client.get(f"{BASE}/requests/{number}.json", params=key))
     assert closed["status"] == "closed"

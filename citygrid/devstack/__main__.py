@@ -200,6 +200,8 @@ def run(data: Path) -> int:
                 **base_env,
                 "CITYGRID_PORT": str(ports[process.name]),
                 "CITYGRID_DATABASE_URL": database_url(server_url, process.database),
+                # Photos and other blobs of each service, beside the databases.
+                "CITYGRID_BLOB_DIR": str((data / "blobs" / process.name).resolve()),
             }
             if process is GATEWAY:
                 env |= {

@@ -23,6 +23,7 @@ from services.case import events, service
 from services.case.catalogue import CalendarHolder
 from services.case.context import Calendars
 from services.case.domain.workflow import Action
+from services.case.evidence import evidence_out
 from services.case.models import Case, CaseEvidence, CaseHistory
 from services.case.schemas import (
     CaseDetailOut,
@@ -30,7 +31,6 @@ from services.case.schemas import (
     CategoryCode,
     Decision,
     Dispatch,
-    EvidenceOut,
     HistoryOut,
     Merge,
     Reasoned,
@@ -77,7 +77,7 @@ def detail_out(
     return CaseDetailOut(
         **case_out(case, principal).model_dump(),
         history=[HistoryOut.model_validate(entry) for entry in history],
-        evidence=[EvidenceOut.model_validate(item) for item in evidence],
+        evidence=[evidence_out(item) for item in evidence],
     )
 
 

@@ -122,6 +122,8 @@ async def _keep_evidence(
             "size_bytes": ref.size_bytes,
             "url": ref.url,
             "taken_at": ref.taken_at,
+            "uploaded_by": f"service:{service_name}",
+            "uploaded_by_name": service_name,
         }
         for ref in refs
     ]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from pathlib import Path
 
+from fastapi import FastAPI
+from pydantic import model_validator
+
+from citygrid.blobs import FilesystemBlobStore
 from citygrid.http import create_service_app
 from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api, intake, open311
+from services.case import admin_api, api, evidence_api, extensions_api, intake, mobile_api, open311
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
@@ -17,12 +21,30 @@ from services.case.catalogue import (
     sync_shipped_catalogue,
 )
 from services.case.events import PUBLISHES
+from services.case.field_context import FieldConfig
 from services.case.overdue import escalate_overdue
 
 
 class CaseSettings(ServiceSettings):
     service_name: str = "case"
     overdue_scan_seconds: float = 30.0
+    # Evidence photos: where the filesystem blob store keeps them (development: under the data dir),
+    # the largest photo accepted, and how far from the case's point a check-in is flagged.
+    blob_dir: Path | None = None
+    evidence_max_bytes: int = 5_242_880
+    check_in_radius_m: float = 200.0
+
+    @model_validator(mode="after")
+    def _photos_need_a_place(self) -> CaseSettings:
+        if self.environment == "production" and self.blob_dir is None:
+            raise ValueError("CITYGRID_BLOB_DIR is required in production")
+        if self.evidence_max_bytes > self.max_image_body_bytes:
+            raise ValueError("CITYGRID_EVIDENCE_MAX_BYTES must not exceed CITYGRID_MAX_IMAGE_BODY_BYTES")
+        return self
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or Path(".data") / "blobs" / self.service_name
 
 
 def create_app(settings: CaseSettings | None = None) -> FastAPI:
@@ -44,13 +66,18 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         settings,
         title="CityGrid case service",
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
-        routers=[api.router, admin_api.router],
-        open_routers=[open311.router],
+        routers=[api.router, admin_api.router, extensions_api.router, mobile_api.router],
+        open_routers=[open311.router, evidence_api.router],
         publishes=PUBLISHES,
         consumers=intake.consumers(calendars),
         runtime_setup=setup,
     )
     app.state.calendars = calendars
+    app.state.field = FieldConfig(
+        blobs=FilesystemBlobStore(settings.blob_root),
+        evidence_max_bytes=settings.evidence_max_bytes,
+        check_in_radius_m=settings.check_in_radius_m,
+    )
     return app
 
 

@@ -18,7 +18,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     func,
     text,
 )
@@ -39,6 +38,7 @@ def _enum(cls: type[CaseStatus] | type[CaseSource], name: str) -> Enum:
 
 
 OPEN_CASE_SQL = "status IN ('reported', 'registered', 'dispatched', 'accepted', 'suspended', 'handled')"
+TASK_CASE_SQL = "status IN ('dispatched', 'accepted', 'suspended')"
 
 
 class Case(Base):
@@ -65,6 +65,7 @@ class Case(Base):
     reporter_phone: Mapped[str | None] = mapped_column(String(20))
     reporter_email: Mapped[str | None] = mapped_column(String(254))
     unit: Mapped[str | None] = mapped_column(String(100))
+    accepted_by: Mapped[str | None] = mapped_column(String(200))  # the handler who took it on
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # The clock of the current stage (services/case/domain/deadlines.py).
     stage: Mapped[str | None] = mapped_column(String(16))
@@ -94,6 +95,8 @@ class Case(Base):
         ),
         # Duplicate detection: open cases of one small class within a latitude band.
         Index("ix_cases_category_lat", "category_code", "lat", postgresql_where=text(OPEN_CASE_SQL)),
+        # A unit's task list: its cases in hand, soonest deadline first.
+        Index("ix_cases_unit_tasks", "unit", "deadline_at", "id", postgresql_where=text(TASK_CASE_SQL)),
     )
 
 
@@ -177,22 +180,33 @@ Index("ux_cases_origin", Case.origin_service, Case.origin_reference, unique=True
 
 
 class CaseEvidence(Base):
-    """A photo or snapshot another service holds for a case, named by its content hash."""
+    """A photo of a case, named by its content hash.
+
+    Uploaded here (kinds before, check_in, after, verification: the bytes are in this service's blob
+    store, ``service`` is empty) or held by the service that raised the case (kinds detection and
+    recheck: ``service`` and ``url`` say where to fetch it).
+    """
 
     __tablename__ = "case_evidence"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
     case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # "detection" or "recheck"
-    service: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(40))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    url: Mapped[str] = mapped_column(String(500))
+    service: Mapped[str | None] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(String(500))
     taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    uploaded_by_name: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (UniqueConstraint("case_id", "sha256"),)
+    __table_args__ = (
+        Index("ix_case_evidence_case", "case_id", "uploaded_at", "id"),
+        # The same photo sent twice for the same purpose is one record.
+        Index("uq_case_evidence_content", "case_id", "kind", "sha256", unique=True),
+    )
 
 
 class Open311Submission(Base):
@@ -209,3 +223,56 @@ class Open311Submission(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB)
     submitted_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CaseCheckIn(Base):
+    """A handler's arrival on site, with the GPS fix and its distance to the case's point."""
+
+    __tablename__ = "case_check_ins"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_name: Mapped[str] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    distance_m: Mapped[float] = mapped_column(Float)
+    far: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_case_check_ins_case", "case_id", "at", "id"),)
+
+
+class CaseExtension(Base):
+    """A unit's request for more time to handle a case, and the dispatcher's decision."""
+
+    __tablename__ = "case_extensions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    requested_deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    previous_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    granted_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_by_name: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_by_name: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_case_extensions_case", "case_id", "requested_at", "id"),
+        # One open request per case, whatever two clients send at once.
+        Index(
+            "uq_case_extensions_pending",
+            "case_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )

@@ -127,18 +127,24 @@ class CaseOut(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    """A photo or snapshot the raising service holds; ``url`` is where the gateway serves it."""
+    """A photo of the case. ``url`` is where it is fetched: for a photo uploaded here, relative to the
+    case service's API root; for a detection or re-check snapshot, the raising service's gateway path."""
 
-    model_config = ConfigDict(from_attributes=True)
-
-    kind: str = Field(description="detection: raised the case; recheck: taken by the AI re-check.")
-    service: str
+    id: uuid.UUID
+    case_id: uuid.UUID
+    kind: str = Field(
+        description="before, check_in, after, verification (uploaded here); "
+        "detection (raised the case) or recheck (taken by the AI re-check), held by ``service``."
+    )
+    service: str | None = Field(description="The service holding the image; none when it was uploaded here.")
     sha256: str
     content_type: str
     size_bytes: int
+    uploaded_by: str
+    uploaded_by_name: str
+    uploaded_at: CityTime
+    taken_at: CityTime | None = None
     url: str
-    taken_at: CityTime | None
-    added_at: CityTime
 
 
 class CaseDetailOut(CaseOut):

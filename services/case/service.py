@@ -21,7 +21,9 @@ from services.case.catalogue import category_for_report, stage_limits
 from services.case.domain.calendar import WorkCalendar
 from services.case.domain.categories import Stage
 from services.case.domain.deadlines import Clock, after_step
+from services.case.domain.evidence import EvidenceKind, require_after_photos
 from services.case.domain.numbering import case_number, local_day
+from services.case.domain.principals import acting_roles, check_unit
 from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
 from services.case.models import Case, CaseEvidence, CaseHistory, CaseNumberCounter, Category
 from services.case.schemas import ReportCase
@@ -150,7 +152,7 @@ async def get_evidence(session: AsyncSession, case_id: uuid.UUID) -> list[CaseEv
     rows = await session.scalars(
         select(CaseEvidence)
         .where(CaseEvidence.case_id == case_id)
-        .order_by(CaseEvidence.added_at, CaseEvidence.id)
+        .order_by(CaseEvidence.uploaded_at, CaseEvidence.id)
     )
     return list(rows.all())
 
@@ -175,9 +177,14 @@ async def transition(
             f"the case is at version {case.version}, not {expected_version}; reload it and retry",
             current_version=case.version,
         )
-    target = next_status(case.status, action, actor.roles)
+    roles = acting_roles(actor.kind, actor.roles)
+    target = next_status(case.status, action, roles)
+    if action in UNIT_STEPS:
+        check_unit(action.value, case_unit=case.unit, actor_unit=actor.unit, roles=roles)
     if action in NEEDS_NOTE and not note:
         raise NoteRequired(f"{action.value} needs a note giving the reason")
+    if action is Action.HANDLE:
+        require_after_photos(await _photos_this_round(session, case, EvidenceKind.AFTER))
     if action is Action.MERGE:
         case.merged_into = await _merge_target(session, case, merge_into)
     now = await _now(session)
@@ -190,6 +197,9 @@ async def transition(
         _set_clock(case, after_step(action, target, now, _clock_of(case), stage_limits(category), calendar))
     if action is Action.DISPATCH:
         case.dispatched_at = now
+        case.accepted_by = None
+    elif action is Action.ACCEPT:
+        case.accepted_by = actor.subject
     elif action is Action.HANDLE:
         case.handled_at = now
     elif action is Action.CLOSE:
@@ -212,6 +222,18 @@ async def transition(
     events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note)
     await session.flush()
     return case
+
+
+# The steps only the unit the case is dispatched to takes.
+UNIT_STEPS = frozenset({Action.ACCEPT, Action.RETURN, Action.HANDLE})
+
+
+async def _photos_this_round(session: AsyncSession, case: Case, kind: EvidenceKind) -> int:
+    """Photos of ``kind`` taken since the current stage began (a rework starts a new round)."""
+    query = select(func.count()).where(CaseEvidence.case_id == case.id, CaseEvidence.kind == kind.value)
+    if case.stage_started_at is not None:
+        query = query.where(CaseEvidence.uploaded_at >= case.stage_started_at)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> uuid.UUID:
