@@ -121,9 +121,17 @@ class Listener:
     resume_after: int | None
     dropped: bool = False
 
+    def wants(self, item: LiveEvent) -> bool:
+        """The client's filter; one that fails on an odd event skips it rather than stop the feed."""
+        try:
+            return self.matches(item)
+        except Exception:
+            log.exception("live filter failed on event %d; skipped", item.sequence)
+            return False
+
     def offer(self, item: LiveEvent) -> bool:
         """Queue the event if the client wants it; False when the client fell behind and is dropped."""
-        if self.dropped or not self.matches(item):
+        if self.dropped or not self.wants(item):
             return True
         try:
             self.queue.put_nowait(item)
@@ -266,8 +274,8 @@ class LiveFeed:
         try:
             yield f"retry: {self.retry_ms}\n\n"
             if listener.resume_after is not None:
-                async for frame in self._replay(listener, render):
-                    yield frame
+                async for missed in self._replay(listener, render):
+                    yield missed
             while True:
                 try:
                     item = await asyncio.wait_for(listener.queue.get(), timeout=self.heartbeat_seconds)
@@ -279,9 +287,19 @@ class LiveFeed:
                 if item.sequence <= listener.last_sent:
                     continue
                 listener.last_sent = item.sequence
-                yield sse_frame(render(item), event_id=item.sequence)
+                live = self._frame(item, render)
+                if live is not None:
+                    yield live
         finally:
             self.close(listener)
+
+    def _frame(self, item: LiveEvent, render: Render) -> str | None:
+        try:
+            return sse_frame(render(item), event_id=item.sequence)
+        except Exception:
+            # An event the renderer does not know (a newer type, say) must not end every stream.
+            log.exception("live feed %s cannot render event %d; skipped", self.name, item.sequence)
+            return None
 
     async def _replay(self, listener: Listener, render: Render) -> AsyncIterator[str]:
         """Events after the client's ``Last-Event-ID`` up to where the feed stood when it connected."""
@@ -315,7 +333,9 @@ class LiveFeed:
                 break
             sequence = message.seq + 1
             item = self._parse(message.seq, message.subject or "", message.data)
-            if item is not None and listener.matches(item) and item.sequence > listener.last_sent:
+            if item is not None and listener.wants(item) and item.sequence > listener.last_sent:
                 listener.last_sent = item.sequence
-                yield sse_frame(render(item), event_id=item.sequence)
+                frame = self._frame(item, render)
+                if frame is not None:
+                    yield frame
         listener.last_sent = max(listener.last_sent, listener.replay_to)

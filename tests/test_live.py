@@ -269,6 +269,23 @@ async def test_a_last_event_id_the_feed_never_sent_is_said_so_and_the_feed_conti
     assert change.json()["case_id"] == case_id
 
 
+async def test_the_feed_picks_up_after_nats_restarts_without_losing_or_repeating_a_change(
+    stack_factory, private_nats
+):
+    async with stack_factory(nats_url=private_nats.url) as running:
+        await wait_until(lambda: case_feed(running).ready)
+        async with follow(running) as screen:
+            first = (await report(running)).json()["id"]
+            (before,) = await screen.changes(1)
+            await asyncio.to_thread(private_nats.stop)
+            during = [(await report(running, body=YUEXIU)).json()["id"] for _ in range(2)]
+            await asyncio.to_thread(private_nats.start)
+            after = [await screen.next(timeout=60) for _ in range(2)]
+    assert before.json()["case_id"] == first
+    assert [e.json()["case_id"] for e in after] == during
+    assert [e.id for e in after] == [before.id + 1, before.id + 2]
+
+
 # -- slow and departed clients ---------------------------------------------------------------------
 
 
