@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -34,6 +35,11 @@ EVENT_STREAM = "text/event-stream"
 # Headers that keep proxies from buffering or caching an event stream.
 EVENT_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MAX_EVENT_ID_DIGITS = 20
+REPLAY_WAIT_SECONDS = 10.0
+
+
+class ReplayIncomplete(Exception):
+    """The stream stopped delivering a client's missed events (NATS went away meanwhile)."""
 
 
 class LiveUnavailable(DomainError):
@@ -156,6 +162,8 @@ class LiveFeed:
     queue_size: int = 256
     heartbeat_seconds: float = 15.0
     retry_ms: int = 2000
+    # Resumes missing more than this many sequences are streamed, not fetched one by one.
+    replay_direct_limit: int = 64
     position: int | None = None
     listeners: set[Listener] = field(default_factory=set)
     _jetstream: JetStreamContext | None = None
@@ -274,8 +282,15 @@ class LiveFeed:
         try:
             yield f"retry: {self.retry_ms}\n\n"
             if listener.resume_after is not None:
-                async for missed in self._replay(listener, render):
-                    yield missed
+                try:
+                    async for missed in self._replay(listener, render):
+                        yield missed
+                except (ReplayIncomplete, nats.errors.Error) as error:
+                    # Ending the stream is honest: the client reconnects from its last id and retries.
+                    log.warning(
+                        "live feed %s could not replay a client's missed events: %s", self.name, error
+                    )
+                    return
             while True:
                 try:
                     item = await asyncio.wait_for(listener.queue.get(), timeout=self.heartbeat_seconds)
@@ -323,19 +338,63 @@ class LiveFeed:
                 requested_after=after,
                 resumed_after=first - 1,
             )
-        sequence = after + 1
-        while sequence <= listener.replay_to:
-            try:
-                message = await jetstream.get_msg(self.stream, seq=sequence, subject=self.subject, next=True)
-            except NotFoundError:
-                break
-            if message.seq is None or message.seq > listener.replay_to:
-                break
-            sequence = message.seq + 1
-            item = self._parse(message.seq, message.subject or "", message.data)
-            if item is not None and listener.wants(item) and item.sequence > listener.last_sent:
+        async for item in self._missed(jetstream, after + 1, listener.replay_to):
+            if listener.wants(item) and item.sequence > listener.last_sent:
                 listener.last_sent = item.sequence
                 frame = self._frame(item, render)
                 if frame is not None:
                     yield frame
         listener.last_sent = max(listener.last_sent, listener.replay_to)
+
+    async def _missed(self, jetstream: JetStreamContext, start: int, up_to: int) -> AsyncIterator[LiveEvent]:
+        """The feed's events with sequences in ``start … up_to``, in order.
+
+        A few are fetched one by one (a reconnect after a deploy misses a handful); a long absence is
+        streamed through a short-lived ordered consumer instead of one request per event.
+        """
+        sequence = start
+        while sequence <= up_to:
+            try:
+                message = await jetstream.get_msg(self.stream, seq=sequence, subject=self.subject, next=True)
+            except NotFoundError:
+                return
+            if message.seq is None or message.seq > up_to:
+                return
+            if up_to - message.seq >= self.replay_direct_limit:
+                async for streamed in self._stream_range(jetstream, message.seq, up_to):
+                    yield streamed
+                return
+            sequence = message.seq + 1
+            item = self._parse(message.seq, message.subject or "", message.data)
+            if item is not None:
+                yield item
+
+    async def _stream_range(
+        self, jetstream: JetStreamContext, start: int, up_to: int
+    ) -> AsyncIterator[LiveEvent]:
+        """``start`` holds a message of the feed, so the consumer has at least that one to deliver."""
+        subscription = await jetstream.subscribe(
+            self.subject,
+            stream=self.stream,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+        )
+        try:
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=REPLAY_WAIT_SECONDS)
+                except nats.errors.TimeoutError as error:
+                    raise ReplayIncomplete(f"no event after {start} within {REPLAY_WAIT_SECONDS}s") from error
+                metadata = message.metadata
+                sequence = metadata.sequence.stream
+                if sequence > up_to:
+                    return
+                start = sequence
+                item = self._parse(sequence, message.subject, message.data)
+                if item is not None:
+                    yield item
+                if sequence == up_to or metadata.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

@@ -230,6 +230,26 @@ async def test_a_screen_that_reconnects_with_last_event_id_receives_what_it_miss
     assert [e.json()["version"] for e in [*missed, after]] == [3, 4, 5]
 
 
+async def test_a_long_absence_is_streamed_back_in_order_and_then_the_feed_goes_on_live(live):
+    case_feed(live).replay_direct_limit = 0  # every resume takes the streaming path
+    async with follow(live, district="440106") as screen:
+        first = (await report(live)).json()["id"]
+        (seen,) = await screen.changes(1)
+    await wait_until(lambda: not case_feed(live).listeners)
+    missed = [(await report(live, body=body)).json()["id"] for body in (REPORT, YUEXIU, REPORT, REPORT)]
+    await wait_until(lambda: (case_feed(live).position or 0) >= 5)
+
+    async with follow(live, district="440106", last_event_id=str(seen.id)) as screen:
+        replayed = await screen.changes(3)
+        latest = (await report(live)).json()["id"]
+        (after,) = await screen.changes(1)
+    assert seen.json()["case_id"] == first
+    assert [e.json()["case_id"] for e in replayed] == [missed[0], missed[2], missed[3]]
+    assert after.json()["case_id"] == latest
+    ids = [seen.id, *(e.id for e in replayed), after.id]
+    assert ids == sorted(set(ids))
+
+
 async def test_a_resume_older_than_the_stream_keeps_starts_from_the_oldest_kept_and_says_so(live):
     case_id = (await report(live)).json()["id"]
     for action, version in [("register", 1), ("dispatch", 2)]:
