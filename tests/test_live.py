@@ -309,19 +309,19 @@ async def test_the_feed_picks_up_after_nats_restarts_without_losing_or_repeating
 # -- slow and departed clients ---------------------------------------------------------------------
 
 
-async def test_a_client_that_falls_behind_is_dropped_while_others_keep_receiving(live_stack_factory):
-    async with live_stack_factory(case={"live_client_queue": 2}) as running:
-        feed = case_feed(running)
-        stalled = feed.open(lambda item: True)  # a client that never reads
-        async with follow(running) as screen:
-            created = [(await report(running)).json()["id"] for _ in range(4)]
-            received = await screen.changes(4)
-            await wait_until(lambda: stalled.dropped)
-        assert [e.json()["case_id"] for e in received] == created
-        assert stalled.queue.get_nowait() is None  # its stream ends at once; the browser reconnects
-        metrics = (await running.client.get(f"{running.case_url}/metrics")).text
-        assert 'citygrid_live_dropped_clients_total{feed="cases"} 1.0' in metrics
-        feed.close(stalled)
+async def test_a_client_that_falls_behind_is_dropped_while_others_keep_receiving(live):
+    feed = case_feed(live)
+    stalled = feed.open(lambda item: True)  # a client that never reads, with room for two events
+    stalled.queue = asyncio.Queue(2)
+    async with follow(live) as screen:
+        created = [(await report(live)).json()["id"] for _ in range(4)]
+        received = await screen.changes(4)
+        await wait_until(lambda: stalled.dropped)
+    assert [e.json()["case_id"] for e in received] == created
+    assert stalled.queue.get_nowait() is None  # its stream ends at once; the browser reconnects
+    metrics = (await live.client.get(f"{live.case_url}/metrics")).text
+    assert 'citygrid_live_dropped_clients_total{feed="cases"} 1.0' in metrics
+    feed.close(stalled)
 
 
 async def test_a_departed_client_releases_its_stream_and_does_not_block_the_others(live):
@@ -344,11 +344,11 @@ async def test_a_departed_client_releases_its_stream_and_does_not_block_the_othe
 async def test_an_event_stream_outlives_the_gateways_read_timeout(live_stack_factory):
     async with (
         live_stack_factory(
-            case={"live_heartbeat_seconds": 60.0}, gateway={"upstream_timeout": 0.5}
+            case={"live_heartbeat_seconds": 60.0}, gateway={"upstream_timeout": 1.0}
         ) as running,
         follow(running) as screen,
     ):
-        await asyncio.sleep(1.5)  # quiet for three read timeouts: no byte crosses the gateway
+        await asyncio.sleep(2.5)  # quiet for longer than the read timeout: no byte crosses the gateway
         # Reported on the service itself: the gateway's short timeout is for the stream, not for this.
         clerk = Principal(
             subject="consumer:test", kind="consumer", name="clerk", roles=frozenset({"operator"})
