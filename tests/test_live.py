@@ -15,7 +15,7 @@ import pytest
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal
 from citygrid.devstack.servers import free_port
-from citygrid.live import LiveEvent, LiveFeed
+from citygrid.live import InvalidLastEventId, LiveEvent, LiveFeed, parse_last_event_id, sse_frame
 from citygrid.testing import serve_app, wait_until
 from gateway.main import create_app as create_gateway_app
 from tests.conftest import Stack, case_settings, gateway_settings, register_consumers
@@ -463,3 +463,21 @@ def test_a_listener_takes_only_what_its_filter_selects_and_is_dropped_when_its_q
     assert listener.queue.get_nowait() is None
     assert listener.offer(event(5, "440106"))  # nothing more is queued for a dropped client
     assert listener.queue.empty()
+
+
+@pytest.mark.parametrize("value", ["١٢", "1.5", "0x10", "1 2", "+1"])
+def test_a_last_event_id_that_is_not_plain_ascii_digits_is_refused(value):
+    with pytest.raises(InvalidLastEventId):
+        parse_last_event_id(value)
+
+
+def test_a_last_event_id_is_read_as_the_stream_sequence_and_a_blank_one_as_none():
+    assert parse_last_event_id(" 42 ") == 42
+    assert parse_last_event_id("") is None
+    assert parse_last_event_id(None) is None
+
+
+def test_an_sse_frame_carries_every_line_of_its_data_and_ends_with_a_blank_line():
+    assert sse_frame('{"a":1}\nsecond', event_id=7, event="gap") == (
+        'id: 7\nevent: gap\ndata: {"a":1}\ndata: second\n\n'
+    )
