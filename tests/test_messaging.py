@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import httpx
 import nats
+import nats.js.errors
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -120,7 +121,10 @@ async def test_an_event_delivered_twice_is_handled_once_and_both_deliveries_are_
         runtime = app.state.kit
 
         async def drained() -> bool:
-            info = await jetstream.consumer_info("PROBE", "probe-dedup")
+            try:
+                info = await jetstream.consumer_info("PROBE", "probe-dedup")
+            except nats.js.errors.NotFoundError:
+                return False  # the service has not created its consumer yet
             return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= 2
 
         await wait_until(drained)
