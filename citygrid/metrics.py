@@ -61,6 +61,15 @@ class KitMetrics:
             "citygrid_dead_letters", "Events given up after max_deliver.", ["consumer"], registry=r
         )
         self.job_runs = Counter("citygrid_job_runs", "Runs of periodic jobs.", ["job", "outcome"], registry=r)
+        self.live_streams = Gauge(
+            "citygrid_live_streams", "Clients connected to a live feed.", ["feed"], registry=r
+        )
+        self.live_dropped = Counter(
+            "citygrid_live_dropped_clients",
+            "Live-feed clients dropped for falling behind.",
+            ["feed"],
+            registry=r,
+        )
         self.job_items = Counter("citygrid_job_items", "Items handled by periodic jobs.", ["job"], registry=r)
 
 
@@ -89,12 +98,17 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
+        event_stream = False
         started = time.perf_counter()
 
         async def send_with_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, event_stream
             if message["type"] == "http.response.start":
                 status = message["status"]
+                event_stream = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", [])
+                )
             await send(message)
 
         try:
@@ -103,7 +117,9 @@ class MetricsMiddleware:
             route = route_template(scope)
             labels = {"service": self.metrics.service, "method": scope["method"], "route": route}
             self.metrics.http_requests.labels(status=str(status), **labels).inc()
-            self.metrics.http_duration.labels(**labels).observe(time.perf_counter() - started)
+            # An event stream lasts as long as its client stays; its duration is no latency.
+            if not event_stream:
+                self.metrics.http_duration.labels(**labels).observe(time.perf_counter() - started)
 
 
 def metrics_endpoint(metrics: KitMetrics) -> object:

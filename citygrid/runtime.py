@@ -23,6 +23,7 @@ from citygrid.auth import PrincipalVerifier
 from citygrid.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
 from citygrid.inbox import ConsumerRunner, ConsumerSpec
 from citygrid.jobs import PeriodicJob, run_forever
+from citygrid.live import LiveFeed
 from citygrid.logging import traceparent_var
 from citygrid.messaging import connect, ensure_stream, stream_config
 from citygrid.metrics import KitMetrics
@@ -42,6 +43,7 @@ class Runtime:
     messaging: bool = True
     jobs: Sequence[PeriodicJob] = ()
     on_startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    live_feeds: Sequence[LiveFeed] = ()
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
     nats: NatsClient | None = None
@@ -87,8 +89,10 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.jetstream = self.nats.jetstream(timeout=5.0)
-        domains = {spec.domain for spec in self.consumer_specs} | (
-            {self.publishes} if self.publishes else set()
+        domains = (
+            {spec.domain for spec in self.consumer_specs}
+            | {feed.domain for feed in self.live_feeds}
+            | ({self.publishes} if self.publishes else set())
         )
         while True:
             try:
@@ -119,6 +123,8 @@ class Runtime:
             self.tasks.append(
                 asyncio.create_task(self._run_consumer(runner), name=f"consumer-{runner.spec.name}")
             )
+        for feed in self.live_feeds:
+            self.tasks.append(asyncio.create_task(feed.run(self.jetstream), name=f"live-{feed.name}"))
         self.messaging_ready.set()
 
     async def _run_consumer(self, runner: ConsumerRunner) -> None:

@@ -44,6 +44,11 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = 200
     nats_stream_replicas: int = 1
     nats_duplicate_window_seconds: float = 120.0
+    # Live feeds (server-sent events), per replica: open streams, events queued per client before
+    # it counts as too slow and is dropped, and the heartbeat that keeps proxies from closing idle streams.
+    live_max_streams: int = 1000
+    live_client_queue: int = 256
+    live_heartbeat_seconds: float = 15.0
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> ServiceSettings:

@@ -30,6 +30,7 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 class GatewayState:
     settings: GatewaySettings
     client: httpx.AsyncClient
+    stream_client: httpx.AsyncClient
     authenticator: Authenticator
     limiter: RateLimiter
 
@@ -55,6 +56,7 @@ def _proxy_route(service: str) -> Any:
         return await proxy.forward(
             request,
             client=state.client,
+            stream_client=state.stream_client,
             base_url=state.settings.upstreams[service],
             service=service,
             path=path,
@@ -62,6 +64,7 @@ def _proxy_route(service: str) -> Any:
             private_key=state.settings.internal_token_private_key,
             token_ttl=state.settings.internal_token_ttl_seconds,
             issuer=state.settings.internal_token_issuer,
+            timeout=state.settings.upstream_timeout,
         )
 
     route_to_service.__name__ = f"route_to_{service}"
@@ -86,10 +89,26 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+        # Event streams: no read timeout (a stream is quiet between heartbeats), a pool of their own.
+        stream_timeout = httpx.Timeout(
+            connect=settings.upstream_connect_timeout,
+            read=None,
+            write=settings.upstream_timeout,
+            pool=settings.upstream_timeout,
+        )
+        stream_limits = httpx.Limits(
+            max_connections=settings.upstream_event_streams, max_keepalive_connections=0
+        )
+        async with (
+            httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client,
+            httpx.AsyncClient(
+                timeout=stream_timeout, limits=stream_limits, follow_redirects=False
+            ) as stream_client,
+        ):
             app.state.gateway = GatewayState(
                 settings=settings,
                 client=client,
+                stream_client=stream_client,
                 authenticator=Authenticator(settings, runtime.db),
                 limiter=RateLimiter(),
             )

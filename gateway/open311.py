@@ -133,6 +133,7 @@ async def _forward(path: str, request: Request) -> Response:
     return await proxy.forward(
         request,
         client=state.client,
+        stream_client=state.stream_client,
         base_url=state.settings.upstreams["case"],
         service="case",
         path=f"open311/v2/{path}",
@@ -140,6 +141,7 @@ async def _forward(path: str, request: Request) -> Response:
         private_key=state.settings.internal_token_private_key,
         token_ttl=state.settings.internal_token_ttl_seconds,
         issuer=state.settings.internal_token_issuer,
+        timeout=state.settings.upstream_timeout,
         prefix="/",
         query=query,
         content=body,

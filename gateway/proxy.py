@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
@@ -47,6 +49,29 @@ STRIPPED_INBOUND = HOP_BY_HOP | {
 
 
 URL_SAFE = "/%:@!$&'()*+,;=-._~"
+EVENT_STREAM = "text/event-stream"
+
+
+def wants_event_stream(request: Request) -> bool:
+    """A client asking for server-sent events (a browser's ``EventSource`` always says so)."""
+    return EVENT_STREAM in request.headers.get("accept", "").lower()
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.lower().startswith(EVENT_STREAM)
+
+
+async def bounded_reads(response: httpx.Response, read_timeout: float) -> AsyncIterator[bytes]:
+    """The body, each read bounded as the ordinary client's read timeout would bound it."""
+    chunks = response.aiter_raw()
+    while True:
+        try:
+            async with asyncio.timeout(read_timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        yield chunk
 
 
 class UpstreamUnavailable(DomainError):
@@ -92,6 +117,7 @@ async def forward(
     request: Request,
     *,
     client: httpx.AsyncClient,
+    stream_client: httpx.AsyncClient,
     base_url: str,
     service: str,
     path: str,
@@ -99,11 +125,19 @@ async def forward(
     private_key: str,
     token_ttl: int,
     issuer: str,
+    timeout: float,
     prefix: str | None = None,
     query: bytes | None = None,
     content: bytes | None = None,
 ) -> Response:
-    """``prefix``, ``query`` and ``content`` let a route hide what the service must not see."""
+    """Forward the request and stream the answer back as it comes, never buffered.
+
+    An event stream goes through ``stream_client``: its own connection pool, so open streams never
+    starve ordinary calls, and no read timeout, since a stream may be quiet between heartbeats. Its
+    answer must still begin (status and headers) within ``timeout``; connecting is bounded by the
+    client's connect timeout either way. A client that leaves closes the upstream response.
+    ``prefix``, ``query`` and ``content`` let a route hide what the service must not see.
+    """
     # Raw bytes both ways: a header value outside ASCII is passed on as sent, never re-encoded.
     headers: list[tuple[bytes, bytes]] = [
         (name, value)
@@ -126,6 +160,9 @@ async def forward(
         headers.append((b"X-Forwarded-Host", request.headers["host"].encode("latin-1")))
     headers.append((b"X-Forwarded-Proto", request.url.scheme.encode()))
     body = await request.body() if content is None else content
+    streaming = wants_event_stream(request)
+    if streaming:
+        client = stream_client
     upstream_request = client.build_request(
         request.method,
         upstream_url(base_url, request, service, prefix=prefix, query=query),
@@ -135,14 +172,15 @@ async def forward(
     attempts = 2 if request.method in READ_METHODS else 1
     for attempt in range(1, attempts + 1):
         try:
-            upstream = await client.send(upstream_request, stream=True)
+            async with asyncio.timeout(timeout if streaming else None):
+                upstream = await client.send(upstream_request, stream=True)
             break
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
             # Nothing reached the service, or it hung up: safe to retry a read once.
             if attempt == attempts:
                 log.warning("upstream %s unavailable: %s", service, error)
                 raise UpstreamUnavailable(f"the {service} service is unavailable") from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise UpstreamTimeout(f"the {service} service did not answer in time") from None
         except httpx.HTTPError as error:
             log.warning("upstream %s failed: %s", service, error)
@@ -150,8 +188,12 @@ async def forward(
     response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     if upstream.headers.get("content-length"):
         response_headers["content-length"] = upstream.headers["content-length"]
+    if streaming and not is_event_stream(upstream):
+        body_stream = bounded_reads(upstream, timeout)
+    else:
+        body_stream = upstream.aiter_raw()
     return StreamingResponse(
-        upstream.aiter_raw(),
+        body_stream,
         status_code=upstream.status_code,
         headers=response_headers,
         background=BackgroundTask(upstream.aclose),

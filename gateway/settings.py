@@ -22,6 +22,8 @@ class GatewaySettings(ServiceSettings):
     people_jwt_issuer: str | None = None
     upstream_connect_timeout: float = 2.0
     upstream_timeout: float = 10.0
+    # Event streams open at once through one gateway replica (their own upstream connections).
+    upstream_event_streams: int = 1000
     default_rate_limit_per_minute: int = 600
     api_key_cache_seconds: float = 30.0
     # Open311 GETs without an api_key: refused unless the operator opts in (read-only, no personal data).

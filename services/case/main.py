@@ -13,7 +13,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api, evidence_api, extensions_api, intake, mobile_api, open311
+from services.case import admin_api, api, evidence_api, extensions_api, intake, live_api, mobile_api, open311
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
@@ -61,12 +61,14 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
 
         runtime.on_startup = [prepare]
         runtime.jobs = [PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan)]
+        runtime.live_feeds = [live_api.case_feed(settings, runtime.metrics)]
 
     app = create_service_app(
         settings,
         title="CityGrid case service",
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
-        routers=[api.router, admin_api.router, extensions_api.router, mobile_api.router],
+        # The live route first: `/cases/live` is no `/cases/{case_id}`.
+        routers=[live_api.router, api.router, admin_api.router, extensions_api.router, mobile_api.router],
         open_routers=[open311.router, evidence_api.router],
         publishes=PUBLISHES,
         consumers=intake.consumers(calendars),
