@@ -15,7 +15,7 @@ from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
-from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, Latitude, Longitude
+from contract.common import GUANGZHOU_DISTRICTS, DistrictCode
 from services.case.context import Grid
 from services.case.domain.grid import GridCell, GridIndex, cells_from_geojson
 from services.case.grid_store import lock_grid, replace_grid
@@ -113,8 +113,8 @@ async def get_grid_summary(grid: Grid) -> GridSummary:
 
 @router.get("/grid/locate", operation_id="locate_point")
 async def locate_point(
-    lon: Annotated[Longitude, Query(description="Longitude, WGS84.")],
-    lat: Annotated[Latitude, Query(description="Latitude, WGS84.")],
+    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude, WGS84.")],
+    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, WGS84.")],
     grid: Grid,
 ) -> LocatedOut:
     """The grid cell, community, street and district a point lies in; 404 ``case.off_grid`` outside every cell."""

@@ -153,8 +153,7 @@ async def put_unit(
     async with runtime.uow() as uow:
         session = uow.session
         parents = {
-            unit: parent
-            for unit, parent in (await session.execute(select(Unit.code, Unit.parent_code))).tuples()
+            unit: parent for unit, parent in (await session.execute(select(Unit.code, Unit.parent_code)))
         }
         problem = hierarchy_problem(parents, code, body.parent_code)
         if problem is not None:
