@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -177,6 +179,16 @@ async def get_grid_cell(
     return CellDetailOut.model_validate({**_cell_out(row), "feature": row.feature})
 
 
+def _refuse_overlaps(kept_features: Sequence[dict[str, Any]], cells: list[GridCell]) -> None:
+    """Raise ValueError when the new cells overlap each other or the cells the import keeps."""
+    kept = (
+        cells_from_geojson({"type": "FeatureCollection", "features": list(kept_features)})
+        if kept_features
+        else []
+    )
+    GridIndex.build([*kept, *cells], validate=True)
+
+
 def _feature_error(message: str) -> dict[str, Any]:
     found = re.match(r"feature (\d+)", message)
     loc: list[str | int] = ["body", "features", int(found.group(1))] if found else ["body"]
@@ -201,7 +213,7 @@ async def import_grid(
     """
     require_scope(principal, ADMIN_SCOPE)
     try:
-        cells = cells_from_geojson(document)
+        cells = await asyncio.to_thread(cells_from_geojson, document)
     except ValueError as error:
         raise InvalidGrid("the grid file was refused", errors=[_feature_error(str(error))]) from None
     if not cells:
@@ -234,13 +246,8 @@ async def import_grid(
                 select(GridCellRow.feature).where(GridCellRow.district_code.not_in(replaced))
             )
         ).all()
-        kept: list[GridCell] = (
-            cells_from_geojson({"type": "FeatureCollection", "features": list(kept_features)})
-            if kept_features
-            else []
-        )
         try:
-            GridIndex.build([*kept, *cells], validate=True)
+            await asyncio.to_thread(_refuse_overlaps, kept_features, cells)
         except ValueError as error:
             raise InvalidGrid(
                 "the grid file was refused",

@@ -3,6 +3,7 @@ every replica, and refreshed when another replica imports a new grid."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,12 @@ def _row(cell: GridCell) -> dict[str, Any]:
         "max_lon": max_lon,
         "max_lat": max_lat,
     }
+
+
+def index_features(features: Sequence[dict[str, Any]]) -> GridIndex:
+    """The index of stored features (validated when they were imported)."""
+    cells = cells_from_geojson({"type": "FeatureCollection", "features": list(features)}) if features else []
+    return GridIndex(cells, validate=False)
 
 
 async def lock_grid(session: AsyncSession) -> None:
@@ -121,10 +128,10 @@ class GridHolder:
             await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             version = await self._version(session)
             features = [row for (row,) in (await session.execute(select(GridCellRow.feature))).all()]
-        cells = cells_from_geojson({"type": "FeatureCollection", "features": features}) if features else []
-        self.index = GridIndex(cells, validate=False)  # validated when imported
+        # A city's grid takes seconds to parse and index: off the event loop, so requests go on.
+        self.index = await asyncio.to_thread(index_features, features)
         self.version = version
-        return len(cells)
+        return len(self.index)
 
     async def adopt(self, sessions: async_sessionmaker[AsyncSession], cells: Sequence[GridCell]) -> None:
         """Index cells this replica has just stored itself, without reading them back."""

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from citygrid.auth import CurrentPrincipal, require_scope
 from citygrid.clock import CityTime, within_range
@@ -54,6 +55,11 @@ class InvalidRule(InvalidInput):
 class DuplicateRule(Conflict):
     code = "case.duplicate_dispatch_rule"
     title = "Duplicate dispatch rule"
+
+
+class UnitConflict(Conflict):
+    code = "case.unit_conflict"
+    title = "Unit conflict"
 
 
 class UnitOut(BaseModel):
@@ -168,7 +174,10 @@ async def put_unit(
             response.status_code = 201
         row.name, row.type, row.district_code = body.name, body.type.value, body.district_code
         row.parent_code, row.active, row.updated_at = body.parent_code, body.active, now
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError:  # the same code created concurrently
+            raise UnitConflict(f"unit {code} was changed concurrently; retry") from None
         out = UnitOut.model_validate(row)
     return out
 
@@ -236,7 +245,12 @@ async def create_dispatch_rule(body: RuleIn, runtime: RuntimeDep, principal: Cur
             category_code=body.category_code, area_code=body.area_code, unit_code=body.unit_code, active=True
         )
         session.add(row)
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError:  # the same rule created concurrently
+            raise DuplicateRule(
+                f"a rule for {body.category_code} in '{body.area_code}' exists already; delete it first"
+            ) from None
         await session.refresh(row)
         out = RuleOut.model_validate(row)
     return out
