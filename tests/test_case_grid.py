@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+from sqlalchemy import text
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal
 from citygrid.testing import serve_app, wait_until
 from services.case.domain.demo_grid import DISTRICT_BOXES
+from services.case.grid_store import GridHolder, seed_demo_grid_if_empty
 from services.case.main import create_app as create_case_app
+from services.case.main import shipped_demo_cells
 from tests.conftest import case_settings
 from tests.test_bad_input import assert_problem
 from tests.test_case_flow import REPORT, report
@@ -217,3 +222,24 @@ async def test_another_replica_picks_up_an_imported_grid(stack, infrastructure, 
             return await other_cell() == "440106001001001"
 
         await wait_until(caught_up)
+
+
+async def test_a_grid_file_that_is_not_a_json_object_or_a_bad_replace_mode_is_refused(stack):
+    as_list = await stack.client.post(
+        "/api/case/v1/admin/grid/import", json=[collection()], headers=stack.as_("admin")
+    )
+    assert_problem(as_list, 422, "validation_failed")
+    bad_mode = await import_grid(stack, collection(square("440106001001001", 113.32, 23.12)), replace="some")
+    assert_problem(bad_mode, 422, "validation_failed")
+
+
+async def test_replicas_starting_together_store_the_demo_grid_once(stack):
+    sessions = stack.case_runtime.db
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM grid_cells"))
+    cells = shipped_demo_cells()
+    stored = await asyncio.gather(*(seed_demo_grid_if_empty(sessions, cells) for _ in range(3)))
+    assert sorted(stored) == [0, 0, len(cells)]
+    holder = GridHolder()
+    assert await holder.reload(sessions) == len(cells)
+    assert await holder.refresh_if_changed(sessions) == 0  # nothing new: no reload
