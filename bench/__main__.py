@@ -1,4 +1,5 @@
-"""``make bench``: gateway overhead and outbox relay throughput, as ratios to same-run baselines.
+"""``make bench``: gateway overhead, outbox relay throughput and point → grid lookups, as ratios to
+same-run baselines.
 
 Starts its own embedded PostgreSQL and nats-server (or uses DATABASE_URL/NATS_URL), writes
 ``bench/results/latest.json`` and prints a table. Timings are for comparison within one run only.
@@ -23,6 +24,7 @@ import httpx
 import nats
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import grid
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
 from citygrid.devstack.servers import create_databases, database_url, servers_for
@@ -268,6 +270,7 @@ def cli() -> None:
     parser.add_argument("--events", type=int, default=20000)
     arguments = parser.parse_args()
     results = asyncio.run(main(arguments.requests, arguments.events))
+    results["grid"] = grid.run()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     overhead, outbox = results["gateway_overhead"], results["outbox"]
@@ -282,6 +285,7 @@ def cli() -> None:
         f"{outbox['relay_events_per_s']:.0f}/s vs raw JetStream publish {outbox['raw_publish_events_per_s']:.0f}/s "
         f"(relay/raw ×{outbox['relay_vs_raw_ratio']:.2f})"
     )
+    print("\n".join(grid.describe(results["grid"])))
     print(f"results in {RESULTS / 'latest.json'}")
 
 

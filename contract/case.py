@@ -87,7 +87,11 @@ class CaseReworked(CaseEvent):
 
 
 class CaseMerged(CaseEvent):
+    """A report merged into the open case it duplicates; tell its reporter the original's number."""
+
     subject: ClassVar[str] = "case.case.merged"
+    merged_into: uuid.UUID | None = Field(default=None, description="The original case.")
+    merged_into_number: str | None = Field(default=None, description="The original case's number.")
 
 
 class CaseAccepted(CaseEvent):

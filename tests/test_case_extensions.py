@@ -176,7 +176,7 @@ async def test_only_a_case_being_handled_gets_an_extension(stack):
 async def test_the_unit_asks_and_the_dispatcher_decides_not_the_other_way_round(stack):
     handler = await consumer(stack, "tianhe handler", ["handler"], unit=UNIT)
     dispatcher = await consumer(stack, "dispatcher", ["dispatcher"])
-    other_unit = await consumer(stack, "yuexiu handler", ["handler"], unit="yuexiu-roads")
+    other_unit = await consumer(stack, "yuexiu handler", ["handler"], unit="yuexiu-municipal")
     case_id, case = await in_hand(stack)
     body = {"reason": "parts", "new_deadline": later(case, days=1)}
 

@@ -169,8 +169,12 @@ async def test_reporter_phone_is_masked_without_pii_scope(stack):
 
 async def test_list_pages_with_a_cursor_and_filters(stack):
     ids = []
+    # The unit grid places each point; these lie in Tianhe and Yuexiu on the demo grid.
+    points = {"440106": [113.3245, 23.1291], "440104": [113.2668, 23.1291]}
     for district in ["440106", "440106", "440104", "440106", "440104"]:
-        ids.append((await report(stack, body={**REPORT, "district_code": district})).json()["id"])
+        location = {"type": "Point", "coordinates": points[district]}
+        body = {**REPORT, "district_code": district, "location": location}
+        ids.append((await report(stack, body=body)).json()["id"])
     await step(stack, ids[0], "register", 1)
 
     seen, cursor = [], None

@@ -309,7 +309,8 @@ async def test_a_recheck_of_a_case_that_is_not_handled_is_recorded_and_changes_n
     ("overrides", "code"),
     [
         ({"category_code": "29999"}, "case.unknown_category"),
-        ({"district_code": None}, "case.intake.district_unknown"),
+        # Off the unit grid (Beijing) and naming no district: nowhere to place it.
+        ({"district_code": None, "location": GeoPoint.of(116.40, 39.90)}, "case.intake.district_unknown"),
         ({"district_code": "110101"}, "case.intake.invalid_event"),  # Beijing: not this city
     ],
 )
@@ -327,6 +328,16 @@ async def test_an_alarm_the_case_service_cannot_take_is_dead_lettered_at_once_an
     assert letter["error"].startswith(f"{code}: ")
     case = await the_one_case(stack)
     assert case["origin"]["reference"] == good
+
+
+async def test_an_alarm_naming_no_district_takes_the_district_of_its_grid_cell(stack):
+    await publish(stack, as_event(alarm(district_code=None)))
+    await drained(stack, "vision.alarm.confirmed", 1)
+
+    case = await the_one_case(stack)
+    assert case["district_code"] == "440106"
+    assert case["grid_code"].startswith("440106")
+    assert await dead_letters(stack) == []
 
 
 async def test_an_event_that_breaks_its_schema_is_dead_lettered_naming_the_field(stack):

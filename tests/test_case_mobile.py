@@ -34,7 +34,7 @@ def as_key(key: str, **headers: str) -> dict[str, str]:
 async def test_a_handler_sees_the_cases_in_the_unit_s_hands_soonest_deadline_first(stack):
     handler = await consumer(stack, "tianhe handler", ["handler"], unit=UNIT)
     ours = [await dispatched_to(stack, UNIT) for _ in range(3)]
-    theirs = await dispatched_to(stack, "yuexiu-roads")
+    theirs = await dispatched_to(stack, "yuexiu-municipal")
     await step(stack, ours[1], "accept", 3)
     await step(stack, ours[1], "suspend", 4, {"note": "waiting for the road permit"})
     listed = await tasks(stack, handler)
@@ -107,7 +107,7 @@ async def test_a_person_s_unit_comes_from_the_identity_provider_s_token(stack):
 
 
 async def test_a_handler_of_another_unit_cannot_take_the_unit_s_steps(stack):
-    other = await consumer(stack, "yuexiu handler", ["handler"], unit="yuexiu-roads")
+    other = await consumer(stack, "yuexiu handler", ["handler"], unit="yuexiu-municipal")
     case_id = await dispatched_to(stack, UNIT)
     for path, body in [
         ("accept", None),

@@ -178,7 +178,7 @@ async def test_a_screen_following_a_unit_receives_only_the_changes_of_cases_disp
     for case_id in (ours, theirs):
         assert (await step(live, case_id, "register", 1)).status_code == 200
     async with follow(live, unit="tianhe-sanitation") as screen:
-        assert (await step(live, theirs, "dispatch", 2, {"unit": "yuexiu-roads"})).status_code == 200
+        assert (await step(live, theirs, "dispatch", 2, {"unit": "yuexiu-municipal"})).status_code == 200
         assert (await step(live, ours, "dispatch", 2, {"unit": "tianhe-sanitation"})).status_code == 200
         assert (await step(live, theirs, "accept", 3)).status_code == 200
         assert (await step(live, ours, "accept", 3)).status_code == 200

@@ -21,7 +21,7 @@ from contract.case import CaseStatus
 from contract.common import DistrictCode, GeoPoint
 from services.case import events, service
 from services.case.catalogue import CalendarHolder
-from services.case.context import Calendars
+from services.case.context import Calendars, DuplicateRadius, Grid
 from services.case.domain.workflow import Action
 from services.case.evidence import evidence_out
 from services.case.models import Case, CaseEvidence, CaseHistory
@@ -62,6 +62,11 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
         ),
         unit=case.unit,
         merged_into=case.merged_into,
+        merged_into_number=case.merged_into_number,
+        grid_code=case.grid_code,
+        community_code=case.community_code,
+        street_code=case.street_code,
+        likely_duplicate_of=case.likely_duplicate_of,
         stage=case.stage,
         deadline_at=case.deadline_at,
         overdue_at=case.overdue_at,
@@ -95,14 +100,22 @@ async def report_case(
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
     calendars: Calendars,
+    grid: Grid,
+    duplicate_radius_m: DuplicateRadius,
 ) -> CaseOut | JSONResponse:
-    """Report a problem. Send an ``Idempotency-Key`` to make retries safe."""
+    """Report a problem. Send an ``Idempotency-Key`` to make retries safe.
+
+    The point is placed on the unit grid: the cell's district wins over the reporter's. An open case
+    of the same small class nearby is named in ``likely_duplicate_of``; a video report is merged into it.
+    """
     idempotency = await Idempotency.from_request(request, principal.subject)
     async with runtime.uow() as uow:
         replay = await idempotency.replay(uow.session)
         if replay is not None:
             return replay
-        case = await service.report_case(uow, body, principal, calendars.calendar)
+        case = await service.report_case(
+            uow, body, principal, calendars.calendar, grid=grid.index, duplicate_radius_m=duplicate_radius_m
+        )
         out = case_out(case, principal)
         await idempotency.remember(uow.session, 201, out.model_dump(mode="json"))
     response.headers["ETag"] = etag(case.version)

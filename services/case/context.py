@@ -1,4 +1,5 @@
-"""What the case service keeps beside the kit's runtime: the work calendar its deadlines use."""
+"""What the case service keeps beside the kit's runtime: the work calendar its deadlines use, the
+unit grid its points resolve on, and the duplicate radius."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.case.catalogue import CalendarHolder
+from services.case.grid_store import GridHolder
 
 
 def get_calendars(request: Request) -> CalendarHolder:
@@ -15,3 +17,17 @@ def get_calendars(request: Request) -> CalendarHolder:
 
 
 Calendars = Annotated[CalendarHolder, Depends(get_calendars)]
+
+
+def get_grid(request: Request) -> GridHolder:
+    holder: GridHolder = request.app.state.grid
+    return holder
+
+
+def get_duplicate_radius(request: Request) -> float:
+    radius: float = request.app.state.duplicate_radius_m
+    return radius
+
+
+Grid = Annotated[GridHolder, Depends(get_grid)]
+DuplicateRadius = Annotated[float, Depends(get_duplicate_radius)]

@@ -30,6 +30,7 @@ from contract.common import EvidenceRef, Origin, ProblemDetected
 from services.case import service
 from services.case.catalogue import CalendarHolder
 from services.case.domain.workflow import Action, Role
+from services.case.grid_store import GridHolder
 from services.case.models import Case, CaseEvidence, CaseHistory
 from services.case.schemas import ReportCase
 
@@ -131,8 +132,17 @@ async def _keep_evidence(
     await session.execute(insert(CaseEvidence).values(rows).on_conflict_do_nothing())
 
 
-async def raise_case(uow: UnitOfWork, event: CloudEvent, intake: Intake, calendars: CalendarHolder) -> None:
-    """Open a case for a problem another service found, keep its evidence, and register it."""
+async def raise_case(
+    uow: UnitOfWork,
+    event: CloudEvent,
+    intake: Intake,
+    calendars: CalendarHolder,
+    grid: GridHolder,
+    duplicate_radius_m: float,
+) -> None:
+    """Open a case for a problem another service found, keep its evidence, and register it.
+
+    The point is placed on the unit grid; the producer's district is needed only off the grid."""
     problem = parse(event, intake.event)
     origin = Origin(service=intake.service, reference=problem.reference)
     session = uow.session
@@ -146,24 +156,33 @@ async def raise_case(uow: UnitOfWork, event: CloudEvent, intake: Intake, calenda
         # on the unique origin index, rolls back, and finds the case when it is redelivered.)
         log.info("%s %s already raised case %s", origin.service, origin.reference, existing)
         return
-    if problem.district_code is None:
+    district_code = problem.district_code or grid.index.district_of(
+        problem.location.lon, problem.location.lat
+    )
+    if district_code is None:
         raise DistrictUnknown(
-            f"{intake.event.subject} {problem.reference} names no district_code; "
-            "the case service cannot place it yet"
+            f"{intake.event.subject} {problem.reference} names no district_code and its point is "
+            "outside the unit grid"
         )
     try:
         request = RaisedCase(
             category_code=problem.category_code,
             description=problem.description,
             location=problem.location,
-            district_code=problem.district_code,
+            district_code=district_code,
             address=problem.address,
             source=intake.source,
         )
     except ValidationError as error:
         raise InvalidEvent(f"{intake.event.subject} {problem.reference} cannot be a case: {error}") from None
     case = await service.report_case(
-        uow, request, reporter(intake.service), calendars.calendar, origin=origin
+        uow,
+        request,
+        reporter(intake.service),
+        calendars.calendar,
+        origin=origin,
+        grid=grid.index,
+        duplicate_radius_m=duplicate_radius_m,
     )
     await _keep_evidence(session, case.id, intake.service, "detection", problem.evidence)
     # Reporting may already have merged it into an open case (video duplicates): then it stays so.
@@ -218,12 +237,12 @@ async def apply_recheck(uow: UnitOfWork, event: CloudEvent, calendars: CalendarH
     )
 
 
-def consumers(calendars: CalendarHolder) -> list[ConsumerSpec]:
+def consumers(calendars: CalendarHolder, grid: GridHolder, duplicate_radius_m: float) -> list[ConsumerSpec]:
     """The case service's consumers of other services' events."""
 
     def raising(intake: Intake) -> Handler:
         async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            await raise_case(uow, event, intake, calendars)
+            await raise_case(uow, event, intake, calendars, grid, duplicate_radius_m)
 
         return handle
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fastapi import FastAPI
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from citygrid.blobs import FilesystemBlobStore
 from citygrid.http import create_service_app
@@ -13,16 +14,37 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api, evidence_api, extensions_api, intake, live_api, mobile_api, open311
+from services.case import (
+    admin_api,
+    api,
+    evidence_api,
+    extensions_api,
+    grid_api,
+    intake,
+    live_api,
+    mobile_api,
+    open311,
+    units_api,
+)
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
     shipped_calendar_documents,
     sync_shipped_catalogue,
 )
+from services.case.domain.demo_grid import demo_cells
+from services.case.domain.grid import GridCell
 from services.case.events import PUBLISHES
 from services.case.field_context import FieldConfig
+from services.case.grid_store import GridHolder, seed_demo_grid_if_empty
 from services.case.overdue import escalate_overdue
+from services.case.units import sync_shipped_units
+
+
+@functools.cache
+def shipped_demo_cells() -> list[GridCell]:
+    """The demo grid (deterministic and immutable, so built once per process)."""
+    return demo_cells()
 
 
 class CaseSettings(ServiceSettings):
@@ -46,21 +68,41 @@ class CaseSettings(ServiceSettings):
     def blob_root(self) -> Path:
         return self.blob_dir or Path(".data") / "blobs" / self.service_name
 
+    # A new report of the same small class this close to an open case is a likely duplicate.
+    duplicate_radius_m: float = Field(default=50.0, ge=0, le=1000)
+    # How often each replica checks whether another one imported a new grid.
+    grid_refresh_seconds: float = 10.0
+    # Store the synthetic demo grid at startup when no grid was ever imported.
+    seed_demo_grid: bool = True
+
 
 def create_app(settings: CaseSettings | None = None) -> FastAPI:
     settings = settings or CaseSettings()
     calendars = CalendarHolder(calendar=merge_calendar_documents(shipped_calendar_documents(), []))
+    grid = GridHolder()
 
     def setup(runtime: Runtime) -> None:
         async def prepare() -> None:
             await sync_shipped_catalogue(runtime.db)
             await calendars.reload(runtime.db)
+            await sync_shipped_units(runtime.db)
+            cells = shipped_demo_cells() if settings.seed_demo_grid else []
+            if cells and await seed_demo_grid_if_empty(runtime.db, cells):
+                await grid.adopt(runtime.db, cells)
+            else:
+                await grid.reload(runtime.db)
 
         async def scan() -> int:
             return await escalate_overdue(runtime)
 
+        async def refresh_grid() -> int:
+            return await grid.refresh_if_changed(runtime.db)
+
         runtime.on_startup = [prepare]
-        runtime.jobs = [PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan)]
+        runtime.jobs = [
+            PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan),
+            PeriodicJob("grid-refresh", settings.grid_refresh_seconds, refresh_grid),
+        ]
         runtime.live_feeds = [live_api.case_feed(settings, runtime.metrics)]
 
     app = create_service_app(
@@ -68,10 +110,18 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         title="CityGrid case service",
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
         # The live route first: `/cases/live` is no `/cases/{case_id}`.
-        routers=[live_api.router, api.router, admin_api.router, extensions_api.router, mobile_api.router],
+        routers=[
+            live_api.router,
+            api.router,
+            admin_api.router,
+            extensions_api.router,
+            mobile_api.router,
+            grid_api.router,
+            units_api.router,
+        ],
         open_routers=[open311.router, evidence_api.router],
         publishes=PUBLISHES,
-        consumers=intake.consumers(calendars),
+        consumers=intake.consumers(calendars, grid, settings.duplicate_radius_m),
         runtime_setup=setup,
     )
     app.state.calendars = calendars
@@ -80,6 +130,8 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         evidence_max_bytes=settings.evidence_max_bytes,
         check_in_radius_m=settings.check_in_radius_m,
     )
+    app.state.grid = grid
+    app.state.duplicate_radius_m = settings.duplicate_radius_m
     return app
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -67,6 +68,8 @@ class Case(Base):
     unit: Mapped[str | None] = mapped_column(String(100))
     accepted_by: Mapped[str | None] = mapped_column(String(200))  # the handler who took it on
     merged_into: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The original's number, kept so a merged report can always tell its reporter what to follow.
+    merged_into_number: Mapped[str | None] = mapped_column(String(32))
     # The clock of the current stage (services/case/domain/deadlines.py).
     stage: Mapped[str | None] = mapped_column(String(16))
     stage_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -276,3 +279,41 @@ class CaseExtension(Base):
             postgresql_where=text("status = 'pending'"),
         ),
     )
+
+
+class Unit(Base):
+    """A responsible unit (责任单位): a district or street office, a utility, an enforcement team …
+
+    Units form a hierarchy (``parent_code``); shipped defaults are added at startup, never
+    overwriting an admin's edit. Units are deactivated, never deleted: history names them.
+    """
+
+    __tablename__ = "units"
+
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(40))
+    district_code: Mapped[str | None] = mapped_column(String(6))
+    parent_code: Mapped[str | None] = mapped_column(ForeignKey("units.code"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DispatchRule(Base):
+    """Category × area → unit: a registered case matching it is dispatched by the system.
+
+    ``category_code`` is a small class (5 digits) or a big class (its 3-digit prefix); ``area_code``
+    a prefix of the grid code: district (6), street (9), community (12), grid (15), or empty for
+    the whole city. The most specific matching rule wins (services/case/domain/dispatch_rules.py).
+    """
+
+    __tablename__ = "dispatch_rules"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    category_code: Mapped[str] = mapped_column(String(5))
+    area_code: Mapped[str] = mapped_column(String(15))
+    unit_code: Mapped[str] = mapped_column(ForeignKey("units.code"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("category_code", "area_code"),)

@@ -21,7 +21,7 @@ from citygrid.auth import CurrentPrincipal, require_scope
 from citygrid.errors import DomainError, NotFound
 from citygrid.runtime import RuntimeDep
 from services.case import open311_queries as queries
-from services.case.context import Calendars
+from services.case.context import Calendars, DuplicateRadius, Grid
 from services.case.domain.categories import load_catalogue
 from services.case.domain.open311_mapping import (
     CHANGESET,
@@ -258,7 +258,13 @@ async def service_definition(service_code: str, format: str, runtime: RuntimeDep
     openapi_extra=REQUEST_FORM,
 )
 async def create_request(
-    format: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, calendars: Calendars
+    format: str,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    calendars: Calendars,
+    grid: Grid,
+    duplicate_radius_m: DuplicateRadius,
 ) -> Response:
     """Report a problem (form-encoded): it becomes a public case; the reporter's details stay private."""
     fmt = format_of(format)
@@ -267,7 +273,14 @@ async def create_request(
     fields = [(key, value) for key, value in form.multi_items() if not isinstance(value, UploadFile)]
     submission = parse_submission([(key, value) for key, value in fields if isinstance(value, str)])
     async with runtime.uow() as uow:
-        case, category = await queries.submit(uow, submission, principal, calendars.calendar)
+        case, category = await queries.submit(
+            uow,
+            submission,
+            principal,
+            calendars.calendar,
+            grid=grid.index,
+            duplicate_radius_m=duplicate_radius_m,
+        )
     payload = [
         {
             "service_request_id": case.number,

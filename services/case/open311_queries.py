@@ -24,6 +24,7 @@ from contract.case import CaseSource, CaseStatus
 from contract.common import GeoPoint
 from services.case import service
 from services.case.domain.calendar import WorkCalendar
+from services.case.domain.grid import GridIndex
 from services.case.domain.open311_mapping import InvalidSubmission, Submission, district_of, is_identifier
 from services.case.models import Case, Category, Open311Submission
 from services.case.schemas import ReportCase, Reporter
@@ -76,9 +77,18 @@ async def service_by_code(session: AsyncSession, service_code: str) -> Category:
 
 
 async def submit(
-    uow: UnitOfWork, submission: Submission, actor: Principal, calendar: WorkCalendar
+    uow: UnitOfWork,
+    submission: Submission,
+    actor: Principal,
+    calendar: WorkCalendar,
+    *,
+    grid: GridIndex | None = None,
+    duplicate_radius_m: float = service.DEFAULT_DUPLICATE_RADIUS_M,
 ) -> tuple[Case, Category]:
-    """Report the submitted problem as a public case, keeping what only Open311 carries beside it."""
+    """Report the submitted problem as a public case, keeping what only Open311 carries beside it.
+
+    The point is placed on the unit grid like any report; the nearest district's reference point
+    names the district only for a point outside every cell."""
     session = uow.session
     category = None
     if is_identifier(submission.service_code):
@@ -106,7 +116,9 @@ async def submit(
     except ValidationError as error:
         problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()]
         raise InvalidSubmission("; ".join(problems), errors=problems) from None
-    case = await service.report_case(uow, report, actor, calendar)
+    case = await service.report_case(
+        uow, report, actor, calendar, grid=grid, duplicate_radius_m=duplicate_radius_m
+    )
     session.add(
         Open311Submission(
             case_id=case.id,

@@ -114,6 +114,18 @@ class CaseOut(BaseModel):
     reporter: ReporterOut | None
     unit: str | None
     merged_into: uuid.UUID | None
+    merged_into_number: str | None = Field(
+        default=None,
+        description="The number of the case this report was merged into: what its reporter follows.",
+    )
+    grid_code: str | None = Field(
+        default=None, description="The unit grid cell (15 digits) the point lies in."
+    )
+    community_code: str | None = Field(default=None, description="The community (12-digit grid code prefix).")
+    street_code: str | None = Field(default=None, description="The street (9-digit grid code prefix).")
+    likely_duplicate_of: uuid.UUID | None = Field(
+        default=None, description="An open case of the same small class nearby, found when this was reported."
+    )
     stage: str | None = Field(
         description="The stage whose clock is running: register, dispatch, handle, verify."
     )

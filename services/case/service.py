@@ -14,19 +14,24 @@ from citygrid.clock import within_range
 from citygrid.db import UnitOfWork
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
-from contract.case import CaseStatus
+from contract.case import CaseSource, CaseStatus
 from contract.common import Origin
-from services.case import events
+from services.case import events, units
 from services.case.catalogue import category_for_report, stage_limits
 from services.case.domain.calendar import WorkCalendar
 from services.case.domain.categories import Stage
 from services.case.domain.deadlines import Clock, after_step
 from services.case.domain.evidence import EvidenceKind, require_after_photos
+from services.case.domain.grid import GridIndex
 from services.case.domain.numbering import case_number, local_day
 from services.case.domain.principals import acting_roles, check_unit
 from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
 from services.case.models import Case, CaseEvidence, CaseHistory, CaseNumberCounter, Category
+from services.case.placement import likely_original, mergeable, place_of, resolve_place
 from services.case.schemas import ReportCase
+
+# A new report of the same small class this close to an open case is flagged as a likely duplicate.
+DEFAULT_DUPLICATE_RADIUS_M = 50.0
 
 
 class CaseNotFound(NotFound):
@@ -87,19 +92,28 @@ async def report_case(
     calendar: WorkCalendar,
     *,
     origin: Origin | None = None,
+    grid: GridIndex | None = None,
+    duplicate_radius_m: float = DEFAULT_DUPLICATE_RADIUS_M,
 ) -> Case:
+    """Record a report, placed on ``grid`` (services/case/placement.py) and checked for duplicates
+    within ``duplicate_radius_m``; a video report repeating a registered open case is merged into it."""
     session = uow.session
     category = await category_for_report(session, request.category_code)
     now = await _now(session)
+    resolution = resolve_place(grid, request.location.lon, request.location.lat, request.district_code)
+    place = resolution.place
     case = Case(
-        number=await _next_number(session, request.district_code, now),
+        number=await _next_number(session, place.district_code, now),
         status=CaseStatus.REPORTED,
         category_code=request.category_code,
         description=request.description,
         lon=request.location.lon,
         lat=request.location.lat,
         address=request.address,
-        district_code=request.district_code,
+        district_code=place.district_code,
+        street_code=place.street_code,
+        community_code=place.community_code,
+        grid_code=place.grid_code,
         source=request.source,
         reporter_name=request.reporter.name if request.reporter else None,
         reporter_phone=request.reporter.phone if request.reporter else None,
@@ -116,6 +130,8 @@ async def report_case(
     )
     session.add(case)
     await session.flush()
+    original = await likely_original(session, case, duplicate_radius_m)
+    case.likely_duplicate_of = original.id if original is not None else None
     session.add(
         CaseHistory(
             case_id=case.id,
@@ -124,10 +140,23 @@ async def report_case(
             to_status=case.status,
             actor=actor.subject,
             actor_name=actor.name,
+            note=resolution.note,
             at=now,
         )
     )
     events.record_report(uow, case, actor)
+    if original is not None and request.source is CaseSource.VIDEO and mergeable(original):
+        note = f"video report within {duplicate_radius_m:g} m of case {original.number}: merged automatically"
+        return await transition(
+            uow,
+            case.id,
+            Action.MERGE,
+            units.SYSTEM,
+            expected_version=1,
+            calendar=calendar,
+            note=note,
+            merge_into=original.id,
+        )
     return case
 
 
@@ -186,7 +215,10 @@ async def transition(
     if action is Action.HANDLE:
         require_after_photos(await _photos_this_round(session, case, EvidenceKind.AFTER))
     if action is Action.MERGE:
-        case.merged_into = await _merge_target(session, case, merge_into)
+        original = await _merge_target(session, case, merge_into)
+        case.merged_into, case.merged_into_number = original.id, original.number
+    if action is Action.DISPATCH and unit is not None:
+        await units.require_active_unit(session, unit)
     now = await _now(session)
     previous = case.status
     case.status = target
@@ -219,8 +251,15 @@ async def transition(
             at=now,
         )
     )
-    events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note)
+    extra = (
+        {"merged_into": case.merged_into, "merged_into_number": case.merged_into_number}
+        if action is Action.MERGE
+        else {}
+    )
+    events.record(uow, events.EVENT_OF_ACTION[action], case, actor, note, **extra)
     await session.flush()
+    if action is Action.REGISTER:
+        return await _dispatch_by_rule(uow, case, calendar)
     return case
 
 
@@ -236,7 +275,26 @@ async def _photos_this_round(session: AsyncSession, case: Case, kind: EvidenceKi
     return int((await session.execute(query)).scalar_one())
 
 
-async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> uuid.UUID:
+async def _dispatch_by_rule(uow: UnitOfWork, case: Case, calendar: WorkCalendar) -> Case:
+    """Dispatch a just-registered case to the unit the most specific matching rule names, if any;
+    otherwise it waits in the dispatcher's queue."""
+    rule = await units.matching_rule(uow.session, case.category_code, place_of(case))
+    if rule is None:
+        return case
+    area = rule.area_code or "the whole city"
+    return await transition(
+        uow,
+        case.id,
+        Action.DISPATCH,
+        units.SYSTEM,
+        expected_version=case.version,
+        calendar=calendar,
+        note=f"dispatch rule {rule.category_code} × {area} → {rule.unit_code}",
+        unit=rule.unit_code,
+    )
+
+
+async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> Case:
     if target_id is None or target_id == case.id:
         raise InvalidMerge("name the open case this report duplicates")
     target = await session.scalar(select(Case).where(Case.id == target_id))
@@ -246,7 +304,7 @@ async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID 
         raise InvalidMerge(
             f"case {target.number} is {target.status.value}: merge into a registered, open case"
         )
-    return target.id
+    return target
 
 
 async def list_cases(

@@ -37,10 +37,10 @@ def test_a_unit_s_principal_takes_the_unit_s_steps_only_on_its_own_unit_s_cases(
     handler = frozenset({Role.HANDLER})
     check_unit("accept", case_unit="tianhe-sanitation", actor_unit="tianhe-sanitation", roles=handler)
     with pytest.raises(NotYourUnit) as refused:
-        check_unit("accept", case_unit="tianhe-sanitation", actor_unit="yuexiu-roads", roles=handler)
+        check_unit("accept", case_unit="tianhe-sanitation", actor_unit="yuexiu-municipal", roles=handler)
     assert refused.value.status == 403
     assert refused.value.code == "case.not_your_unit"
-    assert refused.value.extra == {"case_unit": "tianhe-sanitation", "your_unit": "yuexiu-roads"}
+    assert refused.value.extra == {"case_unit": "tianhe-sanitation", "your_unit": "yuexiu-municipal"}
 
 
 def test_a_principal_without_a_unit_and_a_supervisor_are_not_bound_to_one():

@@ -1,7 +1,7 @@
 """Evidence photos (uploaded here or held by a raising service), handlers' check-ins, extension requests, who accepted a case, the unit task index.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-26
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
