@@ -225,6 +225,7 @@ async def _run_pipeline(
                 track_id=row.track_id,
                 detections=row.detections,
                 raised_at=row.raised_at,
+                has_evidence=row.snapshot_sha256 is not None,
             )
         )
     for camera_id, code, last in await session.execute(
@@ -246,7 +247,7 @@ async def _run_pipeline(
                     d.confidence,
                     Rect(box.x, box.y, box.width, box.height),
                     d.track_id,
-                    accepted,
+                    accepted if accepted.snapshot is not None else None,
                 )
                 outcome, item = observe(state, observation, key_gates, regions, new_id)
                 accepted.outcomes.append(outcome)

@@ -113,7 +113,7 @@ async def _pending(session: AsyncSession, alarm_id: uuid.UUID, expected_version:
             current_version=alarm.version,
         )
     if alarm.status != AlarmStatus.PENDING_REVIEW.value:
-        raise NotPendingReview(f"the alarm is {alarm.status}, not pending review", status=alarm.status)
+        raise NotPendingReview(f"the alarm is {alarm.status}, not pending review", alarm_status=alarm.status)
     return alarm
 
 

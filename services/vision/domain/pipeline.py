@@ -42,7 +42,7 @@ class Observation:
     confidence: float
     box: Rect
     track_id: str | None = None
-    evidence: Any = None  # opaque to the pipeline: the caller's snapshot reference
+    evidence: Any = None  # opaque to the pipeline: the caller's snapshot, None when there is none
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Item:
     raised_at: datetime | None = None
     auto_dispatch: bool = False
     evidence: Any = None
+    has_evidence: bool = False  # a snapshot is kept (stored earlier, or ``evidence``)
     new: bool = False
     changed: bool = False
     just_raised: bool = False
@@ -127,10 +128,13 @@ def observe(
             item.last_seen = observation.at
         if observation.at < item.first_seen:
             item.first_seen = observation.at
-        if observation.confidence > item.best_confidence:
+        better = observation.confidence > item.best_confidence
+        if better:
             item.best_confidence = observation.confidence
             item.best_box = observation.box
+        if observation.evidence is not None and (better or not item.has_evidence):
             item.evidence = observation.evidence
+            item.has_evidence = True
         if item.track_id is None:
             item.track_id = observation.track_id
         item.changed = True
@@ -147,6 +151,7 @@ def observe(
         best_box=observation.box,
         track_id=observation.track_id,
         evidence=observation.evidence,
+        has_evidence=observation.evidence is not None,
         new=True,
     )
     state.items.append(item)

@@ -187,6 +187,18 @@ def test_merging_keeps_the_most_confident_snapshot():
     assert alarm.evidence == "frame-1"
 
 
+def test_a_snapshot_is_kept_even_from_a_detection_no_more_confident_than_the_first():
+    state = KeyState()
+    new_id = ids()
+    observe(state, Observation(T0, 0.9, BOX), GATES, (), new_id)
+    observe(state, Observation(T0 + timedelta(seconds=1), 0.8, BOX, evidence="late frame"), GATES, (), new_id)
+    observe(
+        state, Observation(T0 + timedelta(seconds=2), 0.85, BOX, evidence="later frame"), GATES, (), new_id
+    )
+    assert state.items[0].evidence == "late frame"
+    assert state.items[0].best_confidence == 0.9
+
+
 def test_a_second_object_within_the_cooldown_is_held_back():
     state = KeyState()
     other = Rect(0.0, 0.0, 0.1, 0.1)
