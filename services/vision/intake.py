@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, tuple_, update
 
 from citygrid.blobs import BlobStore, sniff_image
 from citygrid.db import UnitOfWork
@@ -39,6 +39,7 @@ OPEN_STATUSES = (
 )
 assert all(status in OPEN_ALARM_SQL for status in OPEN_STATUSES)
 Key = tuple[str, str]
+ALARMS: Table = Alarm.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ async def _run_pipeline(
 
     new_rows: list[dict[str, Any]] = []
     changed_rows: list[dict[str, Any]] = []
-    raised: list[tuple[Key, Any]] = []
+    raised: list[tuple[Key, Any, bool]] = []
     for key, items in touched.items():
         camera, algorithm, key_gates = cameras[key[0]], algorithms[key[1]], gates[key]
         for item in items:
@@ -280,7 +281,7 @@ async def _run_pipeline(
                     else AlarmStatus.PENDING_REVIEW.value
                 )
                 values["auto_confirmed"] = item.auto_dispatch
-                raised.append((key, item.id))
+                raised.append((key, item.id, item.auto_dispatch))
             source = item.evidence
             if isinstance(source, Accepted) and source.snapshot is not None:
                 stored = await blobs.put(source.snapshot.data, source.snapshot.content_type)
@@ -313,20 +314,22 @@ async def _run_pipeline(
                 changed_rows.append({"id": item.id, **values})
     if new_rows:
         await session.execute(insert(Alarm), new_rows)
+    # One executemany per shape of change (merged only, raised, with a better snapshot).
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for changed in changed_rows:
-        # Rows differ in which columns change (a raise, a better snapshot), so one UPDATE each.
-        values = {k: v for k, v in changed.items() if k != "id"}
-        await session.execute(
-            update(Alarm)
-            .where(Alarm.id == changed["id"])
-            .values(**values, updated_at=func.now())
-            .execution_options(synchronize_session=False)
+        columns = tuple(sorted(k for k in changed if k != "id"))
+        shapes[columns].append({"alarm_id": changed["id"], **{f"v_{c}": changed[c] for c in columns}})
+    for columns, params in shapes.items():
+        statement = (
+            update(ALARMS)
+            .where(ALARMS.c.id == bindparam("alarm_id"))
+            .values({c: bindparam(f"v_{c}") for c in columns} | {"updated_at": func.now()})
         )
-    for key, alarm_id in raised:
-        alarm = await session.get(Alarm, alarm_id, populate_existing=True)
-        assert alarm is not None
-        auto = alarm.status == AlarmStatus.AUTO_CONFIRMED.value
+        await session.execute(statement, params)
+    for key, alarm_id, auto in raised:
         if auto:
+            alarm = await session.get(Alarm, alarm_id, populate_existing=True)
+            assert alarm is not None
             events.record_confirmed(uow, alarm, cameras[key[0]], algorithms[key[1]], "auto")
         if metrics is not None:
             metrics.alarms_raised.labels(algorithm=key[1], dispatch="auto" if auto else "review").inc()

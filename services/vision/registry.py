@@ -140,6 +140,7 @@ async def copy_cameras(connection: AsyncConnection, records: list[CameraRecord])
             "(LIKE cameras INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
     )
+    await connection.execute(text("TRUNCATE cameras_staging"))  # a second import in one transaction
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
