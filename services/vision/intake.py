@@ -201,19 +201,31 @@ async def _run_pipeline(
     gates = {key: algorithms[key[1]].gates.with_overrides(overrides.get(key)) for key in keys}
     earliest = min(a.detection.detected_at for items in by_key.values() for a in items)
     longest = max(g.dedup_window_seconds for g in gates.values())
-    key_filter = tuple_(Alarm.camera_id, Alarm.algorithm_code).in_(keys)
-    rows = {
-        row.id: row
-        for row in await session.scalars(
-            select(Alarm).where(
-                key_filter,
-                Alarm.status.in_(OPEN_STATUSES),
-                Alarm.last_seen_at >= earliest - timedelta(seconds=longest),
-            )
+    key_filter = tuple_(ALARMS.c.camera_id, ALARMS.c.algorithm_code).in_(keys)
+    # Core rows, not ORM objects: intake reads hundreds per batch and changes them in bulk below.
+    open_rows = await session.execute(
+        select(
+            ALARMS.c.id,
+            ALARMS.c.camera_id,
+            ALARMS.c.algorithm_code,
+            ALARMS.c.status,
+            ALARMS.c.box,
+            ALARMS.c.best_box,
+            ALARMS.c.first_seen_at,
+            ALARMS.c.last_seen_at,
+            ALARMS.c.best_confidence,
+            ALARMS.c.track_id,
+            ALARMS.c.detections,
+            ALARMS.c.raised_at,
+            ALARMS.c.snapshot_sha256,
+        ).where(
+            key_filter,
+            ALARMS.c.status.in_(OPEN_STATUSES),
+            ALARMS.c.last_seen_at >= earliest - timedelta(seconds=longest),
         )
-    }
+    )
     states: dict[Key, KeyState] = {key: KeyState() for key in keys}
-    for row in rows.values():
+    for row in open_rows:
         states[(row.camera_id, row.algorithm_code)].items.append(
             Item(
                 id=row.id,
@@ -230,9 +242,9 @@ async def _run_pipeline(
             )
         )
     for camera_id, code, last in await session.execute(
-        select(Alarm.camera_id, Alarm.algorithm_code, func.max(Alarm.raised_at))
-        .where(key_filter, Alarm.raised_at.is_not(None))
-        .group_by(Alarm.camera_id, Alarm.algorithm_code)
+        select(ALARMS.c.camera_id, ALARMS.c.algorithm_code, func.max(ALARMS.c.raised_at))
+        .where(key_filter, ALARMS.c.raised_at.is_not(None))
+        .group_by(ALARMS.c.camera_id, ALARMS.c.algorithm_code)
     ):
         states[(camera_id, code)].last_raised_at = last
 
@@ -313,7 +325,7 @@ async def _run_pipeline(
             else:
                 changed_rows.append({"id": item.id, **values})
     if new_rows:
-        await session.execute(insert(Alarm), new_rows)
+        await session.execute(insert(ALARMS), new_rows)
     # One executemany per shape of change (merged only, raised, with a better snapshot).
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for changed in changed_rows:
