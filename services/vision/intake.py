@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Table, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.blobs import BlobStore, sniff_image
 from citygrid.db import UnitOfWork
@@ -345,3 +346,15 @@ async def _run_pipeline(
             events.record_confirmed(uow, alarm, cameras[key[0]], algorithms[key[1]], "auto")
         if metrics is not None:
             metrics.alarms_raised.labels(algorithm=key[1], dispatch="auto" if auto else "review").inc()
+
+
+async def expire_candidates(sessions: async_sessionmaker[AsyncSession], older_than: timedelta) -> int:
+    """Candidates not seen again for longer than any dedup window can never become alarms: drop them."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            delete(ALARMS).where(
+                ALARMS.c.status == AlarmStatus.CANDIDATE.value,
+                ALARMS.c.last_seen_at < func.now() - older_than,
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -92,6 +93,9 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
                 metrics=metrics,
             )
 
+        async def candidates() -> int:
+            return await intake.expire_candidates(runtime.db, timedelta(days=2))
+
         async def gauges() -> int:
             async with runtime.db() as session:
                 await review.refresh_gauges(session, metrics)
@@ -102,6 +106,7 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
             PeriodicJob("camera-offline", max(settings.camera_offline_seconds / 5, 1.0), offline),
             PeriodicJob("recheck", settings.recheck_scan_seconds, rechecks, batch_size=20),
             PeriodicJob("vision-gauges", settings.stats_seconds, gauges),
+            PeriodicJob("candidate-expiry", 600.0, candidates),
         ]
 
     app = create_service_app(

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from citygrid.testing import stream_events
 from contract.vision import AlarmConfirmed
+from services.vision.intake import expire_candidates
 from services.vision.models import Alarm, Camera, Review
 from services.vision.registry import import_file, mark_offline
 from services.vision.tests.conftest import (
@@ -306,6 +307,17 @@ async def test_an_unknown_class_in_a_region_or_override_is_refused(vision):
     )
     assert response.status_code == 404
     assert response.json()["code"] == "vision.unknown_algorithm"
+
+
+async def test_candidates_never_seen_again_expire_and_alarms_stay(vision):
+    await vision.register(camera())
+    response = await vision.ingest(
+        detection(algorithm="road_occupying_stall"), detection(algorithm="littering")
+    )
+    assert [r["outcome"] for r in response.json()["results"]] == ["persisting", "raised"]
+    assert await expire_candidates(vision.runtime.db, timedelta(days=1)) == 0
+    assert await expire_candidates(vision.runtime.db, timedelta(seconds=-60)) == 1
+    assert [a.algorithm_code for a in await alarm_rows(vision)] == ["littering"]
 
 
 # -- review and dispatch ----------------------------------------------------------------------------
