@@ -28,6 +28,7 @@ VISION_CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
     "engine": (["vision:ingest"], []),
     "reviewer": (["vision:read", "vision:write"], ["operator"]),
     "viewer": (["vision:read"], []),
+    "vision-admin": (["vision:read", "vision:write", "vision:ingest"], ["operator"]),
     "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
 }
 

@@ -20,7 +20,7 @@ from services.vision.catalogue import active_of, get_algorithm, load_algorithms
 from services.vision.context import Vision
 from services.vision.domain.catalogue import Group
 from services.vision.events import snapshot_url
-from services.vision.models import Alarm, AlarmStatus, Camera, CameraStatus
+from services.vision.models import Alarm, AlarmStatus, AlgorithmRow, Camera, CameraStatus
 from services.vision.schemas import (
     AlarmDetailOut,
     AlarmOut,
@@ -215,7 +215,7 @@ async def heartbeats(body: Heartbeats, runtime: RuntimeDep, principal: CurrentPr
 # -- catalogue ---------------------------------------------------------------------------------------
 
 
-def algorithm_out(row: Any) -> AlgorithmOut:
+def algorithm_out(row: AlgorithmRow) -> AlgorithmOut:
     active = active_of(row)
     return AlgorithmOut(
         code=active.code,
