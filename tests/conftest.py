@@ -131,5 +131,5 @@ async def stack(stack_factory) -> AsyncIterator[Stack]:
         yield running
 
 
-# The vision flows' fixture lives beside its helpers; importing it here makes it visible to tests/.
+# The vision flows' fixture lives in tests/vision_stack.py; importing it here makes it visible to tests/.
 from tests.vision_stack import vision_database, vision_stack  # noqa: E402, F401
