@@ -144,7 +144,7 @@ async def ingest(
         if camera_ids
         else {}
     )
-    algorithms = await load_algorithms(session) if accepted else {}
+    algorithms = await load_algorithms(session)
     overrides = await load_overrides(session, cameras) if cameras else {}
     by_key: dict[Key, list[Accepted]] = defaultdict(list)
     for item in accepted:
@@ -174,13 +174,13 @@ async def ingest(
             if metrics is not None:
                 metrics.detections.labels(algorithm=key[1], outcome=outcome.value).inc()
     if metrics is not None:
-        for index in results:
+        for index, raw in enumerate(raw_items):
+            # Only catalogue codes become labels: a client cannot grow the series.
+            code = raw.get("algorithm_code") if isinstance(raw, dict) else None
+            label = code if isinstance(code, str) and code in algorithms else "unknown"
+            metrics.detections.labels(algorithm=label, outcome="received").inc()
             if not results[index].accepted:
-                code = raw_items[index].get("algorithm_code") if isinstance(raw_items[index], dict) else None
-                label = code if isinstance(code, str) and code in algorithms else "unknown"
                 metrics.detections.labels(algorithm=label, outcome="refused").inc()
-        for item in accepted:
-            metrics.detections.labels(algorithm=item.detection.algorithm_code, outcome="received").inc()
     return [results[index] for index in range(len(raw_items))]
 
 

@@ -488,9 +488,16 @@ async def test_the_catalogue_lists_57_classes_and_an_admin_changes_a_class(visio
 
 async def test_metrics_count_detections_by_class_and_outcome(vision):
     await vision.register(camera())
-    await vision.ingest(detection(algorithm="littering"), detection(algorithm="littering", confidence=0.1))
+    await vision.ingest(
+        detection(algorithm="littering"),
+        detection(algorithm="littering", confidence=0.1),
+        detection(algorithm="littering", boxes=[]),
+        detection(algorithm="no_such_class"),
+    )
     text = (await vision.client.get("/metrics")).text
-    assert 'citygrid_vision_detections_total{algorithm="littering",outcome="received"} 2.0' in text
+    assert 'citygrid_vision_detections_total{algorithm="littering",outcome="received"} 3.0' in text
+    assert 'citygrid_vision_detections_total{algorithm="littering",outcome="refused"} 1.0' in text
+    assert 'citygrid_vision_detections_total{algorithm="unknown",outcome="refused"} 1.0' in text
     assert 'citygrid_vision_detections_total{algorithm="littering",outcome="raised"} 1.0' in text
     assert 'citygrid_vision_detections_total{algorithm="littering",outcome="below_confidence"} 1.0' in text
     assert 'citygrid_vision_alarms_raised_total{algorithm="littering",dispatch="review"} 1.0' in text
