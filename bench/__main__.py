@@ -25,6 +25,7 @@ import nats
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import grid
+from bench import vision as vision_bench
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
 from citygrid.devstack.servers import create_databases, database_url, servers_for
@@ -256,9 +257,11 @@ async def main(requests: int, events: int) -> dict[str, Any]:
             await create_databases(server_url, ["bench_case", "bench_gateway", "bench_kit"])
             await asyncio.to_thread(upgrade, "services.case", database_url(server_url, "bench_case"))
             await asyncio.to_thread(upgrade, "gateway", database_url(server_url, "bench_gateway"))
+            await vision_bench.prepare(server_url)
             return {
                 "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
                 "outbox": await outbox_throughput(server_url, nats_url, events),
+                "vision": await vision_bench.run(server_url, nats_url, cameras=500_000, detections=50_000),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -286,6 +289,7 @@ def cli() -> None:
         f"(relay/raw ×{outbox['relay_vs_raw_ratio']:.2f})"
     )
     print("\n".join(grid.describe(results["grid"])))
+    print("\n".join(vision_bench.report(results["vision"])))
     print(f"results in {RESULTS / 'latest.json'}")
 
 

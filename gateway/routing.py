@@ -1,4 +1,5 @@
-"""Which scope each call needs: ``<dataset>:read`` for reads, ``<dataset>:write`` for changes."""
+"""Which scope each call needs: ``<dataset>:read`` for reads, ``<dataset>:write`` for changes,
+``<dataset>:ingest`` for the machine feeds a dataset names (analysis engines' detections)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ ADMIN_SCOPE = "admin"
 class Upstream:
     service: str
     dataset: str
+    # Paths that only machines feed (POST): they need ``<dataset>:ingest``, not ``:write``.
+    ingest_paths: frozenset[str] = frozenset()
 
 
 # Every domain service the gateway may route to, and the dataset its scopes are named after.
@@ -20,7 +23,7 @@ UPSTREAMS: dict[str, Upstream] = {
     "gas": Upstream("gas", "gas"),
     "waste": Upstream("waste", "waste"),
     "muck": Upstream("muck", "muck"),
-    "vision": Upstream("vision", "vision"),
+    "vision": Upstream("vision", "vision", frozenset({"v1/detections", "v1/cameras/heartbeats"})),
 }
 
 
@@ -28,7 +31,9 @@ def required_scope(upstream: Upstream, method: str, path: str) -> str:
     """``path`` is the part after ``/api/<service>/``, e.g. ``v1/cases/…``."""
     if path.startswith("v1/admin/") or path == "v1/admin":
         return ADMIN_SCOPE
-    action = "read" if method.upper() in READ_METHODS else "write"
+    if method.upper() in READ_METHODS:
+        return f"{upstream.dataset}:read"
+    action = "ingest" if path in upstream.ingest_paths else "write"
     return f"{upstream.dataset}:{action}"
 
 

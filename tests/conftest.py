@@ -130,3 +130,7 @@ async def stack(stack_factory) -> AsyncIterator[Stack]:
     async with stack_factory() as running:
         await wait_until(running.case_runtime.messaging_ready.is_set)
         yield running
+
+
+# The vision flows' fixture lives in tests/vision_stack.py; importing it here makes it visible to tests/.
+from tests.vision_stack import vision_database, vision_stack  # noqa: E402, F401

@@ -28,6 +28,7 @@ from citygrid.devstack.servers import EmbeddedNats
 from citygrid.metrics import KitMetrics
 from citygrid.settings import ServiceSettings
 from gateway.routing import UPSTREAMS
+from services.vision.metrics import VisionMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -199,6 +200,12 @@ def exposed_metrics() -> set[str]:
     metrics.consumer_pending.labels(consumer="c").set(0)
     metrics.consumer_handled.labels(consumer="c", outcome="handled").inc()
     metrics.dead_letters.labels(consumer="c").inc()
+    vision = VisionMetrics(metrics.registry)
+    vision.engine_calls.labels(engine="e", outcome="ok").observe(0.1)
+    vision.false_positive_ratio.labels(algorithm="a").set(0)
+    vision.detections.labels(algorithm="a", outcome="received").inc()
+    vision.alarms_raised.labels(algorithm="a", dispatch="auto").inc()
+    vision.rechecks.labels(outcome="passed").inc()
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
@@ -361,8 +368,8 @@ def test_kustomize_builds_valid_objects(path):
 # --- the application Deployments ---------------------------------------------------------------
 
 
-def test_there_is_a_deployment_for_the_case_service_and_the_gateway():
-    assert set(deployment_ids()) == {"case", "gateway"}
+def test_there_is_a_deployment_for_each_service_and_the_gateway():
+    assert set(deployment_ids()) == {"case", "vision", "gateway"}
 
 
 @pytest.mark.parametrize("name", deployment_ids())

@@ -14,8 +14,13 @@ from citygrid.db import KitBase
 from citygrid.settings import to_asyncpg_url
 from gateway.models import Base as GatewayBase
 from services.case.models import Base as CaseBase
+from services.vision.models import Base as VisionBase
 
-SERVICES = {"services.case": CaseBase.metadata, "gateway": GatewayBase.metadata}
+SERVICES = {
+    "services.case": CaseBase.metadata,
+    "services.vision": VisionBase.metadata,
+    "gateway": GatewayBase.metadata,
+}
 
 
 @pytest.mark.parametrize("package", sorted(SERVICES))

@@ -27,7 +27,15 @@ from citygrid.devstack.servers import (
     database_url,
     free_port,
 )
-from citygrid.devstack.stack import DEMO_CONSUMER, DEMO_ROLES, DEMO_SCOPES, GATEWAY, SERVICES, ProcessSpec
+from citygrid.devstack.stack import (
+    DEMO_CONSUMER,
+    DEMO_ROLES,
+    DEMO_SCOPES,
+    GATEWAY,
+    SERVICES,
+    SIMULATORS,
+    ProcessSpec,
+)
 from citygrid.migrate import upgrade
 
 DEV_PEOPLE_AUDIENCE = "citygrid"
@@ -186,6 +194,7 @@ def run(data: Path) -> int:
         asyncio.run(ensure_demo_consumer(database_url(server_url, GATEWAY.database), api_key))
 
         ports = {p.name: free_port(p.preferred_port) for p in processes}
+        ports |= {s.name: free_port(s.preferred_port) for s in SIMULATORS}
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         manager = Manager()
         base_env = {
@@ -203,6 +212,9 @@ def run(data: Path) -> int:
                 # Photos and other blobs of each service, beside the databases.
                 "CITYGRID_BLOB_DIR": str((data / "blobs" / process.name).resolve()),
             }
+            for simulator in SIMULATORS:
+                if simulator.service == process.name:
+                    env[simulator.setting] = json.dumps({simulator.engine: urls[simulator.name]})
             if process is GATEWAY:
                 env |= {
                     "CITYGRID_UPSTREAMS": json.dumps({s.name: urls[s.name] for s in SERVICES}),
@@ -211,13 +223,20 @@ def run(data: Path) -> int:
                     "CITYGRID_PEOPLE_JWT_AUDIENCE": DEV_PEOPLE_AUDIENCE,
                 }
             manager.add_process(process.name, f"{sys.executable} -m {process.module}", env=env)
+        for simulator in SIMULATORS:
+            env = {**base_env, "CITYGRID_PORT": str(ports[simulator.name])}
+            manager.add_process(simulator.name, f"{sys.executable} -m {simulator.module}", env=env)
 
         def when_ready() -> None:
             try:
-                wait_ready([urls[s.name] for s in SERVICES] + [urls[GATEWAY.name]])
+                wait_ready(
+                    [urls[s.name] for s in SERVICES]
+                    + [urls[s.name] for s in SIMULATORS]
+                    + [urls[GATEWAY.name]]
+                )
                 created = asyncio.run(seed_demo(urls[GATEWAY.name], api_key))
                 if created:
-                    say(f"loaded {created} demo cases")
+                    say(f"loaded {created} demo records")
                 announce(
                     data,
                     started,

@@ -49,6 +49,15 @@ def test_scopes_are_named_after_each_upstreams_dataset(service, dataset):
     assert required_scope(upstream, "POST", "v1/anything") == f"{dataset}:write"
 
 
+@pytest.mark.parametrize("path", ["v1/detections", "v1/cameras/heartbeats"])
+def test_analysis_engines_feeds_need_the_ingest_scope_not_write(path):
+    vision = UPSTREAMS["vision"]
+    assert required_scope(vision, "POST", path) == "vision:ingest"
+    assert required_scope(vision, "GET", path) == "vision:read"
+    assert required_scope(vision, "POST", "v1/alarms/abc/confirm") == "vision:write"
+    assert required_scope(CASE, "POST", path) == "cases:write"
+
+
 def test_the_case_service_scopes_are_about_cases():
     assert UPSTREAMS["case"] == Upstream("case", "cases")
 

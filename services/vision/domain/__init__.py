@@ -1,0 +1,1 @@
+"""Pure rules of the vision service: camera ids, the algorithm catalogue, the alarm pipeline."""

@@ -1,0 +1,182 @@
+"""Composition root of the vision service: ``create_app()`` for uvicorn and tests, ``main()`` to run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+from nats.aio.msg import Msg
+
+from citygrid.blobs import FilesystemBlobStore
+from citygrid.http import create_service_app
+from citygrid.jobs import PeriodicJob
+from citygrid.runtime import Runtime
+from citygrid.serve import serve
+from citygrid.settings import ServiceSettings
+from services.vision import api, intake, registry, review
+from services.vision.catalogue import sync_shipped_catalogue
+from services.vision.context import VisionContext
+from services.vision.engines import EngineClient
+from services.vision.events import PUBLISHES, case_consumer
+from services.vision.metrics import VisionMetrics
+from services.vision.recheck import run_due_rechecks
+from services.vision.schemas import BatchResult, DetectionBatch
+
+log = logging.getLogger("services.vision")
+
+
+class VisionSettings(ServiceSettings):
+    service_name: str = "vision"
+    analysis_engines: dict[str, str] = {}  # engine name → base URL (docs/vision-engines.md)
+    default_engine: str = "simulator"
+    engine_timeout_seconds: float = 10.0
+    engine_retries: int = 2
+    engine_breaker_failures: int = 5
+    engine_breaker_reset_seconds: float = 30.0
+    recheck_delay_seconds: float = 300.0
+    recheck_scan_seconds: float = 5.0
+    camera_offline_seconds: float = 300.0
+    blob_dir: Path = Path(".data/blobs/vision")
+    max_snapshot_bytes: int = 512 * 1024
+    false_positive_target: float = 0.1
+    stats_seconds: float = 15.0
+    intake_subject: str = "intake.vision.detections"
+
+
+def create_app(settings: VisionSettings | None = None) -> FastAPI:
+    settings = settings or VisionSettings()
+    context_holder: dict[str, VisionContext] = {}
+
+    def setup(runtime: Runtime) -> None:
+        metrics = VisionMetrics(runtime.metrics.registry)
+        engines = EngineClient(
+            settings.analysis_engines,
+            timeout=settings.engine_timeout_seconds,
+            retries=settings.engine_retries,
+            failure_threshold=settings.engine_breaker_failures,
+            reset_seconds=settings.engine_breaker_reset_seconds,
+            metrics=metrics,
+        )
+        context = VisionContext(
+            blobs=FilesystemBlobStore(settings.blob_dir),
+            metrics=metrics,
+            engines=engines,
+            limits=intake.IntakeLimits(max_snapshot_bytes=settings.max_snapshot_bytes),
+            false_positive_target=settings.false_positive_target,
+        )
+        context_holder["context"] = context
+
+        async def prepare() -> None:
+            await sync_shipped_catalogue(runtime.db)
+            await engines.start()
+            runtime.tasks.append(asyncio.create_task(_hold_engines(engines), name="engine-client"))
+            if runtime.messaging:
+                runtime.tasks.append(
+                    asyncio.create_task(_serve_nats_intake(runtime, context, settings), name="nats-intake")
+                )
+
+        async def offline() -> int:
+            return await registry.mark_offline(runtime.db, settings.camera_offline_seconds)
+
+        async def rechecks() -> int:
+            return await run_due_rechecks(
+                runtime,
+                engines,
+                context.blobs,
+                default_engine=settings.default_engine,
+                max_snapshot_bytes=settings.max_snapshot_bytes,
+                metrics=metrics,
+            )
+
+        async def candidates() -> int:
+            return await intake.expire_candidates(runtime.db, timedelta(days=2))
+
+        async def gauges() -> int:
+            async with runtime.db() as session:
+                await review.refresh_gauges(session, metrics)
+            return 0
+
+        runtime.on_startup = [prepare]
+        runtime.jobs = [
+            PeriodicJob("camera-offline", max(settings.camera_offline_seconds / 5, 1.0), offline),
+            PeriodicJob("recheck", settings.recheck_scan_seconds, rechecks, batch_size=20),
+            PeriodicJob("vision-gauges", settings.stats_seconds, gauges),
+            PeriodicJob("candidate-expiry", 600.0, candidates),
+        ]
+
+    app = create_service_app(
+        settings,
+        title="CityGrid vision service",
+        description=(
+            "Cameras, the 57-class algorithm catalogue, detection intake, dedup, review, "
+            "one-click dispatch and AI re-check."
+        ),
+        routers=[api.router],
+        publishes=PUBLISHES,
+        consumers=[case_consumer(settings.recheck_delay_seconds)],
+        runtime_setup=setup,
+    )
+    app.state.vision = context_holder["context"]
+    return app
+
+
+async def _hold_engines(engines: EngineClient) -> None:
+    """Keeps the engine client's connections for the app's life and closes them when it stops."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await engines.close()
+
+
+async def _serve_nats_intake(runtime: Runtime, context: VisionContext, settings: VisionSettings) -> None:
+    """Core NATS request/reply intake in a queue group: each batch is taken by one replica."""
+    await runtime.messaging_ready.wait()
+    assert runtime.nats is not None
+
+    async def on_batch(msg: Msg) -> None:
+        try:
+            batch = DetectionBatch.model_validate_json(msg.data)
+        except ValueError as error:
+            reply = {"code": "validation_failed", "detail": str(error)[:500]}
+        else:
+            try:
+                async with runtime.uow() as uow:
+                    results = await intake.ingest(
+                        uow,
+                        batch.detections,
+                        blobs=context.blobs,
+                        metrics=context.metrics,
+                        limits=context.limits,
+                    )
+            except Exception as error:
+                log.exception("NATS intake batch failed")
+                reply = {"code": "vision.intake_failed", "detail": type(error).__name__}
+            else:
+                accepted = sum(r.accepted for r in results)
+                reply = BatchResult(
+                    received=len(results), accepted=accepted, refused=len(results) - accepted, results=results
+                ).model_dump(mode="json")
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(reply).encode())
+
+    subscription = await runtime.nats.subscribe(settings.intake_subject, queue="vision-intake", cb=on_batch)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+def main() -> None:
+    settings = VisionSettings()
+    serve(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""The camera registry: bulk import with COPY, queries, heartbeats and the offline sweep.
+
+``python -m services.vision.registry import cameras.csv`` loads a file (CSV or JSON) straight into
+the database named by ``CITYGRID_DATABASE_URL``; the HTTP import takes batches of 5,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from citygrid.errors import NotFound, PreconditionFailed
+from citygrid.pagination import decode_cursor, encode_cursor
+from contract.common import GUANGZHOU_DISTRICTS
+from services.vision.catalogue import get_algorithm
+from services.vision.domain.camera_ids import InvalidCameraId, parse_camera_id
+from services.vision.models import Camera, CameraOverride, CameraStatus
+from services.vision.schemas import CameraIn, Owner, Refusal
+
+COLUMNS = (
+    "camera_id",
+    "name",
+    "owner",
+    "division_code",
+    "district_code",
+    "industry_code",
+    "device_type",
+    "network_code",
+    "lon",
+    "lat",
+    "address",
+    "grid_code",
+    "engine",
+    "regions",
+)
+OWNERS = frozenset(o.value for o in Owner)
+CameraRecord = tuple[Any, ...]
+
+
+class CameraNotFound(NotFound):
+    code = "vision.camera_not_found"
+
+
+class StaleCamera(PreconditionFailed):
+    code = "vision.stale_version"
+    title = "Stale version"
+
+
+class InvalidCameraRow(ValueError):
+    pass
+
+
+def record_of(row: dict[str, Any]) -> CameraRecord:
+    """One camera as a COPY record; checks what a row of a file can get wrong, cheaply."""
+    camera_id = str(row.get("camera_id") or "").strip()
+    try:
+        parts = parse_camera_id(camera_id)
+    except InvalidCameraId as error:
+        raise InvalidCameraRow(f"camera_id: {error}") from None
+    name = str(row.get("name") or "").strip()
+    if not 1 <= len(name) <= 200 or "\x00" in name:
+        raise InvalidCameraRow("name: 1–200 characters")
+    owner = str(row.get("owner") or "").strip()
+    if owner not in OWNERS:
+        raise InvalidCameraRow(f"owner: one of {', '.join(sorted(OWNERS))}")
+    try:
+        lon, lat = float(row["lon"]), float(row["lat"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidCameraRow("lon, lat: numbers") from None
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InvalidCameraRow("lon, lat: a point on Earth")
+    district = parts.district_code or (str(row.get("district_code") or "").strip() or None)
+    if district is not None and district not in GUANGZHOU_DISTRICTS:
+        raise InvalidCameraRow(f"district_code: unknown district {district}")
+    address = str(row.get("address") or "").strip()[:300] or None
+    grid_code = str(row.get("grid_code") or "").strip() or None
+    engine = str(row.get("engine") or "").strip() or None
+    regions = row.get("regions") or {}
+    return (
+        camera_id,
+        name,
+        owner,
+        parts.division_code,
+        district,
+        parts.industry_code,
+        parts.device_type_code,
+        parts.network_code,
+        lon,
+        lat,
+        address,
+        grid_code,
+        engine,
+        json.dumps(regions) if not isinstance(regions, str) else regions,
+    )
+
+
+def record_of_model(camera: CameraIn) -> CameraRecord:
+    return record_of(
+        {
+            **camera.model_dump(mode="json", exclude={"location"}),
+            "lon": camera.location.lon,
+            "lat": camera.location.lat,
+        }
+    )
+
+
+def checked_records(rows: Iterable[dict[str, Any]]) -> tuple[list[CameraRecord], list[Refusal]]:
+    """Valid rows (the last one wins when an id repeats) and the reasons the others were refused."""
+    records: dict[str, CameraRecord] = {}
+    refused: list[Refusal] = []
+    for index, row in enumerate(rows):
+        try:
+            record = record_of(row)
+        except InvalidCameraRow as error:
+            refused.append(Refusal(index=index, code="vision.invalid_camera", detail=str(error)))
+            continue
+        records[record[0]] = record
+    return list(records.values()), refused
+
+
+async def copy_cameras(connection: AsyncConnection, records: list[CameraRecord]) -> int:
+    """Upsert through a staging table filled with COPY: one round trip for the rows, one statement."""
+    await connection.execute(
+        text(
+            "CREATE TEMP TABLE IF NOT EXISTS cameras_staging "
+            "(LIKE cameras INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+    )
+    await connection.execute(text("TRUNCATE cameras_staging"))  # a second import in one transaction
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.copy_records_to_table("cameras_staging", records=records, columns=list(COLUMNS))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+    columns = ", ".join(COLUMNS)
+    result = await connection.execute(
+        text(
+            f"INSERT INTO cameras ({columns}) SELECT {columns} FROM cameras_staging "  # noqa: S608 - fixed names
+            f"ON CONFLICT (camera_id) DO UPDATE SET {updates}, "
+            "version = cameras.version + 1, updated_at = now()"
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def import_cameras(session: AsyncSession, records: list[CameraRecord]) -> int:
+    if not records:
+        return 0
+    return await copy_cameras(await session.connection(), records)
+
+
+async def get_camera(session: AsyncSession, camera_id: str, *, for_update: bool = False) -> Camera:
+    query = select(Camera).where(Camera.camera_id == camera_id)
+    if for_update:
+        query = query.with_for_update()
+    camera = await session.scalar(query)
+    if camera is None:
+        raise CameraNotFound(f"no camera {camera_id}", camera_id=camera_id)
+    return camera
+
+
+@dataclass(frozen=True)
+class BBox:
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+async def list_cameras(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    district_code: str | None = None,
+    owner: str | None = None,
+    status: str | None = None,
+    bbox: BBox | None = None,
+) -> tuple[list[Camera], str | None]:
+    """By id; each filter has an index ending in the id, the box uses (lon, lat)."""
+    query = select(Camera).order_by(Camera.camera_id).limit(limit + 1)
+    if district_code is not None:
+        query = query.where(Camera.district_code == district_code)
+    if owner is not None:
+        query = query.where(Camera.owner == owner)
+    if status is not None:
+        query = query.where(Camera.status == status)
+    if bbox is not None:
+        query = query.where(
+            and_(
+                Camera.lon.between(bbox.min_lon, bbox.max_lon),
+                Camera.lat.between(bbox.min_lat, bbox.max_lat),
+            )
+        )
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(Camera.camera_id > str(after))
+    rows = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(rows[limit - 1].camera_id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def record_heartbeats(session: AsyncSession, camera_ids: list[str]) -> tuple[int, list[str]]:
+    unique = sorted(set(camera_ids))
+    result = await session.execute(
+        update(Camera)
+        .where(Camera.camera_id.in_(unique))
+        .values(status=CameraStatus.ONLINE.value, last_heartbeat_at=func.now())
+        .returning(Camera.camera_id)
+    )
+    online = set(result.scalars().all())
+    return len(online), [c for c in unique if c not in online]
+
+
+async def mark_offline(sessions: async_sessionmaker[AsyncSession], timeout_seconds: float) -> int:
+    """Cameras silent longer than the timeout go offline (the same UPDATE in every replica is harmless)."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(Camera)
+            .where(
+                Camera.status == CameraStatus.ONLINE.value,
+                Camera.last_heartbeat_at < func.now() - timedelta(seconds=timeout_seconds),
+            )
+            .values(status=CameraStatus.OFFLINE.value)
+            .execution_options(synchronize_session=False)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def set_regions(
+    session: AsyncSession, camera_id: str, regions: dict[str, Any], expected_version: int
+) -> Camera:
+    camera = await get_camera(session, camera_id, for_update=True)
+    if camera.version != expected_version:
+        raise StaleCamera(
+            f"the camera is at version {camera.version}, not {expected_version}; reload it and retry",
+            current_version=camera.version,
+        )
+    for code in regions:
+        await get_algorithm(session, code)
+    camera.regions = regions
+    camera.version += 1
+    camera.updated_at = await session.scalar(select(func.now()))  # type: ignore[assignment]
+    await session.flush()
+    return camera
+
+
+async def set_override(
+    session: AsyncSession, camera_id: str, algorithm_code: str, gates: dict[str, Any]
+) -> None:
+    await get_camera(session, camera_id)
+    await get_algorithm(session, algorithm_code)
+    if not gates:
+        await session.execute(
+            delete(CameraOverride).where(
+                CameraOverride.camera_id == camera_id, CameraOverride.algorithm_code == algorithm_code
+            )
+        )
+        return
+    await session.execute(
+        insert(CameraOverride)
+        .values(camera_id=camera_id, algorithm_code=algorithm_code, gates=gates)
+        .on_conflict_do_update(
+            index_elements=[CameraOverride.camera_id, CameraOverride.algorithm_code],
+            set_={"gates": gates, "updated_at": func.now()},
+        )
+    )
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    if path.suffix.lower() == ".json":
+        document = json.loads(path.read_text(encoding="utf-8"))
+        yield from document["cameras"] if isinstance(document, dict) else document
+        return
+    with path.open(newline="", encoding="utf-8") as file:
+        for row in csv.DictReader(file):
+            if row.get("regions"):
+                row["regions"] = json.loads(row["regions"])  # type: ignore[assignment]
+            yield row
+
+
+async def import_file(database_url: str, path: Path) -> tuple[int, list[Refusal], float]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from citygrid.settings import to_asyncpg_url
+
+    started = time.perf_counter()
+    records, refused = checked_records(read_rows(path))
+    engine = create_async_engine(to_asyncpg_url(database_url))
+    try:
+        async with engine.begin() as connection:
+            imported = await copy_cameras(connection, records)
+    finally:
+        await engine.dispose()
+    return imported, refused, time.perf_counter() - started
+
+
+def main() -> None:
+    from citygrid.settings import ServiceSettings
+
+    parser = argparse.ArgumentParser(prog="python -m services.vision.registry", description=__doc__)
+    parser.add_argument("command", choices=["import"])
+    parser.add_argument("file", type=Path, help="CSV with a header row (regions as JSON), or JSON")
+    arguments = parser.parse_args()
+    imported, refused, seconds = asyncio.run(import_file(ServiceSettings().database_url, arguments.file))
+    for refusal in refused[:20]:
+        print(f"row {refusal.index}: {refusal.detail}", file=sys.stderr)
+    print(f"imported {imported} cameras in {seconds:.1f}s; refused {len(refused)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Fixture of the vision flows: case, vision and the engine simulator behind one gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from citygrid.db import create_sessionmaker
+from citygrid.runtime import Runtime
+from citygrid.settings import to_asyncpg_url
+from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
+from gateway.consumers import register_consumer
+from gateway.main import create_app as create_gateway_app
+from services.case.main import create_app as create_case_app
+from services.vision.main import VisionSettings
+from services.vision.main import create_app as create_vision_app
+from services.vision.simulator import create_simulator
+from tests.conftest import case_settings, gateway_settings
+
+# name → (scopes, roles)
+VISION_CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
+    "engine": (["vision:ingest"], []),
+    "reviewer": (["vision:read", "vision:write"], ["operator"]),
+    "viewer": (["vision:read"], []),
+    "vision-admin": (["vision:read", "vision:write", "vision:ingest"], ["operator"]),
+    "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
+}
+
+
+@dataclass
+class VisionStack:
+    infrastructure: Infrastructure
+    gateway_url: str
+    client: httpx.AsyncClient
+    api_keys: dict[str, str]
+    case_app: FastAPI
+    vision_app: FastAPI
+    simulator: FastAPI
+    simulator_url: str
+
+    def as_(self, consumer: str, **headers: str) -> dict[str, str]:
+        return {"X-API-Key": self.api_keys[consumer], **headers}
+
+    @property
+    def vision_runtime(self) -> Runtime:
+        runtime: Runtime = self.vision_app.state.kit
+        return runtime
+
+
+@pytest.fixture(scope="session")
+def vision_database(infrastructure: Infrastructure) -> str:
+    return infrastructure.database("services.vision")
+
+
+async def _register(gateway_database: str) -> dict[str, str]:
+    engine = create_async_engine(to_asyncpg_url(gateway_database))
+    keys: dict[str, str] = {}
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            for name, (scopes, roles) in VISION_CONSUMERS.items():
+                _, keys[name] = await register_consumer(
+                    session, name=name, scopes=scopes, roles=roles, district="440106"
+                )
+    finally:
+        await engine.dispose()
+    return keys
+
+
+@pytest.fixture
+async def vision_stack(
+    infrastructure: Infrastructure,
+    databases: dict[str, str],
+    vision_database: str,
+    clean: None,
+    tmp_path: Path,
+) -> AsyncIterator[VisionStack]:
+    await truncate_all(vision_database)
+    simulator = create_simulator()
+    case_app = create_case_app(case_settings(infrastructure, databases))
+    async with serve_app(simulator) as simulator_url, serve_app(case_app) as case_url:
+        vision_app = create_vision_app(
+            VisionSettings(
+                environment="test",
+                database_url=vision_database,
+                nats_url=infrastructure.nats_url,
+                internal_token_public_key=infrastructure.public_key,
+                outbox_poll_seconds=0.2,
+                blob_dir=tmp_path / "blobs",
+                analysis_engines={"simulator": simulator_url},
+                recheck_delay_seconds=0.0,
+                recheck_scan_seconds=0.2,
+            )
+        )
+        async with serve_app(vision_app) as vision_url:
+            settings = gateway_settings(
+                infrastructure, databases, case_url, upstreams={"case": case_url, "vision": vision_url}
+            )
+            keys = await _register(databases["gateway"])
+            async with (
+                serve_app(create_gateway_app(settings)) as gateway_url,
+                httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
+            ):
+                running = VisionStack(
+                    infrastructure, gateway_url, client, keys, case_app, vision_app, simulator, simulator_url
+                )
+                await wait_until(running.vision_runtime.messaging_ready.is_set)
+                await wait_until(case_app.state.kit.messaging_ready.is_set)
+                yield running
