@@ -9,13 +9,14 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
-from services.case import admin_api, api
+from services.case import admin_api, api, evaluation_api
 from services.case.catalogue import (
     CalendarHolder,
     merge_calendar_documents,
     shipped_calendar_documents,
     sync_shipped_catalogue,
 )
+from services.case.evaluation import TodayGauges, refresh_today_gauges
 from services.case.events import PUBLISHES
 from services.case.overdue import escalate_overdue
 
@@ -23,6 +24,7 @@ from services.case.overdue import escalate_overdue
 class CaseSettings(ServiceSettings):
     service_name: str = "case"
     overdue_scan_seconds: float = 30.0
+    evaluation_gauges_seconds: float = 60.0
 
 
 def create_app(settings: CaseSettings | None = None) -> FastAPI:
@@ -37,14 +39,22 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         async def scan() -> int:
             return await escalate_overdue(runtime)
 
+        gauges = TodayGauges(runtime.metrics.registry)
+
+        async def evaluate_today() -> int:
+            return await refresh_today_gauges(runtime, gauges)
+
         runtime.on_startup = [prepare]
-        runtime.jobs = [PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan)]
+        runtime.jobs = [
+            PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan),
+            PeriodicJob("evaluation-gauges", settings.evaluation_gauges_seconds, evaluate_today),
+        ]
 
     app = create_service_app(
         settings,
         title="CityGrid case service",
         description="Digital city-management cases: report → register → dispatch → handle → verify → close.",
-        routers=[api.router, admin_api.router],
+        routers=[api.router, admin_api.router, evaluation_api.router],
         publishes=PUBLISHES,
         runtime_setup=setup,
     )
