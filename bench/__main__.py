@@ -22,6 +22,7 @@ import httpx
 import nats
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import cases as case_bench
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
 from citygrid.devstack.servers import create_databases, database_url, servers_for
@@ -203,7 +204,7 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
     }
 
 
-async def main(requests: int, events: int) -> dict[str, Any]:
+async def main(requests: int, events: int, cases: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
     try:
         with servers_for(workdir, durable=True) as (server_url, nats_url):
@@ -213,6 +214,7 @@ async def main(requests: int, events: int) -> dict[str, Any]:
             return {
                 "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
                 "outbox": await outbox_throughput(server_url, nats_url, events),
+                "cases": await case_bench.run(server_url, nats_url, cases=cases, requests=requests // 2),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -222,8 +224,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--cases", type=int, default=100_000, help="cases loaded for the query figures")
     arguments = parser.parse_args()
-    results = asyncio.run(main(arguments.requests, arguments.events))
+    results = asyncio.run(main(arguments.requests, arguments.events, arguments.cases))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     overhead, outbox = results["gateway_overhead"], results["outbox"]
@@ -238,6 +241,7 @@ def cli() -> None:
         f"{outbox['relay_events_per_s']:.0f}/s vs raw JetStream publish {outbox['raw_publish_events_per_s']:.0f}/s "
         f"(relay/raw ×{outbox['relay_vs_raw_ratio']:.2f})"
     )
+    case_bench.print_results(results["cases"])
     print(f"results in {RESULTS / 'latest.json'}")
 
 
