@@ -30,7 +30,7 @@ from citygrid.settings import to_asyncpg_url, to_libpq_url
 from citygrid.testing import serve_app
 from contract.common import GUANGZHOU_DISTRICTS
 from services.case.domain.categories import load_catalogue
-from services.case.evaluation import IN_PERIOD
+from services.case.evaluation import TOUCHES_PERIOD_SQL
 
 CASE_DATABASE, GATEWAY_DATABASE = "bench_cases", "bench_cases_gateway"
 HOUR = timedelta(hours=1)
@@ -194,11 +194,8 @@ def beside(measured: list[float], baseline: list[float]) -> dict[str, Any]:
 
 def rows_of_period_sql() -> str:
     """``count(*)`` of the cases an evaluation of ``[$1, $2)`` reads."""
-    conditions = " OR ".join(
-        IN_PERIOD.format(column=f"c.{column}").replace(":start", "$1").replace(":end", "$2")
-        for column in ("created_at", "registered_at", "dispatched_at", "closed_at")
-    )
-    return f"SELECT count(*) FROM cases c WHERE {conditions}"  # noqa: S608 - fixed text
+    condition = TOUCHES_PERIOD_SQL.replace(":start", "$1").replace(":end", "$2")
+    return f"SELECT count(*) FROM cases c WHERE {condition}"  # noqa: S608 - fixed text
 
 
 async def run(

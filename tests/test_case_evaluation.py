@@ -64,7 +64,7 @@ def fixture_case(
         version=1,
         reported_by="fixture",
         created_at=at(created),
-        updated_at=at(created),
+        updated_at=max(at(m) for m in (created, registered, dispatched, handled, closed) if m),
     )
 
 
