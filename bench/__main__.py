@@ -24,6 +24,7 @@ import httpx
 import nats
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import cases as case_bench
 from bench import grid
 from bench import vision as vision_bench
 from citygrid.auth import Principal, generate_keypair, sign_principal
@@ -250,7 +251,7 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
     }
 
 
-async def main(requests: int, events: int) -> dict[str, Any]:
+async def main(requests: int, events: int, cases: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
     try:
         with servers_for(workdir, durable=True) as (server_url, nats_url):
@@ -262,6 +263,7 @@ async def main(requests: int, events: int) -> dict[str, Any]:
                 "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
                 "outbox": await outbox_throughput(server_url, nats_url, events),
                 "vision": await vision_bench.run(server_url, nats_url, cameras=500_000, detections=50_000),
+                "cases": await case_bench.run(server_url, nats_url, cases=cases, requests=requests // 2),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -271,8 +273,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--cases", type=int, default=100_000, help="cases loaded for the query figures")
     arguments = parser.parse_args()
-    results = asyncio.run(main(arguments.requests, arguments.events))
+    results = asyncio.run(main(arguments.requests, arguments.events, arguments.cases))
     results["grid"] = grid.run()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
@@ -290,6 +293,7 @@ def cli() -> None:
     )
     print("\n".join(grid.describe(results["grid"])))
     print("\n".join(vision_bench.report(results["vision"])))
+    case_bench.print_results(results["cases"])
     print(f"results in {RESULTS / 'latest.json'}")
 
 

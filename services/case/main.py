@@ -17,6 +17,7 @@ from citygrid.settings import ServiceSettings
 from services.case import (
     admin_api,
     api,
+    evaluation_api,
     evidence_api,
     extensions_api,
     grid_api,
@@ -34,6 +35,7 @@ from services.case.catalogue import (
 )
 from services.case.domain.demo_grid import demo_cells
 from services.case.domain.grid import GridCell
+from services.case.evaluation import TodayGauges, refresh_today_gauges
 from services.case.events import PUBLISHES
 from services.case.field_context import FieldConfig
 from services.case.grid_store import GridHolder, seed_demo_grid_if_empty
@@ -74,6 +76,7 @@ class CaseSettings(ServiceSettings):
     grid_refresh_seconds: float = 10.0
     # Store the synthetic demo grid at startup when no grid was ever imported.
     seed_demo_grid: bool = True
+    evaluation_gauges_seconds: float = 60.0
 
 
 def create_app(settings: CaseSettings | None = None) -> FastAPI:
@@ -98,10 +101,16 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         async def refresh_grid() -> int:
             return await grid.refresh_if_changed(runtime.db)
 
+        gauges = TodayGauges(runtime.metrics.registry)
+
+        async def evaluate_today() -> int:
+            return await refresh_today_gauges(runtime, gauges)
+
         runtime.on_startup = [prepare]
         runtime.jobs = [
             PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan),
             PeriodicJob("grid-refresh", settings.grid_refresh_seconds, refresh_grid),
+            PeriodicJob("evaluation-gauges", settings.evaluation_gauges_seconds, evaluate_today),
         ]
         runtime.live_feeds = [live_api.case_feed(settings, runtime.metrics)]
 
@@ -118,6 +127,7 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
             mobile_api.router,
             grid_api.router,
             units_api.router,
+            evaluation_api.router,
         ],
         open_routers=[open311.router, evidence_api.router],
         publishes=PUBLISHES,

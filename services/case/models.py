@@ -38,6 +38,9 @@ def _enum(cls: type[CaseStatus] | type[CaseSource], name: str) -> Enum:
     return Enum(cls, name=name, values_callable=lambda members: [m.value for m in members])
 
 
+EVALUATION_MARKS_SQL = (
+    "action IN ('rework', 'extension_approved') OR (action = 'handle' AND at > deadline_at)"
+)
 OPEN_CASE_SQL = "status IN ('reported', 'registered', 'dispatched', 'accepted', 'suspended', 'handled')"
 TASK_CASE_SQL = "status IN ('dispatched', 'accepted', 'suspended')"
 
@@ -76,6 +79,7 @@ class Case(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     paused_remaining_seconds: Mapped[float | None] = mapped_column(Float)
     overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -100,6 +104,10 @@ class Case(Base):
         Index("ix_cases_category_lat", "category_code", "lat", postgresql_where=text(OPEN_CASE_SQL)),
         # A unit's task list: its cases in hand, soonest deadline first.
         Index("ix_cases_unit_tasks", "unit", "deadline_at", "id", postgresql_where=text(TASK_CASE_SQL)),
+        # Evaluation: the cases a period touches, by when they were registered, dispatched, closed.
+        Index("ix_cases_registered", "registered_at"),
+        Index("ix_cases_dispatched", "dispatched_at"),
+        Index("ix_cases_closed", "closed_at"),
     )
 
 
@@ -116,8 +124,20 @@ class CaseHistory(Base):
     note: Mapped[str | None] = mapped_column(Text)
     unit: Mapped[str | None] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The stage deadline that was running when the step was taken (cases.deadline_at moves on to
+    # the next stage): a handling is on time when ``at <= deadline_at``.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_case_history_case", "case_id", "at", "id"),)
+    __table_args__ = (
+        Index("ix_case_history_case", "case_id", "at", "id"),
+        # The few rows evaluation looks up per case: reworks, approved extensions, late handlings.
+        Index(
+            "ix_case_history_evaluation_marks",
+            "at",
+            postgresql_include=["case_id", "action"],
+            postgresql_where=text(EVALUATION_MARKS_SQL),
+        ),
+    )
 
 
 class Category(Base):

@@ -221,13 +221,16 @@ async def transition(
         await units.require_active_unit(session, unit)
     now = await _now(session)
     previous = case.status
+    ended_deadline = case.deadline_at  # evaluation needs it: the clock below moves to the next stage
     case.status = target
     if unit is not None:
         case.unit = unit
     category = await session.get(Category, case.category_code)
     if category is not None:  # categories are deactivated, never deleted
         _set_clock(case, after_step(action, target, now, _clock_of(case), stage_limits(category), calendar))
-    if action is Action.DISPATCH:
+    if action is Action.REGISTER:
+        case.registered_at = now
+    elif action is Action.DISPATCH:
         case.dispatched_at = now
         case.accepted_by = None
     elif action is Action.ACCEPT:
@@ -249,6 +252,7 @@ async def transition(
             note=note,
             unit=unit,
             at=now,
+            deadline_at=ended_deadline,
         )
     )
     extra = (
