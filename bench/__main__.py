@@ -13,10 +13,9 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench import cases as case_bench
 from bench import grid
 from bench import vision as vision_bench
-from citygrid.auth import Principal, generate_keypair, sign_principal
+from bench.stack import REPORT, beside, case_behind_gateway, timed
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
 from citygrid.devstack.servers import create_databases, database_url, servers_for
 from citygrid.events import EventData
@@ -35,7 +34,6 @@ from citygrid.messaging import ensure_stream, stream_config
 from citygrid.migrate import upgrade
 from citygrid.outbox import OutboxRelay, encode_payload
 from citygrid.settings import to_asyncpg_url
-from citygrid.testing import serve_app
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,150 +50,55 @@ def random_png(size: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8 - len(iend)) + iend
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def timed(call: Callable[[], Awaitable[httpx.Response]], count: int) -> list[float]:
-    samples: list[float] = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = await call()
-        samples.append(time.perf_counter() - started)
-        response.raise_for_status()
-    return samples
-
-
 async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dict[str, Any]:
-    from gateway.consumers import register_consumer
-    from gateway.main import create_app as create_gateway
-    from gateway.settings import GatewaySettings
-    from services.case.main import CaseSettings
-    from services.case.main import create_app as create_case
-
-    private_key, public_key = generate_keypair()
     case_db, gateway_db = database_url(server_url, "bench_case"), database_url(server_url, "bench_gateway")
-    blob_dir = Path(tempfile.mkdtemp(prefix="citygrid-bench-blobs-"))
-    case_app = create_case(
-        CaseSettings(
-            environment="test",
-            database_url=case_db,
-            nats_url=nats_url,
-            internal_token_public_key=public_key,
-            blob_dir=blob_dir,
+    async with (
+        case_behind_gateway(case_db, gateway_db, nats_url) as stack,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        case_url, gateway_url, via_gateway = stack.case_url, stack.gateway_url, stack.via_gateway
+        created = await client.post(f"{gateway_url}/api/case/v1/cases", json=REPORT, headers=via_gateway)
+        case_id = created.json()["id"]
+        for _ in range(50):  # warm both paths
+            await client.get(f"{case_url}/v1/cases/{case_id}", headers=stack.direct())
+            await client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway)
+        direct_get = await timed(
+            lambda: client.get(f"{case_url}/v1/cases/{case_id}", headers=stack.direct()), requests
         )
-    )
-    engine = create_async_engine(to_asyncpg_url(gateway_db))
-    async with create_sessionmaker(engine)() as session, session.begin():
-        _, api_key = await register_consumer(
-            session,
-            name=f"bench-{time.time_ns()}",
-            scopes=["cases:read", "cases:write"],
-            roles=["operator"],
-            rate_limit_per_minute=1_000_000,
+        gateway_get = await timed(
+            lambda: client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway), requests
         )
-    await engine.dispose()
-    report = {
-        "category_code": "20106",
-        "description": "bench",
-        "location": {"type": "Point", "coordinates": [113.32, 23.13]},
-        "district_code": "440106",
-        "source": "inspector",
-    }
-    async with serve_app(case_app) as case_url:
-        gateway_app = create_gateway(
-            GatewaySettings(
-                environment="test",
-                database_url=gateway_db,
-                upstreams={"case": case_url},
-                internal_token_private_key=private_key,
-            )
+        direct_post = await timed(
+            lambda: client.post(f"{case_url}/v1/cases", json=REPORT, headers=stack.direct()), requests // 2
         )
-        async with serve_app(gateway_app) as gateway_url, httpx.AsyncClient(timeout=30) as client:
-            principal = Principal(
-                subject="bench",
-                kind="service",
-                name="bench",
-                roles=frozenset({"operator"}),
-                scopes=frozenset({"cases:read", "cases:write"}),
-            )
+        gateway_post = await timed(
+            lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=REPORT, headers=via_gateway),
+            requests // 2,
+        )
+        # Evidence photos of 1 MiB, each new (a case keeps at most 50), as raw image bodies.
+        photos = max(1, min(40, requests // 20))
 
-            def direct_headers() -> dict[str, str]:
-                return {
-                    "X-CityGrid-Principal": sign_principal(
-                        principal, private_key=private_key, audience="case"
-                    )
-                }
+        def photo_upload(base: str, case: str, headers: Callable[[], dict[str, str]]) -> Any:
+            async def call() -> httpx.Response:
+                return await client.post(
+                    f"{base}/cases/{case}/evidence",
+                    params={"kind": "before"},
+                    content=random_png(1_048_576),
+                    headers={**headers(), "Content-Type": "image/png"},
+                )
 
-            via_gateway = {"X-API-Key": api_key}
-            created = await client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway)
-            case_id = created.json()["id"]
-            for _ in range(50):  # warm both paths
-                await client.get(f"{case_url}/v1/cases/{case_id}", headers=direct_headers())
-                await client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway)
-            direct_get = await timed(
-                lambda: client.get(f"{case_url}/v1/cases/{case_id}", headers=direct_headers()), requests
-            )
-            gateway_get = await timed(
-                lambda: client.get(f"{gateway_url}/api/case/v1/cases/{case_id}", headers=via_gateway),
-                requests,
-            )
-            direct_post = await timed(
-                lambda: client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers()),
-                requests // 2,
-            )
-            gateway_post = await timed(
-                lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway),
-                requests // 2,
-            )
-            # Evidence photos of 1 MiB, each new (a case keeps at most 50), as raw image bodies.
-            photos = max(1, min(40, requests // 20))
+            return call
 
-            def photo_upload(base: str, case: str, headers: Callable[[], dict[str, str]]) -> Any:
-                async def call() -> httpx.Response:
-                    return await client.post(
-                        f"{base}/cases/{case}/evidence",
-                        params={"kind": "before"},
-                        content=random_png(1_048_576),
-                        headers={**headers(), "Content-Type": "image/png"},
-                    )
-
-                return call
-
-            direct_case = (
-                await client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers())
-            ).json()
-            gateway_case = (
-                await client.post(f"{case_url}/v1/cases", json=report, headers=direct_headers())
-            ).json()
-            direct_photo = await timed(
-                photo_upload(f"{case_url}/v1", direct_case["id"], direct_headers), photos
-            )
-            gateway_photo = await timed(
-                photo_upload(f"{gateway_url}/api/case/v1", gateway_case["id"], lambda: via_gateway), photos
-            )
-    shutil.rmtree(blob_dir, ignore_errors=True)
-
-    def summary(samples: list[float]) -> dict[str, float]:
-        return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": percentile(samples, 0.99) * 1000}
-
+        direct_case = (await client.post(f"{case_url}/v1/cases", json=REPORT, headers=stack.direct())).json()
+        gateway_case = (await client.post(f"{case_url}/v1/cases", json=REPORT, headers=stack.direct())).json()
+        direct_photo = await timed(photo_upload(f"{case_url}/v1", direct_case["id"], stack.direct), photos)
+        gateway_photo = await timed(
+            photo_upload(f"{gateway_url}/api/case/v1", gateway_case["id"], lambda: via_gateway), photos
+        )
     return {
-        "get_case": {
-            "direct": summary(direct_get),
-            "gateway": summary(gateway_get),
-            "ratio_p50": statistics.median(gateway_get) / statistics.median(direct_get),
-        },
-        "report_case": {
-            "direct": summary(direct_post),
-            "gateway": summary(gateway_post),
-            "ratio_p50": statistics.median(gateway_post) / statistics.median(direct_post),
-        },
-        "photo_1mib": {
-            "direct": summary(direct_photo),
-            "gateway": summary(gateway_photo),
-            "ratio_p50": statistics.median(gateway_photo) / statistics.median(direct_photo),
-        },
+        "get_case": beside(gateway_get, direct_get),
+        "report_case": beside(gateway_post, direct_post),
+        "photo_1mib": beside(gateway_photo, direct_photo),
     }
 
 
@@ -282,8 +185,8 @@ def cli() -> None:
     overhead, outbox = results["gateway_overhead"], results["outbox"]
     for name, figures in overhead.items():
         print(
-            f"{name:<12} direct p50 {figures['direct']['p50_ms']:.2f} ms  p99 {figures['direct']['p99_ms']:.2f} ms | "
-            f"gateway p50 {figures['gateway']['p50_ms']:.2f} ms  p99 {figures['gateway']['p99_ms']:.2f} ms | "
+            f"{name:<12} direct p50 {figures['baseline']['p50_ms']:.2f} ms  p99 {figures['baseline']['p99_ms']:.2f} ms | "
+            f"gateway p50 {figures['measured']['p50_ms']:.2f} ms  p99 {figures['measured']['p99_ms']:.2f} ms | "
             f"gateway/direct p50 ×{figures['ratio_p50']:.2f}"
         )
     print(

@@ -11,23 +11,19 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from citygrid.auth import Principal, generate_keypair, sign_principal
-from citygrid.db import create_sessionmaker
+from bench.stack import REPORT, beside, case_behind_gateway, timed
 from citygrid.devstack.servers import create_databases, database_url
 from citygrid.ids import new_id
 from citygrid.migrate import upgrade
-from citygrid.settings import to_asyncpg_url, to_libpq_url
-from citygrid.testing import serve_app
+from citygrid.settings import to_libpq_url
 from contract.common import GUANGZHOU_DISTRICTS
 from services.case.domain.categories import load_catalogue
 from services.case.evaluation import TOUCHES_PERIOD_SQL
@@ -164,34 +160,6 @@ async def load_cases(url: str, count: int, now: datetime) -> dict[str, float]:
     }
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": statistics.median(samples) * 1000, "p99_ms": percentile(samples, 0.99) * 1000}
-
-
-async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
-    samples: list[float] = []
-    for _ in range(count):
-        started = time.perf_counter()
-        result = await call()
-        samples.append(time.perf_counter() - started)
-        if isinstance(result, httpx.Response):
-            result.raise_for_status()
-    return samples
-
-
-def beside(measured: list[float], baseline: list[float]) -> dict[str, Any]:
-    return {
-        "measured": summary(measured),
-        "baseline": summary(baseline),
-        "ratio_p50": statistics.median(measured) / statistics.median(baseline),
-    }
-
-
 def rows_of_period_sql() -> str:
     """``count(*)`` of the cases an evaluation of ``[$1, $2)`` reads."""
     condition = TOUCHES_PERIOD_SQL.replace(":start", "$1").replace(":end", "$2")
@@ -201,12 +169,6 @@ def rows_of_period_sql() -> str:
 async def run(
     server_url: str, nats_url: str, *, cases: int, requests: int, repeats: int = 5
 ) -> dict[str, Any]:
-    from gateway.consumers import register_consumer
-    from gateway.main import create_app as create_gateway
-    from gateway.settings import GatewaySettings
-    from services.case.main import CaseSettings
-    from services.case.main import create_app as create_case
-
     await create_databases(server_url, [CASE_DATABASE, GATEWAY_DATABASE])
     case_db, gateway_db = database_url(server_url, CASE_DATABASE), database_url(server_url, GATEWAY_DATABASE)
     await asyncio.to_thread(upgrade, "services.case", case_db)
@@ -215,106 +177,63 @@ async def run(
     now = await raw.fetchval("SELECT now()")
     loaded = await load_cases(case_db, cases, now)
 
-    private_key, public_key = generate_keypair()
-    engine = create_async_engine(to_asyncpg_url(gateway_db))
-    async with create_sessionmaker(engine)() as session, session.begin():
-        _, api_key = await register_consumer(
-            session,
-            name=f"bench-cases-{time.time_ns()}",
-            scopes=["cases:read", "cases:write"],
-            roles=["operator"],
-            rate_limit_per_minute=1_000_000,
-        )
-    await engine.dispose()
-    principal = Principal(
-        subject="bench", kind="service", name="bench", roles=frozenset({"operator"}),
-        scopes=frozenset({"cases:read", "cases:write"}),
-    )  # fmt: skip
-    report = {
-        "category_code": "20106",
-        "description": "bench",
-        "location": {"type": "Point", "coordinates": [113.32, 23.13]},
-        "district_code": "440106",
-        "source": "inspector",
-    }
-    case_app = create_case(
-        CaseSettings(
-            environment="test",
-            database_url=case_db,
-            nats_url=nats_url,
-            internal_token_public_key=public_key,
-            evaluation_gauges_seconds=3600,
-        )
-    )
     results: dict[str, Any] = {"loaded": loaded}
     try:
-        async with serve_app(case_app) as case_url:
-            gateway_app = create_gateway(
-                GatewaySettings(
-                    environment="test",
-                    database_url=gateway_db,
-                    upstreams={"case": case_url},
-                    internal_token_private_key=private_key,
-                )
+        async with (
+            case_behind_gateway(case_db, gateway_db, nats_url, evaluation_gauges_seconds=3600) as stack,
+            httpx.AsyncClient(timeout=120) as client,
+        ):
+            case_url, gateway_url, via_gateway, direct = (
+                stack.case_url,
+                stack.gateway_url,
+                stack.via_gateway,
+                stack.direct,
             )
-            async with serve_app(gateway_app) as gateway_url, httpx.AsyncClient(timeout=120) as client:
+            for _ in range(20):  # warm both paths
+                await client.post(f"{case_url}/v1/cases", json=REPORT, headers=direct())
+                await client.post(f"{gateway_url}/api/case/v1/cases", json=REPORT, headers=via_gateway)
+            direct_post = await timed(
+                lambda: client.post(f"{case_url}/v1/cases", json=REPORT, headers=direct()), requests
+            )
+            gateway_post = await timed(
+                lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=REPORT, headers=via_gateway),
+                requests,
+            )
+            results["report_case"] = beside(gateway_post, direct_post)
 
-                def direct() -> dict[str, str]:
-                    token = sign_principal(principal, private_key=private_key, audience="case")
-                    return {"X-CityGrid-Principal": token}
-
-                via_gateway = {"X-API-Key": api_key}
-                for _ in range(20):  # warm both paths
-                    await client.post(f"{case_url}/v1/cases", json=report, headers=direct())
-                    await client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway)
-                direct_post = await timed(
-                    lambda: client.post(f"{case_url}/v1/cases", json=report, headers=direct()), requests
-                )
-                gateway_post = await timed(
-                    lambda: client.post(f"{gateway_url}/api/case/v1/cases", json=report, headers=via_gateway),
-                    requests,
-                )
-                results["report_case"] = {
-                    "direct": summary(direct_post),
-                    "gateway": summary(gateway_post),
-                    "ratio_p50": statistics.median(gateway_post) / statistics.median(direct_post),
-                }
-
-                list_sql = (
-                    "SELECT * FROM cases WHERE district_code = $1 ORDER BY created_at DESC, id DESC LIMIT 51"
-                )
-                results["list_district_page"] = beside(
-                    await timed(
-                        lambda: client.get(
-                            f"{case_url}/v1/cases",
-                            params={"district": "440106", "limit": 50},
-                            headers=direct(),
-                        ),
-                        repeats * 4,
+            list_sql = (
+                "SELECT * FROM cases WHERE district_code = $1 ORDER BY created_at DESC, id DESC LIMIT 51"
+            )
+            results["list_district_page"] = beside(
+                await timed(
+                    lambda: client.get(
+                        f"{case_url}/v1/cases",
+                        params={"district": "440106", "limit": 50},
+                        headers=direct(),
                     ),
-                    await timed(lambda: raw.fetch(list_sql, "440106"), repeats * 4),
-                )
+                    repeats * 4,
+                ),
+                await timed(lambda: raw.fetch(list_sql, "440106"), repeats * 4),
+            )
 
-                count_sql = rows_of_period_sql()
-                for days in (30, 365):
-                    period = (now - timedelta(days=days), now)
+            count_sql = rows_of_period_sql()
+            for days in (30, 365):
+                period = (now - timedelta(days=days), now)
 
-                    async def count_rows(period: tuple[datetime, datetime] = period) -> object:
-                        return await raw.fetchval(count_sql, *period)
+                async def count_rows(period: tuple[datetime, datetime] = period) -> object:
+                    return await raw.fetchval(count_sql, *period)
 
-                    rows = await count_rows()
-                    baseline = await timed(count_rows, repeats)
-                    for by in ("district", "street", "unit", "category"):
-                        query = {"from": period[0].isoformat(), "to": period[1].isoformat(), "by": by}
+                rows = await count_rows()
+                baseline = await timed(count_rows, repeats)
+                for by in ("district", "street", "unit", "category"):
+                    query = {"from": period[0].isoformat(), "to": period[1].isoformat(), "by": by}
 
-                        async def evaluate(query: dict[str, str] = query) -> httpx.Response:
-                            return await client.get(
-                                f"{case_url}/v1/evaluation", params=query, headers=direct()
-                            )
+                    async def evaluate(query: dict[str, str] = query) -> httpx.Response:
+                        return await client.get(f"{case_url}/v1/evaluation", params=query, headers=direct())
 
-                        await evaluate()  # warm
-                        measured = await timed(evaluate, repeats)
-                        results[f"evaluation_{days}d_by_{by}"] = {"rows": rows, **beside(measured, baseline)}
+                    await evaluate()  # warm
+                    measured = await timed(evaluate, repeats)
+                    results[f"evaluation_{days}d_by_{by}"] = {"rows": rows, **beside(measured, baseline)}
     finally:
         await raw.close()
     return results
@@ -328,9 +247,9 @@ def print_results(results: dict[str, Any]) -> None:
     )
     creation = results["report_case"]
     print(
-        f"report_case  with them loaded: direct p50 {creation['direct']['p50_ms']:.2f} ms  "
-        f"p99 {creation['direct']['p99_ms']:.2f} ms | gateway p50 {creation['gateway']['p50_ms']:.2f} ms  "
-        f"p99 {creation['gateway']['p99_ms']:.2f} ms | gateway/direct p50 ×{creation['ratio_p50']:.2f}"
+        f"report_case  with them loaded: direct p50 {creation['baseline']['p50_ms']:.2f} ms  "
+        f"p99 {creation['baseline']['p99_ms']:.2f} ms | gateway p50 {creation['measured']['p50_ms']:.2f} ms  "
+        f"p99 {creation['measured']['p99_ms']:.2f} ms | gateway/direct p50 ×{creation['ratio_p50']:.2f}"
     )
     for name, figures in results.items():
         if name in ("loaded", "report_case"):

@@ -119,6 +119,7 @@ async def http_intake(
 
 
 async def run(server_url: str, nats_url: str, *, cameras: int, detections: int) -> dict[str, Any]:
+    from services.vision import registry
     from services.vision.main import VisionSettings, create_app
     from services.vision.registry import checked_records, copy_cameras
 
@@ -147,22 +148,7 @@ async def run(server_url: str, nats_url: str, *, cameras: int, detections: int) 
             await raw.copy_records_to_table(
                 "raw_cameras",
                 records=records,
-                columns=[
-                    "camera_id",
-                    "name",
-                    "owner",
-                    "division_code",
-                    "district_code",
-                    "industry_code",
-                    "device_type",
-                    "network_code",
-                    "lon",
-                    "lat",
-                    "address",
-                    "grid_code",
-                    "engine",
-                    "regions",
-                ],
+                columns=list(registry.COLUMNS),
             )
             raw_seconds = time.perf_counter() - started
             await connection.execute(text("DROP TABLE raw_cameras"))
