@@ -62,4 +62,7 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         raise InvalidCursor("the cursor is not one this API issued") from None
     if not isinstance(key, list) or len(key) != arity:
         raise InvalidCursor("the cursor is not one this API issued")
+    # A forged cursor could carry text the database refuses (NUL); none we issue does.
+    if any(isinstance(part, str) and "\x00" in part for part in key):
+        raise InvalidCursor("the cursor is not one this API issued")
     return key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from citygrid.testing import stream_events
 from tests.test_bad_input import assert_problem
 from tests.test_case_flow import REPORT, report, step
@@ -214,3 +216,18 @@ async def test_rules_are_listed_and_deleted_and_bad_rules_are_refused(stack):
         headers=stack.as_("clerk"),
     )
     assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("units", {"parent": "tianhe\x00"}),
+        ("dispatch-rules", {"unit": "tianhe\x00"}),
+        ("units", {"parent": "Tianhe Sanitation"}),
+    ],
+    ids=["nul-parent", "nul-unit", "not-a-unit-code"],
+)
+async def test_a_unit_filter_that_is_no_unit_code_is_refused_with_422(stack, path, params):
+    response = await stack.client.get(f"{API}/{path}", params=params, headers=stack.as_("reader"))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")

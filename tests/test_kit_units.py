@@ -64,6 +64,8 @@ def test_datetimes_and_uuids_travel_in_a_cursor_as_their_string_form():
         pytest.param("e30", id="json-object-not-list"),
         pytest.param("NDI", id="json-number-not-list"),
         pytest.param("光标", id="non-ascii"),
+        # A forged cursor whose text the database would refuse.
+        pytest.param(encode_cursor("code\x00"), id="nul-in-a-value"),
     ],
 )
 def test_a_garbage_cursor_is_invalid(cursor):

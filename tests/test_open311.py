@@ -314,6 +314,7 @@ async def test_the_request_list_filters_by_id_service_status_and_dates_within_90
         pytest.param({"media_url": "file:///etc/passwd"}, "media_url", id="bad-media-url"),
         pytest.param({"description": "x" * 4001}, "description", id="long-description"),
         pytest.param({"description": "bin\x00"}, "NUL", id="nul"),
+        pytest.param({"attribute[\x00]": "x"}, "NUL", id="nul-in-an-attribute-name"),
     ],
 )
 async def test_a_bad_submission_is_a_400_in_the_spec_error_shape_and_writes_nothing(

@@ -33,7 +33,8 @@ from services.case.units import UnknownUnit
 ADMIN_SCOPE = "admin"
 router = APIRouter(prefix="/v1", tags=["units and dispatch"])
 
-UnitCodePath = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+UNIT_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+UnitCodePath = Annotated[str, Path(min_length=1, max_length=100, pattern=UNIT_CODE_PATTERN)]
 
 
 class UnitNotFound(NotFound):
@@ -116,7 +117,7 @@ async def list_units(
     runtime: RuntimeDep,
     type: UnitType | None = None,
     district: DistrictCode | None = None,
-    parent: Annotated[str | None, Query(max_length=100)] = None,
+    parent: Annotated[str | None, Query(max_length=100, pattern=UNIT_CODE_PATTERN)] = None,
     include_inactive: bool = False,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -189,7 +190,7 @@ async def put_unit(
 async def list_dispatch_rules(
     runtime: RuntimeDep,
     category: Annotated[str | None, Query(pattern=CATEGORY_RULE_PATTERN)] = None,
-    unit: Annotated[str | None, Query(max_length=100)] = None,
+    unit: Annotated[str | None, Query(max_length=100, pattern=UNIT_CODE_PATTERN)] = None,
 ) -> RuleList:
     """Every dispatch rule, by category then area (a city has at most a few thousand)."""
     query = select(DispatchRule).order_by(DispatchRule.category_code, DispatchRule.area_code)

@@ -20,7 +20,11 @@ from services.vision.models import Alarm, AlarmStatus, Camera, Recheck, RecheckS
 PUBLISHES = "vision"
 SNAPSHOT_PATH = "/api/vision/v1/snapshots/"
 CASE_CONSUMER = "vision-case-events"
-RESOLVING = frozenset({"case.case.closed.v1", "case.case.cancelled.v1", "case.case.rejected.v1"})
+# A merged case lives on in the case it was merged into: its alarm is done (the other alarm's case
+# carries the problem and its re-check).
+RESOLVING = frozenset(
+    {"case.case.closed.v1", "case.case.cancelled.v1", "case.case.rejected.v1", "case.case.merged.v1"}
+)
 
 
 def snapshot_url(sha256: str) -> str:

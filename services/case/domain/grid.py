@@ -46,6 +46,8 @@ BOUNDARY_TOLERANCE_DEG: Final = 1e-9
 # Interiors overlapping by less than this (about 1 cm) are digitising noise, not an overlap.
 OVERLAP_TOLERANCE_DEG: Final = 1e-7
 
+# Names of cells, streets and communities, as the grid table stores them.
+MAX_NAME_LENGTH: Final = 200
 _CODE_PATTERN: Final = re.compile(r"[0-9]{15}")
 # A cell covering more buckets than this is kept on a short list checked on every lookup, so one
 # huge polygon cannot flood thousands of buckets.
@@ -893,6 +895,10 @@ def cells_from_geojson(document: Mapping[str, Any]) -> list[GridCell]:
             value = properties.get(key)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{where}: properties.{key} must be a string")
+            if value is not None and (len(value) > MAX_NAME_LENGTH or "\x00" in value):
+                raise ValueError(
+                    f"{where}: properties.{key} must be at most {MAX_NAME_LENGTH} characters, without NUL"
+                )
             texts[key] = value
         geometry = feature.get("geometry")
         if not isinstance(geometry, Mapping):

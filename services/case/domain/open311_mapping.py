@@ -223,7 +223,7 @@ class Submission(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        texts = value.values() if isinstance(value, dict) else [value]
+        texts = [*value.keys(), *value.values()] if isinstance(value, dict) else [value]
         if any(isinstance(text, str) and "\x00" in text for text in texts):
             raise ValueError("text may not contain the NUL character")
         return value

@@ -226,6 +226,19 @@ def test_points_off_the_grid_or_not_finite_resolve_to_nothing(demo_index):
 # --- the index as a whole ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["x" * 201, "Tianhe\x00"], ids=["longer-than-the-table-keeps", "nul"])
+def test_a_name_the_grid_table_cannot_keep_is_refused(name):
+    ring = [[113.30, 23.10], [113.31, 23.10], [113.31, 23.11], [113.30, 23.11], [113.30, 23.10]]
+    feature = {
+        "type": "Feature",
+        "properties": {"code": "440106001001001", "name": name},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+    document = {"type": "FeatureCollection", "features": [feature]}
+    with pytest.raises(ValueError, match=r"properties\.name must be at most 200 characters"):
+        cells_from_geojson(document)
+
+
 def test_duplicate_codes_are_refused():
     a = square("440106001001001", 113.30, 23.10)
     b = square("440106001001001", 113.40, 23.10)

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 import httpx
 import nats
+import pytest
 from sqlalchemy import select
 
 from citygrid.events import envelope
 from citygrid.messaging import ensure_stream, stream_config
 from citygrid.testing import stream_events, wait_until
-from contract.case import CaseClosed, CaseEvent, CaseHandled, CaseSource, CaseStatus
+from contract.case import CaseClosed, CaseEvent, CaseHandled, CaseMerged, CaseSource, CaseStatus
 from contract.common import GeoPoint, Origin
 from contract.vision import RecheckCompleted
 from services.vision.models import Alarm, Recheck
@@ -97,9 +98,14 @@ async def vision_scene(vision, *, present: bool):
         return await client.delete(path)
 
 
-async def test_the_alarm_follows_its_case_to_resolved(vision):
+@pytest.mark.parametrize(
+    ("event_type", "status"),
+    [(CaseClosed, CaseStatus.CLOSED), (CaseMerged, CaseStatus.MERGED)],
+    ids=["closed", "merged-into-another-case"],
+)
+async def test_the_alarm_follows_its_case_to_resolved(vision, event_type, status):
     alarm_id = await confirmed_alarm(vision)
-    await publish_case_event(vision, CaseClosed, alarm_id, CaseStatus.CLOSED)
+    await publish_case_event(vision, event_type, alarm_id, status)
 
     async def resolved() -> bool:
         async with vision.runtime.db() as session:
