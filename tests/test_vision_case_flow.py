@@ -32,7 +32,7 @@ async def burst_to_one_alarm(stack) -> dict:
         ]
     }
     imported = await stack.client.post(
-        f"{VISION}/cameras/import", json=cameras, headers=stack.as_("reviewer")
+        f"{VISION}/cameras/import", json=cameras, headers=stack.as_("vision-admin")
     )
     assert imported.json() == {"imported": 1, "refused": []}, imported.text
     start = datetime.now(UTC) - timedelta(minutes=5)

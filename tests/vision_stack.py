@@ -28,7 +28,7 @@ VISION_CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
     "engine": (["vision:ingest"], []),
     "reviewer": (["vision:read", "vision:write"], ["operator"]),
     "viewer": (["vision:read"], []),
-    "vision-admin": (["vision:read", "vision:write", "vision:ingest"], ["operator"]),
+    "vision-admin": (["vision:read", "vision:write", "vision:ingest", "admin"], ["operator"]),
     "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
 }
 

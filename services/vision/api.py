@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
+from citygrid.admin import ADMIN_SCOPE
 from citygrid.auth import CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput
@@ -117,7 +118,11 @@ def alarm_out(alarm: Alarm) -> AlarmOut:
 async def import_cameras(
     body: CameraImport, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> ImportResult:
-    """Register or update up to 5,000 cameras (upsert by id); larger loads use the registry command."""
+    """Register or update up to 5,000 cameras (upsert by id); larger loads use the registry command.
+
+    Camera configuration (registration, regions, per-camera gates) needs the ``admin`` scope: a
+    reviewer with ``vision:write`` must not be able to silence a camera."""
+    require_scope(principal, ADMIN_SCOPE)
     records, refused = [], []
     for index, camera in enumerate(body.cameras):
         try:
@@ -176,9 +181,15 @@ async def get_camera(camera_id: CameraId, response: Response, runtime: RuntimeDe
 
 @router.put("/cameras/{camera_id}/regions", operation_id="set_camera_regions")
 async def set_regions(
-    camera_id: CameraId, body: RegionsIn, response: Response, runtime: RuntimeDep, if_match: IfMatch = None
+    camera_id: CameraId,
+    body: RegionsIn,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    if_match: IfMatch = None,
 ) -> CameraOut:
-    """Replace the camera's regions of interest (per algorithm; none means the whole image)."""
+    """Replace the camera's regions of interest (per algorithm; none means the whole image; admin)."""
+    require_scope(principal, ADMIN_SCOPE)
     version = expected_version(if_match)
     regions: dict[str, Any] = {
         code: [[list(v) for v in p] for p in polygons] for code, polygons in body.regions.items()
@@ -193,9 +204,14 @@ async def set_regions(
     "/cameras/{camera_id}/overrides/{algorithm_code}", status_code=204, operation_id="set_camera_override"
 )
 async def set_override(
-    camera_id: CameraId, algorithm_code: AlgorithmCode, body: GatesPatch, runtime: RuntimeDep
+    camera_id: CameraId,
+    algorithm_code: AlgorithmCode,
+    body: GatesPatch,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
 ) -> Response:
-    """This camera's own gates for one class; an empty body removes them."""
+    """This camera's own gates for one class; an empty body removes them (admin)."""
+    require_scope(principal, ADMIN_SCOPE)
     async with runtime.uow() as uow:
         await registry.set_override(
             uow.session, camera_id, algorithm_code, body.model_dump(exclude_none=True, mode="json")
@@ -250,9 +266,10 @@ async def list_algorithms(runtime: RuntimeDep, group: Group | None = None) -> li
 
 @router.patch("/admin/algorithms/{algorithm_code}", operation_id="update_algorithm")
 async def update_algorithm(
-    algorithm_code: AlgorithmCode, body: AlgorithmPatch, runtime: RuntimeDep
+    algorithm_code: AlgorithmCode, body: AlgorithmPatch, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> AlgorithmOut:
     """Change a class's defaults or switch it off (admin)."""
+    require_scope(principal, ADMIN_SCOPE)
     async with runtime.uow() as uow:
         row = await get_algorithm(uow.session, algorithm_code)
         if body.gates is not None:

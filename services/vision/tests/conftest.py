@@ -24,6 +24,7 @@ TIANHE_CAMERA = "44010600081320000001"
 YUEXIU_CAMERA = "44010400081310000002"
 INGEST = ("vision:ingest",)
 REVIEWER = ("vision:read", "vision:write")
+CONFIGURER = (*REVIEWER, "admin")  # registers cameras, sets their regions and gates
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Vision:
 
     async def register(self, *cameras: dict[str, Any]) -> httpx.Response:
         response = await self.client.post(
-            "/v1/cameras/import", json={"cameras": list(cameras)}, headers=self.as_()
+            "/v1/cameras/import", json={"cameras": list(cameras)}, headers=self.as_(CONFIGURER)
         )
         assert response.status_code == 200, response.text
         return response

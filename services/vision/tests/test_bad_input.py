@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from services.vision.models import Alarm, Camera
-from services.vision.tests.conftest import INGEST, TIANHE_CAMERA, camera, detection
+from services.vision.tests.conftest import CONFIGURER, INGEST, TIANHE_CAMERA, camera, detection
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SHA = "0" * 64
@@ -107,7 +107,7 @@ CASES = [
 async def test_bad_input_is_a_problem_with_a_code_and_writes_nothing(
     vision, method, path, body, scopes, status, code
 ):
-    headers = vision.as_(scopes or ("vision:read", "vision:write"))
+    headers = vision.as_(scopes or CONFIGURER)
     response = await vision.client.request(method, path, json=body, headers=headers)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -18,6 +18,7 @@ from services.vision.intake import expire_candidates
 from services.vision.models import Alarm, Camera, Review
 from services.vision.registry import import_file, mark_offline
 from services.vision.tests.conftest import (
+    CONFIGURER,
     INGEST,
     TIANHE_CAMERA,
     YUEXIU_CAMERA,
@@ -65,7 +66,7 @@ async def test_cameras_are_registered_with_their_id_parsed_and_bad_rows_refused_
     response = await vision.client.post(
         "/v1/cameras/import",
         json={"cameras": [camera(), camera(YUEXIU_CAMERA, owner="public_security", name="Beijing Road")]},
-        headers=vision.as_(),
+        headers=vision.as_(CONFIGURER),
     )
     assert response.json() == {"imported": 2, "refused": []}
     detail = (await vision.client.get(f"/v1/cameras/{TIANHE_CAMERA}", headers=vision.as_())).json()
@@ -74,7 +75,9 @@ async def test_cameras_are_registered_with_their_id_parsed_and_bad_rows_refused_
     assert detail["device_type"] == "132"
     assert detail["status"] == "unknown"
     bad = await vision.client.post(
-        "/v1/cameras/import", json={"cameras": [camera("44010600081180000001")]}, headers=vision.as_()
+        "/v1/cameras/import",
+        json={"cameras": [camera("44010600081180000001")]},
+        headers=vision.as_(CONFIGURER),
     )
     assert bad.status_code == 422
     assert bad.json()["code"] == "validation_failed"
@@ -265,19 +268,19 @@ async def test_a_region_of_interest_and_a_camera_override_apply_to_its_detection
     put = await vision.client.put(
         f"/v1/cameras/{TIANHE_CAMERA}/regions",
         json={"regions": regions},
-        headers=vision.as_(**{"If-Match": current.headers["etag"]}),
+        headers=vision.as_(CONFIGURER, **{"If-Match": current.headers["etag"]}),
     )
     assert put.status_code == 200, put.text
     stale = await vision.client.put(
         f"/v1/cameras/{TIANHE_CAMERA}/regions",
         json={"regions": {}},
-        headers=vision.as_(**{"If-Match": '"1"'}),
+        headers=vision.as_(CONFIGURER, **{"If-Match": '"1"'}),
     )
     assert stale.status_code == 412
     override = await vision.client.put(
         f"/v1/cameras/{TIANHE_CAMERA}/overrides/littering",
         json={"min_confidence": 0.95},
-        headers=vision.as_(),
+        headers=vision.as_(CONFIGURER),
     )
     assert override.status_code == 204
     response = await vision.ingest(
@@ -298,12 +301,26 @@ async def test_a_region_of_interest_and_a_camera_override_apply_to_its_detection
     ]
 
 
+async def test_only_an_admin_configures_a_camera(vision):
+    await vision.register(camera())
+    calls = [
+        ("post", "/v1/cameras/import", {"cameras": [camera()]}, {}),
+        ("put", f"/v1/cameras/{TIANHE_CAMERA}/regions", {"regions": {}}, {"If-Match": '"1"'}),
+        ("put", f"/v1/cameras/{TIANHE_CAMERA}/overrides/littering", {"min_confidence": 1.0}, {}),
+        ("patch", "/v1/admin/algorithms/littering", {"active": False}, {}),
+    ]
+    for method, path, body, headers in calls:
+        response = await vision.client.request(method, path, json=body, headers=vision.as_(**headers))
+        assert response.status_code == 403, (path, response.text)
+        assert response.json()["code"] == "auth.missing_scope"
+
+
 async def test_an_unknown_class_in_a_region_or_override_is_refused(vision):
     await vision.register(camera())
     response = await vision.client.put(
         f"/v1/cameras/{TIANHE_CAMERA}/overrides/teleportation",
         json={"min_confidence": 0.9},
-        headers=vision.as_(),
+        headers=vision.as_(CONFIGURER),
     )
     assert response.status_code == 404
     assert response.json()["code"] == "vision.unknown_algorithm"
