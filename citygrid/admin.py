@@ -40,7 +40,7 @@ class ReplayOut(BaseModel):
 async def list_dead_letters(
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
-    consumer: Annotated[str | None, Query(max_length=100)] = None,
+    consumer: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._\-]+$")] = None,
     pending_only: bool = False,
     limit: Limit = 50,
     cursor: Cursor = None,

@@ -17,7 +17,7 @@ from citygrid.auth import PrincipalVerifier, current_principal
 from citygrid.errors import DomainError
 from citygrid.inbox import ConsumerSpec
 from citygrid.metrics import KitMetrics, MetricsMiddleware, metrics_endpoint
-from citygrid.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from citygrid.middleware import BodyLimitMiddleware, RequestContextMiddleware, UnexpectedErrorMiddleware
 from citygrid.problems import install_problem_handlers
 from citygrid.runtime import Runtime
 from citygrid.settings import ServiceSettings
@@ -72,6 +72,8 @@ def create_base_app(
     install_problem_handlers(app)
     app.include_router(health.router)
     app.router.routes.append(Route("/metrics", metrics_endpoint(runtime.metrics), include_in_schema=False))  # type: ignore[arg-type]
+    # Innermost: an unexpected error is a 500 problem the metrics count and the connection survives.
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -65,6 +65,40 @@ class RequestContextMiddleware:
             traceparent_var.reset(trace_token)
 
 
+class UnexpectedErrorMiddleware:
+    """Answer an unexpected exception with the 500 problem inside the app.
+
+    An exception that escapes the app makes uvicorn close the connection after the response; the
+    gateway, which pools its connections to the service, would then fail the next caller's request
+    on that connection. Caught here, the connection stays usable like after any other answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:  # too late for a problem document: let the server end the response
+                raise
+            from citygrid.problems import unexpected_error_response
+
+            response = unexpected_error_response(scope.get("method", ""), scope.get("path", ""))
+            await response(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, whether announced by Content-Length or streamed.
 

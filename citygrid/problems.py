@@ -114,13 +114,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(error.headers or {}),
         )
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
-            500,
-            "internal_error",
-            "Internal error",
-            "the server failed; the request id identifies it",
-            instance=request.url.path,
-        )
+
+def unexpected_error_response(method: str, path: str) -> JSONResponse:
+    log.exception("unhandled error on %s %s", method, path)
+    return problem(
+        500,
+        "internal_error",
+        "Internal error",
+        "the server failed; the request id identifies it",
+        instance=path,
+    )

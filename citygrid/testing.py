@@ -32,6 +32,7 @@ from citygrid.devstack.servers import (
 )
 from citygrid.events import CloudEvent
 from citygrid.migrate import upgrade
+from citygrid.serve import KEEP_ALIVE_SECONDS
 from citygrid.settings import to_libpq_url
 
 
@@ -92,7 +93,13 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
     """Serve ``app`` with uvicorn on loopback for the duration of the block; yields its base URL."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

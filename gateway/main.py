@@ -17,7 +17,7 @@ from citygrid.auth import MissingScope, PrincipalVerifier, load_private_key
 from citygrid.http import create_base_app
 from citygrid.metrics import KitMetrics
 from citygrid.runtime import Runtime
-from citygrid.serve import serve
+from citygrid.serve import UPSTREAM_KEEPALIVE_SECONDS, serve
 from gateway import admin, open311, openapi, proxy
 from gateway.authn import Authenticator, RateLimiter
 from gateway.routing import UPSTREAMS, is_routable, required_scope
@@ -88,7 +88,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        limits = httpx.Limits(
+            max_connections=200, max_keepalive_connections=50, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
+        )
         # Event streams: no read timeout (a stream is quiet between heartbeats), a pool of their own.
         stream_timeout = httpx.Timeout(
             connect=settings.upstream_connect_timeout,

@@ -175,8 +175,13 @@ async def forward(
             async with asyncio.timeout(timeout if streaming else None):
                 upstream = await client.send(upstream_request, stream=True)
             break
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
-            # Nothing reached the service, or it hung up: safe to retry a read once.
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+        ) as error:
+            # Nothing reached the service, or it hung up on a pooled connection: retry a read once.
             if attempt == attempts:
                 log.warning("upstream %s unavailable: %s", service, error)
                 raise UpstreamUnavailable(f"the {service} service is unavailable") from None

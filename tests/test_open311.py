@@ -310,6 +310,7 @@ async def test_the_request_list_filters_by_id_service_status_and_dates_within_90
         pytest.param({"lat": "nan"}, "lat", id="latitude-nan"),
         pytest.param({"lat": "39.9", "long": "116.4"}, "outside Guangzhou", id="beijing"),
         pytest.param({"phone": "call me"}, "phone", id="bad-phone"),
+        pytest.param({"phone": "+" + "1" * 20}, "phone", id="phone-longer-than-kept"),
         pytest.param({"email": "not-an-address"}, "email", id="bad-email"),
         pytest.param({"media_url": "file:///etc/passwd"}, "media_url", id="bad-media-url"),
         pytest.param({"description": "x" * 4001}, "description", id="long-description"),

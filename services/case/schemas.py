@@ -16,7 +16,8 @@ from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint, Origin
 CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 UnitCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9\-]{5,20}$")]
+# As stored: at most 20 characters, a leading + included.
+Phone = Annotated[str, StringConstraints(max_length=20, pattern=r"^\+?[0-9\-]{5,20}$")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s.]+$", max_length=254)]
 
 

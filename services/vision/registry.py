@@ -145,7 +145,14 @@ async def copy_cameras(connection: AsyncConnection, records: list[CameraRecord])
     driver = raw.driver_connection
     assert driver is not None
     await driver.copy_records_to_table("cameras_staging", records=records, columns=list(COLUMNS))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+    # A row without regions keeps the camera's regions: a re-import of names and places must not
+    # widen every camera's regions of interest to the whole image (PUT .../regions changes them).
+    updates = ", ".join(
+        "regions = CASE WHEN EXCLUDED.regions = '{}'::jsonb THEN cameras.regions ELSE EXCLUDED.regions END"
+        if c == "regions"
+        else f"{c} = EXCLUDED.{c}"
+        for c in COLUMNS[1:]
+    )
     columns = ", ".join(COLUMNS)
     result = await connection.execute(
         text(

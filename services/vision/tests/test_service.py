@@ -301,6 +301,21 @@ async def test_a_region_of_interest_and_a_camera_override_apply_to_its_detection
     ]
 
 
+async def test_a_re_import_without_regions_keeps_the_cameras_regions(vision):
+    await vision.register(camera())
+    regions = {"littering": [[[0, 0.5], [1, 0.5], [1, 1], [0, 1]]]}
+    put = await vision.client.put(
+        f"/v1/cameras/{TIANHE_CAMERA}/regions",
+        json={"regions": regions},
+        headers=vision.as_(CONFIGURER, **{"If-Match": '"1"'}),
+    )
+    assert put.status_code == 200, put.text
+    await vision.register(camera(name="Tianhe Road bus stop, renamed"))
+    detail = (await vision.client.get(f"/v1/cameras/{TIANHE_CAMERA}", headers=vision.as_())).json()
+    assert detail["name"] == "Tianhe Road bus stop, renamed"
+    assert detail["regions"] == regions
+
+
 async def test_only_an_admin_configures_a_camera(vision):
     await vision.register(camera())
     calls = [
