@@ -124,6 +124,10 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds:
     alarm = await session.scalar(select(Alarm).where(Alarm.id == alarm_id).with_for_update())
     if alarm is None:
         return
+    if alarm.status == AlarmStatus.RESOLVED.value and event.type not in RESOLVING:
+        # A step redelivered after the case ended (a retried "handled" behind "closed") changes
+        # nothing: the alarm keeps its final state and no re-check is scheduled for a closed case.
+        return
     now = await session.scalar(select(func.now()))
     assert now is not None
     alarm.case_id = data.case_id

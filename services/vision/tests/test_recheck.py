@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 import httpx
 import nats
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from citygrid.events import envelope
+from citygrid.inbox import InboxEntry
 from citygrid.messaging import ensure_stream, stream_config
 from citygrid.testing import stream_events, wait_until
 from contract.case import CaseClosed, CaseEvent, CaseHandled, CaseMerged, CaseSource, CaseStatus
 from contract.common import GeoPoint, Origin
 from contract.vision import RecheckCompleted
+from services.vision.events import CASE_CONSUMER
 from services.vision.models import Alarm, Recheck
 from services.vision.tests.conftest import TIANHE_CAMERA, camera
 from services.vision.tests.test_service import raise_alarm
@@ -113,6 +115,27 @@ async def test_the_alarm_follows_its_case_to_resolved(vision, event_type, status
         return alarm is not None and alarm.status == "resolved"
 
     await wait_until(resolved)
+
+
+async def test_a_handled_event_arriving_after_the_case_closed_changes_nothing(vision):
+    alarm_id = await confirmed_alarm(vision)
+    await publish_case_event(vision, CaseClosed, alarm_id, CaseStatus.CLOSED)
+    await publish_case_event(vision, CaseHandled, alarm_id, CaseStatus.HANDLED)
+
+    async def both_handled() -> bool:
+        async with vision.runtime.db() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(InboxEntry).where(InboxEntry.consumer == CASE_CONSUMER)
+            )
+        return bool(count == 2)
+
+    await wait_until(both_handled)
+    async with vision.runtime.db() as session:
+        alarm = await session.get(Alarm, uuid.UUID(alarm_id), populate_existing=True)
+        rechecks = await session.scalar(select(func.count()).select_from(Recheck))
+    assert alarm is not None
+    assert (alarm.status, alarm.case_status) == ("resolved", "closed")
+    assert rechecks == 0
 
 
 async def test_an_unreachable_engine_leaves_the_recheck_scheduled_with_the_error(vision_factory):
