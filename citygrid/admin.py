@@ -9,13 +9,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.inbox import DeadLetter, DeadLetterNotFound, find_dead_letter
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 
-ADMIN_SCOPE = "admin"
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 

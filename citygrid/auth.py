@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from citygrid.errors import Forbidden, Unauthenticated
 
 PRINCIPAL_HEADER = "X-CityGrid-Principal"
+# The scope of every /v1/admin/... route and of other administrative changes, in every process.
+ADMIN_SCOPE = "admin"
 ALGORITHM = "EdDSA"
 PrincipalKind = Literal["consumer", "person", "service"]
 

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
-from citygrid.auth import MissingScope, Principal
+from citygrid.auth import ADMIN_SCOPE, MissingScope, Principal
 from citygrid.clock import CityTime
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import RequestModel
 from gateway.consumers import register_consumer, revoke_consumer
 from gateway.models import ApiConsumer
-from gateway.routing import ADMIN_SCOPE
 
 router = APIRouter(prefix="/admin/v1", tags=["gateway admin"])
 

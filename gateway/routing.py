@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from citygrid.auth import ADMIN_SCOPE
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_SCOPE = "admin"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routing import ADMIN_SCOPE, UPSTREAMS, Upstream, is_routable, required_scope
+from citygrid.auth import ADMIN_SCOPE
+from gateway.routing import UPSTREAMS, Upstream, is_routable, required_scope
 
 CASE = UPSTREAMS["case"]
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from sqlalchemy import func, select
 
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.runtime import RuntimeDep
@@ -19,7 +19,6 @@ from services.case.domain.calendar import calendar_from_documents
 from services.case.domain.categories import CategoryKind, Stage, StageLimit, UnitType
 from services.case.models import CalendarYear, Category
 
-ADMIN_SCOPE = "admin"
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 
 

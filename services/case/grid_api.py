@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
@@ -23,7 +23,6 @@ from services.case.domain.grid import GridCell, GridIndex, cells_from_geojson
 from services.case.grid_store import lock_grid, replace_grid
 from services.case.models import GridCellRow
 
-ADMIN_SCOPE = "admin"
 router = APIRouter(prefix="/v1", tags=["grid"])
 
 StreetCode = Annotated[str, Query(pattern=r"^[0-9]{9}$", description="9-digit street code.")]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime, within_range
 from citygrid.errors import Conflict, InvalidInput, NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
@@ -30,7 +30,6 @@ from services.case.models import Case, Category, DispatchRule, Unit
 from services.case.schemas import CaseOut, CategoryCode, KnownDistrict
 from services.case.units import UnknownUnit
 
-ADMIN_SCOPE = "admin"
 router = APIRouter(prefix="/v1", tags=["units and dispatch"])
 
 UNIT_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]*$"

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from citygrid.admin import ADMIN_SCOPE
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput
 from citygrid.pagination import Cursor, Limit, Page
