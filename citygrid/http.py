@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from citygrid import admin, health
 from citygrid.auth import PrincipalVerifier, current_principal
-from citygrid.errors import DomainError
+from citygrid.errors import DomainError, InvalidInput
 from citygrid.inbox import ConsumerSpec
 from citygrid.metrics import KitMetrics, MetricsMiddleware, metrics_endpoint
 from citygrid.middleware import BodyLimitMiddleware, RequestContextMiddleware, UnexpectedErrorMiddleware
@@ -40,6 +40,18 @@ async def require_json_body(request: Request) -> None:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise UnsupportedMediaType(f"send the body as application/json, not '{content_type or 'nothing'}'")
+
+
+class NulInQuery(InvalidInput):
+    code = "http.nul_character"
+    title = "NUL character"
+
+
+async def refuse_nul_in_query(request: Request) -> None:
+    """No query parameter, name or value, may carry NUL: PostgreSQL refuses it in text, so it would
+    otherwise surface as a 500 wherever a parameter reaches a query unchecked."""
+    if any("\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()):
+        raise NulInQuery("the query string may not contain the NUL character (%00)")
 
 
 def create_base_app(
@@ -115,7 +127,7 @@ def create_service_app(
     if runtime_setup is not None:
         runtime_setup(runtime)
     app = create_base_app(runtime, title=title, version=version, description=description)
-    protected = [Depends(current_principal)]
+    protected = [Depends(current_principal), Depends(refuse_nul_in_query)]
     for router in routers:
         app.include_router(router, dependencies=[*protected, Depends(require_json_body)])
     for router in open_routers:

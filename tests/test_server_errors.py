@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from fastapi import FastAPI
 
 from citygrid.middleware import UnexpectedErrorMiddleware
@@ -64,3 +65,14 @@ async def test_a_dead_letter_filter_that_is_no_consumer_name_is_refused_with_422
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"note\x00": "x"}, {"status": "registered\x00"}],
+    ids=["nul-in-a-name", "nul-in-a-value"],
+)
+async def test_a_query_string_carrying_nul_is_refused_by_every_service_route(stack, params):
+    response = await stack.client.get("/api/case/v1/cases", params=params, headers=stack.as_("reader"))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "http.nul_character"
