@@ -1,12 +1,14 @@
 """What the case service keeps beside the kit's runtime: the work calendar its deadlines use, the
-unit grid its points resolve on, and the duplicate radius."""
+unit grid its points resolve on, the duplicate radius, and field work's blob store and limits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from citygrid.blobs import BlobStore
 from services.case.catalogue import CalendarHolder
 from services.case.grid_store import GridHolder
 
@@ -31,3 +33,18 @@ def get_duplicate_radius(request: Request) -> float:
 
 Grid = Annotated[GridHolder, Depends(get_grid)]
 DuplicateRadius = Annotated[float, Depends(get_duplicate_radius)]
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    blobs: BlobStore
+    evidence_max_bytes: int
+    check_in_radius_m: float
+
+
+def get_field_config(request: Request) -> FieldConfig:
+    config: FieldConfig = request.app.state.field
+    return config
+
+
+FieldWork = Annotated[FieldConfig, Depends(get_field_config)]

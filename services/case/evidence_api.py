@@ -17,8 +17,8 @@ from citygrid.http import UnsupportedMediaType
 from citygrid.pagination import Page
 from citygrid.runtime import RuntimeDep
 from services.case import evidence
+from services.case.context import FieldWork
 from services.case.domain.evidence import EvidenceKind
-from services.case.field_context import FieldWork
 from services.case.schemas import EvidenceOut
 
 router = APIRouter(prefix="/v1", tags=["evidence"])

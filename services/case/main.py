@@ -33,11 +33,11 @@ from services.case.catalogue import (
     shipped_calendar_documents,
     sync_shipped_catalogue,
 )
+from services.case.context import FieldConfig
 from services.case.domain.demo_grid import demo_cells
 from services.case.domain.grid import GridCell
 from services.case.evaluation import TodayGauges, refresh_today_gauges
 from services.case.events import PUBLISHES
-from services.case.field_context import FieldConfig
 from services.case.grid_store import GridHolder, seed_demo_grid_if_empty
 from services.case.overdue import escalate_overdue
 from services.case.units import sync_shipped_units

@@ -14,7 +14,7 @@ from citygrid.runtime import RuntimeDep
 from contract.case import CaseStatus
 from contract.common import GeoPoint
 from services.case import tasks
-from services.case.field_context import FieldWork
+from services.case.context import FieldWork
 from services.case.field_schemas import CheckIn, CheckInOut, TaskOut
 from services.case.models import Case, CaseCheckIn
 
