@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -50,6 +51,12 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def transaction_time(session: AsyncSession) -> datetime:
+    """The database's time at the start of this transaction: one clock for every replica, and the
+    same instant for every row the transaction writes."""
+    return (await session.execute(select(func.now()))).scalar_one()
 
 
 @dataclass

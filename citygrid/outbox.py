@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from citygrid.db import OUTBOX_CHANNEL, KitBase
+from citygrid.db import OUTBOX_CHANNEL, KitBase, transaction_time
 from citygrid.events import CloudEvent
 from citygrid.metrics import KitMetrics
 
@@ -179,7 +179,7 @@ class OutboxRelay:
                     )
                 )
             ).one()
-            now = (await session.execute(select(func.now()))).scalar_one()
+            now = await transaction_time(session)
         self.metrics.outbox_backlog.set(backlog)
         self.metrics.outbox_oldest_age.set((now - oldest).total_seconds() if oldest else 0.0)
 

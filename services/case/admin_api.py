@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
+from citygrid.db import transaction_time
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import RequestModel
@@ -115,7 +116,7 @@ async def change_category(
             raise CategoryNotFound(f"no category {code}")
         for name, value in changes.items():
             setattr(row, name, value)
-        row.updated_at = (await uow.session.execute(select(func.now()))).scalar_one()
+        row.updated_at = await transaction_time(uow.session)
         await uow.session.flush()
         out = CategoryOut.model_validate(row)
     return out

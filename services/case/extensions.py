@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
-from citygrid.db import UnitOfWork
+from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import NotFound
 from contract.case import CaseExtensionApproved, CaseExtensionDenied, CaseExtensionRequested
 from services.case import events, service
@@ -68,7 +68,7 @@ async def request_extension(
     session = uow.session
     case = await _case_at(session, case_id, expected_version)
     roles = acting_roles(actor.kind, actor.roles)
-    now = await _now(session)
+    now = await transaction_time(session)
     clock = _clock(case)
     pending = await session.scalar(
         select(CaseExtension)
@@ -127,7 +127,7 @@ async def decide_extension(
     )
     if extension is None:
         raise ExtensionNotFound(f"case {case.number} has no extension request {extension_id}")
-    now = await _now(session)
+    now = await transaction_time(session)
     granted = rules.decide(
         _clock(case),
         acting_roles(actor.kind, actor.roles),
@@ -184,7 +184,3 @@ async def list_extensions(session: AsyncSession, case_id: uuid.UUID) -> list[Cas
         .order_by(CaseExtension.requested_at, CaseExtension.id)
     )
     return list(rows.all())
-
-
-async def _now(session: AsyncSession) -> datetime:
-    return (await session.execute(select(func.now()))).scalar_one()

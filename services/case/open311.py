@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.db import transaction_time
 from citygrid.errors import DomainError, NotFound
 from citygrid.runtime import RuntimeDep
 from services.case import open311_queries as queries
@@ -313,7 +314,7 @@ async def list_requests(
     start = parse_w3c(start_date, name="start_date") if start_date else None
     end = parse_w3c(end_date, name="end_date") if end_date else None
     async with runtime.db() as session:
-        first, last = window(start, end, await queries.now(session))
+        first, last = window(start, end, await transaction_time(session))
         found = await queries.public_requests(
             session,
             numbers=numbers,

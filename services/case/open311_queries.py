@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -54,10 +54,6 @@ class PublicRequest:
     limits: dict[str, Any] | None
     media_url: str | None
     merged_into_number: str | None
-
-
-async def now(session: AsyncSession) -> datetime:
-    return (await session.execute(select(func.now()))).scalar_one()
 
 
 async def active_services(session: AsyncSession) -> list[Category]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from citygrid.auth import Principal
+from citygrid.db import transaction_time
 from citygrid.runtime import Runtime
 from contract.case import CaseOverdue
 from services.case import events
@@ -30,7 +31,7 @@ async def escalate_overdue(runtime: Runtime, batch_size: int = 500) -> int:
         cases = list((await session.scalars(due)).all())
         if not cases:
             return 0
-        now = (await session.execute(select(func.now()))).scalar_one()
+        now = await transaction_time(session)
         for case in cases:
             assert case.deadline_at is not None
             assert case.stage is not None

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
 from citygrid.clock import within_range
-from citygrid.db import UnitOfWork
+from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseSource, CaseStatus
@@ -66,11 +66,6 @@ async def _next_number(session: AsyncSession, district_code: str, now: datetime)
     return case_number(district_code, day, sequence)
 
 
-async def _now(session: AsyncSession) -> datetime:
-    # Transaction time from the database: one clock for every replica.
-    return (await session.execute(select(func.now()))).scalar_one()
-
-
 def _clock_of(case: Case) -> Clock:
     stage = Stage(case.stage) if case.stage else None
     return Clock(stage, case.stage_started_at, case.deadline_at, case.paused_remaining_seconds)
@@ -99,7 +94,7 @@ async def report_case(
     within ``duplicate_radius_m``; a video report repeating a registered open case is merged into it."""
     session = uow.session
     category = await category_for_report(session, request.category_code)
-    now = await _now(session)
+    now = await transaction_time(session)
     resolution = resolve_place(grid, request.location.lon, request.location.lat, request.district_code)
     place = resolution.place
     case = Case(
@@ -219,7 +214,7 @@ async def transition(
         case.merged_into, case.merged_into_number = original.id, original.number
     if action is Action.DISPATCH and unit is not None:
         await units.require_active_unit(session, unit)
-    now = await _now(session)
+    now = await transaction_time(session)
     previous = case.status
     ended_deadline = case.deadline_at  # evaluation needs it: the clock below moves to the next stage
     case.status = target

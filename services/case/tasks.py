@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
 from citygrid.clock import within_range
-from citygrid.db import UnitOfWork
+from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Forbidden
 from citygrid.pagination import InvalidCursor, cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
@@ -128,7 +128,7 @@ async def check_in(
         distance_m=round(distance, 1),
         far=distance > radius_m,
         note=note,
-        at=(await session.execute(select(func.now()))).scalar_one(),
+        at=await transaction_time(session),
     )
     session.add(record)
     await session.flush()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime, within_range
+from citygrid.db import transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
@@ -166,7 +167,7 @@ async def put_unit(
             raise InvalidUnit(
                 problem, errors=[{"loc": ["body", "parent_code"], "type": "unit.parent", "msg": problem}]
             )
-        now = (await session.execute(select(func.now()))).scalar_one()
+        now = await transaction_time(session)
         row = await session.get(Unit, code, with_for_update=True)
         if row is None:
             row = Unit(code=code)

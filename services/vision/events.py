@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from citygrid.db import UnitOfWork
+from citygrid.db import UnitOfWork, transaction_time
 from citygrid.events import CloudEvent
 from citygrid.inbox import ConsumerSpec
 from contract.case import CaseEvent
@@ -128,7 +128,7 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds:
         # A step redelivered after the case ended (a retried "handled" behind "closed") changes
         # nothing: the alarm keeps its final state and no re-check is scheduled for a closed case.
         return
-    now = await session.scalar(select(func.now()))
+    now = await transaction_time(session)
     assert now is not None
     alarm.case_id = data.case_id
     alarm.case_status = data.status.value

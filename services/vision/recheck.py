@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from citygrid.blobs import BlobStore, sniff_image
+from citygrid.db import transaction_time
 from citygrid.errors import DomainError
 from citygrid.runtime import Runtime
 from services.vision import events
@@ -115,7 +116,7 @@ async def _recheck_one(
         if row is None or row.status != RecheckStatus.SCHEDULED.value:
             return
         row.status = (RecheckStatus.FAILED if failed else RecheckStatus.PASSED).value
-        row.checked_at = await uow.session.scalar(select(func.now()))
+        row.checked_at = await transaction_time(uow.session)
         row.last_error = None
         if stored is not None:
             row.snapshot_sha256 = stored.sha256

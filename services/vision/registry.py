@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from citygrid.db import transaction_time
 from citygrid.errors import NotFound, PreconditionFailed
 from citygrid.pagination import decode_cursor, encode_cursor
 from contract.common import GUANGZHOU_DISTRICTS
@@ -261,7 +262,7 @@ async def set_regions(
         await get_algorithm(session, code)
     camera.regions = regions
     camera.version += 1
-    camera.updated_at = await session.scalar(select(func.now()))  # type: ignore[assignment]
+    camera.updated_at = await transaction_time(session)
     await session.flush()
     return camera
 

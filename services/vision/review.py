@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
 from citygrid.clock import within_range
-from citygrid.db import UnitOfWork
+from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from services.vision import events
@@ -126,7 +126,7 @@ async def _decide(
     note: str | None,
 ) -> None:
     session = uow.session
-    now = await session.scalar(select(func.now()))
+    now = await transaction_time(session)
     alarm.status = (AlarmStatus.REJECTED if false_positive else AlarmStatus.CONFIRMED).value
     alarm.reviewed_by = principal.subject
     alarm.reviewed_at = now
