@@ -121,7 +121,7 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
         for start in range(0, events, 500):
             async with unit_of_work(sessions, source="bench") as uow:
                 for n in range(start, min(events, start + 500)):
-                    uow.publish(BenchHappened(n=n, **payload), aggregate_id=str(n))
+                    uow.publish(BenchHappened(n=n, **payload), aggregate_id=str(n), version=1)
         write_seconds = time.perf_counter() - started
 
         relay = OutboxRelay(sessions=sessions, jetstream=jetstream, listen_dsn=None, batch_size=500)

@@ -68,8 +68,15 @@ class UnitOfWork:
     traceparent: str | None = None
     pending_events: list[CloudEvent] = field(default_factory=list)
 
-    def publish(self, data: EventData, *, aggregate_id: str) -> CloudEvent:
-        event = envelope(data, source=self.source, aggregate_id=aggregate_id, traceparent=self.traceparent)
+    def publish(self, data: EventData, *, aggregate_id: str, version: int) -> CloudEvent:
+        """Queue ``data`` as an event of aggregate ``aggregate_id`` at its ``version`` after the change."""
+        event = envelope(
+            data,
+            source=self.source,
+            aggregate_id=aggregate_id,
+            aggregate_version=version,
+            traceparent=self.traceparent,
+        )
         self.pending_events.append(event)
         return event
 

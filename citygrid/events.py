@@ -51,7 +51,15 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     traceparent: str | None = None
+    # The aggregate's version after this event (a CloudEvents extension attribute): consumers that
+    # keep a copy of another service's aggregate apply only a version newer than the one they hold.
+    aggregateversion: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        """The producing domain its subject names (``case`` for ``case.case.registered.v1``)."""
+        return self.type.split(".", 1)[0]
 
     @property
     def nats_subject(self) -> str:
@@ -60,17 +68,28 @@ class CloudEvent(BaseModel):
 
 
 def envelope(
-    data: EventData, *, source: str, aggregate_id: str, traceparent: str | None = None
+    data: EventData,
+    *,
+    source: str,
+    aggregate_id: str,
+    aggregate_version: int,
+    traceparent: str | None = None,
 ) -> CloudEvent:
     return CloudEvent(
         id=str(new_id()),
-        source=f"citygrid/{source}",
+        source=source_of(source),
         type=data.event_type(),
         subject=aggregate_id,
         time=datetime.now(UTC),
         traceparent=traceparent,
+        aggregateversion=aggregate_version,
         data=data.model_dump(mode="json"),
     )
+
+
+def source_of(service: str) -> str:
+    """The CloudEvents ``source`` of a service's events: ``citygrid/case``."""
+    return f"citygrid/{service}"
 
 
 def stream_name(domain: str) -> str:

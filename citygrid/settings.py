@@ -27,6 +27,11 @@ class ServiceSettings(BaseSettings):
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("CITYGRID_NATS_URL", "NATS_URL"),
     )
+    # Each service has its own NATS user, allowed to publish its own domain's subjects and to
+    # subscribe to what it consumes (see citygrid.natsauth); the password comes from a Secret.
+    nats_user: str = ""
+    nats_password: str = Field(default="", repr=False)
+    nats_tls_ca_file: str = ""  # set in production, where NATS speaks TLS
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -43,12 +48,25 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 200
     nats_stream_replicas: int = 1
-    nats_duplicate_window_seconds: float = 120.0
+    # JetStream drops a re-published event id inside this window: it must outlast the worst
+    # recovery between a PubAck and the row's mark (a database failover, a crash-looping pod).
+    nats_duplicate_window_seconds: float = 1800.0
+    nats_stream_max_age_seconds: float = 14 * 86400
+    nats_stream_max_bytes: int = 4 * 1024**3
+    # A row that failed this many rounds is quarantined: kept, alerted on, replayable by an admin.
+    outbox_max_attempts: int = 10
+    # Inbox rows, idempotency keys and published outbox rows are purged after this long: longer
+    # than the stream keeps events (so a redelivery always finds its inbox row) plus a replay horizon.
+    kit_retention_days: float = 30.0
     # Live feeds (server-sent events), per replica: open streams, events queued per client before
     # it counts as too slow and is dropped, and the heartbeat that keeps proxies from closing idle streams.
     live_max_streams: int = 1000
     live_client_queue: int = 256
     live_heartbeat_seconds: float = 15.0
+    # A client resuming with Last-Event-ID is replayed at most this much; beyond, a ``gap`` event
+    # tells it to refetch over REST.
+    live_max_replay_events: int = 1000
+    live_max_replay_seconds: float = 900.0
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> ServiceSettings:

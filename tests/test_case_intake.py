@@ -81,7 +81,7 @@ def violation(kind: str) -> EventData:
 
 
 def as_event(data: EventData, aggregate_id: str = "record") -> CloudEvent:
-    return envelope(data, source=data.domain(), aggregate_id=aggregate_id)
+    return envelope(data, source=data.domain(), aggregate_id=aggregate_id, aggregate_version=1)
 
 
 async def publish(stack, event: CloudEvent, *, msg_id: str | None = None) -> None:

@@ -230,7 +230,11 @@ def test_an_event_type_is_its_subject_and_schema_version():
 
 def test_an_envelope_names_type_source_subject_and_carries_the_data():
     event = envelope(
-        ThingHappened(thing_id="t-1", count=3), source="demo-service", aggregate_id="t-1", traceparent="tp"
+        ThingHappened(thing_id="t-1", count=3),
+        source="demo-service",
+        aggregate_id="t-1",
+        aggregate_version=1,
+        traceparent="tp",
     )
     assert event.specversion == "1.0"
     assert event.type == "demo.thing.happened.v1"
@@ -242,7 +246,9 @@ def test_an_envelope_names_type_source_subject_and_carries_the_data():
 
 
 def test_an_envelope_id_is_a_uuid7_string():
-    event = envelope(ThingHappened(thing_id="t", count=1), source="demo", aggregate_id="t")
+    event = envelope(
+        ThingHappened(thing_id="t", count=1), source="demo", aggregate_id="t", aggregate_version=1
+    )
     assert isinstance(event.id, str)
     assert uuid.UUID(event.id).version == 7
     assert str(uuid.UUID(event.id)) == event.id
@@ -250,7 +256,10 @@ def test_an_envelope_id_is_a_uuid7_string():
 
 def test_envelope_ids_are_unique_and_time_ordered():
     ids = [
-        envelope(ThingHappened(thing_id="t", count=i), source="demo", aggregate_id="t").id for i in range(20)
+        envelope(
+            ThingHappened(thing_id="t", count=i), source="demo", aggregate_id="t", aggregate_version=1
+        ).id
+        for i in range(20)
     ]
     assert len(set(ids)) == 20
     timestamps = [uuid.UUID(i).int >> 80 for i in ids]  # the 48-bit millisecond prefix
@@ -259,7 +268,9 @@ def test_envelope_ids_are_unique_and_time_ordered():
 
 def test_an_envelope_is_stamped_with_the_current_utc_time():
     before = datetime.now(UTC)
-    event = envelope(ThingHappened(thing_id="t", count=1), source="demo", aggregate_id="t")
+    event = envelope(
+        ThingHappened(thing_id="t", count=1), source="demo", aggregate_id="t", aggregate_version=1
+    )
     after = datetime.now(UTC)
     assert event.time.tzinfo is not None
     assert before <= event.time <= after
@@ -267,19 +278,19 @@ def test_an_envelope_is_stamped_with_the_current_utc_time():
 
 @pytest.mark.parametrize(("data", "subject"), [(ThingHappened, "demo.thing.happened")])
 def test_the_nats_subject_is_the_type_without_its_version(data, subject):
-    event = envelope(data(thing_id="t", count=1), source="demo", aggregate_id="t")
+    event = envelope(data(thing_id="t", count=1), source="demo", aggregate_id="t", aggregate_version=1)
     assert event.nats_subject == subject
 
 
 def test_a_second_schema_version_travels_on_the_same_nats_subject():
-    event = envelope(ThingHappenedV2(thing_id="t"), source="demo", aggregate_id="t")
+    event = envelope(ThingHappenedV2(thing_id="t"), source="demo", aggregate_id="t", aggregate_version=1)
     assert event.type == "demo.thing.happened.v2"
     assert event.nats_subject == "demo.thing.happened"
 
 
 def test_an_envelope_survives_json_and_gives_its_payload_back():
     data = ThingHappened(thing_id="t-9", count=9)
-    event = envelope(data, source="demo", aggregate_id="t-9")
+    event = envelope(data, source="demo", aggregate_id="t-9", aggregate_version=1)
     again = CloudEvent.model_validate_json(event.model_dump_json())
     assert again == event
     assert ThingHappened.from_envelope(again) == data

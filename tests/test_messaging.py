@@ -89,7 +89,7 @@ async def record_handled(uow: UnitOfWork, event: CloudEvent) -> None:
 
 
 def probe_event(n: int) -> CloudEvent:
-    return envelope(ProbeHappened(n=n), source="probe", aggregate_id=f"thing-{n}")
+    return envelope(ProbeHappened(n=n), source="probe", aggregate_id=f"thing-{n}", aggregate_version=1)
 
 
 def kit_app(infrastructure: Infrastructure, database: str, consumers: list[ConsumerSpec]):
@@ -252,7 +252,7 @@ async def write_outbox(sessions, count: int) -> list[str]:
     for start in range(0, count, 100):
         async with unit_of_work(sessions, source="probe") as uow:
             for n in range(start, min(count, start + 100)):
-                ids.append(uow.publish(ProbeHappened(n=n), aggregate_id=f"thing-{n}").id)
+                ids.append(uow.publish(ProbeHappened(n=n), aggregate_id=f"thing-{n}", version=1).id)
     return ids
 
 

@@ -77,6 +77,7 @@ def record(
             **extra,
         ),
         aggregate_id=str(case.id),
+        version=case.version,
     )
 
 

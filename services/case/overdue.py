@@ -36,6 +36,10 @@ async def escalate_overdue(runtime: Runtime, batch_size: int = 500) -> int:
             assert case.deadline_at is not None
             assert case.stage is not None
             case.overdue_at = now
+            # Escalation changes the case: a new version, so the event is ordered after the last step
+            # and a consumer holding that step's version applies it.
+            case.updated_at = now
+            case.version += 1
             note = f"the {case.stage} stage was due {case.deadline_at.isoformat()}; escalated to the {ESCALATED_TO}"
             session.add(
                 CaseHistory(

@@ -78,6 +78,7 @@ def record_confirmed(
             confirmed_by=confirmed_by[:100],
         ),
         aggregate_id=str(alarm.id),
+        version=alarm.version,
     )
 
 
@@ -100,7 +101,9 @@ def record_recheck(uow: UnitOfWork, recheck: Recheck, note: str | None) -> None:
             ),
             checked_at=recheck.checked_at,
         ),
-        aggregate_id=str(recheck.alarm_id),
+        # A re-check is its own aggregate, completed once: its verdict never changes afterwards.
+        aggregate_id=str(recheck.id),
+        version=1,
     )
 
 

@@ -39,7 +39,7 @@ async def publish_case_event(vision, event_type: type[CaseEvent], alarm_id: str,
         occurred_at=datetime.now(UTC),
         origin=Origin(service="vision", reference=alarm_id),
     )
-    event = envelope(data, source="case", aggregate_id=str(CASE_ID))
+    event = envelope(data, source="case", aggregate_id=str(CASE_ID), aggregate_version=data.version)
     client = await nats.connect(vision.infrastructure.nats_url)
     try:
         jetstream = client.jetstream()
