@@ -23,6 +23,7 @@ from bench.stack import REPORT, beside, case_behind_gateway, timed
 from citygrid.devstack.servers import create_databases, database_url
 from citygrid.ids import new_id
 from citygrid.migrate import upgrade
+from citygrid.natsauth import NatsAccess
 from citygrid.settings import to_libpq_url
 from contract.common import GUANGZHOU_DISTRICTS
 from services.case.domain.categories import load_catalogue
@@ -167,7 +168,7 @@ def rows_of_period_sql() -> str:
 
 
 async def run(
-    server_url: str, nats_url: str, *, cases: int, requests: int, repeats: int = 5
+    server_url: str, nats: NatsAccess, *, cases: int, requests: int, repeats: int = 5
 ) -> dict[str, Any]:
     await create_databases(server_url, [CASE_DATABASE, GATEWAY_DATABASE])
     case_db, gateway_db = database_url(server_url, CASE_DATABASE), database_url(server_url, GATEWAY_DATABASE)
@@ -180,7 +181,7 @@ async def run(
     results: dict[str, Any] = {"loaded": loaded}
     try:
         async with (
-            case_behind_gateway(case_db, gateway_db, nats_url, evaluation_gauges_seconds=3600) as stack,
+            case_behind_gateway(case_db, gateway_db, nats, evaluation_gauges_seconds=3600) as stack,
             httpx.AsyncClient(timeout=120) as client,
         ):
             case_url, gateway_url, via_gateway, direct = (

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal, generate_keypair, sign_principal
 from citygrid.db import create_sessionmaker
+from citygrid.natsauth import NatsAccess, NatsIdentity
 from citygrid.settings import to_asyncpg_url
 from citygrid.testing import serve_app
 
@@ -63,6 +64,12 @@ async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float
     return samples
 
 
+def service_nats(nats: NatsAccess, identity: NatsIdentity) -> dict[str, Any]:
+    """The settings that connect a service to the benchmark's NATS as its own user."""
+    user, password = nats.credentials(identity.user)
+    return {"nats_url": nats.server_url, "nats_user": user, "nats_password": password}
+
+
 @dataclass(frozen=True)
 class CaseBehindGateway:
     case_url: str
@@ -81,13 +88,14 @@ class CaseBehindGateway:
 
 @contextlib.asynccontextmanager
 async def case_behind_gateway(
-    case_db: str, gateway_db: str, nats_url: str, **case_settings: Any
+    case_db: str, gateway_db: str, nats: NatsAccess, **case_settings: Any
 ) -> AsyncIterator[CaseBehindGateway]:
     """Serve the case service and a gateway in front of it on loopback, with an API key for the
     benchmark; the databases must exist and be migrated."""
     from gateway.consumers import register_consumer
     from gateway.main import create_app as create_gateway
     from gateway.settings import GatewaySettings
+    from services.case.events import NATS_IDENTITY
     from services.case.main import CaseSettings
     from services.case.main import create_app as create_case
 
@@ -107,7 +115,7 @@ async def case_behind_gateway(
         CaseSettings(
             environment="test",
             database_url=case_db,
-            nats_url=nats_url,
+            **service_nats(nats, NATS_IDENTITY),
             internal_token_public_key=public_key,
             blob_dir=blob_dir,
             **case_settings,

@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal, generate_keypair, sign_principal
 from citygrid.devstack.servers import create_databases, database_url, servers_for
+from citygrid.devstack.stack import dev_identities
 from citygrid.migrate import upgrade
+from citygrid.natsauth import NatsAccess
 from citygrid.settings import to_asyncpg_url
 from citygrid.testing import serve_app
 
@@ -118,8 +120,10 @@ async def http_intake(
         return time.perf_counter() - started
 
 
-async def run(server_url: str, nats_url: str, *, cameras: int, detections: int) -> dict[str, Any]:
+async def run(server_url: str, nats: NatsAccess, *, cameras: int, detections: int) -> dict[str, Any]:
+    from bench.stack import service_nats
     from services.vision import registry
+    from services.vision.events import NATS_IDENTITY
     from services.vision.main import VisionSettings, create_app
     from services.vision.registry import checked_records, copy_cameras
 
@@ -168,7 +172,7 @@ async def run(server_url: str, nats_url: str, *, cameras: int, detections: int) 
                 VisionSettings(
                     environment="test",
                     database_url=url,
-                    nats_url=nats_url,
+                    **service_nats(nats, NATS_IDENTITY),
                     internal_token_public_key=public_key,
                     blob_dir=Path(blob_dir),
                     db_pool_size=8,
@@ -251,9 +255,9 @@ async def prepare(server_url: str) -> None:
 async def main(cameras: int, detections: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
     try:
-        with servers_for(workdir, durable=True) as (server_url, nats_url):
+        with servers_for(workdir, durable=True, identities=dev_identities()) as (server_url, nats):
             await prepare(server_url)
-            return await run(server_url, nats_url, cameras=cameras, detections=detections)
+            return await run(server_url, nats, cameras=cameras, detections=detections)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

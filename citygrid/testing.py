@@ -3,6 +3,10 @@
 Servers come from the embedded wheels (or ``DATABASE_URL``/``NATS_URL``), once per session. Each
 service database is created and migrated once; every test then starts from empty tables and no
 streams, so no test depends on another's data.
+
+NATS runs with the platform's users (``citygrid.natsauth``, passwords generated per session):
+``infrastructure.nats_url`` carries the admin's credentials for test helpers, and a service under
+test connects as its own user (``infrastructure.nats_settings("case")``), with its own permissions.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -25,13 +30,16 @@ from fastapi import FastAPI
 from citygrid.auth import Principal, generate_keypair, sign_principal
 from citygrid.devstack.servers import (
     EmbeddedNats,
+    NatsUsers,
     create_databases,
     database_url,
     free_port,
     servers_for,
 )
+from citygrid.devstack.stack import dev_identities
 from citygrid.events import CloudEvent
 from citygrid.migrate import upgrade
+from citygrid.natsauth import NatsAccess, without_credentials
 from citygrid.serve import KEEP_ALIVE_SECONDS
 from citygrid.settings import to_libpq_url
 
@@ -39,11 +47,39 @@ from citygrid.settings import to_libpq_url
 @dataclass
 class Infrastructure:
     server_url: str
-    nats_url: str
+    nats_url: str = field(repr=False)  # carries the admin's password
     private_key: str
     public_key: str
     workdir: Path
     migrated: dict[str, str] = field(default_factory=dict)
+    nats: NatsAccess | None = None
+    # Servers a test starts of its own (private_nats), by URL without credentials.
+    nats_servers: dict[str, NatsAccess] = field(default_factory=dict)
+
+    @property
+    def nats_server_url(self) -> str:
+        """The session's NATS server without credentials: what services' settings name."""
+        return self._nats_access(None).server_url
+
+    def _nats_access(self, nats_url: str | None) -> NatsAccess:
+        session = self.nats or NatsAccess(self.nats_url, self.nats_url, {})
+        if nats_url is None:
+            return session
+        server = without_credentials(nats_url)
+        if server == session.server_url:
+            return session
+        return self.nats_servers.get(server, NatsAccess(server, nats_url, {}))
+
+    def nats_credentials(self, user: str, nats_url: str | None = None) -> tuple[str, str]:
+        """``(user, password)`` of a NATS user (a service's name is its user) on the session's server
+        or on the one ``nats_url`` names; ``("", "")`` when that server's users are unknown."""
+        return self._nats_access(nats_url).credentials(user)
+
+    def nats_settings(self, user: str, nats_url: str | None = None) -> dict[str, Any]:
+        """The settings that make a service connect as ``user`` (to ``nats_url``, else the session's)."""
+        access = self._nats_access(nats_url)
+        name, password = access.credentials(user)
+        return {"nats_url": access.server_url, "nats_user": name, "nats_password": password}
 
     def database(self, package: str) -> str:
         """URL of the test database of a package with migrations (created and migrated once)."""
@@ -77,7 +113,24 @@ async def truncate_all(url: str) -> None:
         await connection.close()
 
 
+# Names of the tasks a running service holds (``citygrid.runtime``): one still pending when the next
+# test starts is a service an earlier test left running, which would publish into this test's streams.
+SERVICE_TASKS = ("messaging", "outbox-relay", "consumer-", "live-", "job-", "nats-intake")
+
+
+def assert_no_service_left_running() -> None:
+    leftovers = sorted(
+        task.get_name()
+        for task in asyncio.all_tasks()
+        if not task.done() and task.get_name().startswith(SERVICE_TASKS)
+    )
+    if leftovers:
+        raise AssertionError(f"an earlier test left a service running (its tasks: {', '.join(leftovers)})")
+
+
 async def delete_streams(nats_url: str) -> None:
+    """Every stream gone, for a test that starts from nothing (and no earlier test's service alive)."""
+    assert_no_service_left_running()
     client = await nats.connect(nats_url, connect_timeout=5)
     try:
         jetstream = client.jetstream()
@@ -136,21 +189,31 @@ async def wait_until(predicate: object, timeout: float = 15.0, interval: float =
 def infrastructure() -> Iterator[Infrastructure]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-test-"))
     try:
-        with servers_for(workdir, durable=False) as (server_url, nats_url):
+        with servers_for(workdir, durable=False, identities=dev_identities()) as (server_url, nats):
             private_key, public_key = generate_keypair()
-            yield Infrastructure(server_url, nats_url, private_key, public_key, workdir)
+            yield Infrastructure(server_url, nats.admin_url, private_key, public_key, workdir, nats=nats)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 async def private_nats(infrastructure: Infrastructure) -> AsyncIterator[EmbeddedNats]:
-    """A NATS server of this test's own, which the test may stop and start again."""
-    server = EmbeddedNats(infrastructure.workdir / f"nats-{free_port()}", free_port(), free_port())
+    """A NATS server of this test's own, which the test may stop and start again.
+
+    It has the session's users and passwords (random ones for users the session does not know); its
+    ``url`` carries the admin's credentials, and ``infrastructure.nats_settings(user, server.url)``
+    connect a service to it as that user.
+    """
+    directory = infrastructure.workdir / f"nats-{free_port()}"
+    known = infrastructure.nats.passwords if infrastructure.nats else {}
+    users = NatsUsers.generate(directory.with_suffix(".auth.conf"), dev_identities(), known)
+    server = EmbeddedNats(directory, free_port(), free_port(), users)
     await asyncio.to_thread(server.start)
+    infrastructure.nats_servers[server.server_url] = server.access
     try:
         yield server
     finally:
+        infrastructure.nats_servers.pop(server.server_url, None)
         await asyncio.to_thread(server.stop)
 
 

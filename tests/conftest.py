@@ -19,6 +19,7 @@ from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate
 from gateway.consumers import register_consumer
 from gateway.main import create_app as create_gateway_app
 from gateway.settings import GatewaySettings
+from services.case.events import NATS_IDENTITY as CASE_NATS
 from services.case.main import CaseSettings
 from services.case.main import create_app as create_case_app
 
@@ -66,10 +67,11 @@ async def clean(infrastructure: Infrastructure, databases: dict[str, str]) -> No
 def case_settings(
     infrastructure: Infrastructure, databases: dict[str, str], nats_url: str | None = None
 ) -> CaseSettings:
+    """The case service's settings: it connects to NATS as its own user, with its own permissions."""
     return CaseSettings(
         environment="test",
         database_url=databases["case"],
-        nats_url=nats_url or infrastructure.nats_url,
+        **infrastructure.nats_settings(CASE_NATS.user, nats_url),
         internal_token_public_key=infrastructure.public_key,
         outbox_poll_seconds=0.2,
         blob_dir=infrastructure.workdir / "blobs" / "case",

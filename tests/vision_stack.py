@@ -18,6 +18,7 @@ from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
 from gateway.consumers import register_consumer
 from gateway.main import create_app as create_gateway_app
 from services.case.main import create_app as create_case_app
+from services.vision.events import NATS_IDENTITY as VISION_NATS
 from services.vision.main import VisionSettings
 from services.vision.main import create_app as create_vision_app
 from services.vision.simulator import create_simulator
@@ -88,7 +89,7 @@ async def vision_stack(
             VisionSettings(
                 environment="test",
                 database_url=vision_database,
-                nats_url=infrastructure.nats_url,
+                **infrastructure.nats_settings(VISION_NATS.user),
                 internal_token_public_key=infrastructure.public_key,
                 outbox_poll_seconds=0.2,
                 blob_dir=tmp_path / "blobs",

@@ -3,6 +3,14 @@
 PostgreSQL and NATS are embedded (their data under ``.data/``) unless ``DATABASE_URL``/``NATS_URL``
 name real servers. The services run as separate processes under honcho; Ctrl-C or SIGTERM stops
 them all, then the embedded servers.
+
+The embedded NATS refuses anonymous clients: it runs with every process's user and permissions
+(``citygrid.natsauth``), passwords generated for each run into ``.data/nats-auth.conf`` (0600),
+and each service gets its own user's credentials in its environment. With ``NATS_URL``, a service's
+password comes from ``<USER>_NATS_PASSWORD`` (the variables the Kubernetes config reads).
+
+``python -m citygrid.devstack nats-auth --engine vision:edge-platform`` prints the authorization
+block of a deployment (passwords as environment references) for ``deploy/kubernetes``.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from citygrid.auth import generate_keypair
 from citygrid.devstack.servers import (
     EmbeddedNats,
     EmbeddedPostgres,
+    NatsUsers,
     create_databases,
     database_url,
     free_port,
+    nats_access_from_environment,
 )
 from citygrid.devstack.stack import (
     DEMO_CONSUMER,
@@ -35,8 +45,12 @@ from citygrid.devstack.stack import (
     SERVICES,
     SIMULATORS,
     ProcessSpec,
+    deployed_identities,
+    dev_identities,
+    service_identity,
 )
 from citygrid.migrate import upgrade
+from citygrid.natsauth import NatsAccess, authorization_config
 
 DEV_PEOPLE_AUDIENCE = "citygrid"
 
@@ -136,6 +150,7 @@ def announce(
     api_key: str,
     database: str,
     nats_url: str,
+    nats_users: Path | None,
 ) -> None:
     env = data / "dev.env"
     env.write_text(f"CITYGRID_GATEWAY_URL={gateway_url}\nCITYGRID_API_KEY={api_key}\n")
@@ -148,7 +163,7 @@ def announce(
             for name, url in service_urls.items()
         ),
         f"  PostgreSQL     {database.split('@')[-1]}",
-        f"  NATS           {nats_url}",
+        f"  NATS           {nats_url}" + (f"   (users and passwords: {nats_users})" if nats_users else ""),
         f"  demo API key   {api_key}",
         f"  written to     {env}",
         "",
@@ -157,6 +172,27 @@ def announce(
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def nats_credentials(process: ProcessSpec, access: NatsAccess) -> dict[str, str]:
+    """The process's own NATS user (none for a process without NATS), never another's."""
+    identity = service_identity(process)
+    user, password = access.credentials(identity.user) if identity else ("", "")
+    if identity is not None and not user:
+        say(f"{identity.password_variable} is not set: {process.name} connects to NATS without credentials")
+    return {"CITYGRID_NATS_USER": user, "CITYGRID_NATS_PASSWORD": password}
+
+
+def print_nats_auth(engines: list[str]) -> int:
+    """The authorization block of a deployment: every service, these engines, the operator."""
+    pairs = []
+    for engine in engines:
+        service, _, name = engine.partition(":")
+        if not name:
+            raise SystemExit(f"--engine {engine!r}: write <service>:<engine>, e.g. vision:edge-platform")
+        pairs.append((service, name))
+    print(authorization_config(deployed_identities(pairs)), end="")
+    return 0
 
 
 def stopped_by_signal(returncode: int | None) -> bool:
@@ -177,11 +213,17 @@ def run(data: Path) -> int:
             postgres = EmbeddedPostgres(data / "postgres", free_port(5432))
             say(f"starting embedded PostgreSQL on port {postgres.port}")
             server_url = postgres.start()
-        nats_url = os.environ.get("NATS_URL")
-        if not nats_url:
-            nats_server = EmbeddedNats(data / "nats", free_port(4222), free_port(8222))
+        identities = dev_identities()
+        nats_access = nats_access_from_environment(identities)
+        nats_users: Path | None = None
+        if nats_access is None:
+            users = NatsUsers.generate(data / "nats-auth.conf", identities)
+            nats_users = users.config_file
+            nats_server = EmbeddedNats(data / "nats", free_port(4222), free_port(8222), users)
             say(f"starting embedded nats-server (JetStream) on port {nats_server.port}")
-            nats_url = nats_server.start()
+            nats_server.start()
+            nats_access = nats_server.access
+        nats_url = nats_access.server_url
 
         processes: list[ProcessSpec] = [*SERVICES, GATEWAY]
         asyncio.run(create_databases(server_url, [p.database for p in processes]))
@@ -211,6 +253,7 @@ def run(data: Path) -> int:
                 "CITYGRID_DATABASE_URL": database_url(server_url, process.database),
                 # Photos and other blobs of each service, beside the databases.
                 "CITYGRID_BLOB_DIR": str((data / "blobs" / process.name).resolve()),
+                **nats_credentials(process, nats_access),
             }
             for simulator in SIMULATORS:
                 if simulator.service == process.name:
@@ -245,6 +288,7 @@ def run(data: Path) -> int:
                     api_key,
                     server_url,
                     nats_url,
+                    nats_users,
                 )
             except Exception as error:
                 say(f"the stack did not come up: {error}")
@@ -265,9 +309,17 @@ def run(data: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m citygrid.devstack", description=__doc__)
-    parser.add_argument("command", choices=["run"])
+    parser.add_argument("command", choices=["run", "nats-auth"])
     parser.add_argument("--data", default=os.environ.get("CITYGRID_DATA_DIR", ".data"), type=Path)
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        help="nats-auth: an outside engine as <service>:<engine> (repeatable)",
+    )
     arguments = parser.parse_args()
+    if arguments.command == "nats-auth":
+        sys.exit(print_nats_auth(arguments.engine))
     sys.exit(run(arguments.data.resolve()))
 
 

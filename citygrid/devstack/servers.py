@@ -15,9 +15,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from citygrid.natsauth import (
+    NatsAccess,
+    NatsIdentity,
+    external_access,
+    generated_access,
+    write_server_auth,
+)
 
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 
@@ -194,18 +202,52 @@ class EmbeddedPostgres:
         _stop(self.process, signal.SIGINT)  # fast shutdown: abort transactions, checkpoint, exit
 
 
+@dataclass(frozen=True)
+class NatsUsers:
+    """The users of embedded servers: the config file ``nats-server`` reads (0600) and their passwords.
+
+    Passwords are random per run and never printed; anonymous connections are refused.
+    """
+
+    config_file: Path
+    passwords: Mapping[str, str] = field(repr=False)
+
+    @classmethod
+    def generate(
+        cls,
+        config_file: Path,
+        identities: Sequence[NatsIdentity],
+        passwords: Mapping[str, str] | None = None,
+    ) -> NatsUsers:
+        """Write the config of these users: the given passwords, random ones for the others."""
+        return cls(config_file, write_server_auth(config_file, identities, passwords))
+
+
 @dataclass
 class EmbeddedNats:
-    """nats-server with JetStream, its store in ``store_dir``, on 127.0.0.1 only."""
+    """nats-server with JetStream, its store in ``store_dir``, on 127.0.0.1 only.
+
+    With ``users`` it runs with their authorization block, so every client must log in.
+    """
 
     store_dir: Path
     port: int
     monitor_port: int
+    users: NatsUsers | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
-    def url(self) -> str:
+    def server_url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def access(self) -> NatsAccess:
+        return generated_access(self.server_url, self.users.passwords if self.users else {})
+
+    @property
+    def url(self) -> str:
+        """The URL with the admin's credentials (when the server has users): for tests and tools."""
+        return self.access.admin_url
 
     @staticmethod
     def binary() -> str:
@@ -233,6 +275,7 @@ class EmbeddedNats:
                     str(self.store_dir),
                     "-n",
                     f"citygrid-dev-{self.port}",
+                    *(["-c", str(self.users.config_file)] if self.users else []),
                 ],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -248,7 +291,7 @@ class EmbeddedNats:
                 return False
 
         _wait(ready, "nats-server", timeout, self.process, log)
-        return self.url
+        return self.server_url
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
@@ -276,10 +319,23 @@ async def create_databases(server_url: str, names: list[str]) -> None:
         await connection.close()
 
 
+def nats_access_from_environment(identities: Sequence[NatsIdentity]) -> NatsAccess | None:
+    """The NATS server named by ``NATS_URL``, if any: users' passwords from ``<USER>_NATS_PASSWORD``."""
+    url = os.environ.get("NATS_URL")
+    if not url:
+        return None
+    return external_access(url, identities, os.environ)
+
+
 @contextlib.contextmanager
-def servers_for(workdir: Path, *, durable: bool) -> Iterator[tuple[str, str]]:
-    """PostgreSQL and NATS URLs for a throwaway run (tests, benchmarks): the servers named by
-    ``DATABASE_URL``/``NATS_URL``, or embedded ones in ``workdir``, stopped when the block ends."""
+def servers_for(
+    workdir: Path, *, durable: bool, identities: Sequence[NatsIdentity] = ()
+) -> Iterator[tuple[str, NatsAccess]]:
+    """PostgreSQL's URL and access to NATS for a throwaway run (tests, benchmarks): the servers named
+    by ``DATABASE_URL``/``NATS_URL``, or embedded ones in ``workdir``, stopped when the block ends.
+
+    An embedded NATS gets ``identities`` as its users, with passwords generated for this run.
+    """
     postgres: EmbeddedPostgres | None = None
     nats_server: EmbeddedNats | None = None
     try:
@@ -287,11 +343,13 @@ def servers_for(workdir: Path, *, durable: bool) -> Iterator[tuple[str, str]]:
         if not server_url:
             postgres = EmbeddedPostgres(workdir / "postgres", free_port(), durable=durable)
             server_url = postgres.start()
-        nats_url = os.environ.get("NATS_URL")
-        if not nats_url:
-            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port())
-            nats_url = nats_server.start()
-        yield server_url, nats_url
+        access = nats_access_from_environment(identities)
+        if access is None:
+            users = NatsUsers.generate(workdir / "nats-auth.conf", identities) if identities else None
+            nats_server = EmbeddedNats(workdir / "nats", free_port(), free_port(), users)
+            nats_server.start()
+            access = nats_server.access
+        yield server_url, access
     finally:
         if nats_server is not None:
             nats_server.stop()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from citygrid.natsauth import ADMIN, OPERATOR, NatsIdentity
 
 
 @dataclass(frozen=True)
@@ -13,13 +17,21 @@ class ProcessSpec:
     database: str
     preferred_port: int
     demo_seed: str | None = None  # "<module>:<async function(client, headers)>"
+    # "<module>:<NatsIdentity constant>": the NATS user the process connects as (none: no NATS).
+    nats_identity: str | None = None
 
 
 GATEWAY = ProcessSpec("gateway", "gateway.main", "gateway", "citygrid_gateway", 8000)
 
 SERVICES: tuple[ProcessSpec, ...] = (
     ProcessSpec(
-        "case", "services.case.main", "services.case", "citygrid_case", 8101, "services.case.demo:seed"
+        "case",
+        "services.case.main",
+        "services.case",
+        "citygrid_case",
+        8101,
+        "services.case.demo:seed",
+        "services.case.events:NATS_IDENTITY",
     ),
     ProcessSpec(
         "vision",
@@ -28,6 +40,7 @@ SERVICES: tuple[ProcessSpec, ...] = (
         "citygrid_vision",
         8105,
         "services.vision.demo:seed",
+        "services.vision.events:NATS_IDENTITY",
     ),
 )
 
@@ -42,6 +55,8 @@ class SimulatorSpec:
     service: str  # the service that calls it
     setting: str  # that service's variable naming it: a JSON map {engine name: base URL}
     engine: str
+    # "<module>:<function(engine) -> NatsIdentity>": the NATS user an engine of this kind gets.
+    engine_identity: str | None = None
 
 
 SIMULATORS: tuple[SimulatorSpec, ...] = (
@@ -52,8 +67,54 @@ SIMULATORS: tuple[SimulatorSpec, ...] = (
         "vision",
         "CITYGRID_ANALYSIS_ENGINES",
         "simulator",
+        "services.vision.events:engine_identity",
     ),
 )
+
+
+def _named(reference: str) -> object:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def service_identity(process: ProcessSpec) -> NatsIdentity | None:
+    if process.nats_identity is None:
+        return None
+    identity = _named(process.nats_identity)
+    assert isinstance(identity, NatsIdentity), process.nats_identity
+    return identity
+
+
+def service_identities() -> list[NatsIdentity]:
+    """The NATS users of the platform's services, as each declares it."""
+    return [identity for process in (*SERVICES, GATEWAY) if (identity := service_identity(process))]
+
+
+def engine_identities(engines: Iterable[tuple[str, str]]) -> list[NatsIdentity]:
+    """NATS users of outside engines, given as (service, engine name): each service says what its
+    engines may do (the same template as its simulators')."""
+    templates = {s.service: s.engine_identity for s in SIMULATORS if s.engine_identity}
+    identities = []
+    for service, engine in engines:
+        make = _named(templates[service])
+        assert callable(make), templates[service]
+        identity = make(engine)
+        assert isinstance(identity, NatsIdentity)
+        identities.append(identity)
+    return identities
+
+
+def deployed_identities(engines: Iterable[tuple[str, str]]) -> list[NatsIdentity]:
+    """Every NATS user of a deployment: the services, the engines, and the read-only operator."""
+    return [*service_identities(), *engine_identities(engines), OPERATOR]
+
+
+def dev_identities() -> list[NatsIdentity]:
+    """The dev stack's and the tests' users: what a deployment has (the simulators standing in for
+    the engines), plus the admin with every right that tools and test helpers use."""
+    simulated = [(s.service, s.engine) for s in SIMULATORS if s.engine_identity]
+    return [*deployed_identities(simulated), ADMIN]
+
 
 # The demo consumer may do everything, so the README walkthrough needs one key only.
 DEMO_CONSUMER = "demo"

@@ -6,6 +6,7 @@ from typing import Any
 
 from citygrid.auth import Principal
 from citygrid.db import UnitOfWork
+from citygrid.natsauth import Durable, NatsIdentity
 from contract.case import (
     CaseAccepted,
     CaseCancelled,
@@ -27,6 +28,23 @@ from services.case.domain.workflow import Action
 from services.case.models import Case
 
 PUBLISHES = "case"
+
+# What the case service does on NATS, and so all it may do (citygrid.natsauth): publish its own
+# events, read the other services' problems and the AI re-check verdicts through its durable
+# consumers (services/case/intake.py, a test keeps the two equal), and follow its own stream for the
+# live feed (services/case/live_api.py).
+NATS_IDENTITY = NatsIdentity(
+    user="case",
+    publishes=PUBLISHES,
+    consumes=(
+        Durable("vision", "case-vision-alarm-confirmed", "vision.alarm.confirmed"),
+        Durable("gas", "case-gas-violation-detected", "gas.violation.detected"),
+        Durable("muck", "case-muck-violation-detected", "muck.violation.detected"),
+        Durable("waste", "case-waste-violation-detected", "waste.violation.detected"),
+        Durable("vision", "case-vision-recheck-completed", "vision.recheck.completed"),
+    ),
+    follows=(PUBLISHES,),
+)
 
 EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
     Action.REGISTER: CaseRegistered,

@@ -10,8 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from citygrid.auth import Principal, require_scope
 from citygrid.blobs import FilesystemBlobStore
 from citygrid.http import create_service_app
 from citygrid.jobs import PeriodicJob
@@ -19,10 +21,11 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from services.vision import api, intake, registry, review
+from services.vision.api import INGEST_SCOPE
 from services.vision.catalogue import sync_shipped_catalogue
 from services.vision.context import VisionContext
 from services.vision.engines import EngineClient
-from services.vision.events import PUBLISHES, case_consumer
+from services.vision.events import ENGINE_ID, INTAKE_QUEUE, INTAKE_SUBJECT, PUBLISHES, case_consumer
 from services.vision.metrics import VisionMetrics
 from services.vision.recheck import run_due_rechecks
 from services.vision.schemas import BatchResult, DetectionBatch
@@ -45,7 +48,6 @@ class VisionSettings(ServiceSettings):
     max_snapshot_bytes: int = 512 * 1024
     false_positive_target: float = 0.1
     stats_seconds: float = 15.0
-    intake_subject: str = "intake.vision.detections"
 
 
 def create_app(settings: VisionSettings | None = None) -> FastAPI:
@@ -77,7 +79,7 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
             runtime.tasks.append(asyncio.create_task(_hold_engines(engines), name="engine-client"))
             if runtime.messaging:
                 runtime.tasks.append(
-                    asyncio.create_task(_serve_nats_intake(runtime, context, settings), name="nats-intake")
+                    asyncio.create_task(_serve_nats_intake(runtime, context), name="nats-intake")
                 )
 
         async def offline() -> int:
@@ -133,44 +135,100 @@ async def _hold_engines(engines: EngineClient) -> None:
         await engines.close()
 
 
-async def _serve_nats_intake(runtime: Runtime, context: VisionContext, settings: VisionSettings) -> None:
-    """Core NATS request/reply intake in a queue group: each batch is taken by one replica."""
+def engine_of(subject: str) -> str | None:
+    """The engine a batch came from: the last token of ``intake.vision.detections.<engine>``.
+
+    Only that engine's NATS user may publish there, so the subject is its authenticated identity.
+    """
+    prefix = INTAKE_SUBJECT + "."
+    engine = subject[len(prefix) :] if subject.startswith(prefix) else ""
+    return engine if ENGINE_ID.match(engine) else None
+
+
+def engine_principal(engine: str) -> Principal:
+    return Principal(
+        subject=f"engine:{engine}", kind="service", name=engine, scopes=frozenset({INGEST_SCOPE})
+    )
+
+
+async def answer_batch(runtime: Runtime, context: VisionContext, msg: Msg) -> dict[str, object]:
+    """One batch sent over NATS, taken as its engine's principal; the reply document."""
+    engine = engine_of(msg.subject)
+    if engine is None:
+        log.warning("NATS intake: a batch on %r names no engine; refused", msg.subject)
+        return {"code": "vision.unknown_engine", "detail": f"send batches on {INTAKE_SUBJECT}.<engine>"}
+    principal = engine_principal(engine)
+    require_scope(principal, INGEST_SCOPE)
+    try:
+        batch = DetectionBatch.model_validate_json(msg.data)
+    except ValueError as error:
+        log.info("NATS intake: %s sent an invalid batch", principal.subject)
+        return {"code": "validation_failed", "detail": str(error)[:500]}
+    try:
+        async with runtime.uow() as uow:
+            results = await intake.ingest(
+                uow, batch.detections, blobs=context.blobs, metrics=context.metrics, limits=context.limits
+            )
+    except Exception as error:
+        log.exception("NATS intake: the batch of %s failed", principal.subject)
+        return {"code": "vision.intake_failed", "detail": type(error).__name__}
+    accepted = sum(r.accepted for r in results)
+    log.info(
+        "NATS intake: %s sent %d detections, %d accepted, %d refused",
+        principal.subject,
+        len(results),
+        accepted,
+        len(results) - accepted,
+    )
+    return BatchResult(
+        received=len(results), accepted=accepted, refused=len(results) - accepted, results=results
+    ).model_dump(mode="json")
+
+
+def _refused(client: NatsClient, before: Exception | None, subject: str) -> Exception | None:
+    """The server's refusal of our subscription, if it sent one since ``before`` (it does not close
+    the connection for that, it only reports it)."""
+    error = client.last_error
+    if error is not None and error is not before and subject.lower() in str(error).lower():
+        return error
+    return None
+
+
+async def _serve_nats_intake(runtime: Runtime, context: VisionContext) -> None:
+    """Core NATS request/reply intake on ``intake.vision.detections.*`` in a queue group (one replica
+    takes each batch). The subscription is made again whenever it fails or ends."""
     await runtime.messaging_ready.wait()
     assert runtime.nats is not None
-
-    async def on_batch(msg: Msg) -> None:
+    client = runtime.nats
+    subject = f"{INTAKE_SUBJECT}.*"
+    delay = 1.0
+    while True:
+        subscription = None
         try:
-            batch = DetectionBatch.model_validate_json(msg.data)
-        except ValueError as error:
-            reply = {"code": "validation_failed", "detail": str(error)[:500]}
-        else:
-            try:
-                async with runtime.uow() as uow:
-                    results = await intake.ingest(
-                        uow,
-                        batch.detections,
-                        blobs=context.blobs,
-                        metrics=context.metrics,
-                        limits=context.limits,
-                    )
-            except Exception as error:
-                log.exception("NATS intake batch failed")
-                reply = {"code": "vision.intake_failed", "detail": type(error).__name__}
-            else:
-                accepted = sum(r.accepted for r in results)
-                reply = BatchResult(
-                    received=len(results), accepted=accepted, refused=len(results) - accepted, results=results
-                ).model_dump(mode="json")
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(json.dumps(reply).encode())
-
-    subscription = await runtime.nats.subscribe(settings.intake_subject, queue="vision-intake", cb=on_batch)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+            before = client.last_error
+            subscription = await client.subscribe(subject, queue=INTAKE_QUEUE)
+            await client.flush(timeout=5)
+            refusal = _refused(client, before, subject)
+            if refusal is not None:
+                raise PermissionError(str(refusal))
+            log.info("NATS intake listening on %s (queue %s)", subject, INTAKE_QUEUE)
+            delay = 1.0
+            async for msg in subscription.messages:
+                reply = await answer_batch(runtime, context, msg)
+                if msg.reply:
+                    with contextlib.suppress(Exception):
+                        await msg.respond(json.dumps(reply).encode())
+            log.warning("NATS intake subscription ended; subscribing again")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("NATS intake subscription failed (%s); retrying in %.0fs", error, delay)
+        finally:
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 def main() -> None:

@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal
+from citygrid.messaging import inbox_prefix
 from citygrid.runtime import Runtime
 from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from services.vision.events import NATS_IDENTITY, engine_identity
 from services.vision.main import VisionSettings, create_app
 from services.vision.simulator import create_simulator, fake_jpeg
 
@@ -96,6 +100,33 @@ def detection(
     }
 
 
+@contextlib.asynccontextmanager
+async def engine_nats(
+    infrastructure: Infrastructure, engine: str = "simulator", errors: list[Exception] | None = None
+) -> AsyncIterator[NatsClient]:
+    """A connection as an analysis engine's NATS user (the dev stack's engine is the simulator);
+    the server's refusals land in ``errors``."""
+    user, password = infrastructure.nats_credentials(engine_identity(engine).user)
+
+    async def collect(error: Exception) -> None:
+        if errors is not None:
+            errors.append(error)
+
+    client = await nats.connect(
+        infrastructure.nats_server_url,
+        user=user,
+        password=password,
+        inbox_prefix=inbox_prefix(user),
+        error_cb=collect,
+        connect_timeout=5,
+        allow_reconnect=False,
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="session")
 def vision_database(infrastructure: Infrastructure) -> str:
     return infrastructure.database("services.vision")
@@ -107,7 +138,8 @@ def vision_settings(
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": database,
-        "nats_url": infrastructure.nats_url,
+        # The service connects as its own NATS user, with its own permissions.
+        **infrastructure.nats_settings(NATS_IDENTITY.user),
         "internal_token_public_key": infrastructure.public_key,
         "outbox_poll_seconds": 0.2,
         "blob_dir": blob_dir,

@@ -9,7 +9,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import nats
 from sqlalchemy import func, select
 
 from citygrid.testing import stream_events
@@ -515,7 +514,7 @@ async def test_the_catalogue_lists_57_classes_and_an_admin_changes_a_class(visio
     assert response.json()["results"][0]["outcome"] == "below_confidence"
 
 
-# -- metrics and the NATS intake ---------------------------------------------------------------------
+# -- metrics (the NATS intake: test_nats_intake.py) ------------------------------------------------
 
 
 async def test_metrics_count_detections_by_class_and_outcome(vision):
@@ -534,19 +533,3 @@ async def test_metrics_count_detections_by_class_and_outcome(vision):
     assert 'citygrid_vision_detections_total{algorithm="littering",outcome="below_confidence"} 1.0' in text
     assert 'citygrid_vision_alarms_raised_total{algorithm="littering",dispatch="review"} 1.0' in text
     assert "citygrid_vision_review_queue_depth" in text
-
-
-async def test_engines_may_send_batches_over_nats_and_get_the_results_as_the_reply(vision):
-    await vision.register(camera())
-    client = await nats.connect(vision.infrastructure.nats_url)
-    try:
-        reply = await client.request(
-            "intake.vision.detections",
-            json.dumps({"detections": [detection(algorithm="littering"), {"camera_id": "x"}]}).encode(),
-            timeout=10,
-        )
-    finally:
-        await client.close()
-    body = json.loads(reply.data)
-    assert (body["accepted"], body["refused"]) == (1, 1)
-    assert body["results"][0]["outcome"] == "raised"
