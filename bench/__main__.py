@@ -29,9 +29,11 @@ from bench import vision as vision_bench
 from bench.stack import REPORT, beside, case_behind_gateway, timed
 from citygrid.db import KitBase, create_sessionmaker, unit_of_work
 from citygrid.devstack.servers import create_databases, database_url, servers_for
+from citygrid.devstack.stack import dev_identities
 from citygrid.events import EventData
 from citygrid.messaging import ensure_stream, stream_config
 from citygrid.migrate import upgrade
+from citygrid.natsauth import NatsAccess
 from citygrid.outbox import OutboxRelay, encode_payload
 from citygrid.settings import to_asyncpg_url
 
@@ -50,10 +52,10 @@ def random_png(size: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8 - len(iend)) + iend
 
 
-async def gateway_overhead(server_url: str, nats_url: str, requests: int) -> dict[str, Any]:
+async def gateway_overhead(server_url: str, nats_access: NatsAccess, requests: int) -> dict[str, Any]:
     case_db, gateway_db = database_url(server_url, "bench_case"), database_url(server_url, "bench_gateway")
     async with (
-        case_behind_gateway(case_db, gateway_db, nats_url) as stack,
+        case_behind_gateway(case_db, gateway_db, nats_access) as stack,
         httpx.AsyncClient(timeout=30) as client,
     ):
         case_url, gateway_url, via_gateway = stack.case_url, stack.gateway_url, stack.via_gateway
@@ -124,7 +126,7 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
                     uow.publish(BenchHappened(n=n, **payload), aggregate_id=str(n), version=1)
         write_seconds = time.perf_counter() - started
 
-        relay = OutboxRelay(sessions=sessions, jetstream=jetstream, listen_dsn=None, batch_size=500)
+        relay = OutboxRelay(sessions=sessions, nats=client, batch_size=500)
         started = time.perf_counter()
         while await relay.relay_once():
             pass
@@ -157,16 +159,17 @@ async def outbox_throughput(server_url: str, nats_url: str, events: int) -> dict
 async def main(requests: int, events: int, cases: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-"))
     try:
-        with servers_for(workdir, durable=True) as (server_url, nats_url):
+        # The services connect as their own NATS users; the outbox figures publish as the admin.
+        with servers_for(workdir, durable=True, identities=dev_identities()) as (server_url, nats_access):
             await create_databases(server_url, ["bench_case", "bench_gateway", "bench_kit"])
             await asyncio.to_thread(upgrade, "services.case", database_url(server_url, "bench_case"))
             await asyncio.to_thread(upgrade, "gateway", database_url(server_url, "bench_gateway"))
             await vision_bench.prepare(server_url)
             return {
-                "gateway_overhead": await gateway_overhead(server_url, nats_url, requests),
-                "outbox": await outbox_throughput(server_url, nats_url, events),
-                "vision": await vision_bench.run(server_url, nats_url, cameras=500_000, detections=50_000),
-                "cases": await case_bench.run(server_url, nats_url, cases=cases, requests=requests // 2),
+                "gateway_overhead": await gateway_overhead(server_url, nats_access, requests),
+                "outbox": await outbox_throughput(server_url, nats_access.admin_url, events),
+                "vision": await vision_bench.run(server_url, nats_access, cameras=500_000, detections=50_000),
+                "cases": await case_bench.run(server_url, nats_access, cases=cases, requests=requests // 2),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,12 +6,12 @@ one, the domain records events on it, and they are written to the outbox in the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import MetaData, func, select, text
+from sqlalchemy import MetaData, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -25,8 +25,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-OUTBOX_CHANNEL = "citygrid_outbox"
 
 
 def make_metadata() -> MetaData:
@@ -67,6 +65,7 @@ class UnitOfWork:
     source: str
     traceparent: str | None = None
     pending_events: list[CloudEvent] = field(default_factory=list)
+    events_written: int = 0
 
     def publish(self, data: EventData, *, aggregate_id: str, version: int) -> CloudEvent:
         """Queue ``data`` as an event of aggregate ``aggregate_id`` at its ``version`` after the change."""
@@ -87,17 +86,28 @@ class UnitOfWork:
         from citygrid.outbox import outbox_rows
 
         await self.session.execute(outbox_rows(self.pending_events))
-        # NOTIFY is transactional: relays are woken only when this transaction commits.
-        await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+        # No NOTIFY: it takes a server-wide lock from pre-commit to commit and serialises every
+        # event-producing commit (docs/architecture.md has the figures). Relays poll instead, and
+        # this process's relay is woken after the commit.
+        self.events_written += len(self.pending_events)
         self.pending_events.clear()
 
 
 @asynccontextmanager
 async def unit_of_work(
-    sessions: async_sessionmaker[AsyncSession], *, source: str, traceparent: str | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    source: str,
+    traceparent: str | None = None,
+    on_events_committed: Callable[[], None] | None = None,
 ) -> AsyncIterator[UnitOfWork]:
-    """Open a transaction; commit it with its events when the block ends, roll back on error."""
+    """Open a transaction; commit it with its events when the block ends, roll back on error.
+
+    ``on_events_committed`` runs after a commit that wrote events (the relay's wake-up call).
+    """
     async with sessions() as session, session.begin():
         uow = UnitOfWork(session=session, source=source, traceparent=traceparent)
         yield uow
         await uow.flush_events()
+    if uow.events_written and on_events_committed is not None:
+        on_events_committed()

@@ -1,4 +1,8 @@
-"""``/healthz``: the process is alive. ``/readyz``: it can reach its database and NATS."""
+"""``/healthz``: the process is alive. ``/readyz``: it can serve HTTP (its database answers).
+
+NATS is reported in the readiness body (and as ``citygrid_nats_connected``) but does not decide
+it: while NATS is away requests keep succeeding and events wait in the outbox.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", include_in_schema=False, response_model=None)
 async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
     checks = await runtime.readiness()
+    nats = {"nats": runtime.nats_connected} if runtime.messaging else {}
     if all(checks.values()):
-        return {"status": "ready", "checks": checks}
-    return problem(503, "service.not_ready", "Not ready", "a dependency is unreachable", checks=checks)
+        return {"status": "ready", "checks": checks, "reported": nats}
+    return problem(
+        503, "service.not_ready", "Not ready", "the database is unreachable", checks=checks, reported=nats
+    )

@@ -5,7 +5,10 @@ Each app owns its registry (no global state), so tests can build several apps in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,7 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("citygrid.metrics")
+
 UNMATCHED_ROUTE = "<unmatched>"
+# A gauge refreshed at scrape time gives up after this long (the scrape shows its last value).
+SCRAPE_HOOK_SECONDS = 2.0
+
+ScrapeHook = Callable[[], Awaitable[None]]
 UNMEASURED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
@@ -23,6 +32,17 @@ UNMEASURED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 class KitMetrics:
     service: str
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Run before every scrape: gauges that must be true when the thing they watch is failing
+    # (the outbox backlog while NATS is down) are computed here, not by the failing loop.
+    scrape_hooks: list[ScrapeHook] = field(default_factory=list)
+
+    async def refresh(self) -> None:
+        for hook in self.scrape_hooks:
+            try:
+                async with asyncio.timeout(SCRAPE_HOOK_SECONDS):
+                    await hook()
+            except Exception as error:
+                log.warning("metrics: a scrape-time gauge could not be refreshed: %s", error)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -41,6 +61,19 @@ class KitMetrics:
         )
         self.outbox_oldest_age = Gauge(
             "citygrid_outbox_oldest_age_seconds", "Age of the oldest unpublished event.", registry=r
+        )
+        self.outbox_quarantined = Gauge(
+            "citygrid_outbox_quarantined_events",
+            "Events the relay gave up on after repeated refusals; kept for an admin to replay.",
+            registry=r,
+        )
+        self.outbox_relay_active = Gauge(
+            "citygrid_outbox_relay_active",
+            "1 while this replica's relay holds the service's publishing lock (one replica at a time).",
+            registry=r,
+        )
+        self.nats_connected = Gauge(
+            "citygrid_nats_connected", "1 while this process is connected to NATS.", registry=r
         )
         self.outbox_published = Counter(
             "citygrid_outbox_published_events", "Events published to JetStream.", registry=r
@@ -124,6 +157,7 @@ class MetricsMiddleware:
 
 def metrics_endpoint(metrics: KitMetrics) -> object:
     async def serve_metrics(request: Request) -> Response:
+        await metrics.refresh()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics

@@ -133,6 +133,92 @@ def create_kit_tables() -> None:
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
 
+def upgrade_outbox_v2() -> None:
+    """Version 2 of the outbox: the aggregate of each row (order is kept per aggregate), per-row
+    retry time and quarantine. Cheap on a big table: nullable columns, no rewrite."""
+    op.add_column("outbox", sa.Column("aggregate_id", sa.String(200), nullable=True))
+    op.add_column("outbox", sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("outbox", sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=True))
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
+    op.create_index(
+        "ix_outbox_unpublished",
+        "outbox",
+        ["seq"],
+        postgresql_where=sa.text("published_at IS NULL AND quarantined_at IS NULL"),
+    )
+    op.create_index(
+        "ix_outbox_quarantined", "outbox", ["seq"], postgresql_where=sa.text("quarantined_at IS NOT NULL")
+    )
+
+
+def downgrade_outbox_v2() -> None:
+    op.drop_index("ix_outbox_quarantined", table_name="outbox")
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
+    op.create_index(
+        "ix_outbox_unpublished", "outbox", ["seq"], postgresql_where=sa.text("published_at IS NULL")
+    )
+    for column in ("quarantined_at", "next_attempt_at", "aggregate_id"):
+        op.drop_column("outbox", column)
+
+
+def upgrade_kit_v2() -> None:
+    """Version 2 of the kit's tables; called from each service's migration of that name."""
+    upgrade_outbox_v2()
+    create_inbox_tables_v2()  # last: it builds an index concurrently, committing what came before
+
+
+def downgrade_kit_v2() -> None:
+    drop_inbox_tables_v2()
+    downgrade_outbox_v2()
+
+
 def drop_kit_tables() -> None:
     for table in ("idempotency_keys", "dead_letters", "inbox", "outbox"):
         op.drop_table(table)
+
+
+def create_inbox_tables_v2() -> None:
+    """Version 2 of the consumer side of the kit's tables (``citygrid.inbox``, ``citygrid.retention``):
+    the versions mirroring consumers have applied, the failure counts behind ``max_deliver``, and
+    the indexes the retention job deletes by.
+
+    Call it last in the migration: the inbox may be large (it was never purged before), so its index
+    is built ``CONCURRENTLY``, outside the migration transaction, which commits what ran before it
+    and does not block consumers' inserts meanwhile.
+    """
+    op.create_table(
+        "aggregate_versions",
+        sa.Column("consumer", sa.String(100), nullable=False),
+        sa.Column("aggregate_id", sa.String(200), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "aggregate_id", name="pk_aggregate_versions"),
+    )
+    op.create_index("ix_aggregate_versions_updated_at", "aggregate_versions", ["updated_at"])
+    op.create_table(
+        "inbox_failures",
+        sa.Column("consumer", sa.String(100), nullable=False),
+        sa.Column("event_id", sa.String(100), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_inbox_failures"),
+    )
+    op.create_index("ix_inbox_failures_updated_at", "inbox_failures", ["updated_at"])
+    op.create_index(
+        "ix_dead_letters_replayed_at",
+        "dead_letters",
+        ["replayed_at"],
+        postgresql_where=sa.text("replayed_at IS NOT NULL"),
+    )
+    with op.get_context().autocommit_block():
+        # A build that failed half-way leaves an invalid index behind: drop it, then build again.
+        op.drop_index("ix_inbox_handled_at", table_name="inbox", postgresql_concurrently=True, if_exists=True)
+        op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"], postgresql_concurrently=True)
+
+
+def drop_inbox_tables_v2() -> None:
+    op.drop_index("ix_inbox_handled_at", table_name="inbox")
+    op.drop_index("ix_dead_letters_replayed_at", table_name="dead_letters")
+    op.drop_table("inbox_failures")
+    op.drop_table("aggregate_versions")

@@ -11,11 +11,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -25,12 +27,16 @@ from citygrid.inbox import ConsumerRunner, ConsumerSpec
 from citygrid.jobs import PeriodicJob, run_forever
 from citygrid.live import LiveFeed
 from citygrid.logging import traceparent_var
-from citygrid.messaging import connect, ensure_stream, stream_config
+from citygrid.messaging import connect_service, ensure_stream, service_stream_config
 from citygrid.metrics import KitMetrics
-from citygrid.outbox import OutboxRelay
-from citygrid.settings import ServiceSettings, to_libpq_url
+from citygrid.outbox import OutboxRelay, outbox_state
+from citygrid.retention import retention_job
+from citygrid.settings import ServiceSettings
 
 log = logging.getLogger("citygrid.runtime")
+
+# How long a stopping process lets its consumers finish the events they hold.
+DRAIN_SECONDS = 10.0
 
 
 @dataclass
@@ -60,63 +66,77 @@ class Runtime:
 
     def uow(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A unit of work for this request or job: the only way code here commits."""
-        return unit_of_work(self.db, source=self.settings.service_name, traceparent=traceparent_var.get())
+        return unit_of_work(
+            self.db,
+            source=self.settings.service_name,
+            traceparent=traceparent_var.get(),
+            on_events_committed=self.wake_relay,
+        )
+
+    def wake_relay(self) -> None:
+        """Events were committed: this replica's relay publishes them now, not at its next poll."""
+        if self.relay is not None:
+            self.relay.wake()
 
     async def start(self) -> None:
         self.engine = create_engine(self.settings)
         self.sessions = create_sessionmaker(self.engine)
         self.consumers = {
             spec.name: ConsumerRunner(
-                spec, sessions=self.sessions, source=self.settings.service_name, metrics=self.metrics
+                spec,
+                sessions=self.sessions,
+                source=self.settings.service_name,
+                metrics=self.metrics,
+                on_events_committed=self.wake_relay,
             )
             for spec in self.consumer_specs
         }
+        self.metrics.scrape_hooks.append(self._refresh_gauges)
         for hook in self.on_startup:
             await hook()
         if self.messaging:
             self.tasks.append(asyncio.create_task(self._connect_messaging(), name="messaging"))
-        for job in self.jobs:
+        kit_jobs = [
+            retention_job(
+                self.sessions,
+                retention=timedelta(days=self.settings.kit_retention_days),
+                stream_max_age=timedelta(seconds=self.settings.nats_stream_max_age_seconds),
+            )
+        ]
+        for job in (*self.jobs, *kit_jobs):
             self.tasks.append(asyncio.create_task(run_forever(job, self.metrics), name=f"job-{job.name}"))
 
     async def _connect_messaging(self) -> None:
-        """Connect to NATS in the background so HTTP serves (and the outbox fills) while it is down."""
+        """Connect to NATS in the background so HTTP serves (and the outbox fills) while it is down.
+
+        The relay, the consumers and the live feeds start once NATS is reached, however late.
+        """
         delay = 0.5
         while self.nats is None:
             try:
-                self.nats = await connect(self.settings.nats_url, name=self.settings.service_name)
+                self.nats = await connect_service(self.settings)
             except Exception as error:
                 log.warning("NATS not reachable (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.jetstream = self.nats.jetstream(timeout=5.0)
-        domains = (
-            {spec.domain for spec in self.consumer_specs}
-            | {feed.domain for feed in self.live_feeds}
-            | ({self.publishes} if self.publishes else set())
-        )
-        while True:
+        # A service declares the stream it publishes to and no other: the streams it consumes are
+        # their producers' (its consumers wait for them to exist).
+        while self.publishes:
             try:
-                for domain in sorted(domains):
-                    await ensure_stream(
-                        self.jetstream,
-                        stream_config(
-                            domain,
-                            replicas=self.settings.nats_stream_replicas,
-                            duplicate_window=self.settings.nats_duplicate_window_seconds,
-                        ),
-                    )
+                await ensure_stream(self.jetstream, service_stream_config(self.publishes, self.settings))
                 break
             except Exception as error:
-                log.warning("could not declare streams (%s); retrying", error)
+                log.warning("could not declare the %s stream (%s); retrying", self.publishes, error)
                 await asyncio.sleep(1.0)
         if self.publishes:
             self.relay = OutboxRelay(
                 sessions=self.db,
-                jetstream=self.jetstream,
-                listen_dsn=to_libpq_url(self.settings.database_url),
+                nats=self.nats,
                 metrics=self.metrics,
                 batch_size=self.settings.outbox_batch_size,
                 poll_seconds=self.settings.outbox_poll_seconds,
+                max_attempts=self.settings.outbox_max_attempts,
             )
             self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for runner in self.consumers.values():
@@ -127,18 +147,45 @@ class Runtime:
             self.tasks.append(asyncio.create_task(feed.run(self.jetstream), name=f"live-{feed.name}"))
         self.messaging_ready.set()
 
+    @property
+    def nats_connected(self) -> bool:
+        return self.nats is not None and self.nats.is_connected
+
+    async def _refresh_gauges(self) -> None:
+        self.metrics.nats_connected.set(1 if self.nats_connected else 0)
+        if self.publishes and self.sessions is not None:
+            state = await outbox_state(self.sessions)
+            self.metrics.outbox_backlog.set(state.backlog)
+            self.metrics.outbox_oldest_age.set(state.oldest_age_seconds)
+            self.metrics.outbox_quarantined.set(state.quarantined)
+
     async def _run_consumer(self, runner: ConsumerRunner) -> None:
+        """Run a consumer for as long as the process lives; a stream that does not exist yet (its
+        producer has not started) is waited for quietly, with backoff."""
         assert self.jetstream is not None
+        delay = 1.0
         while True:
             try:
                 await runner.run(self.jetstream)
+                delay = 1.0
             except asyncio.CancelledError:
                 raise
+            except NotFoundError:
+                log.info(
+                    "consumer %s: stream %s not there yet; waiting", runner.spec.name, runner.spec.domain
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
             except Exception as error:
                 log.warning("consumer %s stopped (%s); restarting", runner.spec.name, error)
                 await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
+        # Consumers finish the event in hand and give back the rest before anything is cancelled.
+        await asyncio.gather(
+            *(runner.drain(timeout=DRAIN_SECONDS) for runner in self.consumers.values()),
+            return_exceptions=True,
+        )
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -152,6 +199,10 @@ class Runtime:
             await self.engine.dispose()
 
     async def readiness(self) -> dict[str, bool]:
+        """What serving HTTP needs (the database) decides readiness; NATS is reported beside it.
+
+        A NATS outage must not take the API down: events wait in the outbox meanwhile.
+        """
         database = False
         try:
             async with self.db() as session:
@@ -159,10 +210,7 @@ class Runtime:
             database = True
         except Exception as error:
             log.warning("readiness: database unreachable: %s", error)
-        checks = {"database": database}
-        if self.messaging:
-            checks["nats"] = self.nats is not None and self.nats.is_connected
-        return checks
+        return {"database": database}
 
 
 def get_runtime(request: Request) -> Runtime:

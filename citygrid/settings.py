@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     nats_user: str = ""
     nats_password: str = Field(default="", repr=False)
     nats_tls_ca_file: str = ""  # set in production, where NATS speaks TLS
+    # A client certificate, for servers that verify clients (``tls { verify: true }``).
+    nats_tls_cert_file: str = ""
+    nats_tls_key_file: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -45,7 +48,7 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = 10
     max_body_bytes: int = 1_048_576
     max_image_body_bytes: int = 8_388_608  # photos are sent as raw image/* bodies
-    outbox_poll_seconds: float = 1.0
+    outbox_poll_seconds: float = 0.5  # the longest an idle relay waits between polls
     outbox_batch_size: int = 200
     nats_stream_replicas: int = 1
     # JetStream drops a re-published event id inside this window: it must outlast the worst

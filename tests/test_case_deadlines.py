@@ -161,9 +161,16 @@ async def test_overdue_cases_are_escalated_once_even_with_two_replicas_scanning(
     overdue = [e for e in events if e.type == "case.case.overdue.v1"]
     assert len(overdue) == 30
     assert {e.data["escalated_to"] for e in overdue} == {"supervisor"}
+    # The escalation is a new version of the case, ordered after the step before it.
+    previous = {e.subject: e for e in events if e.type != "case.case.overdue.v1"}
+    for event in overdue:
+        assert event.aggregateversion == previous[event.subject].aggregateversion + 1
+        assert event.data["version"] == event.aggregateversion
+        assert event.data["occurred_at"] > previous[event.subject].data["occurred_at"]
     detail = (await stack.client.get(f"/api/case/v1/cases/{ids[0]}", headers=stack.as_("reader"))).json()
     assert detail["overdue_at"] is not None
     assert detail["history"][-1]["action"] == "overdue"
+    assert detail["version"] == 2
 
 
 async def test_a_new_stage_clears_the_overdue_mark(stack):
@@ -173,6 +180,8 @@ async def test_a_new_stage_clears_the_overdue_mark(stack):
             update(Case).values(deadline_at=func.now() - func.make_interval(0, 0, 0, 0, 1))
         )
     assert await escalate_overdue(stack.case_runtime) == 1
-    registered = (await step(stack, case_id, "register", 1)).json()
+    # The escalation made version 2: a client still holding version 1 reloads first.
+    assert (await step(stack, case_id, "register", 1)).status_code == 412
+    registered = (await step(stack, case_id, "register", 2)).json()
     assert registered["overdue_at"] is None
     assert registered["stage"] == "dispatch"

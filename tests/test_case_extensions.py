@@ -221,9 +221,10 @@ async def test_an_overdue_case_given_more_time_is_watched_again_at_the_new_deadl
     overdue = await detail(stack, case_id)
     assert overdue["overdue_at"] is not None
     wanted = (datetime.fromisoformat(overdue["updated_at"]) + timedelta(days=1)).isoformat()
-    asked = await ask(stack, case_id, 4, {"reason": "late, sorry", "new_deadline": wanted})
+    assert overdue["version"] == 5  # the escalation is a version of its own
+    asked = await ask(stack, case_id, 5, {"reason": "late, sorry", "new_deadline": wanted})
     assert asked.status_code == 201, asked.text
-    await decide(stack, case_id, asked.json()["id"], "approve", 5)
+    await decide(stack, case_id, asked.json()["id"], "approve", 6)
     extended = await detail(stack, case_id)
     assert extended["overdue_at"] is None
     assert datetime.fromisoformat(extended["deadline_at"]) == datetime.fromisoformat(wanted)
