@@ -3,6 +3,10 @@
 The key is scoped to the principal, fingerprinted with the request, and stored in the same
 transaction as the creation it answers. A transaction-level advisory lock on the key makes a
 concurrent retry wait for the first request and then replay its answer instead of creating twice.
+
+Keys are kept ``kit_retention_days`` (30 by default) after their creation, then deleted by the kit's
+retention job (``citygrid.retention``, through ``ix_idempotency_keys_created_at``): a client retries
+with the same key within that window or sends a new one.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import nats
 import nats.js.errors
 import pytest
 
-from citygrid.events import CloudEvent, EventData, envelope
+from citygrid.events import CloudEvent, EventData, envelope, source_of
+from citygrid.messaging import ensure_stream, stream_config
 from citygrid.testing import stream_events, wait_until
 from contract import gas, muck, vision, waste
 from contract.common import EvidenceRef, GeoPoint
@@ -85,9 +86,11 @@ def as_event(data: EventData, aggregate_id: str = "record") -> CloudEvent:
 
 
 async def publish(stack, event: CloudEvent, *, msg_id: str | None = None) -> None:
-    """Publish as a producer's outbox relay does: the envelope, with Nats-Msg-Id."""
+    """Publish as a producer's outbox relay does: the envelope, with Nats-Msg-Id, on the stream the
+    producer declares (the case service declares only its own; its consumers wait for the others)."""
     client = await nats.connect(stack.infrastructure.nats_url)
     try:
+        await ensure_stream(client.jetstream(), stream_config(event.nats_subject.split(".", 1)[0]))
         await client.jetstream().publish(
             event.nats_subject,
             event.model_dump_json().encode(),
@@ -99,7 +102,11 @@ async def publish(stack, event: CloudEvent, *, msg_id: str | None = None) -> Non
 
 async def publish_raw(stack, subject: str, body: dict[str, Any]) -> None:
     event = CloudEvent(
-        id=str(uuid.uuid4()), source="citygrid/test", type=f"{subject}.v1", time=datetime.now(UTC), data=body
+        id=str(uuid.uuid4()),
+        source=source_of(subject.split(".", 1)[0]),
+        type=f"{subject}.v1",
+        time=datetime.now(UTC),
+        data=body,
     )
     await publish(stack, event)
 

@@ -3,6 +3,7 @@ it follows: a video case handled → schedule the re-check; closed or cancelled 
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.events import CloudEvent
 from citygrid.inbox import ConsumerSpec
+from citygrid.natsauth import Durable, NatsIdentity
 from contract.case import CaseEvent
 from contract.common import EvidenceRef, GeoPoint
 from contract.vision import AlarmConfirmed, Box, RecheckCompleted
@@ -20,6 +22,36 @@ from services.vision.models import Alarm, AlarmStatus, Camera, Recheck, RecheckS
 PUBLISHES = "vision"
 SNAPSHOT_PATH = "/api/vision/v1/snapshots/"
 CASE_CONSUMER = "vision-case-events"
+CASE_EVENTS = "case.case.>"
+# Engines send detection batches as core NATS requests, each on its own subject
+# ``intake.vision.detections.<engine>``; the engine's NATS user may publish only there, so the
+# subject names the engine and no engine can speak for another (docs/vision-engines.md).
+INTAKE_SUBJECT = "intake.vision.detections"
+INTAKE_QUEUE = "vision-intake"
+ENGINE_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+# What the vision service does on NATS, and so all it may do (citygrid.natsauth): publish its own
+# events, follow case events through one durable consumer, and answer engines' detection batches.
+NATS_IDENTITY = NatsIdentity(
+    user="vision",
+    publishes=PUBLISHES,
+    consumes=(Durable("case", CASE_CONSUMER, CASE_EVENTS),),
+    subscribe=(f"{INTAKE_SUBJECT}.*",),
+    replies=True,
+)
+
+
+def engine_subject(engine: str) -> str:
+    return f"{INTAKE_SUBJECT}.{engine}"
+
+
+def engine_identity(engine: str) -> NatsIdentity:
+    """An analysis engine's NATS user: it may send batches on its own intake subject, nothing else."""
+    if not ENGINE_ID.match(engine):
+        raise ValueError(f"engine id {engine!r}: lowercase letters, digits and '-', starting with a letter")
+    return NatsIdentity(user=f"engine-{engine}", publish=(engine_subject(engine),))
+
+
 # A merged case lives on in the case it was merged into: its alarm is done (the other alarm's case
 # carries the problem and its re-check).
 RESOLVING = frozenset(
@@ -107,18 +139,35 @@ def record_recheck(uow: UnitOfWork, recheck: Recheck, note: str | None) -> None:
     )
 
 
+def raised_by_vision(event: CloudEvent) -> bool:
+    """Only cases this service raised concern it: the rest of the city's case events are skipped
+    before any database work (no inbox row, no transaction)."""
+    origin = event.data.get("origin")
+    return isinstance(origin, dict) and origin.get("service") == "vision"
+
+
 def case_consumer(recheck_delay_seconds: float) -> ConsumerSpec:
     async def on_case_event(uow: UnitOfWork, event: CloudEvent) -> None:
         await follow_case(uow, event, recheck_delay_seconds)
 
-    return ConsumerSpec(name=CASE_CONSUMER, domain="case", subject="case.case.>", handler=on_case_event)
+    # The alarm mirrors its case's status: ``mirrors`` applies a case's events only in version
+    # order, so a redelivered or late step never overwrites a newer one.
+    return ConsumerSpec(
+        name=CASE_CONSUMER,
+        domain="case",
+        subject=CASE_EVENTS,
+        handler=on_case_event,
+        mirrors=True,
+        wants=raised_by_vision,
+    )
 
 
 async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds: float) -> None:
-    """Cases other services raised are ignored; so are events that name no alarm of ours."""
+    """Follow a case this service raised, one version at a time (the consumer's version guard drops
+    a step older than one already applied); events that name no alarm of ours are ignored."""
     data = CaseEvent.model_validate(event.data)
     if data.origin is None or data.origin.service != "vision":
-        return
+        return  # ``wants`` keeps these from the handler; the handler does not rely on it
     try:
         alarm_id = uuid.UUID(data.origin.reference)
     except ValueError:
@@ -128,8 +177,11 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds:
     if alarm is None:
         return
     if alarm.status == AlarmStatus.RESOLVED.value and event.type not in RESOLVING:
-        # A step redelivered after the case ended (a retried "handled" behind "closed") changes
-        # nothing: the alarm keeps its final state and no re-check is scheduled for a closed case.
+        # A case's final states are final, so the version guard already drops a step redelivered
+        # after the case ended (a retried "handled" behind "closed"). This covers what it cannot
+        # see: an event without ``aggregateversion`` (published before versions existed, still in
+        # the stream) and a version row gone with the retention. The alarm keeps its final state
+        # and no re-check is scheduled for a closed case.
         return
     now = await transaction_time(session)
     assert now is not None
