@@ -4,8 +4,10 @@ A ``LiveFeed`` follows one stream (and subject filter) from the moment the servi
 every connected client has a bounded queue of the events its filter selects. A client too slow to
 empty its queue is dropped (its stream ends and the browser reconnects), so it never holds up the
 others. The SSE ``id`` is the JetStream stream sequence: a client that reconnects with
-``Last-Event-ID: n`` gets the events after ``n`` read back from the stream, then the live ones,
-each exactly once and in order.
+``Last-Event-ID: n`` gets the events after ``n`` read back from the stream, then the live ones, in
+order and each event id once. A resume is bounded (so many sequences, so many seconds): beyond the
+bound, or when the stream no longer holds what the client missed, the client gets a ``gap`` event
+(reload over REST) and follows live from the feed's position.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg
 from nats.js.errors import NotFoundError
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from citygrid.errors import DomainError
@@ -36,10 +44,88 @@ EVENT_STREAM = "text/event-stream"
 EVENT_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MAX_EVENT_ID_DIGITS = 20
 REPLAY_WAIT_SECONDS = 10.0
+# Event ids the feed remembers, to send an event stored twice (a relay re-publishing after the
+# stream's duplicate window) to each client once.
+RECENT_EVENT_IDS = 4096
+# Why a resume was answered with a ``gap`` (the ``reason`` label of ``citygrid_live_gaps_total``).
+GAP_REASONS = ("too_many_events", "too_old", "expired", "unknown_id")
 
 
 class ReplayIncomplete(Exception):
     """The stream stopped delivering a client's missed events (NATS went away meanwhile)."""
+
+
+class NatsClientIncompatible(RuntimeError):
+    """The installed nats-py no longer keeps an ordered consumer's resume point where this module sets it."""
+
+
+def resume_ordered_consumer_after(subscription: Any, sequence: int) -> None:
+    """Make nats-py recreate this ordered consumer after ``sequence`` when NATS loses it.
+
+    nats-py recreates an ordered consumer (after a NATS restart, say) from the last stream sequence
+    it delivered, kept in the private ``_jsi._sseq`` of the connection-level subscription that the
+    ``PushSubscription`` wraps (``_sub``), and 0 until a first message arrives: on a quiet stream a
+    restart would replay all of it (up to 14 days) into every replica at once. No public API sets
+    it, so a nats-py that keeps it elsewhere is refused here, loudly, instead of left unpatched.
+    """
+    state = getattr(getattr(subscription, "_sub", None), "_jsi", None)
+    resume = getattr(state, "_sseq", None)
+    if (
+        state is None
+        or not isinstance(resume, int)
+        or isinstance(resume, bool)
+        or not callable(getattr(state, "reset_ordered_consumer", None))
+    ):
+        raise NatsClientIncompatible(
+            f"nats-py {version('nats-py')} no longer keeps an ordered consumer's resume sequence in "
+            "subscription._sub._jsi._sseq; citygrid.live must be adapted to it before it is deployed"
+        )
+    if resume < sequence:
+        state._sseq = sequence
+
+
+@dataclass(frozen=True)
+class ResumeCounters:
+    """Resume and dedup counters of the live feeds, one set per metrics registry."""
+
+    replays: Counter
+    gaps: Counter
+    duplicates: Counter
+
+
+_RESUME_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, ResumeCounters] = weakref.WeakKeyDictionary()
+
+
+def resume_counters(registry: CollectorRegistry) -> ResumeCounters:
+    """Created on first use, so every feed of a process shares them (a registry refuses a name twice)."""
+    counters = _RESUME_COUNTERS.get(registry)
+    if counters is None:
+        counters = ResumeCounters(
+            replays=Counter(
+                "citygrid_live_replays",
+                "Live-feed resumes served by reading the missed events back from the stream.",
+                ["feed"],
+                registry=registry,
+            ),
+            gaps=Counter(
+                "citygrid_live_gaps",
+                "Live-feed resumes answered with a gap event (the client reloads over REST).",
+                ["feed", "reason"],
+                registry=registry,
+            ),
+            duplicates=Counter(
+                "citygrid_live_duplicate_events",
+                "Stream messages a live feed skipped: their event id was stored before.",
+                ["feed"],
+                registry=registry,
+            ),
+        )
+        _RESUME_COUNTERS[registry] = counters
+    return counters
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class LiveUnavailable(DomainError):
@@ -108,7 +194,11 @@ def sse_frame(data: str, *, event_id: int | None = None, event: str | None = Non
 
 
 def gap_frame(detail: str, *, requested_after: int, resumed_after: int) -> str:
-    """A named ``gap`` event: the client missed events the stream no longer holds, or sent an unknown id."""
+    """A named ``gap`` event: the client cannot be given what it missed; it reloads over REST.
+
+    ``requested_after`` is the ``Last-Event-ID`` it sent, ``resumed_after`` the sequence after which
+    the events that follow come; no ``id`` line, so ``EventSource`` keeps its last event id.
+    """
     data = json.dumps(
         {"detail": detail, "requested_after": requested_after, "resumed_after": resumed_after},
         separators=(",", ":"),
@@ -162,11 +252,28 @@ class LiveFeed:
     queue_size: int = 256
     heartbeat_seconds: float = 15.0
     retry_ms: int = 2000
+    # A resume replays at most this many stream sequences behind the feed's position, and no event
+    # older than this many seconds; beyond, the client gets a ``gap`` and follows live.
+    max_replay_events: int = 1000
+    max_replay_seconds: float = 900.0
     # Resumes missing more than this many sequences are streamed, not fetched one by one.
     replay_direct_limit: int = 64
+    recent_ids: int = RECENT_EVENT_IDS
+    # The replica's clock, against which a stored message's timestamp is aged.
+    clock: Callable[[], datetime] = _utc_now
     position: int | None = None
     listeners: set[Listener] = field(default_factory=set)
     _jetstream: JetStreamContext | None = None
+    # Event id -> the first stream sequence the feed saw it at, oldest first, at most ``recent_ids``.
+    _recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    _counters: ResumeCounters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._counters = resume_counters(self.metrics.registry)
+        self._counters.replays.labels(feed=self.name)
+        self._counters.duplicates.labels(feed=self.name)
+        for reason in GAP_REASONS:
+            self._counters.gaps.labels(feed=self.name, reason=reason)
 
     @classmethod
     def from_settings(
@@ -180,6 +287,8 @@ class LiveFeed:
             max_streams=settings.live_max_streams,
             queue_size=settings.live_client_queue,
             heartbeat_seconds=settings.live_heartbeat_seconds,
+            max_replay_events=settings.live_max_replay_events,
+            max_replay_seconds=settings.live_max_replay_seconds,
         )
 
     @property
@@ -200,6 +309,11 @@ class LiveFeed:
                 await self._follow(jetstream)
             except asyncio.CancelledError:
                 raise
+            except NatsClientIncompatible as error:
+                # Not retried: every attempt would fail the same way. The feed stays unavailable (503).
+                self._jetstream = None
+                log.error("live feed %s cannot run: %s", self.name, error)
+                raise
             except Exception as error:
                 log.warning("live feed %s stopped (%s); restarting", self.name, error)
             await asyncio.sleep(1.0)
@@ -216,15 +330,11 @@ class LiveFeed:
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
         )
-        # nats-py restarts an ordered consumer after the last stream sequence it delivered, which is
-        # 0 until a first message arrives: a NATS restart on a quiet stream would replay all of it.
-        state = getattr(subscription, "_jsi", None)
-        if state is not None and getattr(state, "_sseq", 0) < start - 1:
-            state._sseq = start - 1
-        if self.position is None:
-            self.position = start - 1
-        log.info("live feed %s follows %s from sequence %d", self.name, self.subject, start)
         try:
+            resume_ordered_consumer_after(subscription, start - 1)
+            if self.position is None:
+                self.position = start - 1
+            log.info("live feed %s follows %s from sequence %d", self.name, self.subject, start)
             async for message in subscription.messages:
                 self._dispatch(message)
         finally:
@@ -239,10 +349,27 @@ class LiveFeed:
         item = self._parse(sequence, message.subject, message.data)
         if item is None:
             return
+        first = self._recent.get(item.event.id)
+        if first is not None:
+            self._skip_duplicate(item, first)
+            return
+        self._recent[item.event.id] = sequence
+        if len(self._recent) > self.recent_ids:
+            self._recent.popitem(last=False)
         for listener in list(self.listeners):
             if not listener.offer(item):
                 self.metrics.live_dropped.labels(feed=self.name).inc()
                 log.info("live feed %s dropped a client that fell behind", self.name)
+
+    def _skip_duplicate(self, item: LiveEvent, first: int) -> None:
+        self._counters.duplicates.labels(feed=self.name).inc()
+        log.info(
+            "live feed %s skips event %s at sequence %d: stored before at %d",
+            self.name,
+            item.event.id,
+            item.sequence,
+            first,
+        )
 
     def _parse(self, sequence: int, subject: str, data: bytes | None) -> LiveEvent | None:
         try:
@@ -316,58 +443,122 @@ class LiveFeed:
             log.exception("live feed %s cannot render event %d; skipped", self.name, item.sequence)
             return None
 
-    async def _replay(self, listener: Listener, render: Render) -> AsyncIterator[str]:
-        """Events after the client's ``Last-Event-ID`` up to where the feed stood when it connected."""
-        jetstream = self._jetstream
-        assert jetstream is not None
+    def _gap(self, listener: Listener, reason: str, detail: str) -> str:
+        """Give up on the client's missed events: it reloads, and follows live after ``replay_to``."""
         assert listener.resume_after is not None
-        after = listener.resume_after
-        info = await jetstream.stream_info(self.stream)
-        first, last = info.state.first_seq or 0, info.state.last_seq or 0
-        if after > last:
-            listener.last_sent = listener.replay_to
-            yield gap_frame(
-                f"event {after} is not one this feed has sent; following from now on",
-                requested_after=after,
-                resumed_after=listener.replay_to,
+        listener.last_sent = listener.replay_to
+        self._counters.gaps.labels(feed=self.name, reason=reason).inc()
+        log.info(
+            "live feed %s answers a resume after %d with a gap (%s); live after %d",
+            self.name,
+            listener.resume_after,
+            reason,
+            listener.replay_to,
+        )
+        return gap_frame(detail, requested_after=listener.resume_after, resumed_after=listener.replay_to)
+
+    async def _replay(self, listener: Listener, render: Render) -> AsyncIterator[str]:
+        """Events after the client's ``Last-Event-ID`` up to where the feed stood when it connected.
+
+        Bounded: a client further behind than ``max_replay_events`` sequences is told so at no cost
+        to the stream; one whose first missed event is older than ``max_replay_seconds``, or whose
+        missed events the stream no longer holds, after two small requests. Either way it gets one
+        ``gap`` and follows live. Each event id is sent once (see ``_recent``).
+        """
+        jetstream = self._jetstream
+        if jetstream is None:
+            raise ReplayIncomplete("the feed no longer follows the stream")
+        assert listener.resume_after is not None
+        after, up_to = listener.resume_after, listener.replay_to
+        if after >= up_to:
+            if after > up_to:
+                info = await jetstream.stream_info(self.stream)
+                if after > (info.state.last_seq or 0):
+                    yield self._gap(
+                        listener, "unknown_id", f"event {after} is not one this feed has sent; reload"
+                    )
+            # Otherwise another replica was ahead of this one: the client's high-water mark drops
+            # the events it already has as they arrive here.
+            return
+        if up_to - after > self.max_replay_events:
+            yield self._gap(
+                listener,
+                "too_many_events",
+                f"{up_to - after} events were stored since event {after}, more than the "
+                f"{self.max_replay_events} a resume replays; reload",
             )
             return
-        if after + 1 < first:
-            yield gap_frame(
-                f"events after {after} are no longer kept; resuming from the oldest kept, {first}",
-                requested_after=after,
-                resumed_after=first - 1,
+        info = await jetstream.stream_info(self.stream)
+        first_kept = info.state.first_seq or 0
+        if after + 1 < first_kept:
+            yield self._gap(
+                listener,
+                "expired",
+                f"events after {after} are no longer kept (the oldest is {first_kept}); reload",
             )
-        async for item in self._missed(jetstream, after + 1, listener.replay_to):
+            return
+        candidate = await self._next_stored(jetstream, after + 1, up_to)
+        if candidate is None:
+            listener.last_sent = up_to  # nothing of this feed was stored meanwhile
+            return
+        stored_at = candidate.time
+        if stored_at is not None:
+            if stored_at.tzinfo is None:
+                stored_at = stored_at.replace(tzinfo=UTC)
+            age = (self.clock() - stored_at).total_seconds()
+            if age > self.max_replay_seconds:
+                yield self._gap(
+                    listener,
+                    "too_old",
+                    f"the events after {after} began {age:.0f}s ago, longer than the "
+                    f"{self.max_replay_seconds:.0f}s a resume replays; reload",
+                )
+                return
+        self._counters.replays.labels(feed=self.name).inc()
+        # Event id -> sequence of what this replay has read: a repeat within it is skipped too.
+        replayed: dict[str, int] = {}
+        async for item in self._missed(jetstream, candidate, up_to):
+            event_id = item.event.id
+            first = replayed.get(event_id, self._recent.get(event_id))
+            if first is not None and first < item.sequence:
+                self._skip_duplicate(item, first)
+                continue
+            replayed[event_id] = item.sequence
             if listener.wants(item) and item.sequence > listener.last_sent:
                 listener.last_sent = item.sequence
                 frame = self._frame(item, render)
                 if frame is not None:
                     yield frame
-        listener.last_sent = max(listener.last_sent, listener.replay_to)
+        listener.last_sent = max(listener.last_sent, up_to)
 
-    async def _missed(self, jetstream: JetStreamContext, start: int, up_to: int) -> AsyncIterator[LiveEvent]:
-        """The feed's events with sequences in ``start … up_to``, in order.
+    async def _next_stored(self, jetstream: JetStreamContext, start: int, up_to: int) -> RawStreamMsg | None:
+        """The feed's first stored message at ``start`` or later, if there is one up to ``up_to``."""
+        try:
+            message = await jetstream.get_msg(self.stream, seq=start, subject=self.subject, next=True)
+        except NotFoundError:
+            return None
+        if message.seq is None or message.seq > up_to:
+            return None
+        return message
 
-        A few are fetched one by one (a reconnect after a deploy misses a handful); a long absence is
-        streamed through a short-lived ordered consumer instead of one request per event.
+    async def _missed(
+        self, jetstream: JetStreamContext, message: RawStreamMsg, up_to: int
+    ) -> AsyncIterator[LiveEvent]:
+        """The feed's events from the stored ``message`` up to ``up_to``, in order.
+
+        A few are fetched one by one (a reconnect after a deploy misses a handful); a longer absence
+        is streamed through a short-lived ordered consumer instead of one request per event.
         """
-        sequence = start
-        while sequence <= up_to:
-            try:
-                message = await jetstream.get_msg(self.stream, seq=sequence, subject=self.subject, next=True)
-            except NotFoundError:
-                return
-            if message.seq is None or message.seq > up_to:
-                return
-            if up_to - message.seq >= self.replay_direct_limit:
-                async for streamed in self._stream_range(jetstream, message.seq, up_to):
+        current: RawStreamMsg | None = message
+        while current is not None and current.seq is not None:
+            if up_to - current.seq >= self.replay_direct_limit:
+                async for streamed in self._stream_range(jetstream, current.seq, up_to):
                     yield streamed
                 return
-            sequence = message.seq + 1
-            item = self._parse(message.seq, message.subject or "", message.data)
+            item = self._parse(current.seq, current.subject or "", current.data)
             if item is not None:
                 yield item
+            current = await self._next_stored(jetstream, current.seq + 1, up_to)
 
     async def _stream_range(
         self, jetstream: JetStreamContext, start: int, up_to: int
@@ -380,6 +571,8 @@ class LiveFeed:
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
         )
         try:
+            # A NATS restart before its first message must not make it read the stream from 1.
+            resume_ordered_consumer_after(subscription, start - 1)
             while True:
                 try:
                     message = await subscription.next_msg(timeout=REPLAY_WAIT_SECONDS)

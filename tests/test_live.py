@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import nats
 import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal
 from citygrid.devstack.servers import free_port
-from citygrid.live import InvalidLastEventId, LiveEvent, LiveFeed, parse_last_event_id, sse_frame
+from citygrid.events import CloudEvent
+from citygrid.live import (
+    InvalidLastEventId,
+    LiveEvent,
+    LiveFeed,
+    NatsClientIncompatible,
+    parse_last_event_id,
+    resume_ordered_consumer_after,
+    sse_frame,
+)
+from citygrid.messaging import ensure_stream, stream_config
+from citygrid.metrics import KitMetrics
 from citygrid.testing import serve_app, wait_until
 from gateway.main import create_app as create_gateway_app
 from tests.conftest import Stack, case_settings, gateway_settings, register_consumers
@@ -108,6 +123,44 @@ async def follow(stack: Stack, consumer: str = "reader", **params: str) -> Async
 def case_feed(stack: Stack) -> LiveFeed:
     (feed,) = stack.case_runtime.live_feeds
     return feed
+
+
+async def store_again(stack: Stack, sequence: int) -> int:
+    """Store the event at ``sequence`` once more, as a relay re-publishing it after the stream's
+    duplicate window would (another ``Nats-Msg-Id`` gets past JetStream's dedup); its new sequence."""
+    client = await nats.connect(stack.infrastructure.nats_url)
+    try:
+        jetstream = client.jetstream()
+        stored = await jetstream.get_msg("CASE", sequence)
+        assert stored.subject is not None
+        assert stored.data is not None
+        msg_id = (stored.headers or {}).get("Nats-Msg-Id", "")
+        ack = await jetstream.publish(stored.subject, stored.data, headers={"Nats-Msg-Id": f"{msg_id}-again"})
+        again = await jetstream.get_msg("CASE", ack.seq)
+    finally:
+        await client.close()
+    assert not ack.duplicate
+    assert (
+        CloudEvent.model_validate_json(again.data or b"").id == CloudEvent.model_validate_json(stored.data).id
+    )
+    return ack.seq
+
+
+async def stored_at(stack: Stack, sequence: int) -> datetime:
+    """When the stream stored the message at ``sequence`` (its own clock)."""
+    client = await nats.connect(stack.infrastructure.nats_url)
+    try:
+        stored = await client.jetstream().get_msg("CASE", sequence)
+    finally:
+        await client.close()
+    assert stored.time is not None
+    return stored.time
+
+
+async def metric(stack: Stack, sample: str) -> str:
+    """The case service's sample line that starts with ``sample`` (``name{labels}``), or ''."""
+    text = (await stack.client.get(f"{stack.case_url}/metrics")).text
+    return next((line for line in text.splitlines() if line.startswith(sample + " ")), "")
 
 
 @pytest.fixture
@@ -228,6 +281,9 @@ async def test_a_screen_that_reconnects_with_last_event_id_receives_what_it_miss
     ids = [seen.id, *(e.id for e in missed), after.id]
     assert ids == sorted(set(ids))  # increasing, none twice
     assert [e.json()["version"] for e in [*missed, after]] == [3, 4, 5]
+    assert await metric(live, 'citygrid_live_replays_total{feed="cases"}') == (
+        'citygrid_live_replays_total{feed="cases"} 1.0'
+    )
 
 
 async def test_a_long_absence_is_streamed_back_in_order_and_then_the_feed_goes_on_live(live):
@@ -250,7 +306,7 @@ async def test_a_long_absence_is_streamed_back_in_order_and_then_the_feed_goes_o
     assert ids == sorted(set(ids))
 
 
-async def test_a_resume_older_than_the_stream_keeps_starts_from_the_oldest_kept_and_says_so(live):
+async def test_a_resume_the_stream_no_longer_holds_gets_a_gap_and_then_follows_live(live):
     case_id = (await report(live)).json()["id"]
     for action, version in [("register", 1), ("dispatch", 2)]:
         body = {"unit": "tianhe-sanitation"} if action == "dispatch" else None
@@ -262,16 +318,22 @@ async def test_a_resume_older_than_the_stream_keeps_starts_from_the_oldest_kept_
         await jetstream.purge_stream("CASE", keep=1)  # the report and the registration expire
     finally:
         await client.close()
+    await wait_until(lambda: (case_feed(live).position or 0) >= 3)
 
     async with follow(live, last_event_id="1") as screen:
         gap = await screen.next()
-        (kept,) = await screen.changes(1)
+        assert (await step(live, case_id, "accept", 3)).status_code == 200
+        (change,) = await screen.changes(1)
     assert gap.event == "gap"
     assert gap.id is None
     assert gap.json()["requested_after"] == 1
-    assert gap.json()["resumed_after"] == 2
-    assert kept.id == 3
-    assert kept.json()["status"] == "dispatched"
+    assert gap.json()["resumed_after"] == 3
+    # The kept event 3 is not replayed after the gap: the client reloads, then only live ones follow.
+    assert change.id == 4
+    assert change.json()["status"] == "accepted"
+    assert await metric(live, 'citygrid_live_gaps_total{feed="cases",reason="expired"}') == (
+        'citygrid_live_gaps_total{feed="cases",reason="expired"} 1.0'
+    )
 
 
 async def _stream_holds(jetstream: Any, count: int) -> bool:
@@ -289,21 +351,284 @@ async def test_a_last_event_id_the_feed_never_sent_is_said_so_and_the_feed_conti
     assert change.json()["case_id"] == case_id
 
 
-async def test_the_feed_picks_up_after_nats_restarts_without_losing_or_repeating_a_change(
+async def test_a_resume_further_behind_than_the_event_cap_gets_a_gap_and_then_live_events(
+    live_stack_factory,
+):
+    async with live_stack_factory(case={"live_max_replay_events": 2}) as running:
+        feed = case_feed(running)
+        assert feed.max_replay_events == 2
+        async with follow(running) as screen:
+            await report(running)
+            (seen,) = await screen.changes(1)
+        await wait_until(lambda: not feed.listeners)
+        for _ in range(3):
+            await report(running)
+        await wait_until(lambda: feed.position == 4)
+
+        # Three sequences behind, one more than the cap: a gap, then what happens from now on.
+        async with follow(running, last_event_id=str(seen.id)) as screen:
+            gap = await screen.next()
+            latest = (await report(running)).json()["id"]
+            (live_change,) = await screen.changes(1)
+        await wait_until(lambda: not feed.listeners)
+
+        # Exactly as far behind as the cap: replayed.
+        async with follow(running, last_event_id="3") as screen:
+            replayed = await screen.changes(2)
+            newest = (await report(running)).json()["id"]
+            (after,) = await screen.changes(1)
+        gaps = await metric(running, 'citygrid_live_gaps_total{feed="cases",reason="too_many_events"}')
+        replays = await metric(running, 'citygrid_live_replays_total{feed="cases"}')
+
+    assert gap.event == "gap"
+    assert gap.json() == {
+        "detail": gap.json()["detail"],
+        "requested_after": 1,
+        "resumed_after": 4,
+    }
+    assert live_change.id == 5
+    assert live_change.json()["case_id"] == latest
+    assert [e.event for e in replayed] == ["message", "message"]
+    assert [e.id for e in replayed] == [4, 5]
+    assert after.id == 6
+    assert after.json()["case_id"] == newest
+    assert gaps.endswith(" 1.0")
+    assert replays.endswith(" 1.0")
+
+
+async def test_a_resume_whose_first_missed_event_is_older_than_the_age_cap_gets_a_gap_and_then_live_events(
+    live_stack_factory,
+):
+    async with live_stack_factory(case={"live_max_replay_seconds": 60.0}) as running:
+        feed = case_feed(running)
+        assert feed.max_replay_seconds == 60.0
+        async with follow(running) as screen:
+            await report(running)
+            (seen,) = await screen.changes(1)
+        await wait_until(lambda: not feed.listeners)
+        missed = (await report(running)).json()["id"]
+        await wait_until(lambda: feed.position == 2)
+        missed_at = await stored_at(running, 2)
+
+        # The replica's clock says the first missed event is 61 s old: a gap, then live events.
+        feed.clock = lambda: missed_at + timedelta(seconds=61)
+        async with follow(running, last_event_id=str(seen.id)) as screen:
+            gap = await screen.next()
+            latest = (await report(running)).json()["id"]
+            (live_change,) = await screen.changes(1)
+        await wait_until(lambda: not feed.listeners)
+
+        # 59 s old: within the cap, so it is replayed (with what came since).
+        feed.clock = lambda: missed_at + timedelta(seconds=59)
+        async with follow(running, last_event_id=str(seen.id)) as screen:
+            replayed = await screen.changes(2)
+        gaps = await metric(running, 'citygrid_live_gaps_total{feed="cases",reason="too_old"}')
+
+    assert gap.event == "gap"
+    assert gap.json()["requested_after"] == 1
+    assert gap.json()["resumed_after"] == 2
+    assert (live_change.id, live_change.json()["case_id"]) == (3, latest)
+    assert [(e.event, e.id) for e in replayed] == [("message", 2), ("message", 3)]
+    assert [e.json()["case_id"] for e in replayed] == [missed, latest]
+    assert gaps.endswith(" 1.0")
+
+
+async def test_an_event_stored_twice_reaches_a_following_screen_once(live):
+    async with follow(live) as screen:
+        first = (await report(live)).json()["id"]
+        (original,) = await screen.changes(1)
+        assert await store_again(live, original.id or 0) == 2
+        second = (await report(live)).json()["id"]
+        (following,) = await screen.changes(1)
+    assert original.json()["case_id"] == first
+    assert (following.id, following.json()["case_id"]) == (3, second)  # not the copy at 2
+    assert await metric(live, 'citygrid_live_duplicate_events_total{feed="cases"}') == (
+        'citygrid_live_duplicate_events_total{feed="cases"} 1.0'
+    )
+
+
+@pytest.mark.parametrize("direct_limit", [64, 0], ids=["fetched-one-by-one", "streamed"])
+async def test_an_event_stored_twice_is_replayed_once_even_when_the_client_had_it_before_it_left(
+    live, direct_limit
+):
+    feed = case_feed(live)
+    feed.replay_direct_limit = direct_limit
+    async with follow(live) as screen:
+        await report(live)
+        (seen,) = await screen.changes(1)
+    await wait_until(lambda: not feed.listeners)
+    b = (await report(live)).json()["id"]
+    await wait_until(lambda: feed.position == 2)
+    assert await store_again(live, 2) == 3  # a copy of b, which the screen has not seen
+    c = (await report(live)).json()["id"]
+    await wait_until(lambda: feed.position == 4)
+    assert await store_again(live, 1) == 5  # a copy of the event the screen saw before it left
+    await wait_until(lambda: feed.position == 5)
+
+    async with follow(live, last_event_id=str(seen.id)) as screen:
+        replayed = await screen.changes(2)
+        d = (await report(live)).json()["id"]
+        (after,) = await screen.changes(1)
+    assert [(e.id, e.json()["case_id"]) for e in replayed] == [(2, b), (4, c)]
+    assert (after.id, after.json()["case_id"]) == (6, d)
+
+
+async def test_a_replica_that_did_not_see_an_event_stored_twice_still_replays_it_once(live):
+    feed = case_feed(live)
+    async with follow(live) as screen:
+        await report(live)
+        (seen,) = await screen.changes(1)
+    await wait_until(lambda: not feed.listeners)
+    b = (await report(live)).json()["id"]
+    await wait_until(lambda: feed.position == 2)
+    assert await store_again(live, 2) == 3
+    c = (await report(live)).json()["id"]
+    await wait_until(lambda: feed.position == 4)
+    feed._recent.clear()  # as a replica started after these events would be
+
+    async with follow(live, last_event_id=str(seen.id)) as screen:
+        replayed = await screen.changes(2)
+        d = (await report(live)).json()["id"]
+        (after,) = await screen.changes(1)
+    assert [(e.id, e.json()["case_id"]) for e in replayed] == [(2, b), (4, c)]
+    assert (after.id, after.json()["case_id"]) == (5, d)
+
+
+async def test_the_feed_picks_up_after_nats_restarts_on_a_quiet_stream_without_losing_repeating_or_rereading(
     stack_factory, private_nats
 ):
+    # Events stored before this replica started: its feed follows from after them and receives
+    # nothing before the restart, so nats-py alone would recreate its consumer from sequence 1.
+    await _store_before_the_service_starts(private_nats.url, count=3)
     async with stack_factory(nats_url=private_nats.url) as running:
-        await wait_until(lambda: case_feed(running).ready)
+        feed = case_feed(running)
+        await wait_until(lambda: feed.ready)
+        assert feed.position == 3
+        read = _record_what_the_feed_reads(feed)
         async with follow(running) as screen:
-            first = (await report(running)).json()["id"]
-            (before,) = await screen.changes(1)
             await asyncio.to_thread(private_nats.stop)
             during = [(await report(running, body=YUEXIU)).json()["id"] for _ in range(2)]
             await asyncio.to_thread(private_nats.start)
             after = [await screen.next(timeout=60) for _ in range(2)]
-    assert before.json()["case_id"] == first
+            later = (await report(running)).json()["id"]
+            (last,) = await screen.changes(1)
     assert [e.json()["case_id"] for e in after] == during
-    assert [e.id for e in after] == [before.id + 1, before.id + 2]
+    assert [e.id for e in after] == [4, 5]
+    assert (last.id, last.json()["case_id"]) == (6, later)
+    assert read == [4, 5, 6]  # the recreated consumer began after the feed's position, not at 1
+
+
+async def _store_before_the_service_starts(nats_url: str, *, count: int) -> None:
+    client = await nats.connect(nats_url)
+    try:
+        jetstream = client.jetstream()
+        await ensure_stream(jetstream, stream_config("case"))
+        for n in range(count):
+            envelope = CloudEvent(
+                id=f"earlier-{n}",
+                source="citygrid/case",
+                type="case.case.reported.v1",
+                time=datetime.now(UTC),
+            )
+            await jetstream.publish(
+                "case.case.reported",
+                envelope.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": envelope.id},
+            )
+    finally:
+        await client.close()
+
+
+def _record_what_the_feed_reads(feed: LiveFeed) -> list[int]:
+    """The stream sequences the feed's consumer delivers from now on, re-deliveries included."""
+    read: list[int] = []
+    dispatch = feed._dispatch
+
+    def recording(message: Any) -> None:
+        read.append(message.metadata.sequence.stream)
+        dispatch(message)
+
+    feed._dispatch = recording  # type: ignore[method-assign]
+    return read
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _ordered_state(**attributes: Any) -> SimpleNamespace:
+    """A stand-in for nats-py's ordered-consumer state, with the attributes a test gives it."""
+    return SimpleNamespace(reset_ordered_consumer=_nothing, **attributes)
+
+
+async def test_nats_py_still_keeps_an_ordered_consumers_resume_point_where_the_feed_sets_it(
+    infrastructure, clean
+):
+    """Pins the private nats-py state the feed relies on: this fails first when nats-py changes it."""
+    client = await nats.connect(infrastructure.nats_url)
+    try:
+        jetstream = client.jetstream()
+        await ensure_stream(jetstream, stream_config("pin"))
+        for n in range(3):
+            await jetstream.publish("pin.thing.done", f"{n}".encode())
+        subscription = await jetstream.subscribe(
+            "pin.>",
+            stream="PIN",
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=4),
+        )
+        state = subscription._sub._jsi
+        assert state is not None
+        assert state._sseq == 0  # nothing delivered yet: a reset would start at sequence 1
+        resume_ordered_consumer_after(subscription, 3)
+        assert state._sseq == 3
+        # What nats-py does when it finds the consumer gone (a NATS restart): recreate it after _sseq.
+        await state.reset_ordered_consumer(state._sseq + 1)
+        await jetstream.publish("pin.thing.done", b"3")
+        message = await subscription.next_msg(timeout=10)
+        assert message.metadata.sequence.stream == 4
+        assert message.data == b"3"
+        await subscription.unsubscribe()
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    [
+        pytest.param(SimpleNamespace(), id="no-inner-subscription"),
+        pytest.param(SimpleNamespace(_sub=SimpleNamespace()), id="no-jsi"),
+        pytest.param(SimpleNamespace(_jsi=_ordered_state(_sseq=0), _sub=SimpleNamespace()), id="jsi-moved"),
+        pytest.param(SimpleNamespace(_sub=SimpleNamespace(_jsi=_ordered_state())), id="no-sseq"),
+        pytest.param(
+            SimpleNamespace(_sub=SimpleNamespace(_jsi=_ordered_state(_sseq="0"))), id="sseq-not-int"
+        ),
+        pytest.param(
+            SimpleNamespace(_sub=SimpleNamespace(_jsi=SimpleNamespace(_sseq=0))), id="no-reset-method"
+        ),
+    ],
+)
+async def test_a_nats_py_without_the_resume_point_stops_the_feed_at_start_up_with_an_error(
+    subscription, caplog
+):
+    class JetStream:
+        subscribed = 0
+
+        async def stream_info(self, name: str) -> Any:
+            return SimpleNamespace(state=SimpleNamespace(last_seq=7))
+
+        async def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+            self.subscribed += 1
+            subscription.unsubscribe = _nothing
+            return subscription
+
+    jetstream = JetStream()
+    feed = LiveFeed("cases", "case", "case.case.>", KitMetrics("case"))
+    with caplog.at_level(logging.ERROR, logger="citygrid.live"), pytest.raises(NatsClientIncompatible):
+        await asyncio.wait_for(feed.run(jetstream), timeout=5)  # type: ignore[arg-type]
+    assert jetstream.subscribed == 1  # not retried every second
+    assert not feed.ready  # new screens get 503 live.unavailable
+    assert "_sub._jsi._sseq" in caplog.text
 
 
 # -- slow and departed clients ---------------------------------------------------------------------

@@ -90,8 +90,10 @@ def selects(district: str | None, unit: str | None) -> Any:
 
 FRAMES = """Each change is one event: `id` is its position in the event stream, `data` a `CaseChange`
 as JSON. Comment lines (`: heartbeat`) arrive every 15 s while nothing happens. A reconnecting client
-sends `Last-Event-ID` and receives what it missed, once; a named `gap` event says when some of that
-is no longer kept (or the id is unknown) and from where the feed resumed."""
+sends `Last-Event-ID` and receives what it missed, once, when that is at most
+`CITYGRID_LIVE_MAX_REPLAY_EVENTS` events (1000) and `CITYGRID_LIVE_MAX_REPLAY_SECONDS` (15 minutes) old.
+Otherwise (or when the id is unknown or the events are no longer kept) a named `gap` event says
+from where the feed resumed: reload the cases over REST, then keep applying the live events."""
 
 
 @router.get(
