@@ -4,12 +4,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean install contract
+# The environment is installed from these locks only, every file with its hash (docs/dependencies.md).
+LOCKS      := requirements/bootstrap.txt requirements/dev.txt
+PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+.PHONY: run test lint bench clean install contract lock
+
+# A change to pyproject.toml or a lock rebuilds the virtualenv from scratch, so it holds exactly the
+# lock: pip first (pinned), then every dependency, then the project itself (editable, not hashable,
+# hence --no-deps; it builds with the locked setuptools).
+$(STAMP): pyproject.toml $(LOCKS)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PIP_LOCKED) -r requirements/bootstrap.txt
+	$(PIP_LOCKED) -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,3 +42,21 @@ contract: $(STAMP)
 
 clean:
 	rm -rf .data
+
+# Regenerate the locks from pyproject.toml with the locked uv, in a throwaway virtualenv. Pins already
+# in a lock are kept; to move them: make lock LOCK_ARGS=--upgrade (everything) or
+# LOCK_ARGS='--upgrade-package fastapi' (one package). The runtime lock is constrained by the dev lock,
+# so the image and the dev environment never disagree on a version.
+LOCK_ARGS ?=
+UV_COMPILE = "$$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+BUILD_REQUIRES = $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+
+lock:
+	tools=$$(mktemp -d) && trap 'rm -rf "$$tools"' EXIT && \
+	$(PYTHON) -m venv "$$tools" && \
+	"$$tools/bin/python" -m pip install --quiet --require-hashes --no-deps -r requirements/tools.txt && \
+	echo uv | $(UV_COMPILE) - -o requirements/tools.txt && \
+	{ echo pip; $(BUILD_REQUIRES); } | $(UV_COMPILE) - -o requirements/bootstrap.txt && \
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.txt && \
+	$(UV_COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt

