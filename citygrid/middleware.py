@@ -1,4 +1,5 @@
-"""ASGI middleware of every CityGrid app: request context and the request-body size limit."""
+"""ASGI middleware of every CityGrid app: request context and the request-body size limit; and the
+path prefix a service is reached under, for the ``Location`` headers it writes."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import re
 import secrets
 import uuid
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citygrid.errors import DomainError
 from citygrid.logging import request_id_var, traceparent_var
 
 REQUEST_ID_HEADER = "x-request-id"
+# The gateway names the path a service is reached under (``/api/case``); only path segments of
+# unreserved characters are believed, so no value can turn a Location into another host's URL.
+FORWARDED_PREFIX_HEADER = "X-Forwarded-Prefix"
+_FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -31,6 +37,24 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def forwarded_prefix(connection: HTTPConnection) -> str:
+    """The path prefix the client reached this service under, or ``""`` when called directly."""
+    value = connection.headers.get(FORWARDED_PREFIX_HEADER, "").rstrip("/")
+    if (
+        not value
+        or not _FORWARDED_PREFIX.match(value)
+        or any(segment in (".", "..") for segment in value.split("/"))
+    ):
+        return ""
+    return value
+
+
+def public_path(connection: HTTPConnection, path: str) -> str:
+    """``path`` of this service as its client sees it: ``/v1/cases/…`` becomes ``/api/case/v1/cases/…``
+    through the gateway and stays ``/v1/cases/…`` on a direct call. For ``Location`` headers."""
+    return forwarded_prefix(connection) + path
 
 
 class RequestContextMiddleware:

@@ -54,11 +54,13 @@ class IssuedConsumer(ConsumerOut):
 
 
 async def _admin(request: Request) -> Principal:
+    state = request.app.state.gateway
+    client = state.admit(request)
     principal: Principal
-    principal, per_minute = await request.app.state.gateway.authenticator.authenticate(request)
+    principal, per_minute = await state.authenticate(request, client)
     if not principal.has_scope(ADMIN_SCOPE):
         raise MissingScope("this needs the scope 'admin'", required_scope=ADMIN_SCOPE)
-    request.app.state.gateway.limiter.check(principal.subject, per_minute)
+    state.count(principal.subject, per_minute)
     return principal
 
 

@@ -1,10 +1,21 @@
-"""Who is calling: an API key (departments, systems) or a person's bearer JWT; and rate limits."""
+"""Who is calling: an API key (departments, systems) or a person's bearer JWT; and rate limits.
+
+An authentication flood costs no database query per request: valid keys are cached, unknown key
+prefixes are remembered for a while (bounded LRUs both), concurrent lookups of one prefix share one
+query, and each client address may make only so many lookups that find nothing before it is told to
+slow down (429), while the keys this replica already knows keep working (re-checking one when its
+cache entry is due costs no budget).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
 
 import jwt
 from fastapi import Request
@@ -16,6 +27,9 @@ from citygrid.errors import DomainError, Unauthenticated
 from gateway import keys
 from gateway.models import ApiConsumer
 from gateway.settings import GatewaySettings
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class MissingCredentials(Unauthenticated):
@@ -30,6 +44,117 @@ class RateLimited(DomainError):
     code = "gateway.rate_limited"
     status = 429
     title = "Too many requests"
+    template: ClassVar[str] = "over {per_minute} requests per minute"
+
+
+class ClientRateLimited(RateLimited):
+    """Too many requests from one client address, whoever it claims to be (checked before authentication)."""
+
+    code = "gateway.client_rate_limited"
+    template = "over {per_minute} requests per minute from your address"
+
+
+class AuthenticationThrottled(RateLimited):
+    """Too many API keys from one client address that the database did not know."""
+
+    code = "gateway.auth_throttled"
+    title = "Too many failed authentications"
+    template = "over {per_minute} unknown API keys per minute from your address"
+
+
+class LruCache(Generic[K, V]):
+    """At most ``max_entries`` values, each until its expiry; the least recently used goes first."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: K, now: float) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V, expires_at: float) -> None:
+        self._entries[key] = (value, expires_at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Where a subject stands after a request counted: the ``RateLimit-*`` response headers."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the whole allowance is back
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
+class RateLimiter:
+    """Token bucket per subject, in this replica's memory (a limit of N/min per replica).
+
+    At most ``max_tracked`` subjects are kept; the one idle longest is forgotten first (its bucket
+    has refilled the most), so a flood of new subjects never resets everyone else's buckets.
+    """
+
+    def __init__(self, max_tracked: int = 100_000, error: type[RateLimited] = RateLimited) -> None:
+        self.max_tracked = max_tracked
+        self.error = error
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, subject: str, per_minute: int, moment: float) -> float:
+        tokens, updated = self._buckets.get(subject, (float(per_minute), moment))
+        return min(float(per_minute), tokens + max(0.0, moment - updated) * per_minute / 60.0)
+
+    def _store(self, subject: str, tokens: float, moment: float) -> None:
+        self._buckets[subject] = (tokens, moment)
+        self._buckets.move_to_end(subject)
+        while len(self._buckets) > self.max_tracked:
+            self._buckets.popitem(last=False)
+
+    def check(self, subject: str, per_minute: int, now: float | None = None) -> Quota:
+        """Count one request, or raise the limiter's 429 with ``Retry-After``."""
+        moment = time.monotonic() if now is None else now
+        tokens = self._tokens(subject, per_minute, moment)
+        if tokens < 1.0:
+            retry_after = max(1, math.ceil((1.0 - tokens) * 60.0 / per_minute))
+            self._store(subject, tokens, moment)
+            quota = Quota(per_minute, 0, math.ceil((per_minute - tokens) * 60.0 / per_minute))
+            raise self.error(
+                self.error.template.format(per_minute=per_minute),
+                headers={"Retry-After": str(retry_after), **quota.headers()},
+                retry_after_seconds=retry_after,
+            )
+        tokens -= 1.0
+        self._store(subject, tokens, moment)
+        return Quota(per_minute, math.floor(tokens), math.ceil((per_minute - tokens) * 60.0 / per_minute))
+
+    def refund(self, subject: str, per_minute: int, now: float | None = None) -> None:
+        """Give back the token of a request that turned out not to count."""
+        moment = time.monotonic() if now is None else now
+        if subject in self._buckets:
+            self._store(
+                subject, min(float(per_minute), self._tokens(subject, per_minute, moment) + 1.0), moment
+            )
 
 
 @dataclass(frozen=True)
@@ -37,17 +162,34 @@ class KnownKey:
     principal: Principal
     digest: str
     rate_limit_per_minute: int | None
-    expires_at: float
+    fresh_until: float  # then it is looked up again (a revocation elsewhere shows within this)
+
+
+# A key seen valid is remembered this long past its freshness: re-checking it needs no lookup
+# budget, so a flood from its address cannot lock out a key this replica already knew.
+KNOWN_KEY_MEMORY_SECONDS = 86_400.0
 
 
 class Authenticator:
-    def __init__(self, settings: GatewaySettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self._keys: dict[str, KnownKey] = {}
+        self.clock = clock
+        self.on_lookup = on_lookup
+        self._known: LruCache[str, KnownKey] = LruCache(settings.api_key_cache_entries)
+        self._unknown: LruCache[str, bool] = LruCache(settings.api_key_cache_entries)
+        self._lookups: dict[str, asyncio.Task[KnownKey | None]] = {}
+        self.failures = RateLimiter(settings.rate_limit_tracked_subjects, AuthenticationThrottled)
 
-    async def authenticate(self, request: Request) -> tuple[Principal, int]:
-        """The principal and its rate limit per minute, or 401."""
+    async def authenticate(self, request: Request, client: str = "") -> tuple[Principal, int]:
+        """The principal and its rate limit per minute, or 401. ``client`` is the caller's address key."""
         api_key = request.headers.get("x-api-key")
         authorization = request.headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
@@ -58,34 +200,59 @@ class Authenticator:
         ):
             api_key = credentials.strip()
         if api_key is not None:
-            return await self._by_api_key(api_key)
+            return await self._by_api_key(api_key, client)
         if scheme.lower() == "bearer" and credentials:
             return self._by_person_token(credentials.strip()), self.settings.default_rate_limit_per_minute
         raise MissingCredentials("send an API key (X-API-Key) or a bearer token")
 
-    async def authenticate_key(self, plaintext: str) -> tuple[Principal, int]:
+    async def authenticate_key(self, plaintext: str, client: str = "") -> tuple[Principal, int]:
         """An API key sent some other way than the headers (Open311's ``api_key`` field)."""
-        return await self._by_api_key(plaintext)
+        return await self._by_api_key(plaintext, client)
 
-    async def _by_api_key(self, plaintext: str) -> tuple[Principal, int]:
+    async def _by_api_key(self, plaintext: str, client: str) -> tuple[Principal, int]:
         prefix = keys.prefix_of(plaintext)
         if prefix is None:
             raise InvalidCredentials("the API key is malformed")
-        known = self._keys.get(prefix)
-        if known is None or known.expires_at < time.monotonic():
-            known = await self._load(prefix)
+        now = self.clock()
+        known = self._known.get(prefix, now)
+        if known is None or known.fresh_until <= now:
+            if known is None and self._unknown.get(prefix, now):
+                raise InvalidCredentials("the API key is not valid")
+            # A key that matched when last seen is re-checked without spending the address's budget.
+            vouched = known is not None and keys.matches(plaintext, known.digest)
+            known = await self._lookup(prefix, client, budgeted=not vouched)
         if known is None or not keys.matches(plaintext, known.digest):
             raise InvalidCredentials("the API key is not valid")
         limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
         return known.principal, limit
+
+    async def _lookup(self, prefix: str, client: str, *, budgeted: bool = True) -> KnownKey | None:
+        """One database lookup per prefix at a time; a lookup that finds nothing costs the client."""
+        running = self._lookups.get(prefix)
+        if running is not None:
+            return await asyncio.shield(running)
+        budget = self.settings.key_lookup_failures_per_minute if budgeted else 0
+        if budget:
+            self.failures.check(client, budget)
+        task = asyncio.create_task(self._load(prefix), name=f"api-key-lookup-{prefix}")
+        self._lookups[prefix] = task
+        task.add_done_callback(lambda _: self._lookups.pop(prefix, None))
+        known = await asyncio.shield(task)
+        if known is not None and budget:
+            self.failures.refund(client, budget)
+        return known
 
     async def _load(self, prefix: str) -> KnownKey | None:
         async with self.sessions() as session:
             consumer = await session.scalar(
                 select(ApiConsumer).where(ApiConsumer.key_prefix == prefix, ApiConsumer.active.is_(True))
             )
+        now = self.clock()
+        if self.on_lookup is not None:
+            self.on_lookup("unknown" if consumer is None else "found")
         if consumer is None:
-            self._keys.pop(prefix, None)
+            self._known.pop(prefix)
+            self._unknown.put(prefix, True, now + self.settings.api_key_negative_cache_seconds)
             return None
         known = KnownKey(
             principal=Principal(
@@ -99,13 +266,16 @@ class Authenticator:
             ),
             digest=consumer.key_hash,
             rate_limit_per_minute=consumer.rate_limit_per_minute,
-            expires_at=time.monotonic() + self.settings.api_key_cache_seconds,
+            fresh_until=now + self.settings.api_key_cache_seconds,
         )
-        self._keys[prefix] = known
+        self._unknown.pop(prefix)
+        self._known.put(
+            prefix, known, now + max(KNOWN_KEY_MEMORY_SECONDS, self.settings.api_key_cache_seconds)
+        )
         return known
 
     def forget(self, prefix: str) -> None:
-        self._keys.pop(prefix, None)
+        self._known.pop(prefix)
 
     def _by_person_token(self, token: str) -> Principal:
         if not self.settings.people_jwt_key:
@@ -141,28 +311,3 @@ def _unit_claim(value: object) -> str | None:
     if value is None:
         return None
     raise InvalidCredentials("the bearer token's 'unit' claim must be a unit code of 1 to 100 characters")
-
-
-class RateLimiter:
-    """Token bucket per principal, in this replica's memory (a limit of N/min per replica)."""
-
-    def __init__(self, max_tracked: int = 100_000) -> None:
-        self.max_tracked = max_tracked
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def check(self, subject: str, per_minute: int, now: float | None = None) -> None:
-        moment = time.monotonic() if now is None else now
-        capacity = float(per_minute)
-        tokens, updated = self._buckets.get(subject, (capacity, moment))
-        tokens = min(capacity, tokens + (moment - updated) * per_minute / 60.0)
-        if tokens < 1.0:
-            retry_after = max(1, math.ceil((1.0 - tokens) * 60.0 / per_minute))
-            self._buckets[subject] = (tokens, moment)
-            raise RateLimited(
-                f"over {per_minute} requests per minute",
-                headers={"Retry-After": str(retry_after)},
-                retry_after_seconds=retry_after,
-            )
-        if len(self._buckets) >= self.max_tracked and subject not in self._buckets:
-            self._buckets.clear()
-        self._buckets[subject] = (tokens - 1.0, moment)

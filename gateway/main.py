@@ -1,27 +1,49 @@
-"""Composition root of the gateway: authentication, scopes, limits and routing to every service."""
+"""Composition root of the gateway: authentication, scopes, limits and routing to every service.
+
+What a request meets, in order: CORS (a preflight from a configured frontend is answered here,
+without credentials), the kit's request context and body limit, the per-address limit (before
+authentication, so a flood costs no lookup), authentication, the scope, the per-principal limit,
+and the upstream's own connection pool. ``/metrics`` is not on this listener: the gateway serves it
+on ``CITYGRID_INTERNAL_PORT``, which only operators reach.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
 
-from citygrid.auth import MissingScope, PrincipalVerifier, load_private_key
+from citygrid.auth import MissingScope, Principal, PrincipalVerifier, load_private_key
 from citygrid.http import create_base_app
-from citygrid.metrics import KitMetrics
+from citygrid.metrics import KitMetrics, metrics_endpoint
+from citygrid.middleware import RequestContextMiddleware
 from citygrid.runtime import Runtime
-from citygrid.serve import UPSTREAM_KEEPALIVE_SECONDS, serve
+from citygrid.serve import serve
 from gateway import admin, open311, openapi, proxy
-from gateway.authn import Authenticator, RateLimiter
+from gateway.authn import (
+    AuthenticationThrottled,
+    Authenticator,
+    ClientRateLimited,
+    Quota,
+    RateLimited,
+    RateLimiter,
+)
+from gateway.clients import IPNetwork, client_address, limit_key, parse_networks
+from gateway.cors import CorsMiddleware
+from gateway.metrics import GatewayMetrics
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway")
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -29,10 +51,78 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 @dataclass
 class GatewayState:
     settings: GatewaySettings
-    client: httpx.AsyncClient
-    stream_client: httpx.AsyncClient
+    upstreams: dict[str, proxy.UpstreamPool]
+    forwarding: proxy.Forwarding
     authenticator: Authenticator
-    limiter: RateLimiter
+    limiter: RateLimiter  # per principal
+    clients: RateLimiter  # per client address, before authentication
+    proxies: tuple[IPNetwork, ...]
+    openapi: openapi.OpenApiCache
+    metrics: GatewayMetrics
+
+    def client_address(self, request: Request) -> str:
+        """The caller's address: the socket's peer, or what trusted proxies say it is."""
+        known: str | None = getattr(request.state, "client_address", None)
+        if known is None:
+            forwarded = [
+                value.decode("latin-1") for name, value in request.headers.raw if name == b"x-forwarded-for"
+            ]
+            peer = request.client.host if request.client else None
+            known = client_address(peer, forwarded, self.proxies)
+            request.state.client_address = known
+        return known
+
+    def admit(self, request: Request) -> str:
+        """Count the request against its client address before anything costs; the address's limit key."""
+        key = limit_key(self.client_address(request))
+        per_minute = self.settings.client_rate_limit_per_minute
+        if per_minute:
+            try:
+                self.clients.check(key, per_minute)
+            except RateLimited:
+                self.metrics.refused.labels(reason="client_rate_limited").inc()
+                raise
+        return key
+
+    async def authenticate(self, request: Request, client: str) -> tuple[Principal, int]:
+        try:
+            return await self.authenticator.authenticate(request, client)
+        except AuthenticationThrottled:
+            self.metrics.refused.labels(reason="auth_throttled").inc()
+            raise
+
+    async def authenticate_key(self, plaintext: str, client: str) -> tuple[Principal, int]:
+        try:
+            return await self.authenticator.authenticate_key(plaintext, client)
+        except AuthenticationThrottled:
+            self.metrics.refused.labels(reason="auth_throttled").inc()
+            raise
+
+    def count(self, subject: str, per_minute: int) -> Quota:
+        """Count the request against its principal (or anonymous client): 429 over the limit."""
+        try:
+            return self.limiter.check(subject, per_minute)
+        except RateLimited:
+            self.metrics.refused.labels(reason="rate_limited").inc()
+            raise
+
+    async def forward(self, request: Request, service: str, **options: Any) -> Response:
+        try:
+            return await proxy.forward(
+                request,
+                self.upstreams[service],
+                self.forwarding,
+                client_address=self.client_address(request),
+                **options,
+            )
+        except proxy.TooManyUploads:
+            self.metrics.refused.labels(reason="too_many_uploads").inc()
+            raise
+
+    async def aclose(self) -> None:
+        await self.openapi.close()
+        for pool in self.upstreams.values():
+            await pool.aclose()
 
 
 def gateway_state(request: Request) -> GatewayState:
@@ -45,30 +135,39 @@ def _proxy_route(service: str) -> Any:
 
     async def route_to_service(path: str, request: Request) -> Response:
         state = gateway_state(request)
-        principal, per_minute = await state.authenticator.authenticate(request)
+        client = state.admit(request)
+        principal, per_minute = await state.authenticate(request, client)
         request.state.principal = principal
         if not is_routable(path):
             raise proxy.UnknownService(f"no such path: /api/{service}/{path}")
         scope = required_scope(upstream, request.method, path)
         if not principal.has_scope(scope):
             raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
-        state.limiter.check(principal.subject, per_minute)
-        return await proxy.forward(
+        quota = state.count(principal.subject, per_minute)
+        return await state.forward(
             request,
-            client=state.client,
-            stream_client=state.stream_client,
-            base_url=state.settings.upstreams[service],
-            service=service,
+            service,
             path=path,
             principal=principal,
-            private_key=state.settings.internal_token_private_key,
-            token_ttl=state.settings.internal_token_ttl_seconds,
-            issuer=state.settings.internal_token_issuer,
-            timeout=state.settings.upstream_timeout,
+            forwarded_prefix=f"/api/{service}",
+            response_headers=quota.headers(),
         )
 
     route_to_service.__name__ = f"route_to_{service}"
     return route_to_service
+
+
+def internal_app(runtime: Runtime) -> Starlette:
+    """What the internal port serves: the gateway's metrics (Prometheus needs no credential there)."""
+    endpoint: Any = metrics_endpoint(runtime.metrics)
+    return Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])])
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = {value.strip().removeprefix("W/") for value in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -84,37 +183,58 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         verifier=PrincipalVerifier(public_key="", audience=settings.service_name),
         messaging=False,
     )
+    metrics = GatewayMetrics(runtime.metrics.registry)
 
     @asynccontextmanager
     async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
-        limits = httpx.Limits(
-            max_connections=200, max_keepalive_connections=50, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
-        )
-        # Event streams: no read timeout (a stream is quiet between heartbeats), a pool of their own.
-        stream_timeout = httpx.Timeout(
-            connect=settings.upstream_connect_timeout,
-            read=None,
-            write=settings.upstream_timeout,
-            pool=settings.upstream_timeout,
-        )
-        stream_limits = httpx.Limits(
-            max_connections=settings.upstream_event_streams, max_keepalive_connections=0
-        )
-        async with (
-            httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client,
-            httpx.AsyncClient(
-                timeout=stream_timeout, limits=stream_limits, follow_redirects=False
-            ) as stream_client,
-        ):
-            app.state.gateway = GatewayState(
-                settings=settings,
-                client=client,
-                stream_client=stream_client,
-                authenticator=Authenticator(settings, runtime.db),
-                limiter=RateLimiter(),
+        if settings.environment == "production" and not settings.trusted_proxies:
+            log.warning(
+                "CITYGRID_TRUSTED_PROXIES is empty: every client is its socket's peer, so clients "
+                "behind a load balancer share its per-address limits"
             )
+        if settings.environment == "production" and not settings.public_base_url:
+            log.warning("CITYGRID_PUBLIC_BASE_URL is empty: services render the gateway's own address")
+        upstreams = {
+            service: proxy.UpstreamPool.open(service, base_url, settings)
+            for service, base_url in settings.upstreams.items()
+        }
+        own_document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+
+        async def build() -> dict[str, Any]:
+            clients = {service: pool.client for service, pool in upstreams.items()}
+            return await openapi.merged_openapi(own_document, clients, settings.upstreams)
+
+        state = GatewayState(
+            settings=settings,
+            upstreams=upstreams,
+            forwarding=proxy.Forwarding.of(
+                settings, lambda service: metrics.upstream_saturated.labels(service=service).inc()
+            ),
+            authenticator=Authenticator(
+                settings,
+                runtime.db,
+                on_lookup=lambda outcome: metrics.key_lookups.labels(outcome=outcome).inc(),
+            ),
+            limiter=RateLimiter(settings.rate_limit_tracked_subjects),
+            clients=RateLimiter(settings.rate_limit_tracked_subjects, ClientRateLimited),
+            proxies=parse_networks(settings.trusted_proxies),
+            openapi=openapi.OpenApiCache(
+                build,
+                ttl=settings.openapi_cache_seconds,
+                retry=settings.openapi_retry_seconds,
+                on_build=lambda complete: metrics.openapi_builds.labels(
+                    outcome="complete" if complete else "partial"
+                ).inc(),
+            ),
+            metrics=metrics,
+        )
+        app.state.gateway = state
+        try:
             yield
+        finally:
+            await state.aclose()
 
     app = create_base_app(
         runtime,
@@ -123,6 +243,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         extra_lifespan=gateway_lifespan,
         openapi_url=None,
     )
+    # The metrics move to the internal listener: the public one answers /metrics with 404.
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) != "/metrics"
+    ]
+    app.state.internal_app = internal_app(runtime)
+    # CORS right inside the request context: preflights are answered before limits and authentication,
+    # and every answer, a 401 or a 413 included, carries the headers a browser needs to read it.
+    context = next(
+        i for i, m in enumerate(app.user_middleware) if getattr(m, "cls", None) is RequestContextMiddleware
+    )
+    app.user_middleware.insert(
+        context + 1,
+        Middleware(CorsMiddleware, origins=settings.cors_origins, max_age=settings.cors_max_age_seconds),
+    )
+
     app.include_router(admin.router)
     for service in sorted(settings.upstreams):
         app.add_api_route(
@@ -142,14 +277,26 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             name="proxy_open311",
         )
 
-    async def platform_openapi(request: Request) -> dict[str, Any]:
-        own = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        return await openapi.merged_openapi(own, gateway_state(request).client, settings.upstreams)
+    async def platform_openapi(request: Request) -> Response:
+        """The merged document, from memory: a hit never reaches a service."""
+        state = gateway_state(request)
+        state.admit(request)
+        document = await state.openapi.get()
+        headers = {
+            "ETag": document.etag,
+            "Cache-Control": f"public, max-age={int(settings.openapi_cache_seconds)}",
+        }
+        if _etag_matches(request.headers.get("if-none-match"), document.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(document.body, media_type="application/json", headers=headers)
 
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="CityGrid exchange API")
+    swagger = get_swagger_ui_html(openapi_url="/openapi.json", title="CityGrid exchange API")
+
+    async def swagger_ui(request: Request) -> Response:
+        gateway_state(request).admit(request)
+        return Response(
+            swagger.body, media_type="text/html", headers={"Cache-Control": "public, max-age=3600"}
+        )
 
     app.add_api_route("/openapi.json", platform_openapi, include_in_schema=False, methods=["GET"])
     app.add_api_route("/docs", swagger_ui, include_in_schema=False, methods=["GET"])
@@ -158,7 +305,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = GatewaySettings()
-    serve(create_app(settings), settings)
+    app = create_app(settings)
+    # The gateway reads X-Forwarded-For itself, believing only CITYGRID_TRUSTED_PROXIES.
+    serve(
+        app,
+        settings,
+        internal_app=app.state.internal_app,
+        internal_port=settings.internal_port,
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@ gateway takes it from there (or from ``X-API-Key``/``Authorization`` as everywhe
 against the stored hash like any key, and removes it from the query and the form before the call
 goes on, so it never reaches a service, a log line or an audit record.
 
-Reads without a key are refused unless the operator sets ``CITYGRID_OPEN311_ANONYMOUS_READS``:
-then GETs are served to an anonymous principal with no scopes (the Open311 views carry no personal
-data), rate-limited per client address. A POST always needs a key with ``cases:write``.
+The standard asks no key for reads, so GETs of the discovery document, the services, a service's
+definition, the requests and one request (and a token) are served without one by default: to an
+anonymous principal with no scopes (no ``pii:read``; the Open311 views carry no personal data
+anyway), limited per client address (``CITYGRID_OPEN311_ANONYMOUS_RATE_LIMIT_PER_MINUTE``, the
+address found through the trusted proxies). ``CITYGRID_OPEN311_ANONYMOUS_READS=false`` turns that
+off. A POST always needs a key with ``cases:write``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from xml.etree import ElementTree
@@ -30,6 +34,10 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 1000
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 ANONYMOUS = Principal(subject="anonymous", kind="consumer", name="anonymous Open311 reader")
+# What an anonymous reader may GET: the standard's read resources, nothing else.
+ANONYMOUS_READS = re.compile(
+    r"^(?:discovery|services|requests|services/[^/]+|requests/[^/]+|tokens/[^/]+)\.(?:xml|json)$"
+)
 
 
 class MalformedForm(DomainError):
@@ -101,27 +109,33 @@ async def route_to_open311(path: str, request: Request) -> Response:
 
 async def _forward(path: str, request: Request) -> Response:
     state = request.app.state.gateway
+    client = state.admit(request)
     if not is_clean(path):
         raise proxy.UnknownService(f"no such path: /open311/v2/{path}")
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed(f"GeoReport v2 takes GET and POST, not {request.method}")
     query, query_key = split_api_key(request.scope.get("query_string", b""))
-    body = await request.body()
+    body: bytes | None = None  # None: the body streams through untouched
     body_key = None
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if request.method == "POST" and content_type == FORM_TYPE:
-        body, body_key = split_api_key(body)
+        # A form may carry the api_key: read it (the kit's body limit bounds it) to take the key out.
+        body, body_key = split_api_key(await request.body())
     api_key = body_key or query_key
     # X-API-Key, then the Open311 api_key, then Authorization: a client behind a proxy that adds
     # its own Authorization header still gets in with the key Open311 told it to send.
     rate_subject: str | None = None
     if "x-api-key" in request.headers or (api_key is None and "authorization" in request.headers):
-        principal, per_minute = await state.authenticator.authenticate(request)
+        principal, per_minute = await state.authenticate(request, client)
     elif api_key is not None:
-        principal, per_minute = await state.authenticator.authenticate_key(api_key)
-    elif request.method in READ_METHODS and state.settings.open311_anonymous_reads:
-        principal, per_minute = ANONYMOUS, state.settings.default_rate_limit_per_minute
-        rate_subject = f"anonymous:{request.client.host if request.client else 'unknown'}"
+        principal, per_minute = await state.authenticate_key(api_key, client)
+    elif (
+        request.method in READ_METHODS
+        and state.settings.open311_anonymous_reads
+        and ANONYMOUS_READS.match(path)
+    ):
+        principal, per_minute = ANONYMOUS, state.settings.open311_anonymous_rate_limit_per_minute
+        rate_subject = f"anonymous:{client}"
     else:
         raise MissingCredentials("send your api_key (a query parameter, a form field or X-API-Key)")
     request.state.principal = principal
@@ -129,20 +143,14 @@ async def _forward(path: str, request: Request) -> Response:
         scope = required_scope(UPSTREAMS["case"], request.method, f"open311/v2/{path}")
         if not principal.has_scope(scope):
             raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
-    state.limiter.check(rate_subject or principal.subject, per_minute)
-    return await proxy.forward(
+    quota = state.count(rate_subject or principal.subject, per_minute)
+    return await state.forward(  # type: ignore[no-any-return]
         request,
-        client=state.client,
-        stream_client=state.stream_client,
-        base_url=state.settings.upstreams["case"],
-        service="case",
+        "case",
         path=f"open311/v2/{path}",
         principal=principal,
-        private_key=state.settings.internal_token_private_key,
-        token_ttl=state.settings.internal_token_ttl_seconds,
-        issuer=state.settings.internal_token_issuer,
-        timeout=state.settings.upstream_timeout,
         prefix="/",
         query=query,
         content=body,
+        response_headers=quota.headers(),
     )

@@ -42,6 +42,7 @@ class Stack:
     case_app: FastAPI
     client: httpx.AsyncClient
     api_keys: dict[str, str]
+    gateway_metrics_url: str = ""  # the gateway's internal listener (its /metrics)
 
     def as_(self, consumer: str, **headers: str) -> dict[str, str]:
         return {"X-API-Key": self.api_keys[consumer], **headers}
@@ -118,11 +119,15 @@ async def stack_factory(infrastructure: Infrastructure, databases: dict[str, str
         async with serve_app(case_app) as case_url:
             settings = gateway_settings(infrastructure, databases, case_url)
             api_keys = await register_consumers(databases["gateway"])
+            gateway_app = create_gateway_app(settings)
             async with (
-                serve_app(create_gateway_app(settings)) as gateway_url,
+                serve_app(gateway_app) as gateway_url,
+                serve_app(gateway_app.state.internal_app) as gateway_metrics_url,
                 httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
             ):
-                yield Stack(infrastructure, gateway_url, case_url, case_app, client, api_keys)
+                yield Stack(
+                    infrastructure, gateway_url, case_url, case_app, client, api_keys, gateway_metrics_url
+                )
 
     return start
 

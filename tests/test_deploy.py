@@ -390,7 +390,8 @@ def test_deployment_runs_an_existing_module_with_replicas(name):
 def test_deployment_probes_health_and_readiness_on_the_served_port(name):
     container = main_container(by_name("Deployment", name))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"http": 8000}
+    # The gateway's /metrics is on an internal listener of its own; services serve it on "http".
+    assert ports == ({"http": 8000, "metrics": 9000} if name == "gateway" else {"http": 8000})
     probes = {
         kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
     }
@@ -950,7 +951,10 @@ def test_only_processes_with_a_nats_user_reach_nats_and_the_servers_reach_each_o
 def test_prometheus_scrapes_the_metrics_ports_and_every_pod_resolves_names():
     prometheus = outside("monitoring")
     for name in deployment_ids():
-        assert reaches(prometheus, pod(name), 8000), name
+        metrics_port = 9000 if name == "gateway" else 8000  # the gateway's internal listener
+        assert reaches(prometheus, pod(name), metrics_port), name
+    # Nobody outside but the ingress reaches the gateway's public port.
+    assert not reaches(prometheus, pod("gateway"), 8000)
     for cluster in of_kind("Cluster"):
         assert reaches(prometheus, pod(cluster["metadata"]["name"]), 9187)
     for name in [*deployment_ids(), "nats", "case-db"]:

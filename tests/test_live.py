@@ -180,9 +180,12 @@ async def live_stack_factory(infrastructure, databases, clean):
             api_keys = await register_consumers(databases["gateway"])
             async with (
                 serve_app(gateway_app) as gateway_url,
+                serve_app(gateway_app.state.internal_app) as gateway_metrics_url,
                 httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
             ):
-                running = Stack(infrastructure, gateway_url, case_url, case_app, client, api_keys)
+                running = Stack(
+                    infrastructure, gateway_url, case_url, case_app, client, api_keys, gateway_metrics_url
+                )
                 await wait_until(lambda: case_feed(running).ready)
                 yield running
 
@@ -703,7 +706,7 @@ async def test_an_event_stream_is_counted_by_route_template_but_kept_out_of_the_
     )
 
     async def gateway_counted() -> bool:
-        gateway = (await live.client.get("/metrics")).text
+        gateway = (await live.client.get(f"{live.gateway_metrics_url}/metrics")).text
         return 'method="GET",route="/api/case/{path:path}",service="gateway",status="200"' in gateway
 
     await wait_until(gateway_counted)

@@ -44,7 +44,8 @@ async def test_metrics_are_labelled_by_route_template_never_by_raw_path(stack):
         assert f"# TYPE {name.removesuffix('_total')}" in service, name
     assert "/healthz" not in service
 
-    gateway = (await stack.client.get("/metrics")).text
+    assert (await stack.client.get("/metrics")).status_code == 404  # not on the public listener
+    gateway = (await stack.client.get(f"{stack.gateway_metrics_url}/metrics")).text
     assert 'route="/api/case/{path:path}",service="gateway",status="201"' in gateway
     assert case_id not in gateway
 

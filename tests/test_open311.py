@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 from xml.etree import ElementTree
 
 import httpx
@@ -63,13 +65,12 @@ class Recorder:
 @pytest.fixture
 async def open311_factory(infrastructure, databases, clean):
     @contextlib.asynccontextmanager
-    async def start(anonymous_reads: bool = False) -> AsyncIterator[tuple[Stack, Recorder]]:
+    async def start(**gateway_overrides: Any) -> AsyncIterator[tuple[Stack, Recorder]]:
+        """The case service behind a gateway with the gateway's defaults, but for ``gateway_overrides``."""
         case_app = create_case_app(case_settings(infrastructure, databases))
         recorder = Recorder(case_app)
         async with serve_app(recorder) as case_url:  # type: ignore[arg-type]
-            settings = gateway_settings(
-                infrastructure, databases, case_url, open311_anonymous_reads=anonymous_reads
-            )
+            settings = gateway_settings(infrastructure, databases, case_url, **gateway_overrides)
             api_keys = await register_consumers(databases["gateway"])
             async with (
                 serve_app(create_gateway_app(settings)) as gateway_url,
@@ -186,7 +187,7 @@ async def test_a_form_post_with_api_key_reports_a_public_case_with_the_reporter_
     assert case["location"]["coordinates"] == [113.3245, 23.1291]
     assert case["reporter"] == {"name": "Ming Li", "phone": "13812345678", "email": "li.ming@example.com"}
     masked = (await stack.client.get(f"/api/case/v1/cases/{case['id']}", headers=stack.as_("reader"))).json()
-    assert masked["reporter"] == {"name": "M******", "phone": "138****5678", "email": "l***@example.com"}
+    assert masked["reporter"] == {"name": "M**", "phone": "138****5678", "email": "l***@example.com"}
 
     events = await stream_events(stack.infrastructure.nats_url, "CASE", at_least=1)
     assert [e.type for e in events] == ["case.case.reported.v1"]
@@ -369,19 +370,85 @@ async def test_a_post_needs_a_valid_api_key_with_the_write_scope(open311):
     assert behind_a_proxy.status_code == 201, behind_a_proxy.text
 
 
-async def test_reads_without_a_key_are_refused_by_default(open311):
+async def test_an_unmodified_client_reads_services_and_requests_without_any_key_by_default(open311):
     stack, _ = open311
-    refused = await stack.client.get(f"{BASE}/services.json")
-    assert refused.status_code == 403
-    assert json_of(refused)[0]["problem"] == "auth.missing_credentials"
+    number = json_of(await post_request(stack, fmt="json"))[0]["service_request_id"]
+    async with httpx.AsyncClient(base_url=f"{stack.gateway_url}{BASE}") as plain:  # no key, no header
+        services = json_of(await plain.get("/services.json"))
+        assert "CG-20106" in [service["service_code"] for service in services]
+        root = xml_of(await plain.get("/services.xml"))
+        assert root.tag == "services"
+        assert json_of(await plain.get("/services/CG-20106.json")) == {
+            "service_code": "CG-20106",
+            "attributes": [],
+        }
+        listed = json_of(await plain.get("/requests.json", params={"service_code": "CG-20106"}))
+        assert [item["service_request_id"] for item in listed] == [number]
+        (one,) = json_of(await plain.get(f"/requests/{number}.json"))
+        one_xml = await plain.get(f"/requests/{number}.xml")
+        discovery = await plain.get("/discovery.json")
+    assert one["service_request_id"] == number
+    assert one["status"] == "open"
+    assert discovery.status_code == 200
+    # The anonymous reader has no pii:read, and the Open311 views hold no personal data anyway.
+    text = json.dumps(listed, ensure_ascii=False) + json.dumps(one, ensure_ascii=False) + one_xml.text
+    for private in ("Ming", "13812345678", "5678", "li.ming@example.com", "phone-7"):
+        assert private not in text, private
 
 
-async def test_with_anonymous_reads_on_gets_are_served_but_a_post_still_needs_a_key(open311_factory):
-    async with open311_factory(anonymous_reads=True) as (stack, _):
-        assert (await stack.client.get(f"{BASE}/services.json")).status_code == 200
-        assert (await stack.client.get(f"{BASE}/requests.xml")).status_code == 200
-        still_refused = await stack.client.post(f"{BASE}/requests.json", data=FORM)
-        assert still_refused.status_code == 403
+async def test_with_anonymous_reads_turned_off_a_keyless_read_is_refused(open311_factory):
+    async with open311_factory(open311_anonymous_reads=False) as (stack, _):
+        refused = await stack.client.get(f"{BASE}/services.json")
+        assert refused.status_code == 403
+        assert json_of(refused)[0]["problem"] == "auth.missing_credentials"
+        keyed = await stack.client.get(f"{BASE}/services.json", params={"api_key": stack.api_keys["reader"]})
+        assert keyed.status_code == 200
+
+
+async def test_a_keyless_post_and_a_keyless_read_of_anything_else_still_need_a_key(open311):
+    stack, _ = open311
+    still_refused = await stack.client.post(f"{BASE}/requests.json", data=FORM)
+    assert still_refused.status_code == 403
+    assert json_of(still_refused)[0]["problem"] == "auth.missing_credentials"
+    for path in ("nothing.json", "services/CG-20106/extra.json", "requests.html"):
+        refused = await stack.client.get(f"{BASE}/{path}")
+        assert refused.status_code == 403, path
+    cases = (await stack.client.get("/api/case/v1/cases", headers=stack.as_("admin"))).json()["items"]
+    assert cases == []
+
+
+async def test_keyless_reads_are_limited_per_client_address_in_the_spec_error_shape(open311_factory):
+    async with open311_factory(open311_anonymous_rate_limit_per_minute=3) as (stack, _):
+        statuses = [(await stack.client.get(f"{BASE}/services.json")).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = await stack.client.get(f"{BASE}/services.xml")
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        error = xml_of(limited).find("error")
+        assert error is not None
+        assert error.findtext("problem") == "gateway.rate_limited"
+        # A keyed client from the same address has its own allowance.
+        keyed = await stack.client.get(f"{BASE}/services.json", params={"api_key": stack.api_keys["reader"]})
+        assert keyed.status_code == 200
+        assert keyed.headers["ratelimit-limit"] == "600"
+
+
+async def test_discovery_names_the_configured_public_url_never_the_clients_host(open311_factory):
+    public = "https://open311.city.example"
+    async with open311_factory(public_base_url=public) as (stack, _):
+        for headers in ({}, {"Host": "evil.example"}, {"X-Forwarded-Host": "evil.example"}):
+            root = xml_of(await stack.client.get(f"{BASE}/discovery.xml", headers=headers))
+            assert root.findtext("endpoints/endpoint/url") == f"{public}/open311/v2"
+
+
+async def test_without_a_public_url_discovery_names_the_gateways_own_address_not_the_host_header(open311):
+    stack, _ = open311
+    document = json_of(
+        await stack.client.get(
+            f"{BASE}/discovery.json", headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+        )
+    )
+    assert document["endpoints"][0]["url"] == f"{stack.gateway_url}/open311/v2"
 
 
 async def test_unknown_resources_formats_and_methods_get_spec_errors(open311):
@@ -399,7 +466,7 @@ async def test_unknown_resources_formats_and_methods_get_spec_errors(open311):
 
 
 async def test_the_georeport_client_library_reads_services_and_requests_unchanged(open311_factory):
-    async with open311_factory(anonymous_reads=True) as (stack, _):
+    async with open311_factory() as (stack, _):  # the defaults: no key is needed to read
         number = json_of(await post_request(stack, fmt="json"))[0]["service_request_id"]
         for output_format in ("json", "xml"):
             client = GeoReport(f"{stack.gateway_url}/open311/v2", output_format=output_format)

@@ -142,6 +142,9 @@ async def seed_demo(gateway_url: str, api_key: str) -> int:
     return created
 
 
+GATEWAY_METRICS_PORT = 9000
+
+
 def announce(
     data: Path,
     started: float,
@@ -151,6 +154,7 @@ def announce(
     database: str,
     nats_url: str,
     nats_users: Path | None,
+    gateway_metrics_url: str,
 ) -> None:
     env = data / "dev.env"
     env.write_text(f"CITYGRID_GATEWAY_URL={gateway_url}\nCITYGRID_API_KEY={api_key}\n")
@@ -158,6 +162,7 @@ def announce(
         "",
         f"CityGrid is up in {time.monotonic() - started:.1f}s",
         f"  gateway        {gateway_url}   (API docs: {gateway_url}/docs)",
+        f"  gateway metrics {gateway_metrics_url}   (internal listener, not behind the public port)",
         *(
             f"  {name:<14} {url}   (direct calls are refused: go through the gateway)"
             for name, url in service_urls.items()
@@ -237,6 +242,7 @@ def run(data: Path) -> int:
 
         ports = {p.name: free_port(p.preferred_port) for p in processes}
         ports |= {s.name: free_port(s.preferred_port) for s in SIMULATORS}
+        metrics_port = free_port(GATEWAY_METRICS_PORT)  # the gateway's internal listener
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         manager = Manager()
         base_env = {
@@ -264,6 +270,8 @@ def run(data: Path) -> int:
                     "CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY": private_key,
                     "CITYGRID_PEOPLE_JWT_KEY": people_secret,
                     "CITYGRID_PEOPLE_JWT_AUDIENCE": DEV_PEOPLE_AUDIENCE,
+                    "CITYGRID_INTERNAL_PORT": str(metrics_port),
+                    "CITYGRID_PUBLIC_BASE_URL": urls[GATEWAY.name],
                 }
             manager.add_process(process.name, f"{sys.executable} -m {process.module}", env=env)
         for simulator in SIMULATORS:
@@ -289,6 +297,7 @@ def run(data: Path) -> int:
                     server_url,
                     nats_url,
                     nats_users,
+                    f"http://127.0.0.1:{metrics_port}/metrics",
                 )
             except Exception as error:
                 say(f"the stack did not come up: {error}")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from gateway.authn import RateLimited, RateLimiter
+from gateway.authn import AuthenticationThrottled, ClientRateLimited, LruCache, RateLimited, RateLimiter
 from gateway.keys import KEY_PREFIX, digest_of, issue_key, matches, prefix_of
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -169,16 +169,82 @@ def test_separate_subjects_have_separate_buckets():
         limiter.check("consumer:b", 3, now=0.0)
 
 
-def test_the_limiter_forgets_everyone_when_it_tracks_too_many_subjects_so_memory_stays_bounded():
+def test_a_flood_of_new_subjects_evicts_the_idlest_not_everyone_so_limits_are_not_reset():
     limiter = RateLimiter(max_tracked=2)
     exhaust(limiter, "a", 2, now=0.0)
     limiter.check("b", 2, now=0.0)
     with pytest.raises(RateLimited):
+        limiter.check("a", 2, now=0.0)  # a is now the most recently seen
+
+    limiter.check("c", 2, now=0.0)  # a third subject: b, idle longest, is forgotten
+
+    with pytest.raises(RateLimited):
         limiter.check("a", 2, now=0.0)
+    for subject in (f"new-{i}" for i in range(1000)):
+        limiter.check(subject, 2, now=0.0)
+    assert len(limiter._buckets) == 2
 
-    limiter.check("c", 2, now=0.0)  # a third subject: the table is reset
 
-    limiter.check("a", 2, now=0.0)
+def test_a_refund_gives_one_token_back_and_never_more_than_the_capacity():
+    limiter = RateLimiter()
+    exhaust(limiter, "s", 3, now=0.0)
+    limiter.refund("s", 3, now=0.0)
+    limiter.check("s", 3, now=0.0)
+    with pytest.raises(RateLimited):
+        limiter.check("s", 3, now=0.0)
+    fresh = RateLimiter()
+    fresh.check("t", 3, now=0.0)
+    for _ in range(5):
+        fresh.refund("t", 3, now=0.0)
+    exhaust(fresh, "t", 3, now=0.0)
+    with pytest.raises(RateLimited):
+        fresh.check("t", 3, now=0.0)
+
+
+def test_every_answer_says_where_the_subject_stands_in_ratelimit_headers():
+    limiter = RateLimiter()
+    quota = limiter.check("s", 60, now=0.0)
+    assert quota.headers() == {"RateLimit-Limit": "60", "RateLimit-Remaining": "59", "RateLimit-Reset": "1"}
+    exhaust(limiter, "s", 59, now=0.0)
+    with pytest.raises(RateLimited) as raised:
+        limiter.check("s", 60, now=0.0)
+    assert raised.value.headers["RateLimit-Remaining"] == "0"
+    assert raised.value.headers["RateLimit-Reset"] == "60"
+
+
+def test_each_limiter_refuses_with_its_own_code():
+    limiter = RateLimiter(error=ClientRateLimited)
+    exhaust(limiter, "203.0.113.7", 1, now=0.0)
+    with pytest.raises(ClientRateLimited) as raised:
+        limiter.check("203.0.113.7", 1, now=0.0)
+    assert raised.value.code == "gateway.client_rate_limited"
+    assert raised.value.status == 429
+    assert AuthenticationThrottled.code == "gateway.auth_throttled"
+
+
+# --- the bounded caches of keys -----------------------------------------------------------------
+
+
+def test_the_key_cache_holds_at_most_its_size_and_forgets_the_least_recently_used():
+    cache: LruCache[str, int] = LruCache(max_entries=3)
+    for i, key in enumerate("abc"):
+        cache.put(key, i, expires_at=100.0)
+    assert cache.get("a", now=0.0) == 0  # a is used: b is now the least recently used
+    cache.put("d", 3, expires_at=100.0)
+    assert len(cache) == 3
+    assert cache.get("b", now=0.0) is None
+    assert [cache.get(key, now=0.0) for key in "acd"] == [0, 2, 3]
+    for i in range(10_000):
+        cache.put(f"flood-{i}", i, expires_at=100.0)
+    assert len(cache) == 3
+
+
+def test_a_cached_entry_expires():
+    cache: LruCache[str, bool] = LruCache(max_entries=10)
+    cache.put("p", True, expires_at=10.0)
+    assert cache.get("p", now=9.9) is True
+    assert cache.get("p", now=10.0) is None
+    assert len(cache) == 0
 
 
 def test_the_limiter_uses_the_monotonic_clock_when_no_time_is_given():

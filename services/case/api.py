@@ -14,6 +14,7 @@ from citygrid.auth import CurrentPrincipal, Principal
 from citygrid.clock import CityTime
 from citygrid.idempotency import Idempotency
 from citygrid.masking import PII_SCOPE
+from citygrid.middleware import public_path
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.runtime import Runtime, RuntimeDep
 from citygrid.versioning import IfMatch, etag, expected_version
@@ -119,7 +120,7 @@ async def report_case(
         out = case_out(case, principal)
         await idempotency.remember(uow.session, 201, out.model_dump(mode="json"))
     response.headers["ETag"] = etag(case.version)
-    response.headers["Location"] = f"{request.url.path}/{case.id}"
+    response.headers["Location"] = public_path(request, f"{request.url.path}/{case.id}")
     return out
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from citygrid.auth import CurrentPrincipal
 from citygrid.blobs import IMAGE_TYPES
 from citygrid.http import UnsupportedMediaType
+from citygrid.middleware import public_path
 from citygrid.pagination import Page
 from citygrid.runtime import RuntimeDep
 from services.case import evidence
@@ -77,7 +78,7 @@ async def add_evidence(
         out = evidence.evidence_out(record)
     if not created:
         response.status_code = 200
-    response.headers["Location"] = f"{request.url.path}/{record.id}"
+    response.headers["Location"] = public_path(request, f"{request.url.path}/{record.id}")
     return out
 
 
