@@ -31,8 +31,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy citygrid contract services gateway bench
 
+# Tests run in parallel workers (pytest-xdist), each with its own embedded PostgreSQL and NATS, so
+# no two workers share a database or a stream. Against real servers (DATABASE_URL / NATS_URL) they
+# would share both: one worker then, unless TEST_WORKERS says otherwise.
+TEST_WORKERS ?= $(if $(or $(DATABASE_URL),$(NATS_URL)),0,auto)
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -142,13 +142,18 @@ async def delete_streams(nats_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on loopback for the duration of the block; yields its base URL."""
-    port = port or free_port()
+async def serve_app(
+    app: FastAPI, port: int | None = None, startup_timeout: float = 60.0
+) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on loopback for the duration of the block; yields its base URL.
+
+    Without a ``port`` the kernel picks one as the server binds (port 0), so parallel test workers
+    never race for a port one of them probed as free.
+    """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=port,
+        port=port or 0,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -157,15 +162,16 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
+    deadline = asyncio.get_running_loop().time() + startup_timeout
+    while not server.started and not task.done() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     if not server.started:
+        server.should_exit = True
         await task
         raise RuntimeError("the app did not start")
+    bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
         server.should_exit = True
         await task
