@@ -71,7 +71,11 @@ class BlobStore(Protocol):
 
 class FilesystemBlobStore:
     """Blobs under ``root/ab/cd/<sha256>``; written to a temporary file and renamed, so a reader
-    never sees half a blob and two writers of the same content both succeed."""
+    never sees half a blob and two writers of the same content both succeed.
+
+    Every filesystem call (``stat``, write, ``fsync``, read) and the hash run in a worker thread,
+    never on the event loop: on a network filesystem one ``stat`` can take as long as a request.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -82,11 +86,16 @@ class FilesystemBlobStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     async def put(self, data: bytes, content_type: str) -> StoredBlob:
+        sha256 = await asyncio.to_thread(self._store, data)
+        return StoredBlob(sha256=sha256, content_type=content_type, size_bytes=len(data))
+
+    def _store(self, data: bytes) -> str:
+        """(thread) Hash the bytes and write them under their hash unless they are there already."""
         sha256 = hashlib.sha256(data).hexdigest()
         path = self._path(sha256)
         if not path.exists():
-            await asyncio.to_thread(self._write, path, data)
-        return StoredBlob(sha256=sha256, content_type=content_type, size_bytes=len(data))
+            self._write(path, data)
+        return sha256
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
@@ -101,6 +110,12 @@ class FilesystemBlobStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        # The rename is durable once its directory is: a record naming the blob must not outlive it.
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     async def get(self, sha256: str) -> bytes:
         path = self._path(sha256)
@@ -110,4 +125,4 @@ class FilesystemBlobStore:
             raise BlobNotFound(f"no blob {sha256}") from None
 
     async def exists(self, sha256: str) -> bool:
-        return self._path(sha256).exists()
+        return await asyncio.to_thread(self._path(sha256).exists)

@@ -4,6 +4,13 @@ The key is scoped to the principal, fingerprinted with the request, and stored i
 transaction as the creation it answers. A transaction-level advisory lock on the key makes a
 concurrent retry wait for the first request and then replay its answer instead of creating twice.
 
+A replay is the first response as the client would have seen it: status, body and the headers a
+client goes on with (``ETag`` for its next ``If-Match``, ``Location``, the content type; see
+``REPLAYED_HEADERS``), plus ``Idempotent-Replayed: true`` and the key it answers. So the caller
+sets those headers *before* ``remember(…, headers=response.headers)``, inside the transaction.
+Keys stored before the headers were (kit table version 2, ``upgrade_idempotency_v2``) replay
+without them.
+
 Keys are kept ``kit_retention_days`` (30 by default) after their creation, then deleted by the kit's
 retention job (``citygrid.retention``, through ``ix_idempotency_keys_created_at``): a client retries
 with the same key within that window or sends a new one.
@@ -12,6 +19,7 @@ with the same key within that window or sends a new one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +35,9 @@ from citygrid.errors import DomainError
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
+# The response headers a replay repeats, lower case: what a client continues with. Nothing
+# per-response (Date, X-Request-ID, rate-limit counters) and nothing set by middleware.
+REPLAYED_HEADERS = frozenset({"etag", "location", "content-location", "content-type", "last-modified"})
 
 
 class IdempotencyKeyReused(DomainError):
@@ -49,6 +60,8 @@ class StoredResponse(KitBase):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(JSONB)
+    # The replayed headers (``REPLAYED_HEADERS``), names in lower case; NULL for rows stored before.
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )
@@ -87,11 +100,25 @@ class Idempotency:
             return None
         if stored.fingerprint != self.fingerprint:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
-        return JSONResponse(stored.body, status_code=stored.status_code, headers={REPLAY_HEADER: "true"})
+        headers = dict(stored.headers or {})
+        media_type = headers.pop("content-type", None)
+        return JSONResponse(
+            stored.body,
+            status_code=stored.status_code,
+            media_type=media_type,
+            headers={**headers, REPLAY_HEADER: "true", HEADER: self.key},
+        )
 
-    async def remember(self, session: AsyncSession, status_code: int, body: Any) -> None:
+    async def remember(
+        self, session: AsyncSession, status_code: int, body: Any, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Store the response in the caller's transaction: ``headers`` are the response's as sent
+        (e.g. FastAPI's ``response.headers``), of which ``REPLAYED_HEADERS`` are kept."""
         if self.key is None:
             return
+        kept = {
+            name.lower(): value for name, value in (headers or {}).items() if name.lower() in REPLAYED_HEADERS
+        }
         session.add(
             StoredResponse(
                 principal=self.principal,
@@ -99,6 +126,29 @@ class Idempotency:
                 fingerprint=self.fingerprint,
                 status_code=status_code,
                 body=body,
+                headers=kept,
             )
         )
         await session.flush()
+
+
+def upgrade_idempotency_v2() -> None:
+    """Version 2 of the kit's ``idempotency_keys``: the replayed headers. A nullable column with no
+    default: PostgreSQL records it in the catalogue without rewriting the table, whatever its size.
+
+    Called from each service's migration of that name (Alembic context only). A short lock timeout
+    makes the migration fail fast, to be retried, rather than queue every request behind it while
+    a long transaction holds the table.
+    """
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.add_column("idempotency_keys", sa.Column("headers", JSONB(), nullable=True))
+    op.execute("SET LOCAL lock_timeout TO DEFAULT")
+
+
+def downgrade_idempotency_v2() -> None:
+    from alembic import op
+
+    op.drop_column("idempotency_keys", "headers")

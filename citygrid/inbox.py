@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import uuid
 from collections import deque
@@ -83,9 +82,12 @@ from citygrid.db import KitBase, UnitOfWork, unit_of_work
 from citygrid.errors import Conflict, DomainError, NotFound
 from citygrid.events import CloudEvent, source_of, stream_name
 from citygrid.ids import new_id
+from citygrid.logging import scrubbed_logger
 from citygrid.metrics import KitMetrics
+from citygrid.scrub import scrub, scrub_error
 
-log = logging.getLogger("citygrid.inbox")
+# Every line it logs is scrubbed (citygrid.scrub): a handler's error quotes the rows it wrote.
+log = scrubbed_logger("citygrid.inbox")
 
 Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
 Wants = Callable[[CloudEvent], bool]
@@ -278,6 +280,12 @@ def forgery(nats_subject: str, event: CloudEvent) -> str | None:
     )
 
 
+def cancelling() -> bool:
+    """This task is being cancelled (whatever error the library raised instead)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ConsumerRunner:
     def __init__(
         self,
@@ -409,7 +417,7 @@ class ConsumerRunner:
         if isinstance(error, DomainError):
             await self._dead_letter(msg, event.id, f"{error.code}: {error}", deliveries)
             return
-        reason = f"{type(error).__name__}: {error}"
+        reason = scrub_error(error)  # stored and logged: no row, parameter or phone number in it
         if is_transient(error):
             await self._retry_transient(msg, event.id, deliveries, reason)
             return
@@ -452,7 +460,7 @@ class ConsumerRunner:
         try:
             async with self.sessions() as session, session.begin():
                 upsert = insert(InboxFailure).values(
-                    consumer=self.spec.inbox, event_id=event_id, failures=1, last_error=reason[:4000]
+                    consumer=self.spec.inbox, event_id=event_id, failures=1, last_error=scrub(reason)[:4000]
                 )
                 failures = await session.scalar(
                     upsert.on_conflict_do_update(
@@ -472,6 +480,7 @@ class ConsumerRunner:
     async def _dead_letter(
         self, msg: Msg, event_id: str | None, error: str, deliveries: int, *, failures: int | None = None
     ) -> None:
+        error = scrub(error)  # before it is truncated, so no number is cut in half and missed
         try:
             async with self.sessions() as session, session.begin():
                 session.add(
@@ -599,6 +608,8 @@ class ConsumerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if cancelling():
+                    raise asyncio.CancelledError from error  # nats-py's stand-in for our cancellation
                 log.warning("consumer %s: fetch failed: %s", self.spec.name, error)
                 await asyncio.sleep(1.0)
                 continue
@@ -671,14 +682,14 @@ class ConsumerRunner:
         try:
             event = CloudEvent.model_validate_json(letter.payload)
         except ValidationError as error:
-            raise ReplayFailed(f"not a CloudEvent: {error}") from None
+            raise ReplayFailed(scrub(f"not a CloudEvent: {error}")) from None
         forged = forgery(letter.subject, event)
         if forged is not None:
             raise ReplayFailed(forged)
         try:
             outcome: Outcome = await self.apply(event) if self._wanted(event) else "skipped"
         except Exception as error:
-            raise ReplayFailed(f"the handler failed again: {type(error).__name__}: {error}") from None
+            raise ReplayFailed(f"the handler failed again: {scrub_error(error)}") from None
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(DeadLetter).where(DeadLetter.id == dead_letter_id).values(replayed_at=func.now())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -130,12 +131,22 @@ class BodyLimitMiddleware:
     the small one, so a JSON endpoint never parses megabytes.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_image_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_image_bytes: int | None = None,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_image_bytes = max(max_bytes, max_image_bytes or max_bytes)
+        # Routes that take a large upload of their own (a city's grid file) and read it streamed.
+        self.path_limits = dict(path_limits or {})
 
     def limit_for(self, scope: Scope) -> int:
+        if scope["path"] in self.path_limits:
+            return self.path_limits[scope["path"]]
         content_type = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         return self.max_image_bytes if content_type.startswith("image/") else self.max_bytes
 

@@ -1,14 +1,20 @@
-"""Alembic for every service: the shared ``env.py`` body, the kit's tables, and programmatic upgrade.
+"""Alembic for every service: the shared ``env.py`` body, the kit's tables, programmatic upgrade,
+and the helpers that change a hot table without locking it (docs/database.md).
 
 Each service keeps its own history in ``<package>/migrations``; its ``env.py`` is one call to
-``run_env``. An advisory lock serialises replicas that start at the same time.
+``run_env``. An advisory lock serialises replicas that start at the same time; once it is held, the
+run's ``lock_timeout`` and ``statement_timeout`` apply (``MigrationSettings``), so a migration that
+cannot get a lock gives up (and the rollout retries it) instead of queueing every request behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command, context, op
@@ -18,22 +24,50 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from citygrid.db import KitBase
-from citygrid.settings import to_asyncpg_url
+from citygrid.db import KitBase, milliseconds
+from citygrid.settings import MigrationSettings, to_asyncpg_url
 
 MIGRATION_LOCK = 7_731_001
+# Where ``upgrade`` hands the run's settings to ``env.py`` (Alembic's Config.attributes), and where
+# ``env.py`` leaves them for the helpers below (the connection's info).
+SETTINGS_KEY = "citygrid.migration_settings"
 
 
-def _configure_and_run(connection: Connection, metadata: list[MetaData]) -> None:
+def _set_limits(connection: Connection, *, lock_seconds: float, statement_seconds: float) -> None:
+    """Session-level (not ``LOCAL``): they hold across the run's transactions and autocommit blocks."""
+    for name, seconds in (("lock_timeout", lock_seconds), ("statement_timeout", statement_seconds)):
+        connection.execute(
+            text("SELECT set_config(:name, :value, false)"), {"name": name, "value": milliseconds(seconds)}
+        )
+
+
+def _configure_and_run(connection: Connection, metadata: list[MetaData], settings: MigrationSettings) -> None:
+    # Waiting for another replica's migration is no lock on a table: no limit on this one.
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    _set_limits(
+        connection,
+        lock_seconds=settings.migration_lock_timeout_seconds,
+        statement_seconds=settings.migration_statement_timeout_seconds,
+    )
+    connection.info[SETTINGS_KEY] = settings
     # The lock is the session's and outlives this commit; ending the implicit transaction lets
     # Alembic own the migration transaction, so ``autocommit_block()`` works (ALTER TYPE … ADD VALUE).
     connection.commit()
     try:
-        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+        # One transaction per revision: a revision's locks go at its commit, not at the end of the
+        # run, and a revision with an autocommit block (which commits what ran before it) starts
+        # from a committed, stamped state.
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            compare_type=True,
+            transaction_per_migration=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     finally:
+        connection.rollback()  # a failed migration leaves its transaction aborted
+        _set_limits(connection, lock_seconds=0, statement_seconds=0)
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
 
@@ -44,35 +78,146 @@ def run_env(service_metadata: MetaData) -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError("set sqlalchemy.url (citygrid.migrate.upgrade does)")
-    if context.is_offline_mode():
+    settings = context.config.attributes.get(SETTINGS_KEY) or MigrationSettings()
+    if context.is_offline_mode():  # a script for a DBA to run: it sets the same limits first
         context.configure(url=url, target_metadata=metadata, literal_binds=True)
+        for name, seconds in (
+            ("lock_timeout", settings.migration_lock_timeout_seconds),
+            ("statement_timeout", settings.migration_statement_timeout_seconds),
+        ):
+            context.execute(f"SET {name} = {milliseconds(seconds)}")
         with context.begin_transaction():
             context.run_migrations()
         return
 
     async def online() -> None:
-        engine = create_async_engine(to_asyncpg_url(url))
+        engine = create_async_engine(to_asyncpg_url(url), hide_parameters=True)
         try:
             async with engine.connect() as connection:
-                await connection.run_sync(_configure_and_run, metadata)
+                await connection.run_sync(_configure_and_run, metadata, settings)
         finally:
             await engine.dispose()
 
     asyncio.run(online())
 
 
-def alembic_config(package: str, database_url: str) -> Config:
+def alembic_config(package: str, database_url: str, settings: MigrationSettings | None = None) -> Config:
     module = importlib.import_module(package)
     assert module.__file__ is not None
     config = Config()
     config.set_main_option("script_location", str(Path(module.__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", to_asyncpg_url(database_url).replace("%", "%%"))
+    if settings is not None:
+        config.attributes[SETTINGS_KEY] = settings
     return config
 
 
-def upgrade(package: str, database_url: str, revision: str = "head") -> None:
-    """Migrate one service database (call from synchronous code: Alembic runs its own loop)."""
-    command.upgrade(alembic_config(package, database_url), revision)
+def upgrade(
+    package: str, database_url: str, revision: str = "head", settings: MigrationSettings | None = None
+) -> None:
+    """Migrate one service database (call from synchronous code: Alembic runs its own loop).
+
+    The time limits come from ``settings``, else from the environment (``CITYGRID_MIGRATION_*``).
+    """
+    command.upgrade(alembic_config(package, database_url, settings), revision)
+
+
+def _run_settings() -> MigrationSettings:
+    found = op.get_bind().info.get(SETTINGS_KEY)
+    return found if isinstance(found, MigrationSettings) else MigrationSettings()
+
+
+@contextmanager
+def _concurrent_limits() -> Iterator[None]:
+    """The long limit for work that blocks no writer, then the run's limits again.
+
+    A build ``CONCURRENTLY`` takes a lock that conflicts with no reader or writer, then waits for
+    the transactions older than it; under the run's short ``lock_timeout`` any slow request would
+    fail it.
+    """
+    settings = _run_settings()
+    bind = op.get_bind()
+    long = settings.migration_concurrent_timeout_seconds
+    _set_limits(bind, lock_seconds=long, statement_seconds=long)
+    try:
+        yield
+    finally:
+        _set_limits(
+            bind,
+            lock_seconds=settings.migration_lock_timeout_seconds,
+            statement_seconds=settings.migration_statement_timeout_seconds,
+        )
+
+
+def create_index_concurrently(
+    index_name: str, table_name: str, columns: Sequence[str | sa.TextClause], **kw: Any
+) -> None:
+    """Build an index on a table that already has rows without blocking its writers.
+
+    Runs ``CREATE INDEX CONCURRENTLY`` in an autocommit block, which commits what the migration did
+    before it: call it last in a revision (or in a revision of its own). Re-runnable: a valid index
+    of that name is kept, an invalid one (a build that failed half-way) is dropped and built again.
+    ``kw`` are ``op.create_index``'s (``unique=True``, ``postgresql_where=…``, ``postgresql_include=…``).
+    """
+    with op.get_context().autocommit_block():
+        if not op.get_context().as_sql:
+            valid = op.get_bind().scalar(
+                text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+                ),
+                {"name": index_name},
+            )
+            if valid:
+                return
+        with _concurrent_limits() if not op.get_context().as_sql else nullcontext():
+            op.drop_index(index_name, table_name=table_name, postgresql_concurrently=True, if_exists=True)
+            op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True, **kw)
+
+
+def backfill_in_batches(
+    table: str,
+    *,
+    set_: str,
+    where: str = "true",
+    key: str = "id",
+    batch_size: int = 1000,
+    parameters: Mapping[str, Any] | None = None,
+) -> int:
+    """``UPDATE table SET set_ WHERE where`` in batches of ``batch_size`` rows, each its own
+    transaction, walking the table in ``key`` order; returns the rows updated.
+
+    No batch holds its row locks for longer than a few milliseconds, and the run's
+    ``statement_timeout`` bounds each one. Commits what the migration did before it (an autocommit
+    block): give a backfill a revision of its own. ``where`` should leave out the rows already
+    done, so a run that failed half-way resumes where it stopped. Rows inserted meanwhile are
+    written by the new code, which sets the column itself. ``table``, ``set_``, ``where`` and
+    ``key`` are SQL written in the migration, never input; values go in ``parameters``.
+    """
+    if op.get_context().as_sql:
+        raise RuntimeError("a batched backfill reads the rows it updates: run the migration online")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    values = dict(parameters or {})
+    updated = 0
+    after: Any = None
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        while True:
+            bounds: dict[str, Any] = {"citygrid_limit": batch_size}
+            keyset = ""
+            if after is not None:
+                keyset, bounds["citygrid_after"] = f" AND {key} > :citygrid_after", after
+            statement = text(
+                f"UPDATE {table} SET {set_} WHERE {key} IN ("  # noqa: S608 - the migration's own SQL
+                f"SELECT {key} FROM {table} WHERE ({where}){keyset} ORDER BY {key} LIMIT :citygrid_limit"
+                f") RETURNING {key}"
+            )
+            keys = bind.execute(statement, {**values, **bounds}).scalars().all()
+            if not keys:
+                return updated
+            updated += len(keys)
+            after = max(keys)
 
 
 def create_kit_tables() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 import uuid
 from collections import deque
@@ -59,9 +58,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from citygrid.db import KitBase
 from citygrid.events import CloudEvent, stream_name
+from citygrid.logging import scrubbed_logger
 from citygrid.metrics import KitMetrics
+from citygrid.scrub import scrub
 
-log = logging.getLogger("citygrid.outbox")
+# Every line it logs is scrubbed (citygrid.scrub), like the errors it stores.
+log = scrubbed_logger("citygrid.outbox")
 
 # pg_try_advisory_xact_lock key of the relay: advisory locks are per database, and each service
 # has its own database, so this is one lock per service.
@@ -360,7 +362,8 @@ class OutboxRelay:
                 .where(OutboxMessage.seq.in_([row.seq for row in result.acked]))
                 .values(published_at=func.now())
             )
-        for row, error in result.refused:
+        for row, refusal in result.refused:
+            error = scrub(refusal)  # stored in last_error, which admins read: no personal data
             attempts = row.attempts + 1
             quarantine = attempts >= self.max_attempts
             await session.execute(
@@ -379,9 +382,11 @@ class OutboxRelay:
             else:
                 log.warning("outbox: event %s refused (attempt %d): %s", row.event_id, attempts, error)
         if result.interrupted is not None:
-            row, error = result.interrupted
+            row, interruption = result.interrupted
             await session.execute(
-                update(OutboxMessage).where(OutboxMessage.seq == row.seq).values(last_error=error[:2000])
+                update(OutboxMessage)
+                .where(OutboxMessage.seq == row.seq)
+                .values(last_error=scrub(interruption)[:2000])
             )
 
     async def run(self) -> None:

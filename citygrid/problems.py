@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,10 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citygrid.errors import DomainError
-from citygrid.logging import request_id_var
+from citygrid.logging import request_id_var, scrubbed_logger
 
 PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger("citygrid.problems")
+# Scrubbed before any handler sees a record: the traceback of a failed INSERT quotes its row.
+log = scrubbed_logger("citygrid.problems")
 
 HTTP_CODES = {
     400: "http.bad_request",
@@ -116,6 +116,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def unexpected_error_response(method: str, path: str) -> JSONResponse:
+    """The 500 problem for the exception being handled, which is logged without the personal data
+    its text may quote (``citygrid.scrub``: SQL parameters, failing rows, phones, ID numbers)."""
     log.exception("unhandled error on %s %s", method, path)
     return problem(
         500,

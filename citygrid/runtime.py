@@ -22,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from citygrid.auth import PrincipalVerifier
-from citygrid.db import UnitOfWork, create_engine, create_sessionmaker, unit_of_work
-from citygrid.inbox import ConsumerRunner, ConsumerSpec
+from citygrid.db import Role, UnitOfWork, create_engine, create_sessionmaker, unit_of_work
+from citygrid.inbox import ConsumerRunner, ConsumerSpec, cancelling
 from citygrid.jobs import PeriodicJob, run_forever
 from citygrid.live import LiveFeed
 from citygrid.logging import traceparent_var
@@ -52,6 +52,9 @@ class Runtime:
     live_feeds: Sequence[LiveFeed] = ()
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
+    # Evaluations and report-style reads: longer time limits, a small pool (citygrid.db.Role).
+    analytics_engine: AsyncEngine | None = None
+    analytics_sessions: async_sessionmaker[AsyncSession] | None = None
     nats: NatsClient | None = None
     jetstream: JetStreamContext | None = None
     relay: OutboxRelay | None = None
@@ -63,6 +66,12 @@ class Runtime:
     def db(self) -> async_sessionmaker[AsyncSession]:
         assert self.sessions is not None, "the runtime is not started"
         return self.sessions
+
+    @property
+    def analytics(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for analytics: the same database, ``CITYGRID_DB_ANALYTICS_*`` limits and pool."""
+        assert self.analytics_sessions is not None, "the runtime is not started"
+        return self.analytics_sessions
 
     def uow(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """A unit of work for this request or job: the only way code here commits."""
@@ -81,6 +90,9 @@ class Runtime:
     async def start(self) -> None:
         self.engine = create_engine(self.settings)
         self.sessions = create_sessionmaker(self.engine)
+        # Connects only when first used: a service without analytics holds no connection for it.
+        self.analytics_engine = create_engine(self.settings, Role.ANALYTICS)
+        self.analytics_sessions = create_sessionmaker(self.analytics_engine)
         self.consumers = {
             spec.name: ConsumerRunner(
                 spec,
@@ -177,6 +189,8 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             except Exception as error:
+                if cancelling():
+                    raise asyncio.CancelledError from error
                 log.warning("consumer %s stopped (%s); restarting", runner.spec.name, error)
                 await asyncio.sleep(1.0)
 
@@ -186,17 +200,15 @@ class Runtime:
             *(runner.drain(timeout=DRAIN_SECONDS) for runner in self.consumers.values()),
             return_exceptions=True,
         )
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self.tasks)
         self.tasks.clear()
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 await self.nats.close()
         if self.engine is not None:
             await self.engine.dispose()
+        if self.analytics_engine is not None:
+            await self.analytics_engine.dispose()
 
     async def readiness(self) -> dict[str, bool]:
         """What serving HTTP needs (the database) decides readiness; NATS is reported beside it.
@@ -211,6 +223,25 @@ class Runtime:
         except Exception as error:
             log.warning("readiness: database unreachable: %s", error)
         return {"database": database}
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[None]], *, rounds: int = 5, wait: float = 2.0) -> None:
+    """Cancel tasks and wait for them to end, cancelling again those that swallowed the first
+    cancellation (nats-py turns a cancelled read on a closing connection into an ordinary error,
+    which a retry loop then survives). A task still running after every round is logged, not awaited
+    forever: a stop must finish."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    for task in pending:
+        log.error("task %s did not stop when cancelled", task.get_name())
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def get_runtime(request: Request) -> Runtime:

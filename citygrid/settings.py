@@ -46,6 +46,22 @@ class ServiceSettings(BaseSettings):
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # Time limits every connection of the service's engines starts with (docs/database.md), in
+    # seconds; 0 turns one off. Requests, event handlers and jobs use the short ones: a statement
+    # that runs past them, a lock that cannot be had, a transaction left idle is ended by the server.
+    db_statement_timeout_seconds: float = Field(default=5.0, ge=0)
+    db_lock_timeout_seconds: float = Field(default=2.0, ge=0)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=30.0, ge=0)
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)  # waiting for a pooled connection
+    # Analytics (evaluations, report-style reads, the jobs that roll figures up) run on an engine of
+    # their own: longer limits, and a small pool, so they can neither starve requests of
+    # connections nor run unbounded.
+    db_analytics_statement_timeout_seconds: float = Field(default=60.0, ge=0)
+    db_analytics_lock_timeout_seconds: float = Field(default=5.0, ge=0)
+    db_analytics_idle_in_transaction_timeout_seconds: float = Field(default=60.0, ge=0)
+    db_analytics_pool_size: int = Field(default=2, ge=1)
+    db_analytics_max_overflow: int = Field(default=2, ge=0)
+    db_analytics_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     max_body_bytes: int = 1_048_576
     max_image_body_bytes: int = 8_388_608  # photos are sent as raw image/* bodies
     outbox_poll_seconds: float = 0.5  # the longest an idle relay waits between polls
@@ -81,6 +97,22 @@ class ServiceSettings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL with the asyncpg driver, whatever scheme the operator wrote."""
         return to_asyncpg_url(self.database_url)
+
+
+class MigrationSettings(BaseSettings):
+    """The time limits of a migration run (``citygrid.migrate.upgrade``), from the environment.
+
+    A migration waits at most ``lock_timeout`` for a lock (then fails and the rollout retries it)
+    instead of queueing every request behind it; a statement inside the migration transaction runs
+    at most ``statement_timeout``. Builds ``CONCURRENTLY`` block no writer, so they get the long
+    limit. Seconds; 0 turns a limit off.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CITYGRID_", extra="ignore", frozen=True)
+
+    migration_lock_timeout_seconds: float = Field(default=5.0, ge=0)
+    migration_statement_timeout_seconds: float = Field(default=60.0, ge=0)
+    migration_concurrent_timeout_seconds: float = Field(default=3600.0, ge=0)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -119,13 +119,16 @@ SERVICE_TASKS = ("messaging", "outbox-relay", "consumer-", "live-", "job-", "nat
 
 
 def assert_no_service_left_running() -> None:
-    leftovers = sorted(
-        task.get_name()
-        for task in asyncio.all_tasks()
-        if not task.done() and task.get_name().startswith(SERVICE_TASKS)
-    )
+    """Fail the test that finds an earlier test's service still running, naming its tasks, and
+    cancel them so the tests after it start clean."""
+    leftovers = [
+        task for task in asyncio.all_tasks() if not task.done() and task.get_name().startswith(SERVICE_TASKS)
+    ]
+    for task in leftovers:
+        task.cancel()
     if leftovers:
-        raise AssertionError(f"an earlier test left a service running (its tasks: {', '.join(leftovers)})")
+        names = ", ".join(sorted(task.get_name() for task in leftovers))
+        raise AssertionError(f"an earlier test left a service running (its tasks: {names})")
 
 
 async def delete_streams(nats_url: str) -> None:

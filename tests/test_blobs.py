@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pathlib
+import tempfile
+import threading
 
 import pytest
 
@@ -49,3 +53,37 @@ async def test_an_unknown_or_malformed_name_is_not_found(tmp_path, name):
     store = FilesystemBlobStore(tmp_path)
     with pytest.raises(BlobNotFound):
         await store.get(name)
+
+
+async def test_no_filesystem_call_or_hash_of_the_store_runs_on_the_event_loop(tmp_path, monkeypatch):
+    """On a network filesystem a ``stat`` can take as long as a request: every call is in a thread."""
+    loop_thread = threading.get_ident()
+    calls: list[tuple[str, int]] = []
+
+    def spy(owner, name):
+        original = getattr(owner, name)
+
+        def recorded(*args, **kwargs):
+            calls.append((name, threading.get_ident()))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, recorded)
+
+    for owner, name in [
+        (pathlib.Path, "exists"),
+        (pathlib.Path, "mkdir"),
+        (pathlib.Path, "read_bytes"),
+        (tempfile, "mkstemp"),
+        (os, "fsync"),
+        (os, "replace"),
+        (hashlib, "sha256"),
+    ]:
+        spy(owner, name)
+    store = FilesystemBlobStore(tmp_path)
+    stored = await store.put(JPEG, "image/jpeg")
+    await store.put(JPEG, "image/jpeg")  # there already: a stat, no write
+    assert await store.exists(stored.sha256)
+    assert await store.get(stored.sha256) == JPEG
+    called = {name for name, _ in calls}
+    assert called >= {"exists", "mkdir", "read_bytes", "mkstemp", "fsync", "replace", "sha256"}
+    assert [name for name, thread in calls if thread == loop_thread] == []

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import date, datetime
 
+import httpx
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 
-from citygrid.testing import serve_app, stream_events
+from citygrid.auth import PRINCIPAL_HEADER, Principal
+from citygrid.db import create_engine, create_sessionmaker
+from citygrid.testing import serve_app, stream_events, wait_until
+from services.case.catalogue import CALENDAR as CALENDAR_VERSION
+from services.case.catalogue import reference_version
 from services.case.domain.calendar import TimeLimit, load_calendar
 from services.case.main import create_app as create_case_app
 from services.case.models import Case, CaseHistory
@@ -185,3 +191,91 @@ async def test_a_new_stage_clears_the_overdue_mark(stack):
     registered = (await step(stack, case_id, "register", 2)).json()
     assert registered["overdue_at"] is None
     assert registered["stage"] == "dispatch"
+
+
+ADMIN = Principal(
+    subject="user:admin",
+    kind="person",
+    name="Admin",
+    roles=frozenset({"supervisor"}),
+    scopes=frozenset({"admin", "cases:read", "cases:write"}),
+)
+HOLIDAY_2030 = {
+    "year": 2030,
+    "source": "test notice",
+    "holidays": [{"name": "元旦", "dates": ["2030-01-01"]}],
+    "makeup_workdays": ["2030-01-05"],
+}
+
+
+async def test_a_calendar_edit_through_one_replica_is_in_force_in_another_after_its_refresh(
+    stack, infrastructure, databases
+):
+    second = create_case_app(case_settings(infrastructure, databases))
+    async with serve_app(second) as second_url:
+        first_calendars, second_calendars = stack.case_app.state.calendars, second.state.calendars
+        # 2030 is not shipped: New Year's Day is a Tuesday, a working day, in both replicas.
+        assert first_calendars.calendar.is_workday(date(2030, 1, 1))
+        assert second_calendars.calendar.is_workday(date(2030, 1, 1))
+        stored = await stack.client.put(
+            "/api/case/v1/admin/calendars/2030", json=HOLIDAY_2030, headers=stack.as_("admin")
+        )
+        assert stored.status_code == 200, stored.text
+        # The replica that served it: at once.
+        assert not first_calendars.calendar.is_workday(date(2030, 1, 1))
+        assert first_calendars.calendar.is_workday(date(2030, 1, 5))  # a Saturday made a working day
+        # The other one at its next refresh (a periodic job, CITYGRID_CALENDAR_REFRESH_SECONDS).
+        await wait_until(lambda: not second_calendars.calendar.is_workday(date(2030, 1, 1)), timeout=20.0)
+        assert second_calendars.calendar.is_workday(date(2030, 1, 5))
+        assert second_calendars.version == first_calendars.version == 1
+
+        # And the other way round, through the second replica's own API.
+        headers = {PRINCIPAL_HEADER: infrastructure.token(ADMIN, "case")}
+        moved = {**HOLIDAY_2030, "holidays": [{"name": "元旦", "dates": ["2030-01-02"]}]}
+        async with httpx.AsyncClient(base_url=second_url, timeout=20.0) as client:
+            assert (
+                await client.put("/v1/admin/calendars/2030", json=moved, headers=headers)
+            ).status_code == 200
+        await wait_until(lambda: not first_calendars.calendar.is_workday(date(2030, 1, 2)), timeout=20.0)
+        assert first_calendars.calendar.is_workday(date(2030, 1, 1))
+        async with stack.case_runtime.db() as session:
+            assert await reference_version(session, CALENDAR_VERSION) == 2
+
+
+async def test_the_calendar_refresh_reads_one_row_when_nothing_changed(stack):
+    calendars = stack.case_app.state.calendars
+    engine = create_engine(stack.case_runtime.settings)  # of this test alone: only its statements
+    sessions = create_sessionmaker(engine)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    try:
+        await calendars.refresh_if_changed(sessions)  # caught up with whatever happened before
+        sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
+        assert await calendars.refresh_if_changed(sessions) == 0
+    finally:
+        await engine.dispose()
+    assert len(seen) == 1
+    assert "FROM reference_versions" in seen[0]
+    assert "calendar_years" not in seen[0]
+
+
+async def test_a_category_edit_through_one_replica_is_in_force_in_another_at_once(
+    stack, infrastructure, databases
+):
+    """Categories are read per transaction, never cached: nothing to refresh."""
+    second = create_case_app(case_settings(infrastructure, databases))
+    async with (
+        serve_app(second) as second_url,
+        httpx.AsyncClient(base_url=second_url, timeout=20.0) as client,
+    ):
+        headers = {PRINCIPAL_HEADER: infrastructure.token(ADMIN, "case")}
+        retired = await stack.client.patch(
+            "/api/case/v1/admin/categories/20106", json={"active": False}, headers=stack.as_("admin")
+        )
+        assert retired.status_code == 200
+        refused = await client.post("/v1/cases", json=REPORT, headers=headers)
+        assert refused.status_code == 422
+        assert refused.json()["code"] == "case.unknown_category"

@@ -14,7 +14,12 @@ from citygrid.db import transaction_time
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import RequestModel
-from services.case.catalogue import merge_calendar_documents, shipped_calendar_documents
+from services.case.catalogue import (
+    CALENDAR,
+    bump_reference_version,
+    merge_calendar_documents,
+    shipped_calendar_documents,
+)
 from services.case.context import Calendars
 from services.case.domain.calendar import calendar_from_documents
 from services.case.domain.categories import CategoryKind, Stage, StageLimit, UnitType
@@ -116,6 +121,8 @@ async def change_category(
             raise CategoryNotFound(f"no category {code}")
         for name, value in changes.items():
             setattr(row, name, value)
+        # Categories are read per transaction (never cached): the edit is in force in every
+        # replica once this commits.
         row.updated_at = await transaction_time(uow.session)
         await uow.session.flush()
         out = CategoryOut.model_validate(row)
@@ -159,11 +166,15 @@ async def put_calendar_year(
         raise InvalidCalendar(str(error)) from None
     async with runtime.uow() as uow:
         row = await uow.session.get(CalendarYear, year, with_for_update=True)
+        now = await uow.now()
         if row is None:
-            uow.session.add(CalendarYear(year=year, document=document))
+            uow.session.add(CalendarYear(year=year, document=document, updated_at=now))
         else:
             row.document = document
-    await calendars.reload(runtime.db)
+            row.updated_at = now
+        # Every other replica sees the new version at its next refresh and reloads the calendar.
+        await bump_reference_version(uow.session, CALENDAR)
+    await calendars.reload(runtime.db)  # this replica: at once
     return CalendarYearOut(
         year=year,
         source=document.get("source"),

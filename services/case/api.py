@@ -32,11 +32,13 @@ from services.case.schemas import (
     CategoryCode,
     Decision,
     Dispatch,
-    HistoryOut,
     Merge,
     Reasoned,
     ReportCase,
     Verification,
+    address_out,
+    free_text_out,
+    history_out,
     reporter_out,
 )
 
@@ -44,22 +46,24 @@ router = APIRouter(prefix="/v1", tags=["cases"])
 
 
 def case_out(case: Case, principal: Principal) -> CaseOut:
+    # Free text and a household address may name or locate a person: masked without pii:read.
+    reveal = principal.has_scope(PII_SCOPE)
     return CaseOut(
         id=case.id,
         number=case.number,
         status=case.status,
         category_code=case.category_code,
-        description=case.description,
+        description=free_text_out(case.description, reveal=reveal) or "",
         location=GeoPoint.of(case.lon, case.lat),
         district_code=case.district_code,
-        address=case.address,
+        address=address_out(case.address, reveal=reveal),
         source=case.source,
         origin=events.origin_of(case),
         reporter=reporter_out(
             case.reporter_name,
             case.reporter_phone,
             email=case.reporter_email,
-            reveal=principal.has_scope(PII_SCOPE),
+            reveal=reveal,
         ),
         unit=case.unit,
         merged_into=case.merged_into,
@@ -82,7 +86,7 @@ def detail_out(
 ) -> CaseDetailOut:
     return CaseDetailOut(
         **case_out(case, principal).model_dump(),
-        history=[HistoryOut.model_validate(entry) for entry in history],
+        history=[history_out(entry, reveal=principal.has_scope(PII_SCOPE)) for entry in history],
         evidence=[evidence_out(item) for item in evidence],
     )
 
@@ -118,9 +122,10 @@ async def report_case(
             uow, body, principal, calendars.calendar, grid=grid.index, duplicate_radius_m=duplicate_radius_m
         )
         out = case_out(case, principal)
-        await idempotency.remember(uow.session, 201, out.model_dump(mode="json"))
-    response.headers["ETag"] = etag(case.version)
-    response.headers["Location"] = public_path(request, f"{request.url.path}/{case.id}")
+        response.headers["ETag"] = etag(case.version)
+        response.headers["Location"] = public_path(request, f"{request.url.path}/{case.id}")
+        # A retried report gets these back too, so the client can go on with If-Match.
+        await idempotency.remember(uow.session, 201, out.model_dump(mode="json"), headers=response.headers)
     return out
 
 

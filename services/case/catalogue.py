@@ -1,5 +1,11 @@
 """The category catalogue and the work calendar as this city runs them: shipped defaults that
-admins can change in the database."""
+admins can change in the database.
+
+Categories are read from the database by every transaction that needs one, so an edit is in force
+in every replica at its commit. The calendar is held in memory (every deadline uses it); an edit
+bumps the ``calendar`` reference version, which every replica polls (``CalendarHolder.refresh_if_changed``,
+a periodic job) and reloads on.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,9 +23,10 @@ from citygrid.errors import InvalidInput
 from services.case.domain import calendar as work_calendar
 from services.case.domain.calendar import WorkCalendar, calendar_from_documents
 from services.case.domain.categories import Stage, StageLimit, load_catalogue
-from services.case.models import CalendarYear, Category
+from services.case.models import CalendarYear, Category, ReferenceVersion
 
 SHIPPED_CALENDARS = Path(work_calendar.__file__).resolve().parents[1] / "data" / "calendars"
+CALENDAR = "calendar"  # its reference version's name
 
 
 class UnknownCategory(InvalidInput):
@@ -76,13 +83,56 @@ def merge_calendar_documents(
     return calendar_from_documents(by_year[year] for year in sorted(by_year))
 
 
+async def bump_reference_version(session: AsyncSession, name: str) -> int:
+    """Count an edit of ``name`` in the editing transaction; returns the new version.
+
+    The row lock it takes makes concurrent edits take turns, so versions grow in commit order and a
+    replica that has seen version n has seen every edit up to the n-th.
+    """
+    statement = (
+        insert(ReferenceVersion)
+        .values(name=name, version=1)
+        .on_conflict_do_update(
+            index_elements=[ReferenceVersion.name],
+            set_={"version": ReferenceVersion.version + 1, "changed_at": text("now()")},
+        )
+        .returning(ReferenceVersion.version)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def reference_version(session: AsyncSession, name: str) -> int:
+    """The current version of ``name`` (0 before its first edit): one primary-key read."""
+    found = await session.scalar(select(ReferenceVersion.version).where(ReferenceVersion.name == name))
+    return int(found or 0)
+
+
 @dataclass
 class CalendarHolder:
-    """The calendar every deadline is computed with, reloaded when an admin changes a year."""
+    """The calendar every deadline is computed with, reloaded when an admin changes a year, in this
+    replica at once and in the others at their next refresh."""
 
     calendar: WorkCalendar
+    version: int | None = None  # the reference version the calendar was read at; None: shipped only
 
     async def reload(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        async with sessions() as session:
+        async with sessions() as session, session.begin():
+            # One snapshot for the version and the years, so an edit committing meanwhile is either
+            # wholly in this calendar or seen as a newer version at the next refresh.
+            await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            version = await reference_version(session, CALENDAR)
             stored = [row.document for row in (await session.scalars(select(CalendarYear))).all()]
-        self.calendar = merge_calendar_documents(shipped_calendar_documents(), stored)
+        calendar = merge_calendar_documents(shipped_calendar_documents(), stored)
+        # A slower reload of an older snapshot never replaces a newer calendar.
+        if self.version is None or version >= self.version:
+            self.calendar, self.version = calendar, version
+
+    async def refresh_if_changed(self, sessions: async_sessionmaker[AsyncSession]) -> int:
+        """Reload when another replica changed the calendar; 1 when it did, else 0 (a periodic
+        job's count). Costs one primary-key read when nothing changed."""
+        async with sessions() as session:
+            version = await reference_version(session, CALENDAR)
+        if version == self.version:
+            return 0
+        await self.reload(sessions)
+        return 1

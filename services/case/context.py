@@ -1,5 +1,6 @@
 """What the case service keeps beside the kit's runtime: the work calendar its deadlines use, the
-unit grid its points resolve on, the duplicate radius, and field work's blob store and limits."""
+unit grid its points resolve on, the duplicate radius, field work's blob store and limits, and the
+time an evaluation may take."""
 
 from __future__ import annotations
 
@@ -31,8 +32,15 @@ def get_duplicate_radius(request: Request) -> float:
     return radius
 
 
+def get_evaluation_timeout(request: Request) -> float:
+    seconds: float = request.app.state.evaluation_timeout_seconds
+    return seconds
+
+
 Grid = Annotated[GridHolder, Depends(get_grid)]
 DuplicateRadius = Annotated[float, Depends(get_duplicate_radius)]
+# The statement limit of a client's evaluation, in seconds (0: the analytics engine's own).
+EvaluationTimeout = Annotated[float, Depends(get_evaluation_timeout)]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,12 @@
 """Evaluation (综合评价) in SQL: a period's figures per district, street, unit or category in one
 query over the cases a period touches, and today's figures per district as Prometheus gauges.
 
+Both run on the analytics engine (``Runtime.analytics``: longer time limits, a pool of its own). A
+client's evaluation is further limited to what the gateway waits for, so it ends as a 503 problem
+rather than running on after its client is gone. Today's figures are computed once for all
+replicas, by the replica that holds the job's advisory lock when the stored ones are stale, and
+every replica shows the stored ones (``evaluation_snapshots``).
+
 The definitions are in docs/evaluation.md. Each case row carries when it was reported, registered,
 (last) dispatched, (last) handled and closed; the history adds, through a small partial index, which
 cases were reworked, got an approved extension or were ever handled after their deadline. So a
@@ -11,16 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from citygrid.db import milliseconds, transaction_time
 from citygrid.runtime import Runtime
 from services.case.domain.evaluation import Counts, Evaluation, GroupFigures, Grouping, Period
-from services.case.models import EVALUATION_MARKS_SQL
+from services.case.models import EVALUATION_MARKS_SQL, EvaluationSnapshot
 
 GROUP_COLUMNS: dict[Grouping, str] = {
     Grouping.DISTRICT: "c.district_code",
@@ -144,6 +152,24 @@ async def evaluate(
     return Evaluation(period=period, by=by, total=total, groups=groups)
 
 
+async def evaluate_within(
+    sessions: async_sessionmaker[AsyncSession],
+    period: Period,
+    by: Grouping,
+    *,
+    district: str | None = None,
+    statement_timeout_seconds: float = 0.0,
+) -> Evaluation:
+    """``evaluate`` for a client that waits: in a transaction of its own on ``sessions`` (the
+    analytics ones), under ``statement_timeout_seconds`` (0: the engine's limit)."""
+    async with sessions() as session, session.begin():
+        if statement_timeout_seconds > 0:
+            await session.execute(
+                select(func.set_config("statement_timeout", milliseconds(statement_timeout_seconds), True))
+            )
+        return await evaluate(session, period, by, district=district)
+
+
 TODAY_FIGURES = {
     "reported_cases": "Cases reported today.",
     "registered_cases": "Cases registered today.",
@@ -162,10 +188,11 @@ TODAY_FIGURES = {
 
 @dataclass
 class TodayGauges:
-    """Today's figures per district (the city's local day), refreshed by a periodic job.
+    """Today's figures per district (the city's local day), shown from the stored snapshot.
 
-    Every replica computes them (a read), so they agree; aggregate with ``max by (district)``.
-    A rate is absent for a district where nothing was due, rather than a made-up 0 or 1.
+    One replica computes them (``compute_today_figures``) and every replica shows the same stored
+    figures, so they agree; aggregate with ``max by (district)``. A rate is absent for a district
+    where nothing was due, rather than a made-up 0 or 1.
     """
 
     registry: CollectorRegistry
@@ -218,10 +245,56 @@ class TodayGauges:
         self.refreshed.set(at.timestamp())
 
 
-async def refresh_today_gauges(runtime: Runtime, gauges: TodayGauges) -> int:
-    """Compute today's figures per district and show them; returns how many districts had cases."""
-    async with runtime.db() as session:
-        now: datetime = (await session.execute(text("SELECT now()"))).scalar_one()
-        evaluation = await evaluate(session, Period.city_day(now), Grouping.DISTRICT)
-    gauges.show(evaluation.groups, now)
-    return len(evaluation.groups)
+# The stored snapshot of today's figures by district, and the lock its computation takes: any fixed
+# key, the same in every replica ("eval" in ASCII).
+TODAY_SNAPSHOT = "today_by_district"
+TODAY_LOCK = 0x6576616C
+
+
+async def compute_today_figures(sessions: async_sessionmaker[AsyncSession], *, max_age: timedelta) -> bool:
+    """Compute today's figures by district and store them, once across replicas: only in the replica
+    that gets the advisory lock, and only when the stored figures are older than ``max_age`` or of
+    another day. True when this call computed them."""
+    async with sessions() as session, session.begin():
+        if not await session.scalar(select(func.pg_try_advisory_xact_lock(TODAY_LOCK))):
+            return False  # another replica is computing them right now
+        now = await transaction_time(session)
+        period = Period.city_day(now)
+        # Read after the lock: a replica that computed them just before committed before letting go.
+        stored = await session.get(EvaluationSnapshot, TODAY_SNAPSHOT)
+        if stored is not None and stored.period_start == period.start and stored.computed_at > now - max_age:
+            return False
+        evaluation = await evaluate(session, period, Grouping.DISTRICT)
+        values = {
+            "period_start": period.start,
+            "period_end": period.end,
+            "computed_at": now,
+            "groups": [{"key": group.key, "counts": group.counts.as_json()} for group in evaluation.groups],
+        }
+        await session.execute(
+            insert(EvaluationSnapshot)
+            .values(name=TODAY_SNAPSHOT, **values)
+            .on_conflict_do_update(index_elements=[EvaluationSnapshot.name], set_=values)
+        )
+    return True
+
+
+async def show_today_figures(sessions: async_sessionmaker[AsyncSession], gauges: TodayGauges) -> int:
+    """Show the stored figures on this replica's gauges; returns how many districts they have."""
+    async with sessions() as session:
+        stored = await session.get(EvaluationSnapshot, TODAY_SNAPSHOT)
+    if stored is None:
+        return 0
+    groups = [GroupFigures(group["key"], Counts.from_json(group["counts"])) for group in stored.groups]
+    gauges.show(groups, stored.computed_at)
+    return len(groups)
+
+
+async def refresh_today_gauges(runtime: Runtime, gauges: TodayGauges, *, max_age: timedelta) -> int:
+    """The gauges' periodic job in every replica: compute the figures if it is this replica's turn,
+    then show the stored ones (even when computing failed: the job still counts the error)."""
+    try:
+        await compute_today_figures(runtime.analytics, max_age=max_age)
+    finally:
+        shown = await show_today_figures(runtime.db, gauges)
+    return shown

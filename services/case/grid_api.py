@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from collections.abc import Sequence
+import tempfile
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import InvalidInput, NotFound
+from citygrid.http import UnsupportedMediaType
+from citygrid.middleware import PayloadTooLarge
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode
 from services.case.context import Grid
-from services.case.domain.grid import GridCell, GridIndex, cells_from_geojson
-from services.case.grid_store import lock_grid, replace_grid
+from services.case.domain.grid import GridIndex
+from services.case.grid_store import Refusal
 from services.case.models import GridCellRow
 
 router = APIRouter(prefix="/v1", tags=["grid"])
@@ -41,6 +47,16 @@ class GridCellNotFound(NotFound):
 class InvalidGrid(InvalidInput):
     code = "case.invalid_grid"
     title = "Invalid grid"
+
+
+class GridFileTooLarge(PayloadTooLarge):
+    title = "Grid file too large"
+
+
+# A grid file is the body itself, with a limit of its own: a whole city's grid is tens of MB.
+GRID_TYPES = ("application/geo+json", "application/json")
+DEFAULT_GRID_IMPORT_MAX_BYTES = 64 * 1024 * 1024
+WRITE_BATCH = 1024 * 1024
 
 
 class Replace(StrEnum):
@@ -168,7 +184,7 @@ def _grid_code(value: str) -> str:
 
 @router.get("/grid/cells/{code}", operation_id="get_grid_cell")
 async def get_grid_cell(
-    code: Annotated[str, Path(pattern=r"^[0-9]{15}$")], runtime: RuntimeDep
+    code: Annotated[str, PathParam(pattern=r"^[0-9]{15}$")], runtime: RuntimeDep
 ) -> CellDetailOut:
     """One cell with its geometry."""
     async with runtime.db() as session:
@@ -178,25 +194,121 @@ async def get_grid_cell(
     return CellDetailOut.model_validate({**_cell_out(row), "feature": row.feature})
 
 
-def _refuse_overlaps(kept_features: Sequence[dict[str, Any]], cells: list[GridCell]) -> None:
-    """Raise ValueError when the new cells overlap each other or the cells the import keeps."""
-    kept = (
-        cells_from_geojson({"type": "FeatureCollection", "features": list(kept_features)})
-        if kept_features
-        else []
-    )
-    GridIndex.build([*kept, *cells], validate=True)
-
-
 def _feature_error(message: str) -> dict[str, Any]:
     found = re.match(r"feature (\d+)", message)
     loc: list[str | int] = ["body", "features", int(found.group(1))] if found else ["body"]
     return {"loc": loc, "type": "grid.invalid_feature" if found else "grid.invalid_document", "msg": message}
 
 
-@router.post("/admin/grid/import", operation_id="import_grid")
+def _refused(refusal: Refusal) -> Exception:
+    """The problem a refused grid file is answered with (the codes a JSON body had before)."""
+    if refusal.kind == "json":
+        position = refusal.position if refusal.position is not None else 0
+        return RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", position),
+                    "msg": "JSON decode error",
+                    "ctx": {"error": refusal.message},
+                }
+            ]
+        )
+    if refusal.kind == "not_object":
+        return RequestValidationError(
+            [{"type": "dict_type", "loc": ("body",), "msg": "Input should be a valid dictionary"}]
+        )
+    if refusal.kind == "empty":
+        return InvalidGrid(
+            "the grid file has no features",
+            errors=[{"loc": ["body", "features"], "type": "grid.empty", "msg": "no features"}],
+        )
+    if refusal.kind == "unknown_district":
+        return InvalidGrid(
+            refusal.message,
+            errors=[
+                {
+                    "loc": ["body", "features", index],
+                    "type": "grid.unknown_district",
+                    "msg": f"district {district}",
+                }
+                for index, district in refusal.features[:100]
+            ],
+        )
+    if refusal.kind == "inconsistent":
+        return InvalidGrid(
+            "the grid file was refused",
+            errors=[{"loc": ["body", "features"], "type": "grid.inconsistent", "msg": refusal.message}],
+        )
+    return InvalidGrid("the grid file was refused", errors=[_feature_error(refusal.message)])
+
+
+def import_limit(settings: object) -> int:
+    """The largest grid file accepted: ``grid_import_max_bytes`` of the service's settings."""
+    limit = getattr(settings, "grid_import_max_bytes", DEFAULT_GRID_IMPORT_MAX_BYTES)
+    return int(limit)
+
+
+async def receive_grid_file(request: Request, max_bytes: int) -> Path:
+    """The request body, streamed to a temporary file (the caller removes it), at most ``max_bytes``.
+
+    Nothing is parsed here and no file call runs on the event loop: chunks are gathered into
+    batches of ``WRITE_BATCH`` bytes and written in a thread.
+    """
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in GRID_TYPES:
+        raise UnsupportedMediaType(
+            f"send the grid as application/geo+json or application/json, not '{content_type or 'nothing'}'"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise GridFileTooLarge(f"the grid file is over {max_bytes} bytes", limit=max_bytes)
+    handle, name = await asyncio.to_thread(tempfile.mkstemp, prefix="citygrid-grid-", suffix=".json")
+    path = Path(name)
+    try:
+        try:
+            file = await asyncio.to_thread(os.fdopen, handle, "wb")
+        except BaseException:
+            os.close(handle)
+            raise
+        try:
+            received = 0
+            pending = bytearray()
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_bytes:
+                    raise GridFileTooLarge(f"the grid file is over {max_bytes} bytes", limit=max_bytes)
+                pending += chunk
+                if len(pending) >= WRITE_BATCH:
+                    await asyncio.to_thread(file.write, pending)
+                    pending.clear()
+            if pending:
+                await asyncio.to_thread(file.write, pending)
+        finally:
+            await asyncio.to_thread(file.close)
+    except BaseException:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
+    return path
+
+
+@router.post(
+    "/admin/grid/import",
+    operation_id="import_grid",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A GeoJSON FeatureCollection of grid cells (RFC 7946), sent as the body itself.",
+            "content": {media: {"schema": {"type": "object"}} for media in GRID_TYPES},
+        }
+    },
+    responses={
+        413: {"description": "The file is over the grid import limit (`grid_import_max_bytes`)."},
+        415: {"description": "The body is not `application/geo+json` or `application/json`."},
+    },
+)
 async def import_grid(
-    document: Annotated[dict[str, Any], Body(description="A GeoJSON FeatureCollection of grid cells.")],
+    request: Request,
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
     grid: Grid,
@@ -204,6 +316,8 @@ async def import_grid(
 ) -> ImportOut:
     """Import a city's unit grid from GeoJSON (admin).
 
+    The body is the file itself (``application/geo+json`` or ``application/json``), up to the
+    service's ``grid_import_max_bytes`` (64 MiB by default): a whole city's grid in one request.
     Each Feature is one cell: a Polygon or MultiPolygon in WGS84/CGCS2000 with ``properties.code``
     (15 digits) and optional ``name``, ``street_name``, ``community_name``. The cells of every district
     the file covers are replaced (``replace=all``: the whole grid); the file is refused whole, as 422
@@ -211,50 +325,24 @@ async def import_grid(
     city's, or cells overlap. Every replica picks the new grid up within ``grid_refresh_seconds``.
     """
     require_scope(principal, ADMIN_SCOPE)
+    path = await receive_grid_file(request, import_limit(runtime.settings))
     try:
-        cells = await asyncio.to_thread(cells_from_geojson, document)
-    except ValueError as error:
-        raise InvalidGrid("the grid file was refused", errors=[_feature_error(str(error))]) from None
-    if not cells:
-        raise InvalidGrid(
-            "the grid file has no features",
-            errors=[{"loc": ["body", "features"], "type": "grid.empty", "msg": "no features"}],
+        # Parsed and checked in the grid's worker process; written under the grid's lock.
+        outcome = await grid.import_file(
+            runtime.db,
+            path,
+            replace_all=replace is Replace.ALL,
+            city_districts=frozenset(GUANGZHOU_DISTRICTS),
         )
-    unknown = sorted({cell.code.district for cell in cells} - set(GUANGZHOU_DISTRICTS))
-    if unknown:
-        raise InvalidGrid(
-            "the grid file names districts outside the city",
-            errors=[
-                {
-                    "loc": ["body", "features", i],
-                    "type": "grid.unknown_district",
-                    "msg": f"district {c.code.district}",
-                }
-                for i, c in enumerate(cells)
-                if c.code.district in unknown
-            ][:100],
-        )
-    covered = {cell.code.district for cell in cells}
-    async with runtime.uow() as uow:
-        session = uow.session
-        await lock_grid(session)  # read the kept districts as the import that follows will leave them
-        existing = await session.scalars(select(GridCellRow.district_code).distinct())
-        replaced = covered | set(existing.all()) if replace is Replace.ALL else covered
-        kept_features = (
-            await session.scalars(
-                select(GridCellRow.feature).where(GridCellRow.district_code.not_in(replaced))
-            )
-        ).all()
-        try:
-            await asyncio.to_thread(_refuse_overlaps, kept_features, cells)
-        except ValueError as error:
-            raise InvalidGrid(
-                "the grid file was refused",
-                errors=[{"loc": ["body", "features"], "type": "grid.inconsistent", "msg": str(error)}],
-            ) from None
-        imported = await replace_grid(session, cells, districts=replaced)
-    await grid.reload(runtime.db)
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+    if isinstance(outcome, Refusal):
+        raise _refused(outcome)
     version = grid.version[1] if grid.version else None
     return ImportOut.model_validate(
-        {**_summary(grid.index, version), "imported": imported, "replaced_districts": sorted(replaced)}
+        {
+            **_summary(grid.index, version),
+            "imported": outcome.imported,
+            "replaced_districts": outcome.replaced_districts,
+        }
     )

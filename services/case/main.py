@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -51,6 +52,8 @@ def shipped_demo_cells() -> list[GridCell]:
 
 class CaseSettings(ServiceSettings):
     service_name: str = "case"
+    # A city's whole grid file, streamed to disk (the route's own limit, not the JSON body limit).
+    grid_import_max_bytes: int = Field(default=67_108_864, ge=1)
     overdue_scan_seconds: float = 30.0
     # Evidence photos: where the filesystem blob store keeps them (development: under the data dir),
     # the largest photo accepted, and how far from the case's point a check-in is flagged.
@@ -76,7 +79,25 @@ class CaseSettings(ServiceSettings):
     grid_refresh_seconds: float = 10.0
     # Store the synthetic demo grid at startup when no grid was ever imported.
     seed_demo_grid: bool = True
-    evaluation_gauges_seconds: float = 60.0
+    # How often each replica checks whether another one changed the work calendar (one primary-key
+    # read when nothing changed).
+    calendar_refresh_seconds: float = Field(default=5.0, gt=0)
+    # Today's gauges: one replica recomputes the stored figures once they are older than
+    # evaluation_gauges_seconds; every replica reads them every evaluation_gauges_read_seconds.
+    evaluation_gauges_seconds: float = Field(default=60.0, gt=0)
+    evaluation_gauges_read_seconds: float = Field(default=15.0, gt=0)
+    # The statement limit of a client's evaluation (GET /v1/evaluation), in seconds: below the
+    # gateway's upstream timeout (CITYGRID_UPSTREAM_TIMEOUT, 10 s), so the client gets a 503
+    # evaluation.timeout problem instead of a 504 while the query runs on; 0: the analytics limit.
+    evaluation_timeout_seconds: float = Field(default=8.0, ge=0)
+
+    @property
+    def evaluation_statement_timeout_seconds(self) -> float:
+        """The limit a client's evaluation runs under: the shorter of its own and the analytics one."""
+        limits = [
+            s for s in (self.evaluation_timeout_seconds, self.db_analytics_statement_timeout_seconds) if s > 0
+        ]
+        return min(limits, default=0.0)
 
 
 def create_app(settings: CaseSettings | None = None) -> FastAPI:
@@ -101,16 +122,21 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         async def refresh_grid() -> int:
             return await grid.refresh_if_changed(runtime.db)
 
+        async def refresh_calendar() -> int:
+            return await calendars.refresh_if_changed(runtime.db)
+
         gauges = TodayGauges(runtime.metrics.registry)
+        figures_max_age = timedelta(seconds=settings.evaluation_gauges_seconds)
 
         async def evaluate_today() -> int:
-            return await refresh_today_gauges(runtime, gauges)
+            return await refresh_today_gauges(runtime, gauges, max_age=figures_max_age)
 
         runtime.on_startup = [prepare]
         runtime.jobs = [
             PeriodicJob("overdue-scan", settings.overdue_scan_seconds, scan),
             PeriodicJob("grid-refresh", settings.grid_refresh_seconds, refresh_grid),
-            PeriodicJob("evaluation-gauges", settings.evaluation_gauges_seconds, evaluate_today),
+            PeriodicJob("calendar-refresh", settings.calendar_refresh_seconds, refresh_calendar),
+            PeriodicJob("evaluation-gauges", settings.evaluation_gauges_read_seconds, evaluate_today),
         ]
         runtime.live_feeds = [live_api.case_feed(settings, runtime.metrics)]
 
@@ -125,16 +151,18 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
             admin_api.router,
             extensions_api.router,
             mobile_api.router,
-            grid_api.router,
             units_api.router,
             evaluation_api.router,
         ],
-        open_routers=[open311.router, evidence_api.router],
+        # Routes that check their own content types (Open311 forms, photos, a city's grid file).
+        open_routers=[open311.router, evidence_api.router, grid_api.router],
+        body_limits={"/v1/admin/grid/import": settings.grid_import_max_bytes},
         publishes=PUBLISHES,
         consumers=intake.consumers(calendars, grid, settings.duplicate_radius_m),
         runtime_setup=setup,
     )
     app.state.calendars = calendars
+    app.state.evaluation_timeout_seconds = settings.evaluation_statement_timeout_seconds
     app.state.field = FieldConfig(
         blobs=FilesystemBlobStore(settings.blob_root),
         evidence_max_bytes=settings.evidence_max_bytes,

@@ -170,6 +170,34 @@ class CalendarYear(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class ReferenceVersion(Base):
+    """A counter per kind of reference data every replica holds in memory (the work calendar).
+
+    Every edit bumps it in its own transaction (the row lock orders concurrent edits, so the counter
+    grows in commit order); each replica polls it and reloads when it moved.
+    """
+
+    __tablename__ = "reference_versions"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EvaluationSnapshot(Base):
+    """Figures computed once for all replicas (today's gauges): written by the replica that holds
+    the job's advisory lock when the stored ones are stale, read by every replica."""
+
+    __tablename__ = "evaluation_snapshots"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # [{"key": "440106", "counts": {…}}, …]: services.case.domain.evaluation.Counts as JSON.
+    groups: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
 class GridCellRow(Base):
     """One unit grid cell (单元网格), stored as a GeoJSON feature; the index lives in memory."""
 

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from citygrid.auth import CurrentPrincipal, require_scope
 from citygrid.db import transaction_time
 from citygrid.errors import DomainError, NotFound
+from citygrid.masking import mask_address, mask_text
 from citygrid.runtime import RuntimeDep
 from services.case import open311_queries as queries
 from services.case.context import Calendars, DuplicateRadius, Grid
@@ -175,7 +176,9 @@ def service_out(category: Category) -> dict[str, Any]:
 
 
 def request_out(public: queries.PublicRequest) -> dict[str, Any]:
-    """A case as a service request: never its reporter's name, phone or email."""
+    """A case as a service request: never its reporter's name, phone or email. The list is public
+    (keyless reads), so the description and address are always masked as for a caller without
+    ``pii:read``: no phone, ID number or e-mail in the text, no door or room number in the address."""
     case = public.case
     open_case = public_status(case.status) == "open"
     return {
@@ -184,13 +187,13 @@ def request_out(public: queries.PublicRequest) -> dict[str, Any]:
         "status_notes": status_notes(case.status, public.merged_into_number),
         "service_name": public.service_name,
         "service_code": public.service_code,
-        "description": case.description,
+        "description": mask_text(case.description),
         "agency_responsible": case.unit or f"{district_name(case.district_code)} District City Management",
         "service_notice": service_notice(public.limits),
         "requested_datetime": w3c(case.created_at),
         "updated_datetime": w3c(case.updated_at),
         "expected_datetime": w3c(case.deadline_at) if open_case and case.stage == "handle" else None,
-        "address": case.address,
+        "address": mask_address(case.address),
         "address_id": None,
         "zipcode": None,
         "lat": case.lat,

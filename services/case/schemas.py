@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from citygrid.clock import CityTime
-from citygrid.masking import mask_email, mask_name, mask_phone
+from citygrid.masking import mask_address, mask_email, mask_name, mask_phone, mask_text
 from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint, Origin
@@ -173,3 +173,22 @@ def reporter_out(
     if reveal:
         return ReporterOut(name=name, phone=phone, email=email)
     return ReporterOut(name=mask_name(name), phone=mask_phone(phone), email=mask_email(email))
+
+
+# Without ``pii:read`` (docs/personal-data.md): an address shows its names, not its numbers; free
+# text (a description, a note) shows everything but the phones, ID numbers, e-mails and labelled
+# names in it.
+
+
+def address_out(address: str | None, *, reveal: bool) -> str | None:
+    return address if reveal else mask_address(address)
+
+
+def free_text_out(text: str | None, *, reveal: bool) -> str | None:
+    return text if reveal else mask_text(text)
+
+
+def history_out(entry: object, *, reveal: bool) -> HistoryOut:
+    """A history row (``CaseHistory``) as the caller may see it: its note is free text."""
+    out = HistoryOut.model_validate(entry)
+    return out if reveal else out.model_copy(update={"note": mask_text(out.note)})

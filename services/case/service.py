@@ -25,7 +25,7 @@ from services.case.domain.evidence import EvidenceKind, require_after_photos
 from services.case.domain.grid import GridIndex
 from services.case.domain.numbering import case_number, local_day
 from services.case.domain.principals import acting_roles, check_unit
-from services.case.domain.workflow import NEEDS_NOTE, OPEN_STATUSES, Action, next_status
+from services.case.domain.workflow import NEEDS_NOTE, Action, next_status
 from services.case.models import Case, CaseEvidence, CaseHistory, CaseNumberCounter, Category
 from services.case.placement import likely_original, mergeable, place_of, resolve_place
 from services.case.schemas import ReportCase
@@ -195,6 +195,8 @@ async def transition(
 ) -> Case:
     """Take one workflow step, if the case is still at ``expected_version``."""
     session = uow.session
+    if action is Action.MERGE and merge_into is not None:
+        await _lock_for_merge(session, case_id, merge_into)
     case = await get_case(session, case_id, for_update=True)
     if case.version != expected_version:
         raise StaleVersion(
@@ -293,15 +295,36 @@ async def _dispatch_by_rule(uow: UnitOfWork, case: Case, calendar: WorkCalendar)
     )
 
 
+async def _lock_for_merge(session: AsyncSession, case_id: uuid.UUID, target_id: uuid.UUID) -> None:
+    """Lock the report and the case it is merged into before either is read, lower id first.
+
+    The report is locked to be changed (``FOR UPDATE``); the target ``FOR SHARE``: every step of
+    the target (a close, a cancel …) updates its row and so waits until the merge commits, while
+    reports merged into the same case at once (a burst of video alarms) do not wait for each other.
+    One order for every merge, the ids', so two merges never hold each other's rows.
+    """
+    for locked in sorted({case_id, target_id}):
+        query = select(Case.id).where(Case.id == locked)
+        await session.execute(query.with_for_update(read=locked != case_id))
+
+
 async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> Case:
+    """The case the report is merged into, read under the lock ``_lock_for_merge`` took: as it is
+    now, not as this session may have seen it before (``populate_existing``)."""
     if target_id is None or target_id == case.id:
         raise InvalidMerge("name the open case this report duplicates")
-    target = await session.scalar(select(Case).where(Case.id == target_id))
+    target = await session.scalar(
+        select(Case)
+        .where(Case.id == target_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
     if target is None:
         raise CaseNotFound(f"no case {target_id}")
-    if target.status not in OPEN_STATUSES or target.status is CaseStatus.REPORTED:
+    if not mergeable(target):
         raise InvalidMerge(
-            f"case {target.number} is {target.status.value}: merge into a registered, open case"
+            f"case {target.number} is {target.status.value}: merge into a registered, open case",
+            target_status=target.status.value,
         )
     return target
 

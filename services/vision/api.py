@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
+from citygrid.db import transaction_time
 from citygrid.errors import InvalidInput
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.runtime import RuntimeDep
@@ -20,7 +21,7 @@ from services.vision.catalogue import active_of, get_algorithm, load_algorithms
 from services.vision.context import Vision
 from services.vision.domain.catalogue import Group
 from services.vision.events import snapshot_url
-from services.vision.models import Alarm, AlarmStatus, AlgorithmRow, Camera, CameraStatus
+from services.vision.models import Alarm, AlarmStatus, AlgorithmRow, CameraStatus
 from services.vision.schemas import (
     AlarmDetailOut,
     AlarmOut,
@@ -59,7 +60,8 @@ class ReasonRequired(InvalidInput):
     code = "vision.reason_required"
 
 
-def camera_out(camera: Camera) -> CameraOut:
+def camera_out(view: registry.CameraView) -> CameraOut:
+    camera = view.camera
     return CameraOut(
         camera_id=camera.camera_id,
         name=camera.name,
@@ -74,7 +76,7 @@ def camera_out(camera: Camera) -> CameraOut:
         grid_code=camera.grid_code,
         engine=camera.engine,
         status=camera.status,
-        last_heartbeat_at=camera.last_heartbeat_at,
+        last_heartbeat_at=view.last_heartbeat_at,
         regions=camera.regions,
         version=camera.version,
         updated_at=camera.updated_at,
@@ -173,9 +175,9 @@ async def list_cameras(
 @router.get("/cameras/{camera_id}", operation_id="get_camera")
 async def get_camera(camera_id: CameraId, response: Response, runtime: RuntimeDep) -> CameraOut:
     async with runtime.db() as session:
-        camera = await registry.get_camera(session, camera_id)
-    response.headers["ETag"] = etag(camera.version)
-    return camera_out(camera)
+        view = await registry.get_camera_view(session, camera_id)
+    response.headers["ETag"] = etag(view.camera.version)
+    return camera_out(view)
 
 
 @router.put("/cameras/{camera_id}/regions", operation_id="set_camera_regions")
@@ -194,9 +196,10 @@ async def set_regions(
         code: [[list(v) for v in p] for p in polygons] for code, polygons in body.regions.items()
     }
     async with runtime.uow() as uow:
-        camera = await registry.set_regions(uow.session, camera_id, regions, version)
-    response.headers["ETag"] = etag(camera.version)
-    return camera_out(camera)
+        await registry.set_regions(uow.session, camera_id, regions, version)
+        view = await registry.get_camera_view(uow.session, camera_id)
+    response.headers["ETag"] = etag(view.camera.version)
+    return camera_out(view)
 
 
 @router.put(
@@ -265,9 +268,14 @@ async def list_algorithms(runtime: RuntimeDep, group: Group | None = None) -> li
 
 @router.patch("/admin/algorithms/{algorithm_code}", operation_id="update_algorithm")
 async def update_algorithm(
-    algorithm_code: AlgorithmCode, body: AlgorithmPatch, runtime: RuntimeDep, principal: CurrentPrincipal
+    algorithm_code: AlgorithmCode,
+    body: AlgorithmPatch,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    vision: Vision,
 ) -> AlgorithmOut:
-    """Change a class's defaults or switch it off (admin)."""
+    """Change a class's defaults or switch it off (admin). In force in this replica at once, in
+    the others within ``CITYGRID_CATALOGUE_REFRESH_SECONDS``."""
     require_scope(principal, ADMIN_SCOPE)
     async with runtime.uow() as uow:
         row = await get_algorithm(uow.session, algorithm_code)
@@ -275,8 +283,10 @@ async def update_algorithm(
             row.gates = {**row.gates, **body.gates.model_dump(exclude_none=True, mode="json")}
         if body.active is not None:
             row.active = body.active
+        row.updated_at = await transaction_time(uow.session)
         await uow.session.flush()
         out = algorithm_out(row)
+    vision.catalogue.invalidate()
     return out
 
 
@@ -289,9 +299,16 @@ async def ingest_detections(
 ) -> BatchResult:
     """Up to 1,000 raw detections; each gets its own result, so one bad item never sinks the others."""
     require_scope(principal, INGEST_SCOPE)
+    # Snapshots are written before the transaction opens: no advisory lock waits on an fsync.
+    staged = await intake.stage(body.detections, blobs=vision.blobs, limits=vision.limits)
     async with runtime.uow() as uow:
         results = await intake.ingest(
-            uow, body.detections, blobs=vision.blobs, metrics=vision.metrics, limits=vision.limits
+            uow,
+            staged,
+            blobs=vision.blobs,
+            metrics=vision.metrics,
+            limits=vision.limits,
+            catalogue=vision.catalogue,
         )
     accepted = sum(r.accepted for r in results)
     return BatchResult(

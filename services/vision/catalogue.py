@@ -79,6 +79,42 @@ async def load_algorithms(session: AsyncSession) -> dict[str, ActiveAlgorithm]:
     return {row.code: active_of(row) for row in rows}
 
 
+class CatalogueCache:
+    """This replica's copy of the catalogue, so intake reads no catalogue per batch.
+
+    Loaded at startup and again every ``CITYGRID_CATALOGUE_REFRESH_SECONDS`` by a job
+    (``refresh``); the replica that changes a class drops its copy at once (``invalidate``). An
+    admin's change is therefore in force in every replica within the refresh period.
+    """
+
+    def __init__(self) -> None:
+        self._algorithms: dict[str, ActiveAlgorithm] | None = None
+        # Bumped by ``invalidate``: a read that began before it must not store what it read.
+        self._generation = 0
+
+    async def get(self, session: AsyncSession) -> dict[str, ActiveAlgorithm]:
+        """The cached catalogue; read with ``session`` only when there is none yet."""
+        if self._algorithms is not None:
+            return self._algorithms
+        return await self._load(session)
+
+    async def refresh(self, sessions: async_sessionmaker[AsyncSession]) -> int:
+        async with sessions() as session:
+            await self._load(session)
+        return 0  # never a "full batch": the job waits its period
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._algorithms = None
+
+    async def _load(self, session: AsyncSession) -> dict[str, ActiveAlgorithm]:
+        generation = self._generation
+        algorithms = await load_algorithms(session)
+        if generation == self._generation:
+            self._algorithms = algorithms
+        return algorithms
+
+
 async def get_algorithm(session: AsyncSession, code: str) -> AlgorithmRow:
     row = await session.get(AlgorithmRow, code)
     if row is None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from citygrid.blobs import BlobStore
+from services.vision.catalogue import CatalogueCache
 from services.vision.engines import EngineClient
 from services.vision.intake import IntakeLimits
 from services.vision.metrics import VisionMetrics
@@ -20,6 +21,7 @@ class VisionContext:
     engines: EngineClient
     limits: IntakeLimits
     false_positive_target: float
+    catalogue: CatalogueCache = field(default_factory=CatalogueCache)
 
 
 def get_context(request: Request) -> VisionContext:

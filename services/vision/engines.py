@@ -66,6 +66,19 @@ class EngineClient:
         }
         self.client: httpx.AsyncClient | None = None
 
+    @property
+    def attempt_seconds(self) -> float:
+        """The hard bound of one attempt: httpx's timeouts are per operation (pool, connect, write,
+        read), so the attempt as a whole has a deadline of its own."""
+        return self.timeout + min(self.timeout, 2.0)
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """The longest ``analyse`` can take: every attempt running into its deadline, plus the
+        backoffs between them."""
+        backoffs = sum(min(0.2 * 2.0**attempt, 2.0) for attempt in range(self.retries))
+        return (self.retries + 1) * self.attempt_seconds + backoffs
+
     async def start(self) -> None:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 2.0)))
 
@@ -102,22 +115,32 @@ class EngineClient:
             if not breaker.allow(time.monotonic()):
                 self._observe(engine, "refused", started)
                 raise EngineUnavailable(f"engine {engine} is failing; its circuit breaker is open")
+            settled = False
             try:
-                response = await self.client.post(
-                    f"{self.engines[engine].rstrip('/')}/v1/analyse", json=request.model_dump(mode="json")
-                )
+                async with asyncio.timeout(self.attempt_seconds):
+                    response = await self.client.post(
+                        f"{self.engines[engine].rstrip('/')}/v1/analyse",
+                        json=request.model_dump(mode="json"),
+                    )
                 if response.status_code >= 500 or response.status_code == 429:
                     raise httpx.HTTPStatusError("engine error", request=response.request, response=response)
                 response.raise_for_status()
                 result = AnalyseResponse.model_validate_json(response.content)
-            except (httpx.HTTPError, ValidationError) as error:
+            except (httpx.HTTPError, ValidationError, TimeoutError) as error:
                 breaker.failed(time.monotonic())
+                settled = True
                 self._observe(engine, "error", started)
                 last_error = f"{type(error).__name__}: {str(error)[:200]}"
-                if attempt < self.retries:
-                    await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
-                continue
-            breaker.succeeded()
-            self._observe(engine, "ok", started)
-            return result
+            else:
+                breaker.succeeded()
+                settled = True
+                self._observe(engine, "ok", started)
+                return result
+            finally:
+                # Cancelled (the job stopped, the replica shuts down) or failed on our side: the
+                # call says nothing of the engine, but a half-open trial must not stay taken.
+                if not settled:
+                    breaker.abandoned()
+            if attempt < self.retries:
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise EngineUnavailable(f"engine {engine} failed {self.retries + 1} times: {last_error}")

@@ -2,13 +2,21 @@
 
 Two replicas given the same burst serialise on each key's transaction-scoped advisory lock
 (taken in key order, so they never deadlock): the second sees the first's alarm and merges into it.
+
+A batch is staged first, before any database work (``stage``): items checked, snapshots decoded
+and written to the blob store, fsync included. The transaction that takes the locks then only
+names blobs that already exist. Blobs are content-addressed, so a snapshot the pipeline does not
+keep, or one of a batch whose transaction rolls back, is an orphan file that nothing names and
+nothing reads: harmless, and a retried batch finds it stored already.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,19 +27,21 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from citygrid.blobs import BlobStore, sniff_image
+from citygrid.blobs import BlobStore, StoredBlob, sniff_image
 from citygrid.db import UnitOfWork
 from citygrid.errors import DomainError
 from citygrid.ids import new_id
 from services.vision import events
-from services.vision.catalogue import ActiveAlgorithm, load_algorithms, load_overrides
+from services.vision.catalogue import ActiveAlgorithm, CatalogueCache, load_algorithms, load_overrides
 from services.vision.domain.geometry import Polygon, Rect
 from services.vision.domain.pipeline import Item, KeyState, Observation, Outcome, best_outcome, observe
 from services.vision.metrics import VisionMetrics
 from services.vision.models import OPEN_ALARM_SQL, Alarm, AlarmStatus, Camera
-from services.vision.schemas import DetectionIn, ItemResult
+from services.vision.schemas import DetectionIn, ItemResult, RegionPolygon
 
+log = logging.getLogger("services.vision.intake")
 DETECTION = TypeAdapter(DetectionIn)
+POLYGONS: TypeAdapter[list[list[tuple[float, float]]]] = TypeAdapter(list[RegionPolygon])
 OPEN_STATUSES = (
     AlarmStatus.CANDIDATE.value,
     AlarmStatus.PENDING_REVIEW.value,
@@ -56,6 +66,7 @@ class Snapshot:
     content_type: str
     sha256: str
     taken_at: datetime
+    stored: StoredBlob | None = None  # set by ``stage`` once the blob store holds it
 
 
 @dataclass
@@ -110,21 +121,44 @@ def _box(rect: Rect) -> dict[str, float]:
     return {"x": rect.x, "y": rect.y, "width": rect.width, "height": rect.height}
 
 
-def regions_of(camera_regions: dict[str, Any], code: str) -> list[Polygon]:
-    return [[(float(p[0]), float(p[1])) for p in polygon] for polygon in camera_regions.get(code, [])]
+class InvalidRegions(ValueError):
+    """A camera's stored regions of interest for a class are not polygons of the schema."""
 
 
-async def ingest(
-    uow: UnitOfWork,
-    raw_items: Sequence[Any],
-    *,
-    blobs: BlobStore,
-    metrics: VisionMetrics | None = None,
-    limits: IntakeLimits | None = None,
-) -> list[ItemResult]:
-    """Run a batch through the pipeline; every item gets its own result, in the order given."""
-    limits = limits or IntakeLimits()
-    session = uow.session
+def regions_of(camera_regions: Any, code: str) -> list[Polygon]:
+    """The camera's polygons for the class (none: the whole image), or ``InvalidRegions``.
+
+    Stored regions are checked again: rows imported before the import checked them, or written
+    by hand, may hold anything, and one such camera must not fail a batch of others.
+    """
+    if not isinstance(camera_regions, dict):
+        raise InvalidRegions("regions are not an object of classes")
+    raw = camera_regions.get(code)
+    if raw is None or raw == []:
+        return []
+    try:
+        polygons = POLYGONS.validate_python(raw)
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidRegions(f"{code}{'.' + where if where else ''}: {first['msg']}") from None
+    return [[(x, y) for x, y in polygon] for polygon in polygons]
+
+
+@dataclass
+class StagedBatch:
+    """A batch checked item by item, its snapshots already in the blob store."""
+
+    raw_items: Sequence[Any]
+    results: dict[int, ItemResult]  # the items refused by the checks
+    accepted: list[Accepted]
+
+
+async def stage(raw_items: Sequence[Any], *, blobs: BlobStore, limits: IntakeLimits) -> StagedBatch:
+    """Check each item and write the distinct snapshots to the blob store: call it before opening
+    the transaction, so no lock or database connection waits on a write and its fsync.
+
+    A batch's snapshots are bounded by its body limit (1 MiB over HTTP and NATS)."""
     now = datetime.now(UTC)
     results: dict[int, ItemResult] = {}
     accepted: list[Accepted] = []
@@ -134,6 +168,36 @@ async def ingest(
             results[index] = checked
         else:
             accepted.append(checked)
+    distinct = {a.snapshot.sha256: a.snapshot for a in accepted if a.snapshot is not None}
+    stored = await asyncio.gather(*[blobs.put(s.data, s.content_type) for s in distinct.values()])
+    by_sha = {blob.sha256: blob for blob in stored}
+    for item in accepted:
+        if item.snapshot is not None:
+            item.snapshot.stored = by_sha[item.snapshot.sha256]
+    return StagedBatch(raw_items, results, accepted)
+
+
+async def ingest(
+    uow: UnitOfWork,
+    batch: Sequence[Any] | StagedBatch,
+    *,
+    blobs: BlobStore,
+    metrics: VisionMetrics | None = None,
+    limits: IntakeLimits | None = None,
+    catalogue: CatalogueCache | None = None,
+) -> list[ItemResult]:
+    """Run a batch through the pipeline; every item gets its own result, in the order given.
+
+    ``batch`` is best a ``StagedBatch`` staged before ``uow`` was opened; raw items are staged
+    here, before the first query (the unit of work's transaction starts with its first query).
+    ``catalogue``: the replica's cached catalogue; without it the catalogue is read per batch.
+    """
+    limits = limits or IntakeLimits()
+    staged = batch if isinstance(batch, StagedBatch) else await stage(batch, blobs=blobs, limits=limits)
+    raw_items = staged.raw_items
+    results = dict(staged.results)
+    accepted = staged.accepted
+    session = uow.session
 
     camera_ids = sorted({a.detection.camera_id for a in accepted})
     cameras = (
@@ -144,9 +208,11 @@ async def ingest(
         if camera_ids
         else {}
     )
-    algorithms = await load_algorithms(session)
+    algorithms = await catalogue.get(session) if catalogue is not None else await load_algorithms(session)
     overrides = await load_overrides(session, cameras) if cameras else {}
     by_key: dict[Key, list[Accepted]] = defaultdict(list)
+    regions: dict[Key, list[Polygon]] = {}
+    misconfigured: dict[Key, str] = {}
     for item in accepted:
         detection = item.detection
         algorithm = algorithms.get(detection.algorithm_code)
@@ -161,10 +227,25 @@ async def ingest(
                 f"{detection.algorithm_code} is not an active class of the catalogue",
             )
         else:
-            by_key[(detection.camera_id, detection.algorithm_code)].append(item)
+            key = (detection.camera_id, detection.algorithm_code)
+            if key not in regions and key not in misconfigured:
+                try:
+                    regions[key] = regions_of(cameras[key[0]].regions, key[1])
+                except InvalidRegions as error:
+                    misconfigured[key] = str(error)
+                    log.warning("camera %s has invalid regions of interest: %s", key[0], error)
+            if key in misconfigured:
+                results[item.index] = refusal(
+                    item.index,
+                    "vision.invalid_camera_regions",
+                    f"camera {key[0]} has invalid regions of interest ({misconfigured[key]}); "
+                    f"an admin sets them again with PUT /v1/cameras/{key[0]}/regions",
+                )
+            else:
+                by_key[key].append(item)
 
     if by_key:
-        await _run_pipeline(uow, by_key, cameras, algorithms, overrides, blobs, metrics)
+        await _run_pipeline(uow, by_key, cameras, regions, algorithms, overrides, metrics)
     for key, items in by_key.items():
         for item in items:
             outcome = best_outcome(item.outcomes)
@@ -188,9 +269,9 @@ async def _run_pipeline(
     uow: UnitOfWork,
     by_key: dict[Key, list[Accepted]],
     cameras: dict[str, Camera],
+    regions: dict[Key, list[Polygon]],
     algorithms: dict[str, ActiveAlgorithm],
     overrides: dict[Key, dict[str, Any]],
-    blobs: BlobStore,
     metrics: VisionMetrics | None,
 ) -> None:
     session = uow.session
@@ -251,8 +332,7 @@ async def _run_pipeline(
 
     touched: dict[Key, list[Item]] = defaultdict(list)
     for key in keys:
-        state, key_gates = states[key], gates[key]
-        regions = regions_of(cameras[key[0]].regions, key[1])
+        state, key_gates, key_regions = states[key], gates[key], regions[key]
         for accepted in sorted(by_key[key], key=lambda a: a.detection.detected_at):
             d = accepted.detection
             for box in d.boxes:
@@ -263,7 +343,7 @@ async def _run_pipeline(
                     d.track_id,
                     accepted if accepted.snapshot is not None else None,
                 )
-                outcome, item = observe(state, observation, key_gates, regions, new_id)
+                outcome, item = observe(state, observation, key_gates, key_regions, new_id)
                 accepted.outcomes.append(outcome)
                 if item is not None:
                     if item.is_alarm:
@@ -297,7 +377,8 @@ async def _run_pipeline(
                 raised.append((key, item.id, item.auto_dispatch))
             source = item.evidence
             if isinstance(source, Accepted) and source.snapshot is not None:
-                stored = await blobs.put(source.snapshot.data, source.snapshot.content_type)
+                stored = source.snapshot.stored
+                assert stored is not None, "snapshots are stored before the transaction"
                 values |= {
                     "snapshot_sha256": stored.sha256,
                     "snapshot_content_type": stored.content_type,

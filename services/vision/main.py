@@ -27,6 +27,7 @@ from services.vision.context import VisionContext
 from services.vision.engines import EngineClient
 from services.vision.events import ENGINE_ID, INTAKE_QUEUE, INTAKE_SUBJECT, PUBLISHES, case_consumer
 from services.vision.metrics import VisionMetrics
+from services.vision.recheck import CONCURRENCY as RECHECK_CONCURRENCY
 from services.vision.recheck import run_due_rechecks
 from services.vision.schemas import BatchResult, DetectionBatch
 
@@ -48,6 +49,7 @@ class VisionSettings(ServiceSettings):
     max_snapshot_bytes: int = 512 * 1024
     false_positive_target: float = 0.1
     stats_seconds: float = 15.0
+    catalogue_refresh_seconds: float = 5.0  # an admin's change reaches every replica within this
 
 
 def create_app(settings: VisionSettings | None = None) -> FastAPI:
@@ -75,6 +77,7 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
 
         async def prepare() -> None:
             await sync_shipped_catalogue(runtime.db)
+            await context.catalogue.refresh(runtime.db)
             await engines.start()
             runtime.tasks.append(asyncio.create_task(_hold_engines(engines), name="engine-client"))
             if runtime.messaging:
@@ -99,15 +102,24 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
             return await intake.expire_candidates(runtime.db, timedelta(days=2))
 
         async def gauges() -> int:
-            async with runtime.db() as session:
-                await review.refresh_gauges(session, metrics)
+            # Computed by one replica per period for the fleet, shown by every replica.
+            await review.refresh_fleet_gauges(runtime.db, metrics, every_seconds=settings.stats_seconds)
             return 0
+
+        async def catalogue() -> int:
+            return await context.catalogue.refresh(runtime.db)
 
         runtime.on_startup = [prepare]
         runtime.jobs = [
-            PeriodicJob("camera-offline", max(settings.camera_offline_seconds / 5, 1.0), offline),
-            PeriodicJob("recheck", settings.recheck_scan_seconds, rechecks, batch_size=20),
+            PeriodicJob(
+                "camera-offline",
+                max(settings.camera_offline_seconds / 5, 1.0),
+                offline,
+                batch_size=registry.SWEEP_BATCH,
+            ),
+            PeriodicJob("recheck", settings.recheck_scan_seconds, rechecks, batch_size=RECHECK_CONCURRENCY),
             PeriodicJob("vision-gauges", settings.stats_seconds, gauges),
+            PeriodicJob("catalogue-refresh", settings.catalogue_refresh_seconds, catalogue),
             PeriodicJob("candidate-expiry", 600.0, candidates),
         ]
 
@@ -165,9 +177,16 @@ async def answer_batch(runtime: Runtime, context: VisionContext, msg: Msg) -> di
         log.info("NATS intake: %s sent an invalid batch", principal.subject)
         return {"code": "validation_failed", "detail": str(error)[:500]}
     try:
+        # Snapshots are written before the transaction opens, as over HTTP.
+        staged = await intake.stage(batch.detections, blobs=context.blobs, limits=context.limits)
         async with runtime.uow() as uow:
             results = await intake.ingest(
-                uow, batch.detections, blobs=context.blobs, metrics=context.metrics, limits=context.limits
+                uow,
+                staged,
+                blobs=context.blobs,
+                metrics=context.metrics,
+                limits=context.limits,
+                catalogue=context.catalogue,
             )
     except Exception as error:
         log.exception("NATS intake: the batch of %s failed", principal.subject)

@@ -51,6 +51,12 @@ class VisionMetrics:
             "Share of the alarms of the last 7 days that dispatched themselves.",
             registry=r,
         )
+        self.figures_age = Gauge(
+            "citygrid_vision_figures_age_seconds",
+            "Age of the fleet's review figures above (one replica computes them for all, every "
+            "CITYGRID_STATS_SECONDS): growing means no replica computes them.",
+            registry=r,
+        )
         self.rechecks = Counter(
             "citygrid_vision_rechecks",
             "Re-checks after handling: passed, failed, or error (engine unavailable, retried).",

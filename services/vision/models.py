@@ -51,6 +51,11 @@ class RecheckStatus(StrEnum):
     FAILED = "failed"
 
 
+# A liveness row costs 60 bytes with its line pointer, and a heartbeat batch (5,000 neighbouring
+# ids) updates every row of a page in one statement, before the old versions can be pruned: a page
+# must hold each row twice for every update to be HOT. 50 does from the second heartbeat on; 70 took
+# eight minutes of heartbeats to get there and ended with a larger table (bench/vision.py).
+LIVENESS_FILLFACTOR = 50
 OPEN_ALARM_SQL = "status IN ('candidate', 'pending_review', 'auto_confirmed', 'confirmed')"
 
 
@@ -72,8 +77,14 @@ class Camera(Base):
     address: Mapped[str | None] = mapped_column(String(300))
     grid_code: Mapped[str | None] = mapped_column(String(15))
     engine: Mapped[str | None] = mapped_column(String(64))
+    # Written only on transitions: to online by a heartbeat that finds the camera not online, to
+    # offline by the sweep (registry.mark_offline). Heartbeats themselves go to ``camera_liveness``.
     status: Mapped[str] = mapped_column(String(16), server_default=CameraStatus.UNKNOWN.value)
-    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The releases before migration 0003 wrote every heartbeat here (a non-HOT update of this row
+    # and all six of its indexes). Nothing writes it now; the sweep still honours a value a replica
+    # of the previous release writes during a rolling update. Dropped, with ``ix_cameras_heartbeat``,
+    # by a later migration once no such replica can run.
+    legacy_heartbeat_at: Mapped[datetime | None] = mapped_column("last_heartbeat_at", DateTime(timezone=True))
     regions: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -86,6 +97,21 @@ class Camera(Base):
         Index("ix_cameras_lon_lat", "lon", "lat"),
         Index("ix_cameras_heartbeat", "last_heartbeat_at", postgresql_where=text("status = 'online'")),
     )
+
+
+class CameraLiveness(Base):
+    """A camera's last heartbeat, apart from its registry row: 500,000 cameras a minute update
+    this narrow row in place (HOT: no index covers ``last_heartbeat_at``, and the fillfactor
+    leaves room on each page for the new versions) instead of rewriting ``cameras`` and its indexes."""
+
+    __tablename__ = "camera_liveness"
+
+    camera_id: Mapped[str] = mapped_column(
+        ForeignKey("cameras.camera_id", ondelete="CASCADE"), primary_key=True
+    )
+    last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = ({"postgresql_with": {"fillfactor": LIVENESS_FILLFACTOR}},)
 
 
 class AlgorithmRow(Base):
@@ -173,6 +199,10 @@ class Alarm(Base):
         Index("ix_alarms_status_raised", "status", "raised_at", "id"),
         Index("ix_alarms_district_status_raised", "district_code", "status", "raised_at", "id"),
         Index("ix_alarms_case", "case_id", postgresql_where=text("case_id IS NOT NULL")),
+        # Alarms raised in a period, whatever their status (the auto-dispatch share, the unfiltered
+        # list in raised order). A B-tree, not BRIN: alarms are updated and deleted (expired
+        # candidates), so new rows land in old pages and the physical order does not follow time.
+        Index("ix_alarms_raised", "raised_at", "id", postgresql_where=text("raised_at IS NOT NULL")),
     )
 
 
@@ -194,6 +224,9 @@ class Review(Base):
     __table_args__ = (
         Index("ix_reviews_algorithm_at", "algorithm_code", "at"),
         Index("ix_reviews_camera_at", "camera_id", "at"),
+        # Reviews of a period (the false-positive gauges and statistics): the table is append-only
+        # and ``at`` is the insert time, so a BRIN index of a few pages finds a week's rows.
+        Index("ix_reviews_at", "at", postgresql_using="brin", postgresql_with={"autosummarize": "on"}),
     )
 
 
@@ -221,3 +254,17 @@ class Recheck(Base):
         Index("ix_rechecks_due", "due_at", postgresql_where=text("status = 'scheduled'")),
         Index("ix_rechecks_alarm", "alarm_id"),
     )
+
+
+class FleetGauges(Base):
+    """The fleet-wide review figures, computed once per period by whichever replica takes the
+    advisory lock first (``review.refresh_fleet_gauges``); every replica shows them from this row."""
+
+    __tablename__ = "fleet_gauges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queue_depth: Mapped[int] = mapped_column(Integer)
+    queue_oldest_raised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    auto_dispatch_ratio: Mapped[float] = mapped_column(Float)
+    false_positive_ratio: Mapped[dict[str, float]] = mapped_column(JSONB)  # per class, last 7 days

@@ -2,17 +2,26 @@
 
 A claim pushes ``due_at`` forward by a lease, so a replica that dies mid-call leaves the re-check
 to be claimed again; ``FOR UPDATE SKIP LOCKED`` lets every replica run the job without repeats.
+
+The lease covers the work: a round claims only as many re-checks as it works on at once
+(``concurrency``), each claim is renewed right before its engine call, and the lease outlasts the
+longest call the engine client can make (every retry timing out). A claim also carries its
+``attempts`` count as a fencing token: a replica whose claim was taken over (its lease ran out,
+another replica claimed the row again) finds the count changed, and neither calls the engine nor
+writes a verdict.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, update
 
 from citygrid.blobs import BlobStore, sniff_image
 from citygrid.db import transaction_time
@@ -23,11 +32,18 @@ from services.vision.catalogue import gates_of, get_algorithm, load_overrides
 from services.vision.domain.geometry import Rect
 from services.vision.domain.pipeline import problem_still_there
 from services.vision.engines import EngineClient, EngineUnavailable
-from services.vision.intake import rect_of, regions_of
+from services.vision.intake import InvalidRegions, rect_of, regions_of
 from services.vision.metrics import VisionMetrics
 from services.vision.models import Alarm, Camera, Recheck, RecheckStatus
 
-LEASE = timedelta(minutes=2)
+log = logging.getLogger("services.vision.recheck")
+MIN_LEASE = timedelta(minutes=2)
+CONCURRENCY = 4
+
+
+def lease_for(engines: EngineClient) -> timedelta:
+    """Long enough for the slowest call the client can make, twice over, and never under 2 minutes."""
+    return max(MIN_LEASE, timedelta(seconds=2 * engines.longest_call_seconds + 10))
 
 
 @dataclass(frozen=True)
@@ -47,8 +63,28 @@ async def run_due_rechecks(
     default_engine: str,
     max_snapshot_bytes: int,
     metrics: VisionMetrics | None = None,
-    limit: int = 20,
+    concurrency: int = CONCURRENCY,
 ) -> int:
+    """One round: claim up to ``concurrency`` due re-checks and work on them at once; returns how
+    many were claimed (a full round makes the job run again at once)."""
+    lease = lease_for(engines)
+    claimed = await claim_due(runtime, limit=concurrency, lease=lease)
+    outcomes = await asyncio.gather(
+        *[
+            recheck_one(runtime, engines, blobs, item, default_engine, max_snapshot_bytes, metrics, lease)
+            for item in claimed
+        ],
+        return_exceptions=True,  # one failing re-check neither hides nor orphans the others
+    )
+    for item, outcome in zip(claimed, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            log.error(
+                "re-check %s failed; it is claimed again when its lease ends", item.id, exc_info=outcome
+            )
+    return len(claimed)
+
+
+async def claim_due(runtime: Runtime, *, limit: int, lease: timedelta) -> list[Claimed]:
     async with runtime.uow() as uow:
         rows = list(
             await uow.session.scalars(
@@ -61,14 +97,32 @@ async def run_due_rechecks(
         )
         for row in rows:
             row.attempts += 1
-            row.due_at = func.now() + LEASE  # type: ignore[assignment]
-        claimed = [Claimed(r.id, r.alarm_id, r.camera_id, r.algorithm_code, r.attempts) for r in rows]
-    for item in claimed:
-        await _recheck_one(runtime, engines, blobs, item, default_engine, max_snapshot_bytes, metrics)
-    return len(claimed)
+            row.due_at = func.now() + lease  # type: ignore[assignment]
+        return [Claimed(r.id, r.alarm_id, r.camera_id, r.algorithm_code, r.attempts) for r in rows]
 
 
-async def _recheck_one(
+def _still_ours(item: Claimed) -> list[ColumnElement[bool]]:
+    """The re-check is still scheduled and still under this claim (no replica claimed it since)."""
+    return [
+        Recheck.id == item.id,
+        Recheck.status == RecheckStatus.SCHEDULED.value,
+        Recheck.attempts == item.attempts,
+    ]
+
+
+async def renew(runtime: Runtime, item: Claimed, lease: timedelta) -> bool:
+    """A fresh lease for the claim, from now; False when the claim is no longer ours."""
+    async with runtime.uow() as uow:
+        result = await uow.session.execute(
+            update(Recheck)
+            .where(*_still_ours(item))
+            .values(due_at=func.now() + lease)
+            .execution_options(synchronize_session=False)
+        )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def recheck_one(
     runtime: Runtime,
     engines: EngineClient,
     blobs: BlobStore,
@@ -76,7 +130,11 @@ async def _recheck_one(
     default_engine: str,
     max_snapshot_bytes: int,
     metrics: VisionMetrics | None,
+    lease: timedelta,
 ) -> None:
+    if not await renew(runtime, item, lease):
+        log.info("re-check %s was claimed again by another replica; leaving it to that one", item.id)
+        return
     async with runtime.db() as session:
         camera = await session.get(Camera, item.camera_id)
         alarm = await session.get(Alarm, item.alarm_id)
@@ -85,18 +143,25 @@ async def _recheck_one(
     assert camera is not None
     assert alarm is not None
     gates = gates_of(algorithm.gates).with_overrides(overrides.get((item.camera_id, item.algorithm_code)))
-    regions = regions_of(camera.regions, item.algorithm_code)
     try:
+        regions = regions_of(camera.regions, item.algorithm_code)
         result = await engines.analyse(
             camera.engine or default_engine, item.camera_id, item.algorithm_code, regions
         )
-    except EngineUnavailable as error:
+    except (EngineUnavailable, InvalidRegions) as error:
+        reason = (
+            f"camera regions of interest are invalid: {error}"
+            if isinstance(error, InvalidRegions)
+            else str(error)
+        )
         backoff = timedelta(seconds=min(30 * 2 ** min(item.attempts, 6), 3600))
         async with runtime.uow() as uow:
-            row = await uow.session.get(Recheck, item.id, with_for_update=True)
-            if row is not None and row.status == RecheckStatus.SCHEDULED.value:
-                row.last_error = str(error)[:2000]
-                row.due_at = func.now() + backoff  # type: ignore[assignment]
+            await uow.session.execute(
+                update(Recheck)
+                .where(*_still_ours(item))
+                .values(last_error=reason[:2000], due_at=func.now() + backoff)
+                .execution_options(synchronize_session=False)
+            )
         if metrics is not None:
             metrics.rechecks.labels(outcome="error").inc()
         return
@@ -113,8 +178,8 @@ async def _recheck_one(
             stored = None
     async with runtime.uow() as uow:
         row = await uow.session.get(Recheck, item.id, with_for_update=True)
-        if row is None or row.status != RecheckStatus.SCHEDULED.value:
-            return
+        if row is None or row.status != RecheckStatus.SCHEDULED.value or row.attempts != item.attempts:
+            return  # decided meanwhile, or claimed again by another replica: that one publishes
         row.status = (RecheckStatus.FAILED if failed else RecheckStatus.PASSED).value
         row.checked_at = await transaction_time(uow.session)
         row.last_error = None

@@ -15,11 +15,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, update
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Select, and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -29,8 +30,8 @@ from citygrid.pagination import decode_cursor, encode_cursor
 from contract.common import GUANGZHOU_DISTRICTS
 from services.vision.catalogue import get_algorithm
 from services.vision.domain.camera_ids import InvalidCameraId, parse_camera_id
-from services.vision.models import Camera, CameraOverride, CameraStatus
-from services.vision.schemas import CameraIn, Owner, Refusal
+from services.vision.models import Camera, CameraLiveness, CameraOverride
+from services.vision.schemas import CameraIn, Owner, Refusal, Regions
 
 COLUMNS = (
     "camera_id",
@@ -50,6 +51,11 @@ COLUMNS = (
 )
 OWNERS = frozenset(o.value for o in Owner)
 CameraRecord = tuple[Any, ...]
+# The HTTP routes' schema of regions of interest: a file row is held to the same rules.
+REGIONS: TypeAdapter[dict[str, list[list[tuple[float, float]]]]] = TypeAdapter(Regions)
+# pg_try_advisory_xact_lock key of the offline sweep: one replica sweeps at a time.
+SWEEP_LOCK = 7_732_002
+SWEEP_BATCH = 5_000
 
 
 class CameraNotFound(NotFound):
@@ -90,7 +96,7 @@ def record_of(row: dict[str, Any]) -> CameraRecord:
     address = str(row.get("address") or "").strip()[:300] or None
     grid_code = str(row.get("grid_code") or "").strip() or None
     engine = str(row.get("engine") or "").strip() or None
-    regions = row.get("regions") or {}
+    regions = checked_regions(row.get("regions"))
     return (
         camera_id,
         name,
@@ -105,8 +111,33 @@ def record_of(row: dict[str, Any]) -> CameraRecord:
         address,
         grid_code,
         engine,
-        json.dumps(regions) if not isinstance(regions, str) else regions,
+        json.dumps(regions),
     )
+
+
+def checked_regions(raw: Any) -> dict[str, Any]:
+    """A row's regions of interest, held to the HTTP schema: per class, 1–8 polygons of 3–64
+    ``[x, y]`` vertices in the image's normalised range (0–1). A CSV cell is JSON text."""
+    if raw is None or raw == "" or raw == {}:
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise InvalidCameraRow("regions: not JSON") from None
+    try:
+        regions = REGIONS.validate_python(raw)
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidCameraRow(
+            f"regions{'.' + where if where else ''}: {first['msg']} (per class, polygons of at least "
+            "3 [x, y] points with x and y from 0 to 1)"
+        ) from None
+    return {
+        code: [[list(vertex) for vertex in polygon] for polygon in polygons]
+        for code, polygons in regions.items()
+    }
 
 
 def record_of_model(camera: CameraIn) -> CameraRecord:
@@ -182,6 +213,27 @@ async def get_camera(session: AsyncSession, camera_id: str, *, for_update: bool 
 
 
 @dataclass(frozen=True)
+class CameraView:
+    """A camera with its last heartbeat (kept apart, in ``camera_liveness``)."""
+
+    camera: Camera
+    last_heartbeat_at: datetime | None
+
+
+def _with_liveness() -> Select[Camera, datetime]:
+    return select(Camera, CameraLiveness.last_heartbeat_at).outerjoin(
+        CameraLiveness, CameraLiveness.camera_id == Camera.camera_id
+    )
+
+
+async def get_camera_view(session: AsyncSession, camera_id: str) -> CameraView:
+    row = (await session.execute(_with_liveness().where(Camera.camera_id == camera_id))).first()
+    if row is None:
+        raise CameraNotFound(f"no camera {camera_id}", camera_id=camera_id)
+    return CameraView(row[0], row[1])
+
+
+@dataclass(frozen=True)
 class BBox:
     min_lon: float
     min_lat: float
@@ -198,9 +250,9 @@ async def list_cameras(
     owner: str | None = None,
     status: str | None = None,
     bbox: BBox | None = None,
-) -> tuple[list[Camera], str | None]:
+) -> tuple[list[CameraView], str | None]:
     """By id; each filter has an index ending in the id, the box uses (lon, lat)."""
-    query = select(Camera).order_by(Camera.camera_id).limit(limit + 1)
+    query = _with_liveness().order_by(Camera.camera_id).limit(limit + 1)
     if district_code is not None:
         query = query.where(Camera.district_code == district_code)
     if owner is not None:
@@ -217,36 +269,77 @@ async def list_cameras(
     if cursor is not None:
         (after,) = decode_cursor(cursor, 1)
         query = query.where(Camera.camera_id > str(after))
-    rows = list((await session.scalars(query)).all())
-    next_cursor = encode_cursor(rows[limit - 1].camera_id) if len(rows) > limit else None
+    rows = [CameraView(camera, heartbeat) for camera, heartbeat in await session.execute(query)]
+    next_cursor = encode_cursor(rows[limit - 1].camera.camera_id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
+# -- liveness ----------------------------------------------------------------------------------------
+#
+# A heartbeat batch is one multi-row upsert of ``camera_liveness`` (HOT updates of a narrow table
+# without secondary indexes), in camera order so that two overlapping batches never deadlock. It
+# reads ``cameras`` by primary key to tell registered cameras from unknown ones and writes nothing
+# there, except the rare row that is not online yet.
+#
+# The race with the sweep is closed by the liveness row's lock. The sweep locks the liveness rows
+# of the cameras it takes offline (``FOR UPDATE``, in camera order) and re-checks them once it has
+# the lock. If a heartbeat updated the row first, the sweep waits for it, sees the new time and
+# leaves the camera alone; if the sweep locked it first, the heartbeat's upsert waits until the
+# sweep commits, and the status update that follows, a statement of its own with a fresh snapshot,
+# sees ``offline`` and puts the camera back online.
+
+HEARTBEAT_UPSERT = text(
+    "INSERT INTO camera_liveness (camera_id, last_heartbeat_at) "
+    "SELECT c.camera_id, now() FROM cameras c WHERE c.camera_id = ANY(CAST(:ids AS varchar[])) "
+    "ORDER BY c.camera_id "
+    "ON CONFLICT (camera_id) DO UPDATE SET last_heartbeat_at = EXCLUDED.last_heartbeat_at "
+    "RETURNING camera_id"
+)
+CAME_ONLINE = text(
+    "UPDATE cameras SET status = 'online' "
+    "WHERE camera_id = ANY(CAST(:ids AS varchar[])) AND status IN ('unknown', 'offline')"
+)
+# Silent cameras that are online, oldest id first, a batch at a time. A camera a replica of the
+# previous release heartbeated (it still writes ``cameras.last_heartbeat_at``) is not silent.
+SWEEP = text(
+    "WITH silent AS ("
+    " SELECT l.camera_id FROM camera_liveness l JOIN cameras c ON c.camera_id = l.camera_id"
+    " WHERE l.last_heartbeat_at < now() - make_interval(secs => :timeout)"
+    " AND c.status = 'online'"
+    " AND (c.last_heartbeat_at IS NULL OR c.last_heartbeat_at < now() - make_interval(secs => :timeout))"
+    " ORDER BY l.camera_id LIMIT :batch FOR UPDATE OF l) "
+    "UPDATE cameras c SET status = 'offline' FROM silent s "
+    "WHERE c.camera_id = s.camera_id AND c.status = 'online' "
+    "RETURNING c.camera_id"
+)
+
+
 async def record_heartbeats(session: AsyncSession, camera_ids: list[str]) -> tuple[int, list[str]]:
+    """The cameras an engine can see: their liveness now; returns how many are registered and
+    the ids that are not."""
     unique = sorted(set(camera_ids))
-    result = await session.execute(
-        update(Camera)
-        .where(Camera.camera_id.in_(unique))
-        .values(status=CameraStatus.ONLINE.value, last_heartbeat_at=func.now())
-        .returning(Camera.camera_id)
-    )
-    online = set(result.scalars().all())
-    return len(online), [c for c in unique if c not in online]
+    beat = list((await session.execute(HEARTBEAT_UPSERT, {"ids": unique})).scalars())
+    if beat:
+        await session.execute(CAME_ONLINE, {"ids": beat})
+    registered = set(beat)
+    return len(registered), [c for c in unique if c not in registered]
 
 
-async def mark_offline(sessions: async_sessionmaker[AsyncSession], timeout_seconds: float) -> int:
-    """Cameras silent longer than the timeout go offline (the same UPDATE in every replica is harmless)."""
+async def mark_offline(
+    sessions: async_sessionmaker[AsyncSession], timeout_seconds: float, *, batch_size: int = SWEEP_BATCH
+) -> int:
+    """Cameras silent longer than the timeout go offline; returns how many did.
+
+    One replica sweeps at a time (an advisory lock; another finds it taken and returns 0), and
+    only cameras that are online are written, once each.
+    """
     async with sessions() as session, session.begin():
-        result = await session.execute(
-            update(Camera)
-            .where(
-                Camera.status == CameraStatus.ONLINE.value,
-                Camera.last_heartbeat_at < func.now() - timedelta(seconds=timeout_seconds),
-            )
-            .values(status=CameraStatus.OFFLINE.value)
-            .execution_options(synchronize_session=False)
-        )
-    return int(getattr(result, "rowcount", 0) or 0)
+        if not await session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK))):
+            return 0
+        # A heartbeat holds its liveness rows for milliseconds; never queue long behind anything.
+        await session.execute(text("SET LOCAL lock_timeout = '2s'"))
+        result = await session.execute(SWEEP, {"timeout": float(timeout_seconds), "batch": batch_size})
+        return len(result.scalars().all())
 
 
 async def set_regions(
@@ -298,10 +391,9 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
         yield from document["cameras"] if isinstance(document, dict) else document
         return
     with path.open(newline="", encoding="utf-8") as file:
-        for row in csv.DictReader(file):
-            if row.get("regions"):
-                row["regions"] = json.loads(row["regions"])  # type: ignore[assignment]
-            yield row
+        # A ``regions`` cell stays JSON text: ``record_of`` parses and checks it, so a bad cell
+        # refuses its row alone.
+        yield from csv.DictReader(file)
 
 
 async def import_file(database_url: str, path: Path) -> tuple[int, list[Refusal], float]:
@@ -310,7 +402,8 @@ async def import_file(database_url: str, path: Path) -> tuple[int, list[Refusal]
     from citygrid.settings import to_asyncpg_url
 
     started = time.perf_counter()
-    records, refused = checked_records(read_rows(path))
+    # Reading and checking the file is blocking work: a thread, so the loop stays free.
+    records, refused = await asyncio.to_thread(lambda: checked_records(read_rows(path)))
     engine = create_async_engine(to_asyncpg_url(database_url))
     try:
         async with engine.begin() as connection:

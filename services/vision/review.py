@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, and_, func, literal_column, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.auth import Principal
 from citygrid.clock import within_range
@@ -16,9 +18,9 @@ from citygrid.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from services.vision import events
 from services.vision.catalogue import active_of, get_algorithm, load_algorithms
-from services.vision.domain.review_stats import Reviewed, recommend_threshold
+from services.vision.domain.review_stats import Bucket, recommend_from_buckets
 from services.vision.metrics import VisionMetrics
-from services.vision.models import Alarm, AlarmStatus, Camera, Recheck, Review
+from services.vision.models import Alarm, AlarmStatus, Camera, FleetGauges, Recheck, Review
 from services.vision.schemas import CameraRate, ClassRate, FalsePositiveStats
 
 REVIEWER_ROLES = frozenset({"operator", "supervisor"})
@@ -189,19 +191,47 @@ async def reject(
     return alarm
 
 
+# Confidence buckets of the recommended threshold: 0.001 wide, as precise as the recommendation.
+# At most 1,001 rows per class, whatever the number of reviews.
+BUCKET_WIDTH = 1000
+# Literals, not bound parameters: GROUP BY must see the very expression the SELECT list has.
+BUCKET = func.floor(Review.confidence * literal_column(str(BUCKET_WIDTH)) + literal_column("1e-9"))
+FALSE_COUNT = func.count().filter(Review.false_positive)
+
+
+def class_buckets_query(since: Any) -> Select[str, Any, int, int]:
+    """Reviews since ``since`` per class and confidence bucket: (class, bucket, reviewed, false)."""
+    return (
+        select(Review.algorithm_code, BUCKET, func.count(), FALSE_COUNT)
+        .where(Review.at >= since)
+        .group_by(Review.algorithm_code, BUCKET)
+    )
+
+
+def camera_rates_query(since: Any, limit: int = 100) -> Select[str, int, int]:
+    """The cameras with the highest false-positive rate since ``since``."""
+    return (
+        select(Review.camera_id, func.count(), FALSE_COUNT)
+        .where(Review.at >= since)
+        .group_by(Review.camera_id)
+        .order_by((FALSE_COUNT * 1.0 / func.count()).desc(), Review.camera_id)
+        .limit(limit)
+    )
+
+
 async def false_positive_stats(session: AsyncSession, *, days: int, target_rate: float) -> FalsePositiveStats:
+    """Aggregated by the database (``ix_reviews_at`` finds the period's rows): Python gets at most
+    one row per class and confidence bucket, and the 100 worst cameras."""
     since = await session.scalar(select(func.now() - timedelta(days=days)))
     assert since is not None
     algorithms = await load_algorithms(session)
-    by_class: dict[str, list[Reviewed]] = {}
-    for code, confidence, false_positive in await session.execute(
-        select(Review.algorithm_code, Review.confidence, Review.false_positive).where(Review.at >= since)
-    ):
-        by_class.setdefault(code, []).append(Reviewed(confidence, false_positive))
+    by_class: dict[str, list[Bucket]] = {}
+    for code, bucket, total, false in await session.execute(class_buckets_query(since)):
+        by_class.setdefault(code, []).append(Bucket(float(bucket) / BUCKET_WIDTH, total, false))
     classes = []
     for code in sorted(by_class):
         current = algorithms[code].gates.min_confidence if code in algorithms else 0.0
-        recommendation = recommend_threshold(by_class[code], current, target_rate=target_rate)
+        recommendation = recommend_from_buckets(by_class[code], current, target_rate=target_rate)
         classes.append(
             ClassRate(
                 algorithm_code=code,
@@ -213,45 +243,111 @@ async def false_positive_stats(session: AsyncSession, *, days: int, target_rate:
                 note=recommendation.reason,
             )
         )
-    false_count = func.sum(case((Review.false_positive, 1), else_=0))
     cameras = [
         CameraRate(
             camera_id=camera_id, reviewed=total, false_positives=false, false_positive_rate=false / total
         )
-        for camera_id, total, false in await session.execute(
-            select(Review.camera_id, func.count(), false_count)
-            .where(Review.at >= since)
-            .group_by(Review.camera_id)
-            .order_by((false_count * 1.0 / func.count()).desc(), Review.camera_id)
-            .limit(100)
-        )
+        for camera_id, total, false in await session.execute(camera_rates_query(since))
     ]
     return FalsePositiveStats(since=since, classes=classes, cameras=cameras)
 
 
-async def refresh_gauges(session: AsyncSession, metrics: VisionMetrics) -> None:
-    """Queue depth and age, FP ratio per class and the auto-dispatch share, for /metrics."""
-    depth, oldest = (
-        await session.execute(
-            select(func.count(), func.extract("epoch", func.now() - func.min(Alarm.raised_at))).where(
-                Alarm.status == AlarmStatus.PENDING_REVIEW.value
-            )
-        )
-    ).one()
-    metrics.queue_depth.set(depth)
-    metrics.queue_oldest_age.set(float(oldest or 0.0))
-    week = func.now() - timedelta(days=7)
-    for code, total, false in await session.execute(
-        select(Review.algorithm_code, func.count(), func.sum(case((Review.false_positive, 1), else_=0)))
-        .where(Review.at >= week)
+# -- the fleet's review figures ----------------------------------------------------------------------
+#
+# Every replica runs the gauges job; the figures are computed once per period for the fleet. The
+# replica that takes the advisory lock and finds the stored figures older than the period computes
+# them (with a statement timeout) and stores them in ``fleet_gauges``; the others, and it, show
+# what is stored. Any replica can compute, so none is special and a dead one is never missed.
+
+GAUGES_LOCK = 7_732_001
+GAUGES_ROW = 1
+WEEK = timedelta(days=7)
+ANALYTICS_TIMEOUT = "30s"
+
+
+def queue_query() -> Select[int, datetime | None]:
+    """Alarms waiting for review and the oldest one's raise time (``ix_alarms_status_raised``)."""
+    return select(func.count(), func.min(Alarm.raised_at)).where(
+        Alarm.status == AlarmStatus.PENDING_REVIEW.value
+    )
+
+
+def false_positive_ratio_query(since: Any) -> Select[str, int, int]:
+    """Reviews per class since ``since`` and the false positives among them (``ix_reviews_at``)."""
+    return (
+        select(Review.algorithm_code, func.count(), FALSE_COUNT)
+        .where(Review.at >= since)
         .group_by(Review.algorithm_code)
-    ):
-        metrics.false_positive_ratio.labels(algorithm=code).set(false / total)
-    raised, auto = (
-        await session.execute(
-            select(func.count(), func.sum(case((Alarm.auto_confirmed, 1), else_=0))).where(
-                Alarm.raised_at >= week
+    )
+
+
+def auto_dispatch_query(since: Any) -> Select[int, int]:
+    """Alarms raised since ``since`` and those that dispatched themselves (``ix_alarms_raised``)."""
+    return select(func.count(), func.count().filter(Alarm.auto_confirmed)).where(
+        Alarm.raised_at.is_not(None), Alarm.raised_at >= since
+    )
+
+
+async def compute_fleet_gauges(session: AsyncSession) -> dict[str, Any]:
+    now = await transaction_time(session)
+    depth, oldest = (await session.execute(queue_query())).one()
+    ratios = {
+        code: false / total
+        for code, total, false in await session.execute(false_positive_ratio_query(now - WEEK))
+    }
+    raised, auto = (await session.execute(auto_dispatch_query(now - WEEK))).one()
+    return {
+        "computed_at": now,
+        "queue_depth": int(depth),
+        "queue_oldest_raised_at": oldest,
+        "auto_dispatch_ratio": auto / raised if raised else 0.0,
+        "false_positive_ratio": ratios,
+    }
+
+
+async def refresh_fleet_gauges(
+    sessions: async_sessionmaker[AsyncSession], metrics: VisionMetrics, *, every_seconds: float
+) -> bool:
+    """Compute the figures if this replica's turn has come, then show the stored ones; returns
+    whether this replica computed them."""
+    computed = False
+    async with sessions() as session, session.begin():
+        if await session.scalar(select(func.pg_try_advisory_xact_lock(GAUGES_LOCK))):
+            # Due when older than most of a period: replicas' jobs drift, and one of them should
+            # find the figures due each period rather than every other one.
+            fresh = await session.scalar(
+                select(func.count())
+                .select_from(FleetGauges)
+                .where(
+                    FleetGauges.id == GAUGES_ROW,
+                    FleetGauges.computed_at > func.now() - timedelta(seconds=every_seconds * 0.8),
+                )
             )
-        )
-    ).one()
-    metrics.auto_dispatch_ratio.set((auto or 0) / raised if raised else 0.0)
+            if not fresh:
+                await session.execute(text(f"SET LOCAL statement_timeout = '{ANALYTICS_TIMEOUT}'"))
+                figures = await compute_fleet_gauges(session)
+                await session.execute(
+                    insert(FleetGauges)
+                    .values(id=GAUGES_ROW, **figures)
+                    .on_conflict_do_update(index_elements=[FleetGauges.id], set_=figures)
+                )
+                computed = True
+    async with sessions() as session:
+        row = (
+            await session.execute(select(FleetGauges, func.now()).where(FleetGauges.id == GAUGES_ROW))
+        ).first()
+    if row is not None:
+        show_fleet_gauges(metrics, row[0], row[1])
+    return computed
+
+
+def show_fleet_gauges(metrics: VisionMetrics, gauges: FleetGauges, now: datetime) -> None:
+    metrics.queue_depth.set(gauges.queue_depth)
+    oldest = gauges.queue_oldest_raised_at
+    metrics.queue_oldest_age.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+    metrics.auto_dispatch_ratio.set(gauges.auto_dispatch_ratio)
+    # A class without reviews this week has no ratio: its series goes rather than stay stale.
+    metrics.false_positive_ratio.clear()
+    for code, ratio in gauges.false_positive_ratio.items():
+        metrics.false_positive_ratio.labels(algorithm=code).set(ratio)
+    metrics.figures_age.set(max((now - gauges.computed_at).total_seconds(), 0.0))

@@ -6,13 +6,19 @@ Pure: which cases each count takes is defined in ``services/case/evaluation.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from citygrid.clock import CITY_TIMEZONE
 from citygrid.errors import InvalidInput
 
+# A year (a leap year's 366 days) is the unit cities evaluate in (年度考核). Its cost is bounded
+# elsewhere, not by a shorter period: the query reads the period through range indexes, runs on the
+# analytics pool (a few connections per replica) and under a statement limit below the gateway's
+# timeout (docs/database.md); a year of a million cases takes about 1.5 s (docs/evaluation.md).
 MAX_PERIOD = timedelta(days=366)
 
 
@@ -74,6 +80,19 @@ class Counts:
     reworked: int
     mean_handling_seconds: float | None
     median_handling_seconds: float | None
+
+    def as_json(self) -> dict[str, int | float | None]:
+        """The counts as a JSON object (a stored snapshot)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Counts:
+        """Counts from ``as_json``'s object; a figure the snapshot lacks (an older version) is 0."""
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        for name, value in values.items():
+            if value is None and not name.endswith("_seconds"):
+                values[name] = 0
+        return cls(**values)
 
     @property
     def handling_rate(self) -> float | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 from statistics import median
@@ -642,12 +642,36 @@ class GridIndex:
 
     def __init__(self, cells: Iterable[GridCell], *, validate: bool = True) -> None:
         """Index the cells. See ``build`` for what ``validate`` checks."""
+        for _ in self._fill(cells, validate=validate, step=None):
+            pass
+
+    @classmethod
+    def build_stepwise(
+        cls, cells: Iterable[GridCell], *, step: int = 2000
+    ) -> Generator[None, None, GridIndex]:
+        """Index cells validated before (``validate=False``) a slice at a time: each ``next()`` does
+        about ``step`` cells' work and the generator returns the index.
+
+        For a process that must keep serving while it indexes a whole city's grid in its own
+        memory: its event loop runs between slices (``services/case/grid_store.py``). The index is
+        only handed out once complete.
+        """
+        if step < 1:
+            raise ValueError(f"step must be at least 1, got {step}")
+        index = cls.__new__(cls)
+        yield from index._fill(cells, validate=False, step=step)
+        return index
+
+    def _fill(self, cells: Iterable[GridCell], *, validate: bool, step: int | None) -> Iterator[None]:
+        """Build the index into ``self``; with a ``step``, pause after about every ``step`` items."""
         ordered = sorted(cells, key=lambda cell: cell.code.value)
         by_code: dict[str, GridCell] = {}
-        for cell in ordered:
+        for n, cell in enumerate(ordered, 1):
             if cell.code.value in by_code:
                 raise ValueError(f"duplicate grid code {cell.code}: a code identifies exactly one cell")
             by_code[cell.code.value] = cell
+            if step is not None and n % step == 0:
+                yield
         self._cells: tuple[GridCell, ...] = tuple(ordered)
         self._by_code = by_code
         self._buckets: dict[int, tuple[_Entry, ...]] = {}
@@ -668,10 +692,14 @@ class GridIndex:
         self._inv_w = 1.0 / width
         self._inv_h = 1.0 / height
         self._stride = int((self._max_y - self._min_y) * self._inv_h) + 2
+        if step is not None:
+            yield
 
         lists: dict[int, list[_Entry]] = {}
         oversized: list[_Entry] = []
-        for cell in ordered:
+        for n, cell in enumerate(ordered, 1):
+            if step is not None and n % step == 0:
+                yield
             x0, y0, x1, y1 = cell.bbox
             entry: _Entry = (x0 - eps, y0 - eps, x1 + eps, y1 + eps, _parts(cell), cell)
             ix0, iy0 = self._bucket_of(entry[0], entry[1])
@@ -682,7 +710,12 @@ class GridIndex:
             for ix in range(ix0, ix1 + 1):
                 for iy in range(iy0, iy1 + 1):
                     lists.setdefault(ix * self._stride + iy, []).append(entry)
-        self._buckets = {key: tuple(entries) for key, entries in lists.items()}
+        buckets: dict[int, tuple[_Entry, ...]] = {}
+        for n, (key, entries) in enumerate(lists.items(), 1):
+            buckets[key] = tuple(entries)
+            if step is not None and n % step == 0:
+                yield
+        self._buckets = buckets
         self._oversized = tuple(oversized)
         if validate:
             self._refuse_overlaps()

@@ -652,3 +652,35 @@ def test_a_cell_area_is_reported_in_square_metres():
     cell = square("440106001001001", 113.30, 23.10, size=0.001)  # ~102 m x 111 m
     expected = 0.001 * 0.001 * 111_195**2 * math.cos(math.radians(23.1005))
     assert cell.area_m2 == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_index_built_a_slice_at_a_time_is_the_index_built_at_once(demo, demo_index):
+    """``build_stepwise`` is how a serving process indexes a new grid between its requests."""
+    building = GridIndex.build_stepwise(reversed(demo), step=100)
+    pauses = 0
+    while True:
+        try:
+            next(building)
+        except StopIteration as done:
+            stepwise = done.value
+            break
+        pauses += 1
+    assert pauses > 2 * len(demo) // 100  # codes, then buckets: a pause every 100 items
+    assert len(stepwise) == len(demo_index)
+    assert list(stepwise) == list(demo_index)
+    assert stepwise.bounds == demo_index.bounds
+    rng = random.Random(7)
+    x0, y0, x1, y1 = demo_index.bounds
+    for _ in range(2_000):
+        lon, lat = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        assert stepwise.locate(lon, lat) is demo_index.locate(lon, lat)
+    assert [c.code for c in stepwise.cells_within(113.3245, 23.1291, 500)] == [
+        c.code for c in demo_index.cells_within(113.3245, 23.1291, 500)
+    ]
+
+
+def test_a_stepwise_build_refuses_duplicate_codes_and_a_step_below_one(demo):
+    with pytest.raises(ValueError, match="duplicate grid code"):
+        list(GridIndex.build_stepwise([demo[0], demo[0]]))
+    with pytest.raises(ValueError, match="step"):
+        list(GridIndex.build_stepwise(demo, step=0))

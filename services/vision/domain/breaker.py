@@ -2,7 +2,9 @@
 
 Closed: calls go through; ``failure_threshold`` failures in a row open it. Open: calls are refused
 at once until ``reset_seconds`` have passed, then one trial call is let through (half-open); its
-success closes the breaker, its failure opens it again.
+success closes the breaker, its failure opens it again. Every call ``allow`` let through ends in
+exactly one of ``succeeded``, ``failed`` or ``abandoned`` (the caller's ``finally``), or a trial
+stays taken and the breaker refuses every call for good.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.state = BreakerState.CLOSED
         self.failures = 0
+        self.trial_in_flight = False
+
+    def abandoned(self) -> None:
+        """The call ended without a verdict on the engine (cancelled, or an error of our own): a
+        half-open trial is free again, nothing else changes."""
         self.trial_in_flight = False
 
     def failed(self, now: float) -> None:

@@ -13,6 +13,16 @@ class Reviewed:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """The reviews of one class at one confidence (the database groups them): how many, how many
+    of them false positives."""
+
+    confidence: float
+    reviewed: int
+    false_positives: int
+
+
+@dataclass(frozen=True)
 class Recommendation:
     reviewed: int
     false_positives: int
@@ -27,6 +37,16 @@ def false_positive_rate(reviews: Sequence[Reviewed]) -> float | None:
     return sum(r.false_positive for r in reviews) / len(reviews)
 
 
+def buckets_of(reviews: Sequence[Reviewed]) -> list[Bucket]:
+    """Reviews grouped by their exact confidence."""
+    counts: dict[float, list[int]] = {}
+    for review in reviews:
+        count = counts.setdefault(review.confidence, [0, 0])
+        count[0] += 1
+        count[1] += review.false_positive
+    return [Bucket(confidence, n, false) for confidence, (n, false) in counts.items()]
+
+
 def recommend_threshold(
     reviews: Sequence[Reviewed],
     current: float,
@@ -34,32 +54,43 @@ def recommend_threshold(
     target_rate: float = 0.1,
     minimum_reviews: int = 20,
 ) -> Recommendation:
+    """``recommend_from_buckets`` of individual reviews."""
+    return recommend_from_buckets(
+        buckets_of(reviews), current, target_rate=target_rate, minimum_reviews=minimum_reviews
+    )
+
+
+def recommend_from_buckets(
+    buckets: Sequence[Bucket],
+    current: float,
+    *,
+    target_rate: float = 0.1,
+    minimum_reviews: int = 20,
+) -> Recommendation:
     """The lowest threshold at which the reviewed alarms would have met the target FP rate.
 
-    Lowering below ``current`` is never recommended: alarms under it were never raised, so the
-    reviews say nothing about them. ``None`` when there are too few reviews, or when no threshold
-    among the reviewed confidences reaches the target.
+    A threshold is a bucket's confidence: it keeps that bucket's reviews and those above. Lowering
+    below ``current`` is never recommended: alarms under it were never raised, so the reviews say
+    nothing about them. ``None`` when there are too few reviews, or when no threshold among the
+    reviewed confidences reaches the target.
     """
-    total = len(reviews)
-    false = sum(r.false_positive for r in reviews)
+    total = sum(b.reviewed for b in buckets)
+    false = sum(b.false_positives for b in buckets)
     rate = false / total if total else None
     if total < minimum_reviews:
         return Recommendation(total, false, rate, None, f"needs at least {minimum_reviews} reviews")
     if rate is not None and rate <= target_rate:
         return Recommendation(total, false, rate, current, "the current threshold meets the target")
-    ordered = sorted(reviews, key=lambda r: r.confidence)
-    remaining_false = false
-    for index, review in enumerate(ordered):
-        kept = total - index
-        first_of_its_value = index == 0 or ordered[index - 1].confidence < review.confidence
+    kept, remaining_false = total, false
+    for bucket in sorted(buckets, key=lambda b: b.confidence):
         if (
-            first_of_its_value
-            and review.confidence >= current
+            bucket.confidence >= current
             and kept >= minimum_reviews // 2
             and remaining_false / kept <= target_rate
         ):
             return Recommendation(
-                total, false, rate, round(review.confidence, 3), f"keeps {kept} of {total} reviewed alarms"
+                total, false, rate, round(bucket.confidence, 3), f"keeps {kept} of {total} reviewed alarms"
             )
-        remaining_false -= review.false_positive
+        kept -= bucket.reviewed
+        remaining_false -= bucket.false_positives
     return Recommendation(total, false, rate, None, "no threshold reaches the target rate")

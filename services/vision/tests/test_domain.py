@@ -134,6 +134,16 @@ def test_a_successful_trial_closes_the_breaker_and_a_failed_one_opens_it_again()
     assert breaker.allow(20)
 
 
+def test_an_abandoned_trial_lets_the_next_call_try():
+    breaker = CircuitBreaker(failure_threshold=1, reset_seconds=10)
+    breaker.failed(0)
+    assert breaker.allow(10)  # the trial
+    assert not breaker.allow(10)  # one at a time
+    breaker.abandoned()  # cancelled: no verdict on the engine
+    assert state(breaker) is BreakerState.HALF_OPEN
+    assert breaker.allow(11)
+
+
 # -- recommended threshold -------------------------------------------------------------------------
 
 

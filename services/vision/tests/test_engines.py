@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from citygrid.testing import serve_app
@@ -59,3 +64,40 @@ def calls(metrics: VisionMetrics, outcome: str) -> float | None:
     return metrics.registry.get_sample_value(
         "citygrid_vision_engine_call_duration_seconds_count", {"engine": "dead", "outcome": outcome}
     )
+
+
+async def test_a_cancelled_half_open_trial_frees_the_breaker_for_the_next_call():
+    app = FastAPI()
+    hold = asyncio.Event()
+    arrived = asyncio.Event()
+
+    @app.post("/v1/analyse")
+    async def analyse(body: dict[str, Any]) -> dict[str, Any]:
+        arrived.set()
+        await hold.wait()
+        return {
+            "camera_id": body["camera_id"],
+            "algorithm_code": body["algorithm_code"],
+            "analysed_at": "2026-11-26T12:00:03+08:00",
+            "detections": [],
+        }
+
+    async with serve_app(app) as url:
+        client = EngineClient({"slow": url}, timeout=30, retries=0, failure_threshold=1, reset_seconds=30)
+        breaker = client.breakers["slow"]
+        try:
+            breaker.state, breaker.opened_at = BreakerState.OPEN, time.monotonic() - 60  # due a trial
+            trial = asyncio.create_task(client.analyse("slow", CAMERA, "littering", []))
+            await arrived.wait()
+            assert (breaker.state, breaker.trial_in_flight) == (BreakerState.HALF_OPEN, True)
+            trial.cancel()  # the job stops, the replica shuts down
+            with pytest.raises(asyncio.CancelledError):
+                await trial
+            assert (breaker.state, breaker.trial_in_flight) == (BreakerState.HALF_OPEN, False)
+            hold.set()
+            answer = await client.analyse("slow", CAMERA, "littering", [])
+            assert answer.detections == []
+            assert breaker.state is BreakerState.CLOSED
+        finally:
+            hold.set()
+            await client.close()
