@@ -1,12 +1,15 @@
 """The app factory every service uses: problem+json, request context, metrics, health, admin.
 
-Routers given to the factory are served behind the internal principal (401 without it) and accept
-only JSON bodies (415 otherwise); ``open_routers`` skip the JSON rule (e.g. form-encoded APIs).
+Routers given to the factory are served behind the internal principal (401 without it, or when the
+token was issued for another request) and the service's scope declaration (403
+``auth.missing_scope``: the same ``citygrid.scopes.ScopeRules`` the gateway checks), and accept only
+JSON bodies (415 otherwise); ``open_routers`` skip the JSON rule (e.g. form-encoded APIs).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -14,13 +17,20 @@ from starlette.routing import Route
 
 from citygrid import admin, health
 from citygrid.auth import PrincipalVerifier, current_principal
+from citygrid.db import install_database_problem_handlers
 from citygrid.errors import DomainError, InvalidInput
 from citygrid.inbox import ConsumerSpec
 from citygrid.metrics import KitMetrics, MetricsMiddleware, metrics_endpoint
 from citygrid.middleware import BodyLimitMiddleware, RequestContextMiddleware, UnexpectedErrorMiddleware
 from citygrid.problems import install_problem_handlers
 from citygrid.runtime import Runtime
+from citygrid.scopes import ScopeRules, require_declared_scope
 from citygrid.settings import ServiceSettings
+
+log = logging.getLogger("citygrid.http")
+# Environments whose services also take internal tokens bound to no request (tools and tests
+# sign those); production refuses them.
+UNBOUND_TOKEN_ENVIRONMENTS = frozenset({"development", "test"})
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 
@@ -62,8 +72,11 @@ def create_base_app(
     description: str = "",
     extra_lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     openapi_url: str | None = "/openapi.json",
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """Problem+json, request context, body limit, RED metrics and health: what every process serves."""
+    """Problem+json, request context, body limit, RED metrics and health: what every process serves.
+
+    ``body_limits`` gives routes that stream a large upload of their own (path → bytes) their limit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +95,8 @@ def create_base_app(
     )
     app.state.kit = runtime
     install_problem_handlers(app)
+    # A statement ended by a time limit, or a lost connection, is a 503 problem, not a 500.
+    install_database_problem_handlers(app)
     app.include_router(health.router)
     app.router.routes.append(Route("/metrics", metrics_endpoint(runtime.metrics), include_in_schema=False))  # type: ignore[arg-type]
     # Innermost: an unexpected error is a 500 problem the metrics count and the connection survives.
@@ -91,6 +106,7 @@ def create_base_app(
         BodyLimitMiddleware,
         max_bytes=runtime.settings.max_body_bytes,
         max_image_bytes=runtime.settings.max_image_body_bytes,
+        path_limits=body_limits,
     )
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -107,12 +123,22 @@ def create_service_app(
     consumers: Sequence[ConsumerSpec] = (),
     description: str = "",
     runtime_setup: Callable[[Runtime], None] | None = None,
+    scopes: ScopeRules | None = None,
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """Build a domain service; engines and connections are made in its lifespan, not here.
 
     ``runtime_setup`` lets the service add its periodic jobs and startup hooks, which need the
-    runtime (its database, its settings) that exists only from here on.
+    runtime (its database, its settings) that exists only from here on. ``scopes`` is the
+    service's scope declaration (from ``contract``), the one the gateway checks too; a service with
+    routers refuses to start without one in production.
     """
+    if scopes is None and (routers or open_routers):
+        if settings.environment == "production":
+            raise ValueError(f"{settings.service_name}: create_service_app needs the service's scopes=")
+        log.warning("%s declares no scopes: only v1/admin is checked in the service", settings.service_name)
+    if scopes is not None and scopes.service != settings.service_name:
+        raise ValueError(f"the scopes of {scopes.service!r} given to the {settings.service_name} service")
     runtime = Runtime(
         settings=settings,
         metrics=KitMetrics(service=settings.service_name),
@@ -120,14 +146,23 @@ def create_service_app(
             public_key=settings.internal_token_public_key,
             audience=settings.service_name,
             issuer=settings.internal_token_issuer,
+            require_binding=settings.environment not in UNBOUND_TOKEN_ENVIRONMENTS,
         ),
         publishes=publishes,
         consumer_specs=consumers,
     )
     if runtime_setup is not None:
         runtime_setup(runtime)
-    app = create_base_app(runtime, title=title, version=version, description=description)
-    protected = [Depends(current_principal), Depends(refuse_nul_in_query)]
+    app = create_base_app(
+        runtime, title=title, version=version, description=description, body_limits=body_limits
+    )
+    app.state.scope_rules = scopes
+    # The principal first (401), then the query, then the route's declared scope (403).
+    protected = [
+        Depends(current_principal),
+        Depends(refuse_nul_in_query),
+        Depends(require_declared_scope),
+    ]
     for router in routers:
         app.include_router(router, dependencies=[*protected, Depends(require_json_body)])
     for router in open_routers:

@@ -1,5 +1,8 @@
 """Who is calling: an API key (departments, systems) or a person's bearer JWT; and rate limits.
 
+People's tokens are the identity provider's (``gateway.people``): public keys from its JWKS,
+groups mapped to CityGrid roles and scopes through the gateway's allow-list.
+
 An authentication flood costs no database query per request: valid keys are cached, unknown key
 prefixes are remembered for a while (bounded LRUs both), concurrent lookups of one prefix share one
 query, and each client address may make only so many lookups that find nothing before it is told to
@@ -17,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
-import jwt
 from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +28,7 @@ from citygrid.auth import Principal
 from citygrid.errors import DomainError, Unauthenticated
 from gateway import keys
 from gateway.models import ApiConsumer
+from gateway.people import PeopleTokens
 from gateway.settings import GatewaySettings
 
 K = TypeVar("K")
@@ -178,11 +181,13 @@ class Authenticator:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[str], None] | None = None,
+        people: PeopleTokens | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
         self.on_lookup = on_lookup
+        self.people = people
         self._known: LruCache[str, KnownKey] = LruCache(settings.api_key_cache_entries)
         self._unknown: LruCache[str, bool] = LruCache(settings.api_key_cache_entries)
         self._lookups: dict[str, asyncio.Task[KnownKey | None]] = {}
@@ -202,7 +207,9 @@ class Authenticator:
         if api_key is not None:
             return await self._by_api_key(api_key, client)
         if scheme.lower() == "bearer" and credentials:
-            return self._by_person_token(credentials.strip()), self.settings.default_rate_limit_per_minute
+            return await self._by_person_token(
+                credentials.strip()
+            ), self.settings.default_rate_limit_per_minute
         raise MissingCredentials("send an API key (X-API-Key) or a bearer token")
 
     async def authenticate_key(self, plaintext: str, client: str = "") -> tuple[Principal, int]:
@@ -277,37 +284,11 @@ class Authenticator:
     def forget(self, prefix: str) -> None:
         self._known.pop(prefix)
 
-    def _by_person_token(self, token: str) -> Principal:
-        if not self.settings.people_jwt_key:
+    async def _by_person_token(self, token: str) -> Principal:
+        if self.people is None:
             raise InvalidCredentials("bearer tokens for people are not configured on this gateway")
-        try:
-            claims = jwt.decode(
-                token,
-                self.settings.people_jwt_key,
-                algorithms=[self.settings.people_jwt_algorithm],
-                audience=self.settings.people_jwt_audience,
-                issuer=self.settings.people_jwt_issuer,
-                options={"require": ["exp", "sub"]},
-                leeway=5,
-            )
-        except jwt.PyJWTError as error:
-            raise InvalidCredentials(f"the bearer token is not valid: {type(error).__name__}") from None
-        scopes = claims.get("scopes") or str(claims.get("scope", "")).split()
-        return Principal(
-            subject=f"person:{claims['sub']}",
-            kind="person",
-            name=str(claims.get("name") or claims["sub"]),
-            roles=frozenset(str(role) for role in claims.get("roles", [])),
-            scopes=frozenset(str(scope) for scope in scopes),
-            district=claims.get("district"),
-            unit=_unit_claim(claims.get("unit")),
-        )
+        return await self.people.principal(token)
 
-
-def _unit_claim(value: object) -> str | None:
-    """The person's unit from the identity provider, or none when the claim is absent or unusable."""
-    if isinstance(value, str) and 0 < len(value.strip()) <= 100:
-        return value.strip()
-    if value is None:
-        return None
-    raise InvalidCredentials("the bearer token's 'unit' claim must be a unit code of 1 to 100 characters")
+    async def aclose(self) -> None:
+        if self.people is not None:
+            await self.people.aclose()

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from citygrid.auth import MissingScope, Principal, PrincipalVerifier, load_private_key
+from citygrid.auth import MissingScope, Principal, PrincipalVerifier
 from citygrid.http import create_base_app
 from citygrid.metrics import KitMetrics, metrics_endpoint
 from citygrid.middleware import RequestContextMiddleware
@@ -40,6 +40,7 @@ from gateway.authn import (
 from gateway.clients import IPNetwork, client_address, limit_key, parse_networks
 from gateway.cors import CorsMiddleware
 from gateway.metrics import GatewayMetrics
+from gateway.people import PeopleTokens
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
 
@@ -121,6 +122,7 @@ class GatewayState:
 
     async def aclose(self) -> None:
         await self.openapi.close()
+        await self.authenticator.aclose()
         for pool in self.upstreams.values():
             await pool.aclose()
 
@@ -172,8 +174,8 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    if settings.internal_token_private_key:
-        load_private_key(settings.internal_token_private_key)
+    # The signing key is parsed here, once: a malformed one stops the gateway before it serves.
+    signer = proxy.signer_of(settings)
     unknown = set(settings.upstreams) - set(UPSTREAMS)
     if unknown:
         raise ValueError(f"unknown upstream services: {sorted(unknown)}")
@@ -210,12 +212,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings=settings,
             upstreams=upstreams,
             forwarding=proxy.Forwarding.of(
-                settings, lambda service: metrics.upstream_saturated.labels(service=service).inc()
+                settings,
+                lambda service: metrics.upstream_saturated.labels(service=service).inc(),
+                signer=signer,
             ),
             authenticator=Authenticator(
                 settings,
                 runtime.db,
                 on_lookup=lambda outcome: metrics.key_lookups.labels(outcome=outcome).inc(),
+                people=PeopleTokens.from_settings(
+                    settings, on_fetch=lambda outcome: metrics.jwks_fetches.labels(outcome=outcome).inc()
+                ),
             ),
             limiter=RateLimiter(settings.rate_limit_tracked_subjects),
             clients=RateLimiter(settings.rate_limit_tracked_subjects, ClientRateLimited),

@@ -31,3 +31,9 @@ class GatewayMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.jwks_fetches = Counter(
+            "citygrid_gateway_people_jwks_fetches",
+            "Fetches of the identity provider's keys (JWKS), by outcome (ok, failed).",
+            ["outcome"],
+            registry=registry,
+        )

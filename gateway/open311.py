@@ -33,7 +33,9 @@ API_KEY_FIELD = "api_key"
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 1000
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-ANONYMOUS = Principal(subject="anonymous", kind="consumer", name="anonymous Open311 reader")
+# Signed as kind "anonymous": the case service lets it make the reads its scope declaration opens to
+# anonymous principals (contract.scopes), nothing else.
+ANONYMOUS = Principal(subject="anonymous", kind="anonymous", name="anonymous Open311 reader")
 # What an anonymous reader may GET: the standard's read resources, nothing else.
 ANONYMOUS_READS = re.compile(
     r"^(?:discovery|services|requests|services/[^/]+|requests/[^/]+|tokens/[^/]+)\.(?:xml|json)$"

@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from citygrid.auth import PRINCIPAL_HEADER, Principal, sign_principal
+from citygrid.auth import PRINCIPAL_HEADER, Principal, PrincipalSigner, RequestTarget
 from citygrid.errors import DomainError
 from citygrid.logging import request_id_var, traceparent_var
 from citygrid.middleware import FORWARDED_PREFIX_HEADER
@@ -209,13 +209,28 @@ class UpstreamPool:
         await self.stream_client.aclose()
 
 
+class NoSigningKey(DomainError):
+    code = "gateway.no_signing_key"
+    status = 503
+    title = "Gateway not configured"
+
+
+def signer_of(settings: GatewaySettings) -> PrincipalSigner | None:
+    """The internal principal's signer, its key parsed once (None: this gateway has no key)."""
+    if not settings.internal_token_private_key:
+        return None
+    return PrincipalSigner(
+        private_key=settings.internal_token_private_key,
+        issuer=settings.internal_token_issuer,
+        ttl_seconds=settings.internal_token_ttl_seconds,
+    )
+
+
 @dataclass(frozen=True)
 class Forwarding:
     """What every forwarded call needs from the gateway's settings."""
 
-    private_key: str
-    token_ttl: int
-    issuer: str
+    signer: PrincipalSigner | None
     timeout: float
     buffered_body_bytes: int
     body_idle_timeout: float
@@ -225,12 +240,16 @@ class Forwarding:
     uploads: UploadSlots = field(default_factory=lambda: UploadSlots(0))
 
     @classmethod
-    def of(cls, settings: GatewaySettings, on_saturated: Callable[[str], None]) -> Forwarding:
+    def of(
+        cls,
+        settings: GatewaySettings,
+        on_saturated: Callable[[str], None],
+        *,
+        signer: PrincipalSigner | None = None,
+    ) -> Forwarding:
         scheme, _, host = settings.public_base_url.partition("://")
         return cls(
-            private_key=settings.internal_token_private_key,
-            token_ttl=settings.internal_token_ttl_seconds,
-            issuer=settings.internal_token_issuer,
+            signer=signer or signer_of(settings),
             timeout=settings.upstream_timeout,
             buffered_body_bytes=settings.upstream_buffered_body_bytes,
             body_idle_timeout=settings.request_body_idle_timeout,
@@ -352,13 +371,13 @@ async def forward(
     ``forwarded_prefix`` is the path the service is reached under (``X-Forwarded-Prefix``).
     """
     service = upstream.service
+    if forwarding.signer is None:
+        raise NoSigningKey("this gateway has no key to sign the internal principal with")
+    url = upstream_url(upstream.base_url, request, service, prefix=prefix, query=query)
     headers = inbound_headers(request.headers.raw)
-    token = sign_principal(
-        principal,
-        private_key=forwarding.private_key,
-        audience=service,
-        issuer=forwarding.issuer,
-        ttl_seconds=forwarding.token_ttl,
+    # Bound to this one call: its method and the path and query exactly as the service receives them.
+    token = forwarding.signer.sign(
+        principal, audience=service, request=RequestTarget(request.method, url.raw_path)
     )
     headers.append((PRINCIPAL_HEADER.encode(), token.encode()))
     request_id = request_id_var.get()
@@ -382,12 +401,7 @@ async def forward(
         headers.append((b"Content-Length", request.headers["content-length"].encode()))
     streaming = wants_event_stream(request)
     client = upstream.stream_client if streaming else upstream.client
-    upstream_request = client.build_request(
-        request.method,
-        upstream_url(upstream.base_url, request, service, prefix=prefix, query=query),
-        headers=headers,
-        content=body,
-    )
+    upstream_request = client.build_request(request.method, url, headers=headers, content=body)
     # A read is retried once when a pooled connection turns out closed, if its body can be sent again.
     attempts = 2 if request.method in READ_METHODS and isinstance(body, bytes) else 1
     with contextlib.ExitStack() as sending:

@@ -1,41 +1,25 @@
-"""Which scope each call needs: ``<dataset>:read`` for reads, ``<dataset>:write`` for changes,
-``<dataset>:ingest`` for the machine feeds a dataset names (analysis engines' detections)."""
+"""Which scope each call needs and which paths the gateway routes at all.
+
+The scope rule is not the gateway's own: every service declares its ``ScopeRules`` in
+``contract.scopes`` and checks them itself too (``citygrid.scopes``), so the two never disagree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from citygrid.scopes import READ_METHODS, ScopeRules
+from contract.scopes import SERVICES
 
-from citygrid.auth import ADMIN_SCOPE
+__all__ = ["READ_METHODS", "UPSTREAMS", "Upstream", "is_clean", "is_routable", "required_scope"]
 
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Upstream = ScopeRules
 
-
-@dataclass(frozen=True)
-class Upstream:
-    service: str
-    dataset: str
-    # Paths that only machines feed (POST): they need ``<dataset>:ingest``, not ``:write``.
-    ingest_paths: frozenset[str] = frozenset()
-
-
-# Every domain service the gateway may route to, and the dataset its scopes are named after.
-UPSTREAMS: dict[str, Upstream] = {
-    "case": Upstream("case", "cases"),
-    "gas": Upstream("gas", "gas"),
-    "waste": Upstream("waste", "waste"),
-    "muck": Upstream("muck", "muck"),
-    "vision": Upstream("vision", "vision", frozenset({"v1/detections", "v1/cameras/heartbeats"})),
-}
+# Every domain service the gateway may route to, and the declaration its scopes follow.
+UPSTREAMS: dict[str, Upstream] = SERVICES
 
 
 def required_scope(upstream: Upstream, method: str, path: str) -> str:
     """``path`` is the part after ``/api/<service>/``, e.g. ``v1/cases/…``."""
-    if path.startswith("v1/admin/") or path == "v1/admin":
-        return ADMIN_SCOPE
-    if method.upper() in READ_METHODS:
-        return f"{upstream.dataset}:read"
-    action = "ingest" if path in upstream.ingest_paths else "write"
-    return f"{upstream.dataset}:{action}"
+    return upstream.required_scope(method, path)
 
 
 def is_routable(path: str) -> bool:

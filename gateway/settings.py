@@ -3,11 +3,55 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from citygrid.settings import ServiceSettings
+
+# What people's tokens may be signed with: asymmetric algorithms (the gateway holds only public
+# keys); HS256, a secret shared with the identity provider, only in development and tests.
+ASYMMETRIC_PEOPLE_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+SHARED_SECRET_ALGORITHM = "HS256"  # noqa: S105 (an algorithm name, not a secret)
+SHARED_SECRET_ENVIRONMENTS = ("development", "test")
+MIN_RSA_BITS = 2048
+
+ScopeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)?$", max_length=64)]
+RoleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+DistrictCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+
+
+class GroupGrant(BaseModel):
+    """What one identity-provider group gives its members in CityGrid (``CITYGRID_PEOPLE_GROUP_MAP``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roles: list[RoleName] = Field(default_factory=list, max_length=20)
+    scopes: list[ScopeName] = Field(default_factory=list, max_length=50)
+    # The district the group's members work for; a person may be bound to one district at most.
+    district: DistrictCode | None = None
+
+
+def people_key_algorithm(pem: str) -> str:
+    """The algorithm a PEM public key verifies, or ValueError for a key people's tokens may not use."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except ValueError:
+        raise ValueError(
+            "CITYGRID_PEOPLE_JWT_KEY must be a PEM public key (RSA, EC P-256 or Ed25519)"
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"CITYGRID_PEOPLE_JWT_KEY: an RSA key needs at least {MIN_RSA_BITS} bits")
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ValueError("CITYGRID_PEOPLE_JWT_KEY must be an RSA, EC P-256 or Ed25519 public key")
 
 
 def _origin(value: str, what: str) -> str:
@@ -31,11 +75,24 @@ class GatewaySettings(ServiceSettings):
     )
     internal_token_private_key: str = ""
     internal_token_ttl_seconds: int = 60
-    # People's bearer tokens come from the city's identity provider.
+    # People's bearer tokens come from the city's identity provider (docs/identity-provider.md):
+    # its keys from its JWKS URL, or one PEM public key (the dev stack's local key).
+    people_jwks_url: str = ""
     people_jwt_key: str = ""
-    people_jwt_algorithm: str = "HS256"
+    people_jwt_algorithms: list[str] = Field(default_factory=lambda: list(ASYMMETRIC_PEOPLE_ALGORITHMS))
+    people_jwt_issuer: str = ""
     people_jwt_audience: str = "citygrid"
-    people_jwt_issuer: str | None = None
+    # Where the token lists the person's groups (a dotted path: "realm_access.roles" for Keycloak
+    # realm roles), and what each group gives; a group not in the map gives nothing, and scopes or
+    # roles the token itself claims count for nothing.
+    people_groups_claim: str = Field(default="groups", min_length=1, max_length=200)
+    people_group_map: dict[str, GroupGrant] = Field(default_factory=dict)
+    # The provider's keys are kept this long, then fetched again; a token naming a key (kid) the
+    # gateway does not know triggers one fetch, at most once per people_jwks_refresh_seconds (also
+    # the pause after a failed fetch).
+    people_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    people_jwks_refresh_seconds: float = Field(default=10.0, ge=0)
+    people_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
     upstream_connect_timeout: float = 2.0
     upstream_timeout: float = 10.0
     # Bulkheads: every upstream has a connection pool of its own, so a slow service holds only its
@@ -110,6 +167,46 @@ class GatewaySettings(ServiceSettings):
         if any(value.strip() == "*" for value in values):
             raise ValueError("CITYGRID_CORS_ORIGINS names each frontend's origin; '*' is not accepted")
         return [_origin(value, "a CORS origin") for value in values]
+
+    @model_validator(mode="after")
+    def _people_tokens(self) -> GatewaySettings:
+        algorithms = self.people_jwt_algorithms
+        allowed = (*ASYMMETRIC_PEOPLE_ALGORITHMS, SHARED_SECRET_ALGORITHM)
+        unknown = [name for name in algorithms if name not in allowed]
+        if unknown or not algorithms:
+            raise ValueError(
+                f"CITYGRID_PEOPLE_JWT_ALGORITHMS takes {', '.join(allowed)}, not {unknown or '[]'}"
+            )
+        shared = SHARED_SECRET_ALGORITHM in algorithms
+        if shared and self.environment not in SHARED_SECRET_ENVIRONMENTS:
+            raise ValueError(
+                "HS256 people's tokens (a shared secret) are refused outside development and tests"
+            )
+        if shared and len(algorithms) > 1:
+            raise ValueError("HS256 is never accepted beside public-key algorithms (key confusion)")
+        if self.people_jwks_url and self.people_jwt_key:
+            raise ValueError("set CITYGRID_PEOPLE_JWKS_URL or CITYGRID_PEOPLE_JWT_KEY, not both")
+        if not (self.people_jwks_url or self.people_jwt_key):
+            return self  # people's tokens are off: API keys only
+        if not self.people_jwt_issuer or not self.people_jwt_audience:
+            raise ValueError(
+                "people's tokens need CITYGRID_PEOPLE_JWT_ISSUER and CITYGRID_PEOPLE_JWT_AUDIENCE"
+            )
+        if self.people_jwks_url:
+            if shared:
+                raise ValueError("a JWKS holds public keys: HS256 does not go with CITYGRID_PEOPLE_JWKS_URL")
+            parts = urlsplit(self.people_jwks_url)
+            secure = parts.scheme == "https" or (
+                parts.scheme == "http" and self.environment in SHARED_SECRET_ENVIRONMENTS
+            )
+            if not secure or not parts.hostname:
+                raise ValueError("CITYGRID_PEOPLE_JWKS_URL must be an https:// URL")
+        elif shared:
+            if self.people_jwt_key.lstrip().startswith("-----BEGIN") or len(self.people_jwt_key) < 32:
+                raise ValueError("an HS256 secret is a random string of 32 characters or more, not a PEM key")
+        elif people_key_algorithm(self.people_jwt_key) not in algorithms:
+            raise ValueError("CITYGRID_PEOPLE_JWT_KEY is not a key of CITYGRID_PEOPLE_JWT_ALGORITHMS")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsigned_production(self) -> GatewaySettings:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from citygrid.auth import generate_keypair
 from citygrid.db import create_sessionmaker
 from citygrid.runtime import Runtime
 from citygrid.settings import to_asyncpg_url
@@ -23,7 +27,42 @@ from services.case.events import NATS_IDENTITY as CASE_NATS
 from services.case.main import CaseSettings
 from services.case.main import create_app as create_case_app
 
-PEOPLE_JWT_SECRET = "test-people-secret-of-the-identity-provider"
+# The test identity provider: an Ed25519 key pair (the gateway holds the public half only), its
+# issuer, and the groups the gateway maps to CityGrid roles, scopes and districts.
+PEOPLE_JWT_PRIVATE_KEY, PEOPLE_JWT_PUBLIC_KEY = generate_keypair()
+PEOPLE_ISSUER = "https://idp.test.example/realms/city"
+PEOPLE_AUDIENCE = "citygrid"
+PEOPLE_GROUPS: dict[str, dict[str, Any]] = {
+    "operators": {"roles": ["operator"], "scopes": ["cases:read", "cases:write"]},
+    "readers": {"scopes": ["cases:read"]},
+    "handlers": {"roles": ["handler"], "scopes": ["cases:read", "cases:write"]},
+    # A person given the system role by mistake: the case service still refuses them its steps.
+    "system-role": {"roles": ["system"], "scopes": ["cases:read", "cases:write"]},
+    "admins": {"roles": ["supervisor"], "scopes": ["admin", "cases:read", "cases:write", "pii:read"]},
+    "tianhe": {"district": "440106"},
+}
+
+
+def people_token(
+    claims: dict[str, Any] | None = None,
+    *,
+    key: Any = None,
+    headers: dict[str, Any] | None = None,
+    defaults: bool = True,
+) -> str:
+    """A person's token as the test identity provider issues it: ``claims`` over the defaults
+    (issuer, audience, issued now, an hour's life, a subject; none with ``defaults=False``), a claim
+    set to None left out. Claims are signed as given, malformed ones included."""
+    now = int(time.time())
+    base: dict[str, Any] = (
+        {"iss": PEOPLE_ISSUER, "aud": PEOPLE_AUDIENCE, "sub": "u-1001", "iat": now, "exp": now + 3600}
+        if defaults
+        else {}
+    )
+    merged = {name: value for name, value in (base | (claims or {})).items() if value is not None}
+    payload = json.dumps(merged, separators=(",", ":")).encode()
+    return jwt.api_jws.encode(payload, key or PEOPLE_JWT_PRIVATE_KEY, algorithm="EdDSA", headers=headers)
+
 
 # name → (scopes, roles)
 CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
@@ -87,7 +126,11 @@ def gateway_settings(
         "database_url": databases["gateway"],
         "upstreams": {"case": case_url},
         "internal_token_private_key": infrastructure.private_key,
-        "people_jwt_key": PEOPLE_JWT_SECRET,
+        "people_jwt_key": PEOPLE_JWT_PUBLIC_KEY,
+        "people_jwt_algorithms": ["EdDSA"],
+        "people_jwt_issuer": PEOPLE_ISSUER,
+        "people_jwt_audience": PEOPLE_AUDIENCE,
+        "people_group_map": PEOPLE_GROUPS,
         "upstream_timeout": 5.0,
     }
     return GatewaySettings(**(values | overrides))

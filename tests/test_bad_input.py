@@ -401,7 +401,13 @@ async def test_a_garbage_if_match_is_refused_with_400_and_the_case_is_untouched(
 async def test_an_if_match_of_unicode_digits_is_refused_with_400_by_the_case_service_itself(stack):
     # The gateway cannot forward a non-ASCII header today (pinned as a bug at the end of this file), so this goes to the service.
     case_id = await report_one(stack)
-    clerk = Principal(subject="consumer:test", kind="consumer", name="clerk", roles=frozenset({"operator"}))
+    clerk = Principal(
+        subject="consumer:test",
+        kind="consumer",
+        name="clerk",
+        roles=frozenset({"operator"}),
+        scopes=frozenset({"cases:write"}),
+    )
     response = await stack.client.post(
         f"{stack.case_url}/v1/cases/{case_id}/register",
         headers={PRINCIPAL_HEADER: stack.infrastructure.token(clerk, "case"), "If-Match": b'"\xb2"'},

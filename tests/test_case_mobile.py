@@ -3,10 +3,8 @@ the unit's steps kept to the unit's own cases, and the unit carried from key or 
 
 from __future__ import annotations
 
-import jwt
-
 from citygrid.auth import PRINCIPAL_HEADER, Principal
-from tests.conftest import PEOPLE_JWT_SECRET
+from tests.conftest import people_token
 from tests.test_case_extensions import consumer
 from tests.test_case_flow import REPORT, add_photo, report, step
 
@@ -89,19 +87,11 @@ async def test_the_task_list_needs_a_unit_and_the_handler_role(stack):
 
 async def test_a_person_s_unit_comes_from_the_identity_provider_s_token(stack):
     case_id = await dispatched_to(stack, UNIT)
-    claims = {
-        "sub": "h-17",
-        "name": "Chen Jie",
-        "roles": ["handler"],
-        "scope": "cases:read cases:write",
-        "aud": "citygrid",
-        "exp": 4_102_444_800,
-        "unit": UNIT,
-    }
-    bearer = {"Authorization": f"Bearer {jwt.encode(claims, PEOPLE_JWT_SECRET, algorithm='HS256')}"}
+    claims = {"sub": "h-17", "name": "Chen Jie", "groups": ["handlers"], "unit": UNIT}
+    bearer = {"Authorization": f"Bearer {people_token(claims)}"}
     listed = await stack.client.get("/api/case/v1/my/tasks", headers=bearer)
     assert [task["id"] for task in listed.json()["items"]] == [case_id]
-    bad = jwt.encode({**claims, "unit": ["a", "b"]}, PEOPLE_JWT_SECRET, algorithm="HS256")
+    bad = people_token({**claims, "unit": ["a", "b"]})
     refused = await stack.client.get("/api/case/v1/my/tasks", headers={"Authorization": f"Bearer {bad}"})
     assert (refused.status_code, refused.json()["code"]) == (401, "auth.invalid_credentials")
 
@@ -234,15 +224,8 @@ async def test_a_service_principal_acts_as_the_platform_and_a_person_claiming_to
     await step(stack, case_id, "accept", 3)
     await step(stack, case_id, "handle", 4)
 
-    claims = {
-        "sub": "p-9",
-        "name": "Zhou Min",
-        "roles": ["system"],
-        "scope": "cases:read cases:write",
-        "aud": "citygrid",
-        "exp": 4_102_444_800,
-    }
-    bearer = {"Authorization": f"Bearer {jwt.encode(claims, PEOPLE_JWT_SECRET, algorithm='HS256')}"}
+    claims = {"sub": "p-9", "name": "Zhou Min", "groups": ["system-role"]}
+    bearer = {"Authorization": f"Bearer {people_token(claims)}"}
     close = await stack.client.post(
         f"/api/case/v1/cases/{case_id}/verify", json={"passed": True}, headers={**bearer, "If-Match": '"5"'}
     )

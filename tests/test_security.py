@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import time
-import warnings
+from collections.abc import AsyncIterator
 
 import jwt
 import pytest
+from starlette.types import Receive, Scope, Send
 
-from citygrid.auth import PRINCIPAL_HEADER, Principal, generate_keypair, sign_principal
+from citygrid.auth import PRINCIPAL_HEADER, Principal, RequestTarget, generate_keypair, sign_principal
 from citygrid.pagination import encode_cursor
-from tests.conftest import PEOPLE_JWT_SECRET
+from citygrid.testing import serve_app
+from gateway.main import create_app as create_gateway_app
+from tests.conftest import PEOPLE_JWT_PUBLIC_KEY, gateway_settings, people_token
 from tests.test_bad_input import CASES, assert_nothing_written, assert_problem
 from tests.test_case_flow import REPORT
 
@@ -38,12 +42,13 @@ def handmade_jwt(header: dict, claims: dict, secret: bytes | None) -> str:
 
 
 def person_claims(**changes) -> dict:
+    """A person's claims as the identity provider issues them; a change set to None drops the claim."""
     now = int(time.time())
     claims = {
+        "iss": "https://idp.test.example/realms/city",
         "sub": "u-1001",
         "name": "Wang Fang",
-        "roles": ["operator"],
-        "scope": "cases:read cases:write",
+        "groups": ["operators"],
         "aud": "citygrid",
         "iat": now,
         "exp": now + 300,
@@ -52,14 +57,8 @@ def person_claims(**changes) -> dict:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def person_token(secret: str = PEOPLE_JWT_SECRET, **changes) -> str:
-    return jwt.encode(person_claims(**changes), secret, algorithm="HS256")
-
-
-def hs512_person_token() -> str:
-    with warnings.catch_warnings():  # the identity provider's key is short for HS512; that is the point
-        warnings.simplefilter("ignore")
-        return jwt.encode(person_claims(), PEOPLE_JWT_SECRET, algorithm="HS512")
+def person_token(**changes) -> str:
+    return people_token(person_claims(**changes), defaults=False)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -86,6 +85,57 @@ ALMIGHTY = Principal(
 
 def internal(token: str) -> dict[str, str]:
     return {PRINCIPAL_HEADER: token}
+
+
+class Sniffer:
+    """An upstream that keeps what the gateway sent it (its principal token above all) and answers 200."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
+        self.seen.append(
+            {
+                "method": scope["method"],
+                "target": scope["raw_path"]
+                + (b"?" + scope["query_string"] if scope["query_string"] else b""),
+                "token": headers.get(PRINCIPAL_HEADER.lower()),
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"items": [], "next_cursor": null}'})
+
+
+@contextlib.asynccontextmanager
+async def sniffing_gateway(stack) -> AsyncIterator[tuple[str, list[dict]]]:
+    """A real gateway (the stack's key and consumers) whose case upstream only records: what an
+    eavesdropper on the cluster network would see of each call."""
+    sniffer = Sniffer()
+    async with serve_app(sniffer) as sniffer_url:  # type: ignore[arg-type]
+        databases = {"gateway": stack.infrastructure.database("gateway")}
+        settings = gateway_settings(stack.infrastructure, databases, sniffer_url)
+        async with serve_app(create_gateway_app(settings)) as gateway_url:
+            yield gateway_url, sniffer.seen
+
+
+async def sniffed(stack, method: str, path: str, consumer: str = "clerk", **kwargs) -> dict:
+    async with sniffing_gateway(stack) as (gateway, seen):
+        response = await stack.client.request(
+            method, f"{gateway}{path}", headers=stack.as_(consumer), **kwargs
+        )
+        assert response.status_code == 200, response.text
+    return seen[-1]
 
 
 async def report_as_clerk(stack) -> str:
@@ -250,6 +300,116 @@ async def test_a_valid_internal_token_for_the_case_service_works_directly_so_the
     assert [(h["actor"], h["actor_name"]) for h in history] == [("consumer:direct", "direct caller")]
 
 
+# -- the internal token is bound to its one request ----------------------------------------------
+
+
+async def test_the_gateway_binds_each_token_to_the_method_and_target_the_service_receives(stack):
+    read = await sniffed(stack, "GET", f"{CASES}?status=closed&limit=5")
+    write = await sniffed(stack, "POST", CASES, json=REPORT)
+    public_key = stack.infrastructure.public_key
+    read_claims = jwt.decode(read["token"], public_key, algorithms=["EdDSA"], audience="case")
+    write_claims = jwt.decode(write["token"], public_key, algorithms=["EdDSA"], audience="case")
+    assert read["target"] == b"/v1/cases?status=closed&limit=5"
+    assert (read_claims["htm"], write_claims["htm"]) == ("GET", "POST")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(read["target"]).digest()).rstrip(b"=").decode()
+    assert read_claims["htu_s256"] == digest
+    assert "jti" not in read_claims  # a read may be retried with its token
+    assert len(write_claims["jti"]) >= 16
+
+
+async def test_a_token_sniffed_from_a_read_cannot_be_replayed_as_a_write_or_on_another_path(stack):
+    read = await sniffed(stack, "GET", f"{CASES}?status=reported", consumer="admin")
+    case_id = await report_as_clerk(stack)
+    token = internal(read["token"])
+    # The one request it was issued for still works, within its minute.
+    assert (
+        await stack.client.get(f"{stack.case_url}/v1/cases?status=reported", headers=token)
+    ).status_code == 200
+    for method, target, body in [
+        ("POST", "/v1/cases", REPORT),
+        ("POST", f"/v1/cases/{case_id}/register", None),
+        ("GET", f"/v1/cases/{case_id}", None),
+        ("GET", "/v1/cases?status=reported&pii=1", None),
+        ("GET", "/v1/cases", None),
+        ("GET", "/v1/admin/dead-letters", None),
+    ]:
+        response = await stack.client.request(
+            method, f"{stack.case_url}{target}", json=body, headers={**token, "If-Match": '"1"'}
+        )
+        assert_problem(response, 401, "auth.token_not_for_this_request")
+    detail = (await stack.client.get(f"{CASES}/{case_id}", headers=stack.as_("reader"))).json()
+    assert (detail["status"], detail["version"]) == ("reported", 1)
+    assert len((await stack.client.get(CASES, headers=stack.as_("reader"))).json()["items"]) == 1
+
+
+async def test_a_writes_token_works_once_and_a_replay_is_refused(stack):
+    write = await sniffed(stack, "POST", CASES, json=REPORT)  # the sniffer swallowed the original
+    first = await stack.client.post(
+        f"{stack.case_url}/v1/cases", json=REPORT, headers=internal(write["token"])
+    )
+    assert first.status_code == 201, first.text
+    replayed = await stack.client.post(
+        f"{stack.case_url}/v1/cases", json=REPORT, headers=internal(write["token"])
+    )
+    assert_problem(replayed, 401, "auth.token_replayed")
+    assert len((await stack.client.get(CASES, headers=stack.as_("reader"))).json()["items"]) == 1
+
+
+async def test_a_bound_write_token_without_a_jti_is_refused(stack):
+    no_jti = handmade_free_token(stack, {"htm": "POST", "htu_s256": target_digest_of(b"/v1/cases")})
+    response = await stack.client.post(f"{stack.case_url}/v1/cases", json=REPORT, headers=internal(no_jti))
+    assert_problem(response, 401, "auth.token_not_for_this_request")
+    await assert_nothing_written(stack)
+
+
+def target_digest_of(target: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(target).digest()).rstrip(b"=").decode()
+
+
+def handmade_free_token(stack, binding: dict) -> str:
+    """A token the gateway's key signed with these binding claims (and no others)."""
+    now = int(time.time())
+    claims = {
+        "iss": "citygrid-gateway",
+        "aud": "case",
+        "sub": SERVICE_CALLER.subject,
+        "iat": now,
+        "exp": now + 60,
+        "kind": "consumer",
+        "name": "direct caller",
+        "roles": ["operator"],
+        "scopes": ["cases:read", "cases:write"],
+        **binding,
+    }
+    return jwt.encode(claims, stack.infrastructure.private_key, algorithm="EdDSA")
+
+
+async def test_a_bound_token_works_directly_for_its_own_request(stack):
+    token = sign_principal(
+        SERVICE_CALLER,
+        private_key=stack.infrastructure.private_key,
+        audience="case",
+        request=RequestTarget("POST", b"/v1/cases"),
+    )
+    created = await stack.client.post(f"{stack.case_url}/v1/cases", json=REPORT, headers=internal(token))
+    assert created.status_code == 201, created.text
+
+
+async def test_the_keys_are_parsed_once_a_signer_in_the_gateway_a_verifier_in_the_service(stack):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    assert isinstance(stack.case_app.state.kit.verifier.key, Ed25519PublicKey)
+    databases = {"gateway": stack.infrastructure.database("gateway")}
+    app = create_gateway_app(gateway_settings(stack.infrastructure, databases, stack.case_url))
+    async with serve_app(app) as gateway:
+        signer = app.state.gateway.forwarding.signer
+        for _ in range(2):
+            response = await stack.client.get(f"{gateway}{CASES}", headers=stack.as_("reader"))
+            assert response.status_code == 200, response.text
+        assert app.state.gateway.forwarding.signer is signer
+    assert isinstance(signer.key, Ed25519PrivateKey)
+
+
 async def test_an_internal_token_is_not_a_credential_at_the_gateway(stack):
     token = stack.infrastructure.token(ALMIGHTY, "case")
     response = await stack.client.get(CASES, headers=bearer(token))
@@ -267,7 +427,7 @@ async def test_a_forged_principal_header_through_the_gateway_gains_nothing(stack
 
     detail = await stack.client.get(f"{CASES}/{case_id}", headers=as_reader)
     assert detail.status_code == 200, detail.text
-    assert detail.json()["reporter"] == {"name": "L******", "phone": "138****5678", "email": None}
+    assert detail.json()["reporter"] == {"name": "L**", "phone": "138****5678", "email": None}
 
     report = await stack.client.post(CASES, json=REPORT, headers=as_reader)
     assert_problem(report, 403, "auth.missing_scope")
@@ -317,7 +477,7 @@ async def test_a_persons_jwt_works_through_the_gateway_and_the_person_is_the_act
         ("register", "person:u-1001", "Wang Fang"),
     ]
     # No pii:read scope: the person sees the reporter masked.
-    assert detail["reporter"] == {"name": "L******", "phone": "138****5678", "email": None}
+    assert detail["reporter"] == {"name": "L**", "phone": "138****5678", "email": None}
 
 
 async def test_a_step_taken_with_a_persons_jwt_answers_with_a_history_that_includes_it(stack):
@@ -337,14 +497,26 @@ async def test_a_step_taken_with_a_persons_jwt_answers_with_a_history_that_inclu
     "token",
     [
         pytest.param(person_token(exp=int(time.time()) - 60), id="expired"),
-        pytest.param(person_token(secret="not-the-identity-providers-secret"), id="wrong-signature"),
+        pytest.param(people_token(person_claims(), key=generate_keypair()[0]), id="signed-by-another-key"),
         pytest.param(person_token(aud="another-city"), id="wrong-audience"),
         pytest.param(person_token(aud=None), id="no-audience"),
+        pytest.param(person_token(iss="https://idp.elsewhere.example/realms/city"), id="wrong-issuer"),
+        pytest.param(person_token(iss=None), id="no-issuer"),
         pytest.param(person_token(exp=None), id="no-expiry"),
+        pytest.param(person_token(iat=None), id="no-issued-at"),
+        pytest.param(person_token(iat=int(time.time()) + 600), id="issued-in-the-future"),
         pytest.param(person_token(sub=None), id="no-subject"),
         pytest.param(handmade_jwt({"alg": "none", "typ": "JWT"}, person_claims(), None), id="alg-none"),
-        pytest.param(hs512_person_token(), id="other-hmac-algorithm"),
+        pytest.param(
+            handmade_jwt({"alg": "HS256", "typ": "JWT"}, person_claims(), PEOPLE_JWT_PUBLIC_KEY.encode()),
+            id="hmac-keyed-with-the-public-key",
+        ),
+        pytest.param(
+            handmade_jwt({"alg": "HS256", "typ": "JWT"}, person_claims(), b"a-shared-secret"),
+            id="hmac-with-a-shared-secret",
+        ),
         pytest.param("garbage", id="garbage"),
+        pytest.param("a.b.c", id="three-garbage-parts"),
     ],
 )
 async def test_a_bad_persons_jwt_is_refused_with_401_invalid_credentials(stack, token):
@@ -355,19 +527,77 @@ async def test_a_bad_persons_jwt_is_refused_with_401_invalid_credentials(stack, 
 
 
 async def test_a_person_with_only_the_read_scope_cannot_report(stack):
-    token = person_token(scope="cases:read")
+    token = person_token(groups=["readers"])
     assert (await stack.client.get(CASES, headers=bearer(token))).status_code == 200
     response = await stack.client.post(CASES, json=REPORT, headers=bearer(token))
     assert_problem(response, 403, "auth.missing_scope")
     await assert_nothing_written(stack)
 
 
-async def test_a_person_jwts_own_claims_cannot_grant_what_its_scope_does_not(stack):
-    # A principal header inside the JWT's claims or beside it changes nothing either.
-    token = person_token(scope="cases:read", scopes=None, roles=["operator"])
+async def test_a_person_jwts_own_claims_cannot_grant_what_its_groups_do_not(stack):
+    # Scopes and roles written in the token count for nothing; a principal header beside it neither.
+    token = person_token(
+        groups=["readers", "no-such-group"],
+        scope="cases:write admin pii:read",
+        scopes=["cases:write", "admin"],
+        roles=["supervisor", "operator"],
+    )
     forged = stack.infrastructure.token(ALMIGHTY, "case", ttl_seconds=600)
     response = await stack.client.post(CASES, json=REPORT, headers={**bearer(token), **internal(forged)})
     assert_problem(response, 403, "auth.missing_scope")
+    admin = await stack.client.get("/api/case/v1/admin/dead-letters", headers=bearer(token))
+    assert_problem(admin, 403, "auth.missing_scope")
+
+
+async def test_a_person_in_no_mapped_group_gets_no_scope_at_all(stack):
+    for groups in [None, [], ["Operators"], ["/operators"], ["no-such-group"]]:
+        token = person_token(groups=groups, scope="cases:read", scopes=["cases:read"])
+        problem = assert_problem(
+            await stack.client.get(CASES, headers=bearer(token)), 403, "auth.missing_scope"
+        )
+        assert problem["required_scope"] == "cases:read"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"district": 440106}, id="district-a-number"),
+        pytest.param({"district": ["440106"]}, id="district-a-list"),
+        pytest.param({"district": "Tianhe"}, id="district-not-a-code"),
+        pytest.param({"unit": ["a", "b"]}, id="unit-a-list"),
+        pytest.param({"unit": 7}, id="unit-a-number"),
+        pytest.param({"groups": "operators"}, id="groups-a-string"),
+        pytest.param({"groups": [["operators"]]}, id="groups-nested"),
+        pytest.param({"groups": [1, 2]}, id="groups-numbers"),
+        pytest.param({"groups": {"operators": True}}, id="groups-an-object"),
+        pytest.param({"name": ["Wang", "Fang"]}, id="name-a-list"),
+        pytest.param({"sub": 1001}, id="subject-a-number"),
+        pytest.param({"sub": ""}, id="subject-empty"),
+        pytest.param({"exp": "tomorrow"}, id="expiry-a-string"),
+        pytest.param({"iat": "now"}, id="issued-at-a-string"),
+        pytest.param({"aud": 7}, id="audience-a-number"),
+        pytest.param({"iss": ["https://idp.test.example/realms/city"]}, id="issuer-a-list"),
+        pytest.param({"groups": ["operators", "tianhe"], "district": "440104"}, id="two-districts"),
+    ],
+)
+async def test_a_persons_jwt_with_a_malformed_claim_is_401_not_a_server_error(stack, changes):
+    for method, body in [("GET", None), ("POST", REPORT)]:
+        response = await stack.client.request(
+            method, CASES, json=body, headers=bearer(person_token(**changes))
+        )
+        assert_problem(response, 401, "auth.invalid_credentials")
+    await assert_nothing_written(stack)
+
+
+async def test_a_persons_district_comes_from_a_mapped_group_and_reaches_the_service(stack):
+    async with sniffing_gateway(stack) as (gateway, seen):
+        token = person_token(groups=["operators", "tianhe"])
+        assert (await stack.client.get(f"{gateway}{CASES}", headers=bearer(token))).status_code == 200
+        claims = jwt.decode(
+            seen[-1]["token"], stack.infrastructure.public_key, algorithms=["EdDSA"], audience="case"
+        )
+    assert (claims["sub"], claims["district"], claims["roles"]) == ("person:u-1001", "440106", ["operator"])
+    assert claims["scopes"] == ["cases:read", "cases:write"]
 
 
 # -- what is open and what is not routable -------------------------------------------------------

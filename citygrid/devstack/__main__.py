@@ -53,6 +53,23 @@ from citygrid.migrate import upgrade
 from citygrid.natsauth import NatsAccess, authorization_config
 
 DEV_PEOPLE_AUDIENCE = "citygrid"
+# The dev stack's stand-in for the city's identity provider: a local Ed25519 key under the data
+# dir (.data/keys/people-jwt.pem signs, the gateway holds the public half) and these groups.
+DEV_PEOPLE_ISSUER = "citygrid-dev-identity-provider"
+DEV_PEOPLE_GROUPS: dict[str, dict[str, object]] = {
+    "citygrid-operators": {
+        "roles": ["operator", "dispatcher"],
+        "scopes": ["cases:read", "cases:write", "vision:read", "vision:write"],
+    },
+    "citygrid-inspectors": {"roles": ["inspector"], "scopes": ["cases:read", "cases:write"]},
+    "citygrid-handlers": {"roles": ["handler"], "scopes": ["cases:read", "cases:write"]},
+    "citygrid-supervisors": {
+        "roles": ["supervisor"],
+        "scopes": ["cases:read", "cases:write", "pii:read", "vision:read", "vision:write"],
+    },
+    "citygrid-admins": {"scopes": ["admin"]},
+    "tianhe-district": {"district": "440106"},
+}
 
 
 def say(message: str) -> None:
@@ -70,15 +87,24 @@ def read_or_create(path: Path, make: object) -> str:
 
 
 def dev_keys(data: Path) -> tuple[str, str, str]:
-    keys = data / "keys"
-    if not (keys / "internal.pem").exists():
-        private, public = generate_keypair()
-        read_or_create(keys / "internal.pem", private)
-        read_or_create(keys / "internal.pub.pem", public)
-    import secrets
+    """The internal principal's key pair, and the public key of the local people's-token signer.
 
-    people_secret = read_or_create(keys / "people-jwt.secret", lambda: secrets.token_urlsafe(32))
-    return (keys / "internal.pem").read_text(), (keys / "internal.pub.pem").read_text(), people_secret
+    Both pairs are Ed25519, made once under ``<data>/keys`` (0600). ``people-jwt.pem`` plays the
+    identity provider: sign a person's token with it (docs/identity-provider.md); the gateway gets
+    only ``people-jwt.pub.pem``.
+    """
+    keys = data / "keys"
+    for name in ("internal", "people-jwt"):
+        if not (keys / f"{name}.pem").exists():
+            private, public = generate_keypair()
+            read_or_create(keys / f"{name}.pem", private)
+            (keys / f"{name}.pub.pem").unlink(missing_ok=True)
+            read_or_create(keys / f"{name}.pub.pem", public)
+    return (
+        (keys / "internal.pem").read_text(),
+        (keys / "internal.pub.pem").read_text(),
+        (keys / "people-jwt.pub.pem").read_text(),
+    )
 
 
 def demo_api_key(data: Path) -> str:
@@ -236,7 +262,7 @@ def run(data: Path) -> int:
             say(f"migrating {process.database}")
             upgrade(process.package, database_url(server_url, process.database))
 
-        private_key, public_key, people_secret = dev_keys(data)
+        private_key, public_key, people_public_key = dev_keys(data)
         api_key = demo_api_key(data)
         asyncio.run(ensure_demo_consumer(database_url(server_url, GATEWAY.database), api_key))
 
@@ -268,8 +294,11 @@ def run(data: Path) -> int:
                 env |= {
                     "CITYGRID_UPSTREAMS": json.dumps({s.name: urls[s.name] for s in SERVICES}),
                     "CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY": private_key,
-                    "CITYGRID_PEOPLE_JWT_KEY": people_secret,
+                    "CITYGRID_PEOPLE_JWT_KEY": people_public_key,
+                    "CITYGRID_PEOPLE_JWT_ALGORITHMS": json.dumps(["EdDSA"]),
+                    "CITYGRID_PEOPLE_JWT_ISSUER": DEV_PEOPLE_ISSUER,
                     "CITYGRID_PEOPLE_JWT_AUDIENCE": DEV_PEOPLE_AUDIENCE,
+                    "CITYGRID_PEOPLE_GROUP_MAP": json.dumps(DEV_PEOPLE_GROUPS),
                     "CITYGRID_INTERNAL_PORT": str(metrics_port),
                     "CITYGRID_PUBLIC_BASE_URL": urls[GATEWAY.name],
                 }

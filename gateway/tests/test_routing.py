@@ -60,7 +60,19 @@ def test_analysis_engines_feeds_need_the_ingest_scope_not_write(path):
 
 
 def test_the_case_service_scopes_are_about_cases():
-    assert UPSTREAMS["case"] == Upstream("case", "cases")
+    assert UPSTREAMS["case"] == Upstream("case", "cases", anonymous_reads=("open311/v2",))
+
+
+def test_the_gateway_routes_by_the_services_own_declarations():
+    from contract.scopes import SERVICES
+
+    assert UPSTREAMS is SERVICES
+    assert all(name == rules.service for name, rules in UPSTREAMS.items())
+
+
+@pytest.mark.parametrize("path", ["v1/admin", "/v1/admin/x", "v1//admin/x", "/v1/admin/"])
+def test_an_admin_path_is_an_admin_path_however_its_slashes_fall(path):
+    assert required_scope(CASE, "GET", path) == ADMIN_SCOPE
 
 
 # --- is_routable ------------------------------------------------------------------------------

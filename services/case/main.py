@@ -15,6 +15,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
+from contract import scopes
 from services.case import (
     admin_api,
     api,
@@ -160,6 +161,7 @@ def create_app(settings: CaseSettings | None = None) -> FastAPI:
         publishes=PUBLISHES,
         consumers=intake.consumers(calendars, grid, settings.duplicate_radius_m),
         runtime_setup=setup,
+        scopes=scopes.CASE,  # the declaration the gateway checks too
     )
     app.state.calendars = calendars
     app.state.evaluation_timeout_seconds = settings.evaluation_statement_timeout_seconds

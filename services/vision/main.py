@@ -20,6 +20,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
+from contract import scopes
 from services.vision import api, intake, registry, review
 from services.vision.api import INGEST_SCOPE
 from services.vision.catalogue import sync_shipped_catalogue
@@ -134,6 +135,7 @@ def create_app(settings: VisionSettings | None = None) -> FastAPI:
         publishes=PUBLISHES,
         consumers=[case_consumer(settings.recheck_delay_seconds)],
         runtime_setup=setup,
+        scopes=scopes.VISION,  # the declaration the gateway checks too
     )
     app.state.vision = context_holder["context"]
     return app
