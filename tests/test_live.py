@@ -679,7 +679,11 @@ async def test_an_event_stream_outlives_the_gateways_read_timeout(live_stack_fac
         await asyncio.sleep(2.5)  # quiet for longer than the read timeout: no byte crosses the gateway
         # Reported on the service itself: the gateway's short timeout is for the stream, not for this.
         clerk = Principal(
-            subject="consumer:test", kind="consumer", name="clerk", roles=frozenset({"operator"})
+            subject="consumer:test",
+            kind="consumer",
+            name="clerk",
+            roles=frozenset({"operator"}),
+            scopes=frozenset({"cases:write"}),
         )
         created = await running.client.post(
             f"{running.case_url}/v1/cases",

@@ -180,12 +180,9 @@ def direct_headers(
 
 
 def declaration_of(app: FastAPI, service: str) -> ScopeRules:
+    """What the service app checks itself: its own declaration, passed by its ``main.py``."""
     rules: ScopeRules | None = app.state.scope_rules
-    if rules is None:
-        pytest.xfail(
-            f"services/{service}/main.py does not pass scopes=contract.scopes.{service.upper()} "
-            "to create_service_app yet"
-        )
+    assert rules is not None, f"services/{service}/main.py must pass scopes= to create_service_app"
     return rules
 
 
