@@ -263,6 +263,9 @@ async def test_an_idle_stream_carries_heartbeat_comments(live_stack_factory):
 
 async def test_a_screen_that_reconnects_with_last_event_id_receives_what_it_missed_exactly_once(live):
     case_id = (await report(live)).json()["id"]
+    # The report's event has passed the feed before the screen opens, so the first change it sees
+    # is the registration (the relay publishes after the report is answered).
+    await wait_until(lambda: (case_feed(live).position or 0) >= 1)
     async with follow(live, district="440106") as screen:
         assert (await step(live, case_id, "register", 1)).status_code == 200
         (seen,) = await screen.changes(1)
