@@ -11,8 +11,8 @@ nor a write's token replayed on the same replica (``auth.token_replayed``).
 Keys are parsed once: the gateway holds a ``PrincipalSigner``, each service a ``PrincipalVerifier``.
 
 District binding: a principal with a ``district`` works for that district only. Services ask
-``district_filter(principal)`` for the district to restrict a list to (``None``: city-wide) and call
-``require_district(principal, record_district)`` before acting on or showing one record.
+``district_scope(principal, requested)`` for the district to restrict a list to (``None``: city-wide)
+and call ``require_district(principal, record_district)`` before acting on or showing one record.
 """
 
 from __future__ import annotations
@@ -307,13 +307,15 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise MissingScope(f"this needs the scope '{scope}'", required_scope=scope)
 
 
-def district_filter(principal: Principal) -> str | None:
-    """The one district a list must be restricted to for this principal; ``None``: the whole city.
-
-    ``None`` means no restriction only because the gateway signs a district for everyone bound to
-    one: a service adds ``WHERE district_code = :district`` whenever this is not ``None``, and
-    refuses a client's ``?district=`` filter naming another (``require_district``).
-    """
+def district_scope(principal: Principal, requested: str | None = None) -> str | None:
+    """The district a list or a figure is restricted to: the principal's own when it is bound to
+    one (a client's ``?district=`` naming another is refused, 403 ``auth.other_district``), else the
+    client's filter; ``None``: the whole city. A service adds ``WHERE district_code = :district``
+    whenever this is not ``None``."""
+    if principal.district is None:
+        return requested
+    if requested is not None:
+        require_district(principal, requested)
     return principal.district
 
 
@@ -323,5 +325,15 @@ def require_district(principal: Principal, district_code: str | None) -> None:
     if principal.district is not None and district_code != principal.district:
         raise OtherDistrict(
             f"this principal works for district {principal.district} only",
+            district=principal.district,
+        )
+
+
+def require_city_wide(principal: Principal, what: str) -> None:
+    """403 ``auth.other_district`` for a district-bound principal: ``what`` (a catalogue, the city's
+    calendars, an engine's feed) belongs to the whole city, not to one district."""
+    if principal.district is not None:
+        raise OtherDistrict(
+            f"{what} is the whole city's; this principal works for district {principal.district} only",
             district=principal.district,
         )

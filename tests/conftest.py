@@ -64,13 +64,58 @@ def people_token(
     return jwt.api_jws.encode(payload, key or PEOPLE_JWT_PRIVATE_KEY, algorithm="EdDSA", headers=headers)
 
 
-# name → (scopes, roles)
-CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
-    "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
-    "reporter": (["cases:read", "cases:write"], []),
-    "reader": (["cases:read"], []),
-    "admin": (["admin", "cases:read", "cases:write", "pii:read"], ["supervisor"]),
+@dataclass(frozen=True)
+class SuiteConsumer:
+    """An API consumer the suite registers at the gateway before each test."""
+
+    scopes: list[str]
+    roles: list[str]
+    district: str | None = None  # None: the whole city
+    unit: str | None = None
+
+
+CLERK_ROLES = ["operator", "dispatcher", "handler", "inspector"]
+# The unit most tests dispatch to; the clerk handles for it.
+CLERK_UNIT = "tianhe-sanitation"
+CONSUMERS: dict[str, SuiteConsumer] = {
+    "clerk": SuiteConsumer(["cases:read", "cases:write"], CLERK_ROLES, unit=CLERK_UNIT),
+    "reporter": SuiteConsumer(["cases:read", "cases:write"], []),
+    "reader": SuiteConsumer(["cases:read"], []),
+    "admin": SuiteConsumer(["admin", "cases:read", "cases:write", "pii:read"], ["supervisor"]),
+    # A district centre's keys: they see and change Tianhe's cases only.
+    "tianhe-clerk": SuiteConsumer(
+        ["cases:read", "cases:write"], CLERK_ROLES, district="440106", unit=CLERK_UNIT
+    ),
+    "tianhe-reader": SuiteConsumer(["cases:read"], [], district="440106"),
+    "tianhe-admin": SuiteConsumer(
+        ["admin", "cases:read", "cases:write", "pii:read"], ["supervisor"], district="440106"
+    ),
+    # A handler whose key names no unit: refused the unit's steps rather than allowed them everywhere.
+    "unitless-handler": SuiteConsumer(["cases:read", "cases:write"], ["handler"]),
 }
+
+
+async def register_test_consumers(
+    gateway_database: str, consumers: dict[str, SuiteConsumer]
+) -> dict[str, str]:
+    """Register ``consumers`` at the gateway; their keys by name."""
+    engine = create_async_engine(to_asyncpg_url(gateway_database))
+    sessions = create_sessionmaker(engine)
+    api_keys: dict[str, str] = {}
+    try:
+        async with sessions() as session, session.begin():
+            for name, consumer in consumers.items():
+                _, api_keys[name] = await register_consumer(
+                    session,
+                    name=name,
+                    scopes=consumer.scopes,
+                    roles=consumer.roles,
+                    district=consumer.district,
+                    unit=consumer.unit,
+                )
+    finally:
+        await engine.dispose()
+    return api_keys
 
 
 @dataclass
@@ -137,19 +182,7 @@ def gateway_settings(
 
 
 async def register_consumers(gateway_database: str) -> dict[str, str]:
-    engine = create_async_engine(to_asyncpg_url(gateway_database))
-    sessions = create_sessionmaker(engine)
-    api_keys: dict[str, str] = {}
-    try:
-        async with sessions() as session, session.begin():
-            for name, (scopes, roles) in CONSUMERS.items():
-                _, plaintext = await register_consumer(
-                    session, name=name, scopes=scopes, roles=roles, district="440106"
-                )
-                api_keys[name] = plaintext
-    finally:
-        await engine.dispose()
-    return api_keys
+    return await register_test_consumers(gateway_database, CONSUMERS)
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ async def test_mine_lists_the_cases_this_handler_accepted(stack):
 
 
 async def test_the_task_list_needs_a_unit_and_the_handler_role(stack):
-    no_unit = await stack.client.get("/api/case/v1/my/tasks", headers=stack.as_("clerk"))
+    no_unit = await stack.client.get("/api/case/v1/my/tasks", headers=stack.as_("unitless-handler"))
     assert (no_unit.status_code, no_unit.json()["code"]) == (403, "case.no_unit")
     inspector = await consumer(stack, "inspector", ["inspector"], unit=UNIT)
     no_role = await stack.client.get("/api/case/v1/my/tasks", headers=as_key(inspector))

@@ -939,6 +939,17 @@ def test_only_the_gateway_calls_the_services_and_only_from_the_ingress():
         assert not any(reaches(pod(other), pod(name), 8000) for other in services if other != name)
 
 
+def test_only_the_gateway_reaches_the_identity_provider_for_its_keys():
+    """People sign in only if the gateway can fetch the provider's JWKS; nothing else needs it."""
+    provider = outside("identity", **{"app.kubernetes.io/name": "keycloak"})
+    assert reaches(pod("gateway"), provider, 443)
+    for name in deployment_ids():
+        if name != "gateway":
+            assert not reaches(pod(name), provider, 443), name
+    assert not reaches(pod("gateway"), outside("default"), 443)  # and nowhere else on the internet
+    assert not reaches(pod("gateway"), provider, 5432)
+
+
 def test_only_processes_with_a_nats_user_reach_nats_and_the_servers_reach_each_other():
     for name in deployment_ids():
         assert reaches(pod(name), pod("nats"), 4222) == (nats_identity_of(name) is not None), name

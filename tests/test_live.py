@@ -34,6 +34,7 @@ from citygrid.metrics import KitMetrics
 from citygrid.testing import serve_app, wait_until
 from gateway.main import create_app as create_gateway_app
 from tests.conftest import Stack, case_settings, gateway_settings, register_consumers
+from tests.test_case_extensions import consumer
 from tests.test_case_flow import REPORT, report, step
 
 LIVE = "/api/case/v1/cases/live"
@@ -233,10 +234,13 @@ async def test_a_screen_following_a_unit_receives_only_the_changes_of_cases_disp
     theirs = (await report(live)).json()["id"]
     for case_id in (ours, theirs):
         assert (await step(live, case_id, "register", 1)).status_code == 200
+    live.api_keys["yuexiu-handler"] = await consumer(
+        live, "yuexiu handler", ["handler"], unit="yuexiu-municipal"
+    )
     async with follow(live, unit="tianhe-sanitation") as screen:
         assert (await step(live, theirs, "dispatch", 2, {"unit": "yuexiu-municipal"})).status_code == 200
         assert (await step(live, ours, "dispatch", 2, {"unit": "tianhe-sanitation"})).status_code == 200
-        assert (await step(live, theirs, "accept", 3)).status_code == 200
+        assert (await step(live, theirs, "accept", 3, consumer="yuexiu-handler")).status_code == 200
         assert (await step(live, ours, "accept", 3)).status_code == 200
         received = await screen.changes(2)
     assert [(e.json()["case_id"], e.json()["status"]) for e in received] == [

@@ -9,28 +9,34 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from citygrid.db import create_sessionmaker
 from citygrid.runtime import Runtime
-from citygrid.settings import to_asyncpg_url
 from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
-from gateway.consumers import register_consumer
 from gateway.main import create_app as create_gateway_app
 from services.case.main import create_app as create_case_app
 from services.vision.events import NATS_IDENTITY as VISION_NATS
 from services.vision.main import VisionSettings
 from services.vision.main import create_app as create_vision_app
 from services.vision.simulator import create_simulator
-from tests.conftest import case_settings, gateway_settings
+from tests.conftest import (
+    CLERK_ROLES,
+    CLERK_UNIT,
+    SuiteConsumer,
+    case_settings,
+    gateway_settings,
+    register_test_consumers,
+)
 
 # name → (scopes, roles)
-VISION_CONSUMERS: dict[str, tuple[list[str], list[str]]] = {
-    "engine": (["vision:ingest"], []),
-    "reviewer": (["vision:read", "vision:write"], ["operator"]),
-    "viewer": (["vision:read"], []),
-    "vision-admin": (["vision:read", "vision:write", "vision:ingest", "admin"], ["operator"]),
-    "clerk": (["cases:read", "cases:write"], ["operator", "dispatcher", "handler", "inspector"]),
+VISION_CONSUMERS: dict[str, SuiteConsumer] = {
+    "engine": SuiteConsumer(["vision:ingest"], []),
+    "reviewer": SuiteConsumer(["vision:read", "vision:write"], ["operator"]),
+    "viewer": SuiteConsumer(["vision:read"], []),
+    "vision-admin": SuiteConsumer(["vision:read", "vision:write", "vision:ingest", "admin"], ["operator"]),
+    "clerk": SuiteConsumer(["cases:read", "cases:write"], CLERK_ROLES, unit=CLERK_UNIT),
+    # A district centre's reviewer and viewer: Tianhe's cameras and alarms only.
+    "tianhe-reviewer": SuiteConsumer(["vision:read", "vision:write"], ["operator"], district="440106"),
+    "tianhe-viewer": SuiteConsumer(["vision:read"], [], district="440106"),
 }
 
 
@@ -60,17 +66,7 @@ def vision_database(infrastructure: Infrastructure) -> str:
 
 
 async def _register(gateway_database: str) -> dict[str, str]:
-    engine = create_async_engine(to_asyncpg_url(gateway_database))
-    keys: dict[str, str] = {}
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            for name, (scopes, roles) in VISION_CONSUMERS.items():
-                _, keys[name] = await register_consumer(
-                    session, name=name, scopes=scopes, roles=roles, district="440106"
-                )
-    finally:
-        await engine.dispose()
-    return keys
+    return await register_test_consumers(gateway_database, VISION_CONSUMERS)
 
 
 @pytest.fixture

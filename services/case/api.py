@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from citygrid.auth import CurrentPrincipal, Principal
+from citygrid.auth import CurrentPrincipal, Principal, district_scope
 from citygrid.clock import CityTime
 from citygrid.idempotency import Idempotency
 from citygrid.masking import PII_SCOPE
@@ -147,7 +147,7 @@ async def list_cases(
             limit=limit,
             cursor=cursor,
             status=status,
-            district_code=district,
+            district_code=district_scope(principal, district),
             category_code=category,
             reported_from=reported_from,
             reported_to=reported_to,
@@ -160,7 +160,7 @@ async def get_case(
     case_id: uuid.UUID, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> CaseDetailOut:
     async with runtime.db() as session:
-        case = await service.get_case(session, case_id)
+        case = await service.visible_case(session, case_id, principal)
         history = await service.get_history(session, case_id)
         evidence = await service.get_evidence(session, case_id)
     response.headers["ETag"] = etag(case.version)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 
+from citygrid.auth import CurrentPrincipal, district_scope
 from citygrid.clock import CityTime
 from citygrid.db import DatabaseTimeout, time_limit_of
 from citygrid.runtime import RuntimeDep
@@ -99,6 +100,7 @@ class EvaluationOut(BaseModel):
 @router.get("/evaluation", operation_id="evaluate_cases", response_model_by_alias=True)
 async def evaluate_cases(
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     timeout: EvaluationTimeout,
     period_from: Annotated[CityTime, Query(alias="from", description="RFC 3339, inclusive.")],
     period_to: Annotated[
@@ -113,6 +115,7 @@ async def evaluate_cases(
     # gateway's upstream timeout, so the client gets this problem, not the gateway's 504, and the
     # query does not run on after its client is gone).
     period = Period.of(period_from, period_to)
+    district = district_scope(principal, district)  # a district's centre evaluates its own
     try:
         result = await evaluation.evaluate_within(
             runtime.analytics, period, by, district=district, statement_timeout_seconds=timeout

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from citygrid.auth import Principal
+from citygrid.auth import Principal, require_district
 from citygrid.blobs import BlobStore, sniff_image
 from citygrid.db import UnitOfWork
 from citygrid.errors import NotFound
@@ -47,6 +47,7 @@ async def add_evidence(
     case = await session.scalar(select(Case).where(Case.id == case_id).with_for_update(read=True))
     if case is None:
         raise service.CaseNotFound(f"no case {case_id}")
+    require_district(actor, case.district_code)
     roles = acting_roles(actor.kind, actor.roles)
     count = await session.scalar(select(func.count()).where(CaseEvidence.case_id == case.id))
     rules.check_upload(kind, case.status, roles, int(count or 0))
@@ -80,8 +81,10 @@ async def add_evidence(
     return record, added is not None
 
 
-async def list_evidence(session: AsyncSession, case_id: uuid.UUID) -> list[CaseEvidence]:
-    await service.get_case(session, case_id)
+async def list_evidence(
+    session: AsyncSession, case_id: uuid.UUID, principal: Principal
+) -> list[CaseEvidence]:
+    await service.visible_case(session, case_id, principal)
     rows = await session.scalars(
         select(CaseEvidence)
         .where(CaseEvidence.case_id == case_id)
@@ -90,7 +93,10 @@ async def list_evidence(session: AsyncSession, case_id: uuid.UUID) -> list[CaseE
     return list(rows.all())
 
 
-async def get_evidence(session: AsyncSession, case_id: uuid.UUID, evidence_id: uuid.UUID) -> CaseEvidence:
+async def get_evidence(
+    session: AsyncSession, case_id: uuid.UUID, evidence_id: uuid.UUID, principal: Principal
+) -> CaseEvidence:
+    await service.visible_case(session, case_id, principal)
     record = await session.scalar(
         select(CaseEvidence).where(CaseEvidence.id == evidence_id, CaseEvidence.case_id == case_id)
     )

@@ -83,17 +83,21 @@ async def add_evidence(
 
 
 @router.get("/cases/{case_id}/evidence", operation_id="list_evidence")
-async def list_evidence(case_id: uuid.UUID, runtime: RuntimeDep) -> Page[EvidenceOut]:
+async def list_evidence(
+    case_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> Page[EvidenceOut]:
     """The case's photos, oldest first (at most 50 a case)."""
     async with runtime.db() as session:
-        rows = await evidence.list_evidence(session, case_id)
+        rows = await evidence.list_evidence(session, case_id, principal)
         return Page[EvidenceOut](items=[evidence.evidence_out(row) for row in rows])
 
 
 @router.get("/cases/{case_id}/evidence/{evidence_id}", operation_id="get_evidence")
-async def get_evidence(case_id: uuid.UUID, evidence_id: uuid.UUID, runtime: RuntimeDep) -> EvidenceOut:
+async def get_evidence(
+    case_id: uuid.UUID, evidence_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> EvidenceOut:
     async with runtime.db() as session:
-        return evidence.evidence_out(await evidence.get_evidence(session, case_id, evidence_id))
+        return evidence.evidence_out(await evidence.get_evidence(session, case_id, evidence_id, principal))
 
 
 @router.get(
@@ -106,12 +110,13 @@ async def get_evidence_content(
     case_id: uuid.UUID,
     evidence_id: uuid.UUID,
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     field: FieldWork,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The photo's bytes. Its ETag is its SHA-256, so a cached copy never goes stale."""
     async with runtime.db() as session:
-        record = await evidence.get_evidence(session, case_id, evidence_id)
+        record = await evidence.get_evidence(session, case_id, evidence_id, principal)
     headers = {
         "ETag": f'"{record.sha256}"',
         "Cache-Control": "private, max-age=31536000, immutable",

@@ -23,8 +23,10 @@ class ExtensionNotFound(NotFound):
     code = "case.extension_not_found"
 
 
-async def _case_at(session: AsyncSession, case_id: uuid.UUID, expected_version: int) -> Case:
-    case = await service.get_case(session, case_id, for_update=True)
+async def _case_at(
+    session: AsyncSession, case_id: uuid.UUID, actor: Principal, expected_version: int
+) -> Case:
+    case = await service.visible_case(session, case_id, actor, for_update=True)
     if case.version != expected_version:
         raise service.StaleVersion(
             f"the case is at version {case.version}, not {expected_version}; reload it and retry",
@@ -66,7 +68,7 @@ async def request_extension(
     new_deadline: datetime,
 ) -> tuple[Case, CaseExtension]:
     session = uow.session
-    case = await _case_at(session, case_id, expected_version)
+    case = await _case_at(session, case_id, actor, expected_version)
     roles = acting_roles(actor.kind, actor.roles)
     now = await transaction_time(session)
     clock = _clock(case)
@@ -119,7 +121,7 @@ async def decide_extension(
     deadline: datetime | None = None,
 ) -> tuple[Case, CaseExtension]:
     session = uow.session
-    case = await _case_at(session, case_id, expected_version)
+    case = await _case_at(session, case_id, actor, expected_version)
     extension = await session.scalar(
         select(CaseExtension)
         .where(CaseExtension.id == extension_id, CaseExtension.case_id == case.id)
@@ -176,8 +178,10 @@ async def decide_extension(
     return case, extension
 
 
-async def list_extensions(session: AsyncSession, case_id: uuid.UUID) -> list[CaseExtension]:
-    await service.get_case(session, case_id)
+async def list_extensions(
+    session: AsyncSession, case_id: uuid.UUID, principal: Principal
+) -> list[CaseExtension]:
+    await service.visible_case(session, case_id, principal)
     rows = await session.scalars(
         select(CaseExtension)
         .where(CaseExtension.case_id == case_id)

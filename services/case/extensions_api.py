@@ -6,16 +6,29 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from citygrid.auth import CurrentPrincipal
+from citygrid.auth import CurrentPrincipal, Principal
+from citygrid.masking import PII_SCOPE, mask_text
 from citygrid.pagination import Page
 from citygrid.runtime import RuntimeDep
 from citygrid.versioning import IfMatch, etag, expected_version
 from services.case import extensions
 from services.case.field_schemas import ApproveExtension, DenyExtension, ExtensionOut, RequestExtension
+from services.case.models import CaseExtension
 
 router = APIRouter(prefix="/v1", tags=["extensions"])
 
 ETAG_HEADER = {"ETag": {"description": "The case's new version.", "schema": {"type": "string"}}}
+
+
+def extension_out(extension: CaseExtension, principal: Principal) -> ExtensionOut:
+    """The request as the caller may see it: its reason and the decision's note are free text,
+    masked without ``pii:read`` like a case's description."""
+    out = ExtensionOut.model_validate(extension)
+    if principal.has_scope(PII_SCOPE):
+        return out
+    return out.model_copy(
+        update={"reason": mask_text(out.reason) or "", "decision_note": mask_text(out.decision_note)}
+    )
 
 
 @router.post(
@@ -43,17 +56,19 @@ async def request_extension(
             reason=body.reason,
             new_deadline=body.new_deadline,
         )
-        out = ExtensionOut.model_validate(extension)
+        out = extension_out(extension, principal)
     response.headers["ETag"] = etag(case.version)
     return out
 
 
 @router.get("/cases/{case_id}/extensions", operation_id="list_extensions")
-async def list_extensions(case_id: uuid.UUID, runtime: RuntimeDep) -> Page[ExtensionOut]:
+async def list_extensions(
+    case_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> Page[ExtensionOut]:
     """Every extension request of the case, oldest first (a case has a handful at most)."""
     async with runtime.db() as session:
-        rows = await extensions.list_extensions(session, case_id)
-        return Page[ExtensionOut](items=[ExtensionOut.model_validate(row) for row in rows])
+        rows = await extensions.list_extensions(session, case_id, principal)
+        return Page[ExtensionOut](items=[extension_out(row, principal) for row in rows])
 
 
 @router.post(
@@ -83,7 +98,7 @@ async def approve_extension(
             note=body.note if body else None,
             deadline=body.deadline if body else None,
         )
-        out = ExtensionOut.model_validate(extension)
+        out = extension_out(extension, principal)
     response.headers["ETag"] = etag(case.version)
     return out
 
@@ -114,6 +129,6 @@ async def deny_extension(
             approve=False,
             note=body.note,
         )
-        out = ExtensionOut.model_validate(extension)
+        out = extension_out(extension, principal)
     response.headers["ETag"] = etag(case.version)
     return out

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from citygrid.auth import CurrentPrincipal, district_scope
 from citygrid.clock import CityTime
 from citygrid.live import (
     EVENT_STREAM,
@@ -111,6 +112,7 @@ from where the feed resumed: reload the cases over REST, then keep applying the 
 )
 async def follow_cases(
     feed: CaseFeed,
+    principal: CurrentPrincipal,
     district: Annotated[KnownDistrict | None, Query(description="Only cases of this district.")] = None,
     unit: Annotated[UnitCode | None, Query(description="Only cases dispatched to this unit.")] = None,
     last_event_id: Annotated[
@@ -118,8 +120,10 @@ async def follow_cases(
     ] = None,
     accept: Annotated[str | None, Header(description="Must name `text/event-stream`.")] = None,
 ) -> StreamingResponse:
-    """Follow case changes as they happen (server-sent events), optionally of one district or unit."""
+    """Follow case changes as they happen (server-sent events), optionally of one district or unit;
+    a district-bound caller follows its own district's."""
     require_event_stream(accept)
+    district = district_scope(principal, district)
     listener = feed.open(selects(district, unit), last_event_id=parse_last_event_id(last_event_id))
     return StreamingResponse(
         feed.frames(listener, render),

@@ -114,5 +114,5 @@ async def list_check_ins(
 ) -> Page[CheckInOut]:
     """A case's check-ins, oldest first; positions masked as ``check_in_out`` says."""
     async with runtime.db() as session:
-        rows = await tasks.list_check_ins(session, case_id)
+        rows = await tasks.list_check_ins(session, case_id, principal)
         return Page[CheckInOut](items=[check_in_out(row, principal) for row in rows])

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from citygrid.auth import CurrentPrincipal, require_scope
+from citygrid.auth import CurrentPrincipal, district_scope, require_district, require_scope
 from citygrid.db import transaction_time
 from citygrid.errors import DomainError, NotFound
 from citygrid.masking import mask_address, mask_text
@@ -302,6 +302,7 @@ async def create_request(
 async def list_requests(
     format: str,
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     service_request_id: str | None = None,
     service_code: str | None = None,
     start_date: str | None = None,
@@ -325,6 +326,7 @@ async def list_requests(
             statuses=statuses,
             start=first,
             end=last,
+            district=district_scope(principal),
             limit=MAX_REQUESTS,
         )
     return document(fmt, "service_requests", [request_out(item) for item in found])
@@ -335,20 +337,23 @@ async def list_requests(
     operation_id="open311_request",
     responses=FORMATS,
 )
-async def get_request(service_request_id: str, format: str, runtime: RuntimeDep) -> Response:
+async def get_request(
+    service_request_id: str, format: str, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> Response:
     """One request, as a list of one (the spec's shape)."""
     fmt = format_of(format)
     async with runtime.db() as session:
         found = await queries.public_request(session, service_request_id)
+    require_district(principal, found.case.district_code)
     return document(fmt, "service_requests", [request_out(found)])
 
 
 @router.get("/tokens/{token}.{format}", operation_id="open311_token", responses=FORMATS)
-async def get_token(token: str, format: str, runtime: RuntimeDep) -> Response:
+async def get_token(token: str, format: str, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """The service request id a token stands for (a token is the case's id)."""
     fmt = format_of(format)
     async with runtime.db() as session:
-        number = await queries.number_of_token(session, token)
+        number = await queries.number_of_token(session, token, district=district_scope(principal))
     return document(fmt, "service_requests", [{"service_request_id": number, "token": token}])
 
 

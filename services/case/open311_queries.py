@@ -160,10 +160,14 @@ async def public_requests(
     statuses: frozenset[CaseStatus] = frozenset(),
     start: datetime | None = None,
     end: datetime | None = None,
+    district: str | None = None,
     limit: int,
 ) -> list[PublicRequest]:
-    """Newest first. Named requests ignore every other filter, as the spec says."""
+    """Newest first. Named requests ignore every other filter, as the spec says; ``district`` is
+    not a filter but the caller's binding (``citygrid.auth.district_scope``) and always applies."""
     query = _public_requests_query().order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)
+    if district is not None:
+        query = query.where(Case.district_code == district)
     if numbers:
         query = query.where(Case.number.in_(list(numbers)))
     else:
@@ -187,15 +191,17 @@ async def public_request(session: AsyncSession, number: str) -> PublicRequest:
     return _public(row)
 
 
-async def number_of_token(session: AsyncSession, token: str) -> str:
-    """A token is the case's id: the number it was given is the service request id."""
+async def number_of_token(session: AsyncSession, token: str, *, district: str | None = None) -> str:
+    """A token is the case's id: the number it was given is the service request id (of the
+    caller's district, for a district-bound caller)."""
     try:
         case_id = uuid.UUID(token)
     except ValueError:
         raise RequestNotFound(f"no token '{token}'") from None
-    number = await session.scalar(
-        select(Case.number).where(Case.id == case_id, Case.source == CaseSource.PUBLIC)
-    )
+    query = select(Case.number).where(Case.id == case_id, Case.source == CaseSource.PUBLIC)
+    if district is not None:
+        query = query.where(Case.district_code == district)
+    number = await session.scalar(query)
     if number is None:
         raise RequestNotFound(f"no token '{token}'")
     return number

@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from citygrid.auth import Principal
+from citygrid.auth import Principal, require_district
 from citygrid.clock import within_range
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
@@ -97,6 +97,9 @@ async def report_case(
     now = await transaction_time(session)
     resolution = resolve_place(grid, request.location.lon, request.location.lat, request.district_code)
     place = resolution.place
+    # Where the point lies decides, not the district the report names: a district-bound reporter
+    # files reports of its own district only.
+    require_district(actor, place.district_code)
     case = Case(
         number=await _next_number(session, place.district_code, now),
         status=CaseStatus.REPORTED,
@@ -165,6 +168,16 @@ async def get_case(session: AsyncSession, case_id: uuid.UUID, *, for_update: boo
     return case
 
 
+async def visible_case(
+    session: AsyncSession, case_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Case:
+    """The case, for a caller who may see it: a district-bound principal gets 403
+    ``auth.other_district`` for another district's case (every route reading one case comes here)."""
+    case = await get_case(session, case_id, for_update=for_update)
+    require_district(principal, case.district_code)
+    return case
+
+
 async def get_history(session: AsyncSession, case_id: uuid.UUID) -> list[CaseHistory]:
     rows = await session.scalars(
         select(CaseHistory).where(CaseHistory.case_id == case_id).order_by(CaseHistory.at, CaseHistory.id)
@@ -197,7 +210,7 @@ async def transition(
     session = uow.session
     if action is Action.MERGE and merge_into is not None:
         await _lock_for_merge(session, case_id, merge_into)
-    case = await get_case(session, case_id, for_update=True)
+    case = await visible_case(session, case_id, actor, for_update=True)
     if case.version != expected_version:
         raise StaleVersion(
             f"the case is at version {case.version}, not {expected_version}; reload it and retry",
@@ -213,6 +226,7 @@ async def transition(
         require_after_photos(await _photos_this_round(session, case, EvidenceKind.AFTER))
     if action is Action.MERGE:
         original = await _merge_target(session, case, merge_into)
+        require_district(actor, original.district_code)
         case.merged_into, case.merged_into_number = original.id, original.number
     if action is Action.DISPATCH and unit is not None:
         await units.require_active_unit(session, unit)

@@ -12,14 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from citygrid.auth import Principal
 from citygrid.clock import within_range
 from citygrid.db import UnitOfWork, transaction_time
-from citygrid.errors import Forbidden
 from citygrid.pagination import InvalidCursor, cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseStatus
 from contract.common import GeoPoint
 from services.case import service
 from services.case.domain import evidence as evidence_rules
 from services.case.domain.grid import haversine_m
-from services.case.domain.principals import acting_roles, check_unit
+from services.case.domain.principals import NoUnit, acting_roles, check_unit
 from services.case.domain.workflow import Role, RoleNotAllowed
 from services.case.models import Case, CaseCheckIn
 
@@ -30,11 +29,6 @@ TASK_ROLES = frozenset({Role.HANDLER, Role.SUPERVISOR})
 class TaskScope(StrEnum):
     UNIT = "unit"  # every case in the unit's hands
     MINE = "mine"  # the cases this person accepted
-
-
-class NoUnit(Forbidden):
-    code = "case.no_unit"
-    title = "No unit"
 
 
 def _unit_of(actor: Principal) -> str:
@@ -79,6 +73,8 @@ async def my_tasks(
     )
     if scope is TaskScope.MINE:
         query = query.where(Case.accepted_by == actor.subject)
+    if actor.district is not None:  # a unit working across districts, seen by one district's handler
+        query = query.where(Case.district_code == actor.district)
     if cursor is not None:
         deadline, last_id = _after(cursor)
         if deadline is None:
@@ -112,7 +108,7 @@ async def check_in(
     """Record the handler on site. A fix beyond the radius is kept, flagged ``far``, not refused:
     GPS in street canyons is often off by a block, and the record is what the evaluation reads."""
     session = uow.session
-    case = await service.get_case(session, case_id)
+    case = await service.visible_case(session, case_id, actor)
     roles = acting_roles(actor.kind, actor.roles)
     evidence_rules.check_check_in(case.status, roles)
     check_unit("checking in", case_unit=case.unit, actor_unit=actor.unit, roles=roles)
@@ -135,8 +131,10 @@ async def check_in(
     return record
 
 
-async def list_check_ins(session: AsyncSession, case_id: uuid.UUID) -> list[CaseCheckIn]:
-    await service.get_case(session, case_id)
+async def list_check_ins(
+    session: AsyncSession, case_id: uuid.UUID, principal: Principal
+) -> list[CaseCheckIn]:
+    await service.visible_case(session, case_id, principal)
     rows = await session.scalars(
         select(CaseCheckIn).where(CaseCheckIn.case_id == case_id).order_by(CaseCheckIn.at, CaseCheckIn.id)
     )

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
+from citygrid.auth import (
+    ADMIN_SCOPE,
+    CurrentPrincipal,
+    OtherDistrict,
+    district_scope,
+    require_city_wide,
+    require_district,
+    require_scope,
+)
 from citygrid.clock import CityTime
 from citygrid.db import transaction_time
 from citygrid.errors import InvalidInput
@@ -124,6 +132,7 @@ async def import_cameras(
     Camera configuration (registration, regions, per-camera gates) needs the ``admin`` scope: a
     reviewer with ``vision:write`` must not be able to silence a camera."""
     require_scope(principal, ADMIN_SCOPE)
+    require_city_wide(principal, "the camera registry")
     records, refused = [], []
     for index, camera in enumerate(body.cameras):
         try:
@@ -139,6 +148,7 @@ async def import_cameras(
 @router.get("/cameras", operation_id="list_cameras")
 async def list_cameras(
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     district: DistrictCode | None = None,
     owner: Owner | None = None,
     status: CameraStatus | None = None,
@@ -164,7 +174,7 @@ async def list_cameras(
             session,
             limit=limit,
             cursor=cursor,
-            district_code=district,
+            district_code=district_scope(principal, district),
             owner=owner.value if owner else None,
             status=status.value if status else None,
             bbox=box,
@@ -173,9 +183,12 @@ async def list_cameras(
 
 
 @router.get("/cameras/{camera_id}", operation_id="get_camera")
-async def get_camera(camera_id: CameraId, response: Response, runtime: RuntimeDep) -> CameraOut:
+async def get_camera(
+    camera_id: CameraId, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> CameraOut:
     async with runtime.db() as session:
         view = await registry.get_camera_view(session, camera_id)
+    require_district(principal, view.camera.district_code)
     response.headers["ETag"] = etag(view.camera.version)
     return camera_out(view)
 
@@ -196,7 +209,7 @@ async def set_regions(
         code: [[list(v) for v in p] for p in polygons] for code, polygons in body.regions.items()
     }
     async with runtime.uow() as uow:
-        await registry.set_regions(uow.session, camera_id, regions, version)
+        await registry.set_regions(uow.session, camera_id, regions, version, principal)
         view = await registry.get_camera_view(uow.session, camera_id)
     response.headers["ETag"] = etag(view.camera.version)
     return camera_out(view)
@@ -216,7 +229,7 @@ async def set_override(
     require_scope(principal, ADMIN_SCOPE)
     async with runtime.uow() as uow:
         await registry.set_override(
-            uow.session, camera_id, algorithm_code, body.model_dump(exclude_none=True, mode="json")
+            uow.session, camera_id, algorithm_code, body.model_dump(exclude_none=True, mode="json"), principal
         )
     return Response(status_code=204)
 
@@ -225,6 +238,7 @@ async def set_override(
 async def heartbeats(body: Heartbeats, runtime: RuntimeDep, principal: CurrentPrincipal) -> HeartbeatResult:
     """Engines and platforms report the cameras they can see (scope ``vision:ingest``)."""
     require_scope(principal, INGEST_SCOPE)
+    require_city_wide(principal, "the camera fleet's heartbeat feed")
     async with runtime.uow() as uow:
         online, unknown = await registry.record_heartbeats(uow.session, body.camera_ids)
     return HeartbeatResult(online=online, unknown=unknown)
@@ -277,6 +291,7 @@ async def update_algorithm(
     """Change a class's defaults or switch it off (admin). In force in this replica at once, in
     the others within ``CITYGRID_CATALOGUE_REFRESH_SECONDS``."""
     require_scope(principal, ADMIN_SCOPE)
+    require_city_wide(principal, "the algorithm catalogue")
     async with runtime.uow() as uow:
         row = await get_algorithm(uow.session, algorithm_code)
         if body.gates is not None:
@@ -299,6 +314,7 @@ async def ingest_detections(
 ) -> BatchResult:
     """Up to 1,000 raw detections; each gets its own result, so one bad item never sinks the others."""
     require_scope(principal, INGEST_SCOPE)
+    require_city_wide(principal, "the detection feed")
     # Snapshots are written before the transaction opens: no advisory lock waits on an fsync.
     staged = await intake.stage(body.detections, blobs=vision.blobs, limits=vision.limits)
     async with runtime.uow() as uow:
@@ -322,6 +338,7 @@ async def ingest_detections(
 @router.get("/alarms", operation_id="list_alarms")
 async def list_alarms(
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     status: AlarmStatus | None = None,
     district: DistrictCode | None = None,
     algorithm: AlgorithmCode | None = None,
@@ -341,7 +358,7 @@ async def list_alarms(
             limit=limit,
             cursor=cursor,
             status=status,
-            district_code=district,
+            district_code=district_scope(principal, district),
             algorithm_code=algorithm,
             camera_id=camera,
             raised_before=raised_before,
@@ -350,9 +367,11 @@ async def list_alarms(
 
 
 @router.get("/alarms/{alarm_id}", operation_id="get_alarm")
-async def get_alarm(alarm_id: uuid.UUID, response: Response, runtime: RuntimeDep) -> AlarmDetailOut:
+async def get_alarm(
+    alarm_id: uuid.UUID, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> AlarmDetailOut:
     async with runtime.db() as session:
-        alarm = await review.get_alarm(session, alarm_id)
+        alarm = await review.visible_alarm(session, alarm_id, principal)
         rechecks = await review.rechecks_of(session, alarm_id)
     response.headers["ETag"] = etag(alarm.version)
     return AlarmDetailOut(
@@ -436,7 +455,7 @@ async def review_alarms(
                         metrics=vision.metrics,
                     )
             results.append(BulkItem(alarm_id=alarm_id, ok=True, status=alarm.status))
-        except (review.AlarmNotFound, review.NotPendingReview) as error:
+        except (review.AlarmNotFound, review.NotPendingReview, OtherDistrict) as error:
             results.append(BulkItem(alarm_id=alarm_id, ok=False, code=error.code, detail=error.detail))
     return BulkResult(results=results)
 
@@ -444,10 +463,12 @@ async def review_alarms(
 @router.get("/stats/false-positives", operation_id="false_positive_stats")
 async def false_positives(
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     vision: Vision,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> FalsePositiveStats:
     """Per class and per camera, from people's reviews; with the threshold that would meet the target rate."""
+    require_city_wide(principal, "the catalogue's false-positive statistics")
     async with runtime.db() as session:
         return await review.false_positive_stats(session, days=days, target_rate=vision.false_positive_target)
 

@@ -24,6 +24,7 @@ from sqlalchemy import Select, and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from citygrid.auth import Principal, require_district
 from citygrid.db import transaction_time
 from citygrid.errors import NotFound, PreconditionFailed
 from citygrid.pagination import decode_cursor, encode_cursor
@@ -343,9 +344,14 @@ async def mark_offline(
 
 
 async def set_regions(
-    session: AsyncSession, camera_id: str, regions: dict[str, Any], expected_version: int
+    session: AsyncSession,
+    camera_id: str,
+    regions: dict[str, Any],
+    expected_version: int,
+    principal: Principal,
 ) -> Camera:
     camera = await get_camera(session, camera_id, for_update=True)
+    require_district(principal, camera.district_code)
     if camera.version != expected_version:
         raise StaleCamera(
             f"the camera is at version {camera.version}, not {expected_version}; reload it and retry",
@@ -361,9 +367,10 @@ async def set_regions(
 
 
 async def set_override(
-    session: AsyncSession, camera_id: str, algorithm_code: str, gates: dict[str, Any]
+    session: AsyncSession, camera_id: str, algorithm_code: str, gates: dict[str, Any], principal: Principal
 ) -> None:
-    await get_camera(session, camera_id)
+    camera = await get_camera(session, camera_id)
+    require_district(principal, camera.district_code)
     await get_algorithm(session, algorithm_code)
     if not gates:
         await session.execute(

@@ -11,7 +11,7 @@ from sqlalchemy import Select, and_, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from citygrid.auth import Principal
+from citygrid.auth import Principal, require_district
 from citygrid.clock import within_range
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, Forbidden, NotFound, PreconditionFailed
@@ -107,8 +107,19 @@ async def list_alarms(
     return rows[:limit], next_cursor
 
 
-async def _pending(session: AsyncSession, alarm_id: uuid.UUID, expected_version: int | None) -> Alarm:
+async def visible_alarm(session: AsyncSession, alarm_id: uuid.UUID, principal: Principal) -> Alarm:
+    """The alarm, for a caller who may see it: a district-bound principal gets 403
+    ``auth.other_district`` for another district's alarm, or one of a camera placed in none."""
+    alarm = await get_alarm(session, alarm_id)
+    require_district(principal, alarm.district_code)
+    return alarm
+
+
+async def _pending(
+    session: AsyncSession, alarm_id: uuid.UUID, principal: Principal, expected_version: int | None
+) -> Alarm:
     alarm = await get_alarm(session, alarm_id, for_update=True)
+    require_district(principal, alarm.district_code)
     if expected_version is not None and alarm.version != expected_version:
         raise StaleAlarm(
             f"the alarm is at version {alarm.version}, not {expected_version}; reload it and retry",
@@ -167,7 +178,7 @@ async def confirm(
 ) -> Alarm:
     """One click: the alarm is confirmed and ``vision.alarm.confirmed`` raises the case."""
     require_reviewer(principal)
-    alarm = await _pending(uow.session, alarm_id, expected_version)
+    alarm = await _pending(uow.session, alarm_id, principal, expected_version)
     await _decide(uow, alarm, principal, false_positive=False, note=note)
     if metrics is not None:
         metrics.reviews.labels(algorithm=alarm.algorithm_code, verdict="confirmed").inc()
@@ -184,7 +195,7 @@ async def reject(
     metrics: VisionMetrics | None = None,
 ) -> Alarm:
     require_reviewer(principal)
-    alarm = await _pending(uow.session, alarm_id, expected_version)
+    alarm = await _pending(uow.session, alarm_id, principal, expected_version)
     await _decide(uow, alarm, principal, false_positive=True, note=reason)
     if metrics is not None:
         metrics.reviews.labels(algorithm=alarm.algorithm_code, verdict="false_positive").inc()

@@ -10,8 +10,10 @@ admin registered for it, a person's come from the identity provider's token. Two
   identity provider cannot make anybody the platform. API consumers keep it when an admin granted
   it (a department's platform doing AI re-checks through the exchange API).
 
-A principal that names a unit (a unit's handler, or a unit's own system) takes the unit's steps only
-on cases dispatched to that unit; a supervisor is not bound to a unit.
+A unit's steps (accept, return, handle, its photos, check-ins, extension requests) are taken by a
+principal that names a unit (a unit's handler, or a unit's own system), on cases dispatched to that
+unit only; a supervisor is not bound to a unit. Without a unit they are refused (``case.no_unit``):
+a handler whose credentials lost their unit works on nobody's cases rather than on everybody's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from citygrid.errors import Forbidden
 from services.case.domain.workflow import Role
 
 ROLE_VALUES = frozenset(role.value for role in Role)
+
+
+class NoUnit(Forbidden):
+    code = "case.no_unit"
+    title = "No unit"
 
 
 class NotYourUnit(Forbidden):
@@ -40,9 +47,12 @@ def acting_roles(kind: str, roles: Iterable[str]) -> frozenset[Role]:
 
 
 def check_unit(step: str, *, case_unit: str | None, actor_unit: str | None, roles: frozenset[Role]) -> None:
-    """Refuse a unit's step on a case that is not dispatched to the caller's unit."""
-    if actor_unit is None or Role.SUPERVISOR in roles:
+    """Refuse a unit's step on a case that is not dispatched to the caller's unit, and to a caller
+    that names no unit (a supervisor excepted)."""
+    if Role.SUPERVISOR in roles:
         return
+    if actor_unit is None:
+        raise NoUnit(f"{step} is for a unit's handler; your credentials name no unit")
     if case_unit != actor_unit:
         raise NotYourUnit(
             f"{step} is for the unit the case is dispatched to ({case_unit or 'none yet'}), not {actor_unit}",

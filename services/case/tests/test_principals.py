@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.case.domain.principals import NotYourUnit, acting_roles, check_unit
+from services.case.domain.principals import NotYourUnit, NoUnit, acting_roles, check_unit
 from services.case.domain.workflow import STEPS, Action, Role
 
 
@@ -43,8 +43,10 @@ def test_a_unit_s_principal_takes_the_unit_s_steps_only_on_its_own_unit_s_cases(
     assert refused.value.extra == {"case_unit": "tianhe-sanitation", "your_unit": "yuexiu-municipal"}
 
 
-def test_a_principal_without_a_unit_and_a_supervisor_are_not_bound_to_one():
-    check_unit("handle", case_unit="tianhe-sanitation", actor_unit=None, roles=frozenset({Role.HANDLER}))
+def test_a_principal_without_a_unit_is_refused_the_unit_s_steps_and_a_supervisor_is_not_bound():
+    with pytest.raises(NoUnit):
+        check_unit("handle", case_unit="tianhe-sanitation", actor_unit=None, roles=frozenset({Role.HANDLER}))
     check_unit(
         "handle", case_unit="tianhe-sanitation", actor_unit="yuexiu", roles=frozenset({Role.SUPERVISOR})
     )
+    check_unit("handle", case_unit="tianhe-sanitation", actor_unit=None, roles=frozenset({Role.SUPERVISOR}))
