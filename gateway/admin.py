@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
-from citygrid.auth import ADMIN_SCOPE, MissingScope, Principal
+from citygrid.auth import ADMIN_SCOPE, MissingScope, Principal, require_city_wide
 from citygrid.clock import CityTime
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
@@ -60,6 +60,8 @@ async def _admin(request: Request) -> Principal:
     principal, per_minute = await state.authenticate(request, client)
     if not principal.has_scope(ADMIN_SCOPE):
         raise MissingScope("this needs the scope 'admin'", required_scope=ADMIN_SCOPE)
+    # A district's admin would otherwise mint itself a city-wide key, or revoke another district's.
+    require_city_wide(principal, "the register of API consumers")
     state.count(principal.subject, per_minute)
     return principal
 

@@ -206,3 +206,37 @@ async def test_a_handler_without_a_unit_takes_no_unit_s_step(stack):
     assert (await case_as_admin(stack, case_id))["status"] == "dispatched"
     accepted = await step(stack, case_id, "accept", 3)  # the clerk, of tianhe-sanitation
     assert accepted.status_code == 200, accepted.text
+
+
+async def test_a_district_admin_mints_no_key_and_replays_no_event(stack):
+    """The gateway's register of keys and the services' dead letters are the whole city's: a
+    district's admin could otherwise mint itself a city-wide key or replay another district's events."""
+    minted = await stack.client.post(
+        "/admin/v1/consumers",
+        json={"name": "wider", "scopes": ["cases:read", "pii:read"], "roles": ["supervisor"]},
+        headers=stack.as_("tianhe-admin"),
+    )
+    assert_problem(minted, 403, "auth.other_district")
+    listed = await stack.client.get("/admin/v1/consumers", headers=stack.as_("tianhe-admin"))
+    assert_problem(listed, 403, "auth.other_district")
+    for path in ("dead-letters", "outbox/quarantined"):
+        response = await stack.client.get(f"/api/case/v1/admin/{path}", headers=stack.as_("tianhe-admin"))
+        assert_problem(response, 403, "auth.other_district")
+    assert (await stack.client.get("/admin/v1/consumers", headers=stack.as_("admin"))).status_code == 200
+
+
+async def test_a_video_report_is_never_merged_into_another_district_s_case(stack):
+    """Off the grid the named district stands: two video reports at one point, named for two
+    districts, are two districts' cases, neither flagged nor merged into the other."""
+    point = {"type": "Point", "coordinates": [112.0, 22.0]}
+    video = {**REPORT, "source": "video", "location": point}
+    first = (await report(stack, body={**video, "district_code": YUEXIU_CODE})).json()
+    assert (await step(stack, first["id"], "register", 1)).status_code == 200
+    same_district = (await report(stack, body={**video, "district_code": YUEXIU_CODE})).json()
+    assert (same_district["likely_duplicate_of"], same_district["status"]) == (first["id"], "merged")
+    other = (await report(stack, body={**video, "district_code": TIANHE})).json()
+    assert (other["likely_duplicate_of"], other["status"], other["district_code"]) == (
+        None,
+        "reported",
+        TIANHE,
+    )

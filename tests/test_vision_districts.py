@@ -28,7 +28,7 @@ async def register_cameras(stack) -> None:
     assert imported.json() == {"imported": 2, "refused": []}, imported.text
 
 
-async def raise_alarm(stack, camera_id: str) -> dict:
+async def raise_alarm(stack, camera_id: str, frame: str = "best") -> dict:
     """One pending-review alarm (exposed garbage persists 120 s: two detections two minutes apart)."""
     start = datetime.now(UTC) - timedelta(minutes=5)
     response = await stack.client.post(
@@ -36,7 +36,7 @@ async def raise_alarm(stack, camera_id: str) -> dict:
         json={
             "detections": [
                 detection(camera_id, at=start),
-                detection(camera_id, at=start + timedelta(seconds=130), snapshot_base64=snapshot("best")),
+                detection(camera_id, at=start + timedelta(seconds=130), snapshot_base64=snapshot(frame)),
             ]
         },
         headers=stack.as_("engine"),
@@ -55,7 +55,7 @@ async def raise_alarm(stack, camera_id: str) -> dict:
 async def two_districts(stack) -> tuple[dict, dict]:
     """A camera and a pending-review alarm in Tianhe and in Yuexiu."""
     await register_cameras(stack)
-    return await raise_alarm(stack, TIANHE_CAMERA), await raise_alarm(stack, YUEXIU_CAMERA)
+    return await raise_alarm(stack, TIANHE_CAMERA), await raise_alarm(stack, YUEXIU_CAMERA, "yuexiu frame")
 
 
 async def status_of(stack, alarm: dict) -> str:
@@ -134,4 +134,17 @@ async def test_the_false_positive_figures_are_the_whole_citys_and_refused_to_a_d
     refused = await vision_stack.client.get(stats, headers=vision_stack.as_("tianhe-viewer"))
     assert_problem(refused, 403, "auth.other_district")
     city = await vision_stack.client.get(stats, headers=vision_stack.as_("viewer"))
+    assert city.status_code == 200, city.text
+
+
+async def test_a_district_viewer_gets_its_own_districts_snapshots_only(vision_stack):
+    """A snapshot is addressed by its hash; a district-bound client still gets only those of its
+    district's alarms, whoever told it the hash."""
+    tianhe, yuexiu = await two_districts(vision_stack)
+    ours = await vision_stack.client.get(tianhe["snapshot_url"], headers=vision_stack.as_("tianhe-viewer"))
+    assert ours.status_code == 200, ours.text
+    assert ours.headers["content-type"] == "image/jpeg"
+    theirs = await vision_stack.client.get(yuexiu["snapshot_url"], headers=vision_stack.as_("tianhe-viewer"))
+    assert_problem(theirs, 403, "auth.other_district")
+    city = await vision_stack.client.get(yuexiu["snapshot_url"], headers=vision_stack.as_("viewer"))
     assert city.status_code == 200, city.text

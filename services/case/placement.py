@@ -54,7 +54,9 @@ async def likely_original(session: AsyncSession, case: Case, radius_m: float) ->
     A registered case is preferred over one still awaiting registration, and an original over a
     case already flagged as a duplicate itself, so reports pile onto one case rather than a chain.
     The query reads the partial index (category, latitude) of open cases, then a longitude band;
-    haversine settles the circle.
+    haversine settles the circle. Only the case's own district counts: each district works its own
+    cases, and a report flagged or merged across a boundary would show one district's reporter
+    another district's case.
     """
     if radius_m <= 0:
         return None
@@ -63,6 +65,7 @@ async def likely_original(session: AsyncSession, case: Case, radius_m: float) ->
     candidates = await session.scalars(
         select(Case).where(
             Case.category_code == case.category_code,
+            Case.district_code == case.district_code,
             text(OPEN_CASE_SQL),  # literally the partial index's predicate, so the planner uses it
             Case.lat.between(case.lat - dlat, case.lat + dlat),
             Case.lon.between(case.lon - dlon, case.lon + dlon),

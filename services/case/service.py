@@ -225,8 +225,7 @@ async def transition(
     if action is Action.HANDLE:
         require_after_photos(await _photos_this_round(session, case, EvidenceKind.AFTER))
     if action is Action.MERGE:
-        original = await _merge_target(session, case, merge_into)
-        require_district(actor, original.district_code)
+        original = await _merge_target(session, case, merge_into, actor)
         case.merged_into, case.merged_into_number = original.id, original.number
     if action is Action.DISPATCH and unit is not None:
         await units.require_active_unit(session, unit)
@@ -322,7 +321,9 @@ async def _lock_for_merge(session: AsyncSession, case_id: uuid.UUID, target_id: 
         await session.execute(query.with_for_update(read=locked != case_id))
 
 
-async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID | None) -> Case:
+async def _merge_target(
+    session: AsyncSession, case: Case, target_id: uuid.UUID | None, actor: Principal
+) -> Case:
     """The case the report is merged into, read under the lock ``_lock_for_merge`` took: as it is
     now, not as this session may have seen it before (``populate_existing``)."""
     if target_id is None or target_id == case.id:
@@ -335,6 +336,7 @@ async def _merge_target(session: AsyncSession, case: Case, target_id: uuid.UUID 
     )
     if target is None:
         raise CaseNotFound(f"no case {target_id}")
+    require_district(actor, target.district_code)  # before its status: nothing of it is shown
     if not mergeable(target):
         raise InvalidMerge(
             f"case {target.number} is {target.status.value}: merge into a registered, open case",

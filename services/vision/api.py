@@ -479,8 +479,19 @@ async def false_positives(
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
 )
-async def get_snapshot(sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], vision: Vision) -> Response:
-    """The snapshot an alarm or a re-check names, by its SHA-256."""
+async def get_snapshot(
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    vision: Vision,
+) -> Response:
+    """The snapshot an alarm or a re-check names, by its SHA-256; for a district-bound caller, one
+    of its district's alarms or their re-checks."""
+    if principal.district is not None:
+        async with runtime.db() as session:
+            owned = await review.snapshot_in_district(session, sha256, principal.district)
+        if not owned:
+            require_district(principal, None)
     data = await vision.blobs.get(sha256)
     content_type = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
     return Response(

@@ -203,6 +203,13 @@ class Alarm(Base):
         # list in raised order). A B-tree, not BRIN: alarms are updated and deleted (expired
         # candidates), so new rows land in old pages and the physical order does not follow time.
         Index("ix_alarms_raised", "raised_at", "id", postgresql_where=text("raised_at IS NOT NULL")),
+        # A district-bound client's snapshot: is it one of its district's alarms?
+        Index(
+            "ix_alarms_snapshot",
+            "snapshot_sha256",
+            "district_code",
+            postgresql_where=text("snapshot_sha256 IS NOT NULL"),
+        ),
     )
 
 
@@ -253,6 +260,9 @@ class Recheck(Base):
     __table_args__ = (
         Index("ix_rechecks_due", "due_at", postgresql_where=text("status = 'scheduled'")),
         Index("ix_rechecks_alarm", "alarm_id"),
+        Index(
+            "ix_rechecks_snapshot", "snapshot_sha256", postgresql_where=text("snapshot_sha256 IS NOT NULL")
+        ),
     )
 
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal_column, or_, select, text
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -57,6 +57,19 @@ async def get_alarm(session: AsyncSession, alarm_id: uuid.UUID, *, for_update: b
     if alarm is None:
         raise AlarmNotFound(f"no alarm {alarm_id}")
     return alarm
+
+
+async def snapshot_in_district(session: AsyncSession, sha256: str, district_code: str) -> bool:
+    """Whether an alarm of the district, or a re-check of one, names this snapshot (two index
+    probes: ``ix_alarms_snapshot``, ``ix_rechecks_snapshot``)."""
+    of_alarm = select(Alarm.id).where(Alarm.snapshot_sha256 == sha256, Alarm.district_code == district_code)
+    of_recheck = (
+        select(Recheck.id)
+        .join(Alarm, Alarm.id == Recheck.alarm_id)
+        .where(Recheck.snapshot_sha256 == sha256, Alarm.district_code == district_code)
+    )
+    found = await session.scalar(select(exists(of_alarm) | exists(of_recheck)))
+    return bool(found)
 
 
 async def rechecks_of(session: AsyncSession, alarm_id: uuid.UUID) -> list[Recheck]:
