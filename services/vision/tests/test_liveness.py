@@ -5,9 +5,11 @@ and never races a heartbeat into a wrong status."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy import text
 
 from citygrid.settings import to_libpq_url
@@ -20,7 +22,7 @@ from services.vision.registry import (
     mark_offline,
     record_heartbeats,
 )
-from services.vision.tests.conftest import INGEST, camera
+from services.vision.tests.conftest import INGEST, Vision, camera
 
 CAMERAS = [f"440106000813200010{n:02d}" for n in range(40)]
 
@@ -59,6 +61,17 @@ async def updated_rows(session) -> tuple[int, int, int]:
         )
     ).one()
     return (int(row[0]), int(row[1]), int(row[2]))
+
+
+# The tests silence cameras for two hours and sweep them with a one-hour timeout themselves; the
+# service's own sweep (every fifth of its timeout) must not get there first, so it waits three.
+QUIET_SWEEP = 3 * 3600.0
+
+
+@pytest.fixture
+async def vision(vision_factory) -> AsyncIterator[Vision]:
+    async with vision_factory(camera_offline_seconds=QUIET_SWEEP) as running:
+        yield running
 
 
 async def silence(vision, camera_ids, *, hours: int = 2) -> None:
@@ -104,10 +117,10 @@ async def test_a_heartbeat_batch_rewrites_no_camera_row_and_updates_liveness_in_
 
 
 async def test_silent_cameras_go_offline_once_across_two_replicas(vision_factory):
-    # The replicas' own sweeps wait an hour of silence: only the calls below take cameras offline.
+    # The replicas' own sweeps wait three hours of silence: only the calls below take cameras offline.
     async with (
-        vision_factory(camera_offline_seconds=3600) as first,
-        vision_factory(camera_offline_seconds=3600) as second,
+        vision_factory(camera_offline_seconds=QUIET_SWEEP) as first,
+        vision_factory(camera_offline_seconds=QUIET_SWEEP) as second,
     ):
         await first.register(*[camera(c) for c in CAMERAS])
         await heartbeat(second, CAMERAS)
