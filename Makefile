@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCKS      := requirements/bootstrap.txt requirements/dev.txt
 PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
 
-.PHONY: run test lint bench clean install contract lock
+.PHONY: run test lint bench bench-hotpath clean install contract lock
 
 # A change to pyproject.toml or a lock rebuilds the virtualenv from scratch, so it holds exactly the
 # lock: pip first (pinned), then every dependency, then the project itself (editable, not hashable,
@@ -41,6 +41,10 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The hot path beside raw PostgreSQL and nginx (needs wrk and nginx: docs/performance.md).
+bench-hotpath: $(STAMP)
+	$(PY) -m bench.hotpath
 
 contract: $(STAMP)
 	$(PY) -m contract.publish
