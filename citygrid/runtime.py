@@ -244,7 +244,7 @@ async def cancel_all(tasks: Sequence[asyncio.Task[None]], *, rounds: int = 5, wa
             task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.kit
     return runtime
 

@@ -14,7 +14,7 @@ from services.case.catalogue import CalendarHolder
 from services.case.grid_store import GridHolder
 
 
-def get_calendars(request: Request) -> CalendarHolder:
+async def get_calendars(request: Request) -> CalendarHolder:
     holder: CalendarHolder = request.app.state.calendars
     return holder
 
@@ -22,17 +22,17 @@ def get_calendars(request: Request) -> CalendarHolder:
 Calendars = Annotated[CalendarHolder, Depends(get_calendars)]
 
 
-def get_grid(request: Request) -> GridHolder:
+async def get_grid(request: Request) -> GridHolder:
     holder: GridHolder = request.app.state.grid
     return holder
 
 
-def get_duplicate_radius(request: Request) -> float:
+async def get_duplicate_radius(request: Request) -> float:
     radius: float = request.app.state.duplicate_radius_m
     return radius
 
 
-def get_evaluation_timeout(request: Request) -> float:
+async def get_evaluation_timeout(request: Request) -> float:
     seconds: float = request.app.state.evaluation_timeout_seconds
     return seconds
 
@@ -50,7 +50,7 @@ class FieldConfig:
     check_in_radius_m: float
 
 
-def get_field_config(request: Request) -> FieldConfig:
+async def get_field_config(request: Request) -> FieldConfig:
     config: FieldConfig = request.app.state.field
     return config
 

@@ -37,7 +37,7 @@ def case_feed(settings: ServiceSettings, metrics: KitMetrics) -> LiveFeed:
     return LiveFeed.from_settings(FEED, PUBLISHES, subject=SUBJECT, settings=settings, metrics=metrics)
 
 
-def get_case_feed(runtime: RuntimeDep) -> LiveFeed:
+async def get_case_feed(runtime: RuntimeDep) -> LiveFeed:
     return next(feed for feed in runtime.live_feeds if feed.name == FEED)
 
 

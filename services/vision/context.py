@@ -24,7 +24,7 @@ class VisionContext:
     catalogue: CatalogueCache = field(default_factory=CatalogueCache)
 
 
-def get_context(request: Request) -> VisionContext:
+async def get_context(request: Request) -> VisionContext:
     context: VisionContext = request.app.state.vision
     return context
 
