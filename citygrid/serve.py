@@ -46,6 +46,10 @@ def server_config(
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # The event loop and HTTP parser in C (docs/performance.md): named, not "auto", so an
+        # image without them fails at start instead of serving at a third of the speed.
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -98,5 +102,9 @@ def serve(
     internal = server_config(
         internal_app, host=settings.host, port=internal_port, proxy_headers=False, lifespan="off"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_with_internal(public, internal))
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        # The loop uvicorn would pick (uvloop when installed), not asyncio's default.
+        asyncio.Runner(loop_factory=public.get_loop_factory()) as runner,
+    ):
+        runner.run(serve_with_internal(public, internal))

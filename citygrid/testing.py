@@ -161,6 +161,7 @@ async def serve_app(
         access_log=False,
         lifespan="on",
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        http="httptools",  # the parser production runs (citygrid.serve); the loop is the test's
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
