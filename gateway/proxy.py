@@ -412,6 +412,15 @@ async def forward(
     if upstream_response.headers.get("content-length"):
         answer_headers["content-length"] = upstream_response.headers["content-length"]
     answer_headers.update(response_headers or {})
+    declared = upstream_response.headers.get("content-length", "")
+    if not streaming and declared.isdigit() and int(declared) <= forwarding.buffered_body_bytes:
+        # A small answer of known length (most of them): read whole and written in one piece, without
+        # a streamed response's per-chunk machinery; the memory it holds is bounded by the setting.
+        return Response(
+            await _read_small(upstream_response, service, forwarding),
+            status_code=upstream_response.status_code,
+            headers=answer_headers,
+        )
     if streaming and not is_event_stream(upstream_response):
         body_stream = bounded_reads(upstream_response, forwarding.timeout)
     else:
@@ -422,6 +431,20 @@ async def forward(
         headers=answer_headers,
         background=BackgroundTask(upstream_response.aclose),
     )
+
+
+async def _read_small(upstream_response: httpx.Response, service: str, forwarding: Forwarding) -> bytes:
+    try:
+        async with asyncio.timeout(forwarding.timeout):
+            # Raw, as the streamed path forwards it: a compressed answer stays compressed.
+            return b"".join([chunk async for chunk in upstream_response.aiter_raw()])
+    except (httpx.TimeoutException, TimeoutError):
+        raise UpstreamTimeout(f"the {service} service did not answer in time") from None
+    except httpx.HTTPError as error:
+        log.warning("upstream %s failed mid-answer: %s", service, error)
+        raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+    finally:
+        await upstream_response.aclose()
 
 
 async def _send(
