@@ -44,8 +44,11 @@ class ServiceSettings(BaseSettings):
     internal_token_public_key: str = ""
     internal_token_issuer: str = "citygrid-gateway"  # noqa: S105 (a name, not a secret)
 
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # A fixed pool: connections beyond it would be opened for one request and closed after it (an
+    # overflow connection is closed on return while the pool is full), a new PostgreSQL backend per
+    # request under load (docs/performance.md). A request finding every one busy waits its turn.
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
     # Time limits every connection of the service's engines starts with (docs/database.md), in
     # seconds; 0 turns one off. Requests, event handlers and jobs use the short ones: a statement
     # that runs past them, a lock that cannot be had, a transaction left idle is ended by the server.

@@ -1236,3 +1236,30 @@ def test_the_image_copies_every_package_the_project_installs():
     assert include
     packages = {name.strip().strip('"').rstrip("*") for name in include.group(1).split(",") if name.strip()}
     assert packages | {"pyproject.toml"} == copied
+
+
+def test_each_database_takes_every_connection_its_service_may_open_at_full_scale():
+    """Every replica the autoscaler may run holds its request pool and its analytics pool, each up
+    to size + overflow: the service's cluster must accept them all (``max_connections``)."""
+    from citygrid.settings import ServiceSettings
+
+    defaults = ServiceSettings()
+    for deployment in deployments():
+        name = deployment["metadata"]["name"]
+        environment = container_environment(deployment)
+
+        def setting(key: str, default: int, environment: dict[str, str] = environment) -> int:
+            return int(environment.get(f"CITYGRID_{key}", default))
+
+        per_replica = (
+            setting("DB_POOL_SIZE", defaults.db_pool_size)
+            + setting("DB_MAX_OVERFLOW", defaults.db_max_overflow)
+            + setting("DB_ANALYTICS_POOL_SIZE", defaults.db_analytics_pool_size)
+            + setting("DB_ANALYTICS_MAX_OVERFLOW", defaults.db_analytics_max_overflow)
+        )
+        (hpa,) = [
+            h for h in of_kind("HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name
+        ]
+        cluster = by_name("Cluster", f"{name}-db")
+        allowed = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+        assert hpa["spec"]["maxReplicas"] * per_replica <= allowed - 20, (name, per_replica, allowed)
