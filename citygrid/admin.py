@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_city_wide, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, require_scope
 from citygrid.clock import CityTime
 from citygrid.errors import NotFound
 from citygrid.inbox import DeadLetter, DeadLetterNotFound, find_dead_letter
@@ -48,7 +48,6 @@ async def list_dead_letters(
     cursor: Cursor = None,
 ) -> Page[DeadLetterOut]:
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the service's event plumbing")
     query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit + 1)
     if consumer:
         query = query.where(DeadLetter.consumer == consumer)
@@ -69,7 +68,6 @@ async def replay_dead_letter(
     dead_letter_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> ReplayOut:
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the service's event plumbing")
     letter = await find_dead_letter(runtime.db, dead_letter_id)
     # A dead letter is filed under the consumer's inbox key, which outlives a rename of the consumer.
     runner = runtime.consumers.get(letter.consumer) or next(
@@ -108,7 +106,6 @@ async def list_quarantined_events(
     """Events the server refused ``outbox_max_attempts`` times (a subject no stream takes, a message
     too large…): fix the cause, then replay them."""
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the service's event plumbing")
     query = (
         select(OutboxMessage)
         .where(OutboxMessage.quarantined_at.is_not(None))
@@ -133,7 +130,6 @@ async def replay_quarantined_event(
     the stream after newer events of its aggregate: consumers that mirror the aggregate skip it
     when its version is stale."""
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the service's event plumbing")
     async with runtime.uow() as uow:
         requeued = await uow.session.scalar(
             update(OutboxMessage)

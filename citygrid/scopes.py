@@ -2,7 +2,9 @@
 
 A service's calls need ``<dataset>:read`` for reads, ``<dataset>:write`` for changes,
 ``<dataset>:ingest`` for the machine feeds it names (``ingest_paths``, POST), and ``admin`` for
-everything under ``v1/admin``. Each service declares its ``ScopeRules`` once (in ``contract/``);
+everything under ``v1/admin``, held by a city-wide principal: what a service administers (its
+catalogues, calendars, units, rules, grid, dead letters) is the whole city's, so a district-bound
+admin is refused there (403 ``auth.other_district``). Each service declares its ``ScopeRules`` once (in ``contract/``);
 the gateway checks them before it forwards a call and ``create_service_app`` checks them again in
 the service, after the internal principal is verified, so a principal that reached a service
 directly with a valid token still needs the route's scope. Routes with finer rules (``pii:read``,
@@ -16,7 +18,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from citygrid.auth import ADMIN_SCOPE, SAFE_METHODS, CurrentPrincipal, MissingScope, Principal
+from citygrid.auth import (
+    ADMIN_SCOPE,
+    SAFE_METHODS,
+    CurrentPrincipal,
+    MissingScope,
+    Principal,
+    require_city_wide,
+)
 
 READ_METHODS = SAFE_METHODS
 ADMIN_SEGMENTS = ("v1", "admin")
@@ -70,6 +79,8 @@ class ScopeRules:
         scope = self.required_scope(method, path)
         if not principal.has_scope(scope):
             raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
+        if scope == ADMIN_SCOPE:
+            require_city_wide(principal, f"the {self.service} service's administration")
 
 
 def service_path(request: Request) -> str:

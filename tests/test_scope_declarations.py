@@ -358,3 +358,24 @@ def test_a_service_with_routes_must_declare_its_scopes_in_production_and_only_it
 def test_every_declared_service_is_one_the_gateway_may_route_to():
     assert set(SERVICES) == set(UPSTREAMS) == {"case", "vision", "gas", "waste", "muck"}
     assert len({rules.dataset for rules in SERVICES.values()}) == len(SERVICES)
+
+
+def test_a_district_bound_admin_is_refused_every_admin_path_by_the_declaration_itself():
+    """``v1/admin`` is the whole city's administration: the one declaration the gateway and the
+    service check refuses a district's admin there, and lets it do its district's ordinary work."""
+    from citygrid.auth import OtherDistrict
+
+    rules = ScopeRules(service="case", dataset="cases")
+    district_admin = Principal(
+        subject="consumer:t",
+        kind="consumer",
+        name="t",
+        scopes=frozenset({"admin", "cases:write"}),
+        district="440106",
+    )
+    city_admin = district_admin.model_copy(update={"district": None})
+    for method, path in (("PUT", "v1/admin/calendars/2031"), ("GET", "/v1/admin/dead-letters")):
+        with pytest.raises(OtherDistrict):
+            rules.check(district_admin, method, path)
+        rules.check(city_admin, method, path)
+    rules.check(district_admin, "POST", "v1/cases")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, district_scope, require_city_wide, require_scope
+from citygrid.auth import ADMIN_SCOPE, CurrentPrincipal, district_scope, require_scope
 from citygrid.clock import CityTime, within_range
 from citygrid.db import transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound
@@ -157,7 +157,6 @@ async def put_unit(
     """Create or change a unit (admin). Set ``active: false`` to retire it: units are never deleted,
     since case history names them; a retired unit cannot be dispatched to and its rules stop matching."""
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the register of units")
     async with runtime.uow() as uow:
         session = uow.session
         parents = {
@@ -212,7 +211,6 @@ async def create_dispatch_rule(body: RuleIn, runtime: RuntimeDep, principal: Cur
     class, then the longer area prefix (grid > community > street > district > city) wins.
     """
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the dispatch rules")
     if body.area_code and body.area_code[:6] not in GUANGZHOU_DISTRICTS:
         raise InvalidRule(
             f"area {body.area_code} is not in one of the city's districts",
@@ -262,7 +260,6 @@ async def create_dispatch_rule(body: RuleIn, runtime: RuntimeDep, principal: Cur
 @router.delete("/admin/dispatch-rules/{rule_id}", status_code=204, operation_id="delete_dispatch_rule")
 async def delete_dispatch_rule(rule_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the dispatch rules")
     async with runtime.uow() as uow:
         row = await uow.session.get(DispatchRule, rule_id, with_for_update=True)
         if row is None:

@@ -291,7 +291,6 @@ async def update_algorithm(
     """Change a class's defaults or switch it off (admin). In force in this replica at once, in
     the others within ``CITYGRID_CATALOGUE_REFRESH_SECONDS``."""
     require_scope(principal, ADMIN_SCOPE)
-    require_city_wide(principal, "the algorithm catalogue")
     async with runtime.uow() as uow:
         row = await get_algorithm(uow.session, algorithm_code)
         if body.gates is not None:
