@@ -112,6 +112,19 @@ async def no_streams(infrastructure: Infrastructure) -> Infrastructure:
     return infrastructure
 
 
+async def request_when_heard(client: NatsClient, subject: str, payload: bytes, within: float = 5.0) -> Any:
+    """A request, repeated while the server answers "no responders": a subscription flushed on one
+    connection may reach the server's interest graph a moment after another connection asks."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await client.request(subject, payload, timeout=within)
+        except nats.errors.NoRespondersError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 async def message_count(infrastructure: Infrastructure, stream: str) -> int:
     async with admin(infrastructure) as client:
         return int((await client.jetstream().stream_info(stream)).state.messages)
@@ -321,7 +334,7 @@ async def test_the_vision_user_can_do_all_the_vision_service_does_on_nats(no_str
             await request.respond(b'{"received": 0}')
 
         answering = asyncio.create_task(answer())
-        reply = await engine.client.request(engine_subject("simulator"), b'{"detections": []}', timeout=5)
+        reply = await request_when_heard(engine.client, engine_subject("simulator"), b'{"detections": []}')
         await answering
         assert reply.data == b'{"received": 0}'
         await vision.settle()
