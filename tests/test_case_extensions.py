@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
-from citygrid.testing import stream_events
+from citygrid.testing import stream_events, wait_until
 from services.case.models import Case
-from services.case.overdue import escalate_overdue
+from tests.test_case_deadlines import escalated
 from tests.test_case_flow import report, step
 
 UNIT = "tianhe-sanitation"
@@ -217,7 +217,7 @@ async def test_an_overdue_case_given_more_time_is_watched_again_at_the_new_deadl
         await uow.session.execute(
             update(Case).where(Case.id == case_id).values(deadline_at=Case.created_at - timedelta(hours=1))
         )
-    assert await escalate_overdue(stack.case_runtime) == 1
+    await wait_until(lambda: escalated(stack, case_id))  # by this call or the service's own scan
     overdue = await detail(stack, case_id)
     assert overdue["overdue_at"] is not None
     wanted = (datetime.fromisoformat(overdue["updated_at"]) + timedelta(days=1)).isoformat()
