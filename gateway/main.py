@@ -9,6 +9,7 @@ on ``CITYGRID_INTERNAL_PORT``, which only operators reach.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -205,8 +206,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
         async def build() -> dict[str, Any]:
-            clients = {service: pool.client for service, pool in upstreams.items()}
-            return await openapi.merged_openapi(own_document, clients, settings.upstreams)
+            documents = {
+                service: functools.partial(pool.get_json, "/openapi.json", timeout=5.0)
+                for service, pool in upstreams.items()
+            }
+            return await openapi.merged_openapi(own_document, documents)
 
         state = GatewayState(
             settings=settings,

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+
+from citygrid.errors import DomainError
 
 log = logging.getLogger("gateway.openapi")
 
@@ -49,9 +51,9 @@ def prefix_document(service: str, document: dict[str, Any]) -> dict[str, Any]:
 
 
 async def merged_openapi(
-    gateway_document: dict[str, Any], clients: Mapping[str, httpx.AsyncClient], upstreams: dict[str, str]
+    gateway_document: dict[str, Any], documents: Mapping[str, Callable[[], Awaitable[Any]]]
 ) -> dict[str, Any]:
-    """``clients`` are the upstreams' own pools: fetching a slow service's document waits on its pool only."""
+    """``documents`` fetch each service's own document on its own pool: a slow one waits on that only."""
     merged: dict[str, Any] = json.loads(json.dumps(gateway_document))
     merged.setdefault("paths", {})
     components = merged.setdefault("components", {})
@@ -62,18 +64,16 @@ async def merged_openapi(
         "Open311Key": {"type": "apiKey", "in": "query", "name": "api_key"},
     }
 
-    async def fetch(service: str, base_url: str) -> dict[str, Any] | None:
+    async def fetch(service: str) -> dict[str, Any] | None:
         try:
-            response = await clients[service].get(f"{base_url.rstrip('/')}/openapi.json", timeout=5.0)
-            response.raise_for_status()
-            return prefix_document(service, response.json())
-        except (httpx.HTTPError, ValueError) as error:
+            return prefix_document(service, await documents[service]())
+        except (aiohttp.ClientError, DomainError, TimeoutError, ValueError, AttributeError) as error:
             log.warning("no OpenAPI document from %s: %s", service, error)
             return None
 
     # All at once: one slow service delays the build by its own timeout, not by everyone's.
-    services = sorted(upstreams)
-    parts = await asyncio.gather(*(fetch(service, upstreams[service]) for service in services))
+    services = sorted(documents)
+    parts = await asyncio.gather(*(fetch(service) for service in services))
     unavailable = [service for service, part in zip(services, parts, strict=True) if part is None]
     for part in parts:
         if part is not None:

@@ -14,13 +14,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
+from yarl import URL
 
 from citygrid.auth import PRINCIPAL_HEADER, Principal, PrincipalSigner, RequestTarget
 from citygrid.errors import DomainError
@@ -79,21 +81,8 @@ def wants_event_stream(request: Request) -> bool:
     return EVENT_STREAM in request.headers.get("accept", "").lower()
 
 
-def is_event_stream(response: httpx.Response) -> bool:
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.lower().startswith(EVENT_STREAM)
-
-
-async def bounded_reads(response: httpx.Response, read_timeout: float) -> AsyncIterator[bytes]:
-    """The body, each read bounded as the ordinary client's read timeout would bound it."""
-    chunks = response.aiter_raw()
-    while True:
-        try:
-            async with asyncio.timeout(read_timeout):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return
-        yield chunk
+def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("content-type", "").lower().startswith(EVENT_STREAM)
 
 
 class UpstreamUnavailable(DomainError):
@@ -163,50 +152,89 @@ class UploadSlots:
                 del self.held[subject]
 
 
+class UpstreamSlots:
+    """A pool's connections as slots: waiting for one is bounded by the pool timeout, and a call that
+    cannot get one is told at once that the service is saturated (the connector alone would queue it)."""
+
+    def __init__(self, size: int, wait: float) -> None:
+        self.size = size
+        self.wait = wait
+        self.free = asyncio.Semaphore(size)
+
+    async def take(self) -> bool:
+        """True once a slot is held; False when none came free within the wait."""
+        try:
+            async with asyncio.timeout(self.wait):
+                await self.free.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class UpstreamPool:
-    """One service's connections: ordinary calls, and event streams (no read timeout) apart."""
+    """One service's connections: ordinary calls, and event streams (no read timeout) apart.
+
+    aiohttp's client: keep-alive connections and a parser in C, about a tenth of the CPU per call of
+    the client this replaced (docs/performance.md). No cookie jar (a service's cookie for one client
+    must never go out with another's call) and no headers of its own beyond ``Host``.
+    """
 
     service: str
     base_url: str
-    client: httpx.AsyncClient
-    stream_client: httpx.AsyncClient
+    calls: aiohttp.ClientSession
+    streams: aiohttp.ClientSession
+    call_slots: UpstreamSlots
+    stream_slots: UpstreamSlots
 
     @classmethod
     def open(cls, service: str, base_url: str, settings: GatewaySettings) -> UpstreamPool:
         connections = settings.connections_for(service)
-        timeout = httpx.Timeout(
-            settings.upstream_timeout,
-            connect=settings.upstream_connect_timeout,
-            pool=settings.upstream_pool_timeout,
+        calls = _session(
+            aiohttp.TCPConnector(limit=connections, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
+            aiohttp.ClientTimeout(
+                sock_connect=settings.upstream_connect_timeout, sock_read=settings.upstream_timeout
+            ),
         )
-        limits = httpx.Limits(
-            max_connections=connections,
-            max_keepalive_connections=connections,
-            keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
-        )
-        # Event streams: no read timeout (a stream is quiet between heartbeats), a pool of their own.
-        stream_timeout = httpx.Timeout(
-            connect=settings.upstream_connect_timeout,
-            read=None,
-            write=settings.upstream_timeout,
-            pool=settings.upstream_pool_timeout,
-        )
-        stream_limits = httpx.Limits(
-            max_connections=settings.upstream_event_streams, max_keepalive_connections=0
+        # Event streams: no read timeout (a stream is quiet between heartbeats), connections of their own.
+        streams = _session(
+            aiohttp.TCPConnector(limit=settings.upstream_event_streams, force_close=True),
+            aiohttp.ClientTimeout(sock_connect=settings.upstream_connect_timeout),
         )
         return cls(
             service=service,
             base_url=base_url,
-            client=httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False),
-            stream_client=httpx.AsyncClient(
-                timeout=stream_timeout, limits=stream_limits, follow_redirects=False
-            ),
+            calls=calls,
+            streams=streams,
+            call_slots=UpstreamSlots(connections, settings.upstream_pool_timeout),
+            stream_slots=UpstreamSlots(settings.upstream_event_streams, settings.upstream_pool_timeout),
         )
 
+    async def get_json(self, path: str, timeout: float) -> Any:
+        """A document the gateway itself reads from the service (its OpenAPI), on the service's own pool."""
+        if not await self.call_slots.take():
+            raise UpstreamSaturated(f"the {self.service} service is at its connection limit")
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.calls.get(f"{self.base_url.rstrip('/')}{path}") as response:
+                    response.raise_for_status()
+                    return await response.json(content_type=None)
+        finally:
+            self.call_slots.free.release()
+
     async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.stream_client.aclose()
+        await self.calls.close()
+        await self.streams.close()
+
+
+def _session(connector: aiohttp.TCPConnector, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
 
 
 class NoSigningKey(DomainError):
@@ -262,7 +290,7 @@ class Forwarding:
 
 def upstream_url(
     base_url: str, request: Request, service: str, *, prefix: str | None = None, query: bytes | None = None
-) -> httpx.URL:
+) -> URL:
     """The service URL for this request, its path kept percent-encoded exactly as the client sent it.
 
     Building it from the decoded path would turn an encoded ``#`` or ``?`` into a fragment or a query.
@@ -278,17 +306,29 @@ def upstream_url(
         query = request.scope.get("query_string", b"")
     if query:
         url += "?" + quote(query, safe=URL_SAFE + "?")
-    return httpx.URL(url)
+    return URL(url, encoded=True)
 
 
-def inbound_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The client's headers a service may see: raw bytes, a value outside ASCII passed on as sent."""
+class InvalidHeader(DomainError):
+    code = "http.invalid_header"
+    status = 400
+    title = "Invalid header"
+
+
+def inbound_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The client's headers a service may see, a UTF-8 value outside ASCII passed on byte for byte.
+
+    A value that is not UTF-8 (a stray Latin-1 byte) is refused rather than passed on changed.
+    """
     kept = []
     for name, value in raw:
         lowered = name.lower()
         if lowered.decode("latin-1") in STRIPPED_INBOUND or lowered.startswith(STRIPPED_INBOUND_PREFIXES):
             continue
-        kept.append((name, value))
+        try:
+            kept.append((name.decode("latin-1"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise InvalidHeader(f"the {name.decode('latin-1')} header is not UTF-8") from None
     return kept
 
 
@@ -361,9 +401,9 @@ async def forward(
     content: bytes | None = None,
     response_headers: dict[str, str] | None = None,
 ) -> Response:
-    """Forward the request and stream the answer back as it comes, never buffered.
+    """Forward the request and pass the answer back: whole when small, else streamed as it comes.
 
-    An event stream goes through the upstream's stream client: its own connection pool, so open
+    An event stream goes through the upstream's stream session: its own connections, so open
     streams never starve ordinary calls, and no read timeout, since a stream may be quiet between
     heartbeats. Its answer must still begin (status and headers) within the timeout; connecting is
     bounded by the connect timeout either way. A client that leaves closes the upstream response.
@@ -377,111 +417,206 @@ async def forward(
     headers = inbound_headers(request.headers.raw)
     # Bound to this one call: its method and the path and query exactly as the service receives them.
     token = forwarding.signer.sign(
-        principal, audience=service, request=RequestTarget(request.method, url.raw_path)
+        principal, audience=service, request=RequestTarget(request.method, url.raw_path_qs.encode())
     )
-    headers.append((PRINCIPAL_HEADER.encode(), token.encode()))
+    headers.append((PRINCIPAL_HEADER, token))
     request_id = request_id_var.get()
     if request_id:
-        headers.append((b"X-Request-ID", request_id.encode()))
+        headers.append(("X-Request-ID", request_id))
     traceparent = traceparent_var.get()
     if traceparent:
-        headers.append((b"traceparent", traceparent.encode()))
-    headers.append((b"X-Forwarded-For", client_address.encode("latin-1")))
+        headers.append(("traceparent", traceparent))
+    headers.append(("X-Forwarded-For", client_address))
     scheme, host = gateway_origin(request, forwarding)
     if host:
-        headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
-    headers.append((b"X-Forwarded-Proto", scheme.encode()))
+        headers.append(("X-Forwarded-Host", host))
+    headers.append(("X-Forwarded-Proto", scheme))
     if forwarded_prefix:
-        headers.append((FORWARDED_PREFIX_HEADER.encode(), forwarded_prefix.encode()))
+        headers.append((FORWARDED_PREFIX_HEADER, forwarded_prefix))
     body: bytes | AsyncIterator[bytes] = (
         await request_content(request, forwarding) if content is None else content
     )
-    if not isinstance(body, bytes) and "content-length" in request.headers:
-        # The client's own body streamed on: its declared length goes with it (no chunked re-framing).
-        headers.append((b"Content-Length", request.headers["content-length"].encode()))
-    streaming = wants_event_stream(request)
-    client = upstream.stream_client if streaming else upstream.client
-    upstream_request = client.build_request(request.method, url, headers=headers, content=body)
-    # A read is retried once when a pooled connection turns out closed, if its body can be sent again.
-    attempts = 2 if request.method in READ_METHODS and isinstance(body, bytes) else 1
+    body_failure = BodyFailure()
+    if not isinstance(body, bytes):
+        if "content-length" in request.headers:
+            # The client's own body streamed on: its declared length goes with it (no chunked re-framing).
+            headers.append(("Content-Length", request.headers["content-length"]))
+        body = body_failure.watch(body)
+    elif body or request.method not in READ_METHODS:
+        headers.append(("Content-Length", str(len(body))))
+    call = UpstreamCall(
+        upstream=upstream,
+        forwarding=forwarding,
+        streaming=wants_event_stream(request),
+        method=request.method,
+        url=url,
+        headers=headers,
+        body=body if body else None,
+        body_failure=body_failure,
+    )
     with contextlib.ExitStack() as sending:
         if not isinstance(body, bytes):
             sending.enter_context(forwarding.uploads.hold(principal.subject))
-        upstream_response = await _send(client, upstream_request, service, forwarding, streaming, attempts)
-    answer_headers = {k: v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
-    if upstream_response.headers.get("content-length"):
-        answer_headers["content-length"] = upstream_response.headers["content-length"]
-    answer_headers.update(response_headers or {})
+        upstream_response = await call.send()
+    own = response_headers or {}
+    replaced = {name.lower() for name in own}
+    answer_headers = [(n, v) for n, v in answer_headers_of(upstream_response) if n.lower() not in replaced]
+    answer_headers.extend(own.items())
     declared = upstream_response.headers.get("content-length", "")
-    if not streaming and declared.isdigit() and int(declared) <= forwarding.buffered_body_bytes:
+    answer: Response
+    if not call.streaming and declared.isdigit() and int(declared) <= forwarding.buffered_body_bytes:
         # A small answer of known length (most of them): read whole and written in one piece, without
         # a streamed response's per-chunk machinery; the memory it holds is bounded by the setting.
-        return Response(
-            await _read_small(upstream_response, service, forwarding),
-            status_code=upstream_response.status_code,
-            headers=answer_headers,
-        )
-    if streaming and not is_event_stream(upstream_response):
-        body_stream = bounded_reads(upstream_response, forwarding.timeout)
+        answer = Response(await call.read_whole(), status_code=upstream_response.status)
     else:
-        body_stream = upstream_response.aiter_raw()
-    return StreamingResponse(
-        body_stream,
-        status_code=upstream_response.status_code,
-        headers=answer_headers,
-        background=BackgroundTask(upstream_response.aclose),
-    )
+        bounded = call.streaming and not is_event_stream(upstream_response)
+        answer = StreamingResponse(
+            call.chunks(read_timeout=forwarding.timeout if bounded else None),
+            status_code=upstream_response.status,
+            background=BackgroundTask(call.close),
+        )
+    # The service's headers as it sent them, repeated ones (Set-Cookie, Link) included.
+    answer.raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer_headers]
+    return answer
 
 
-async def _read_small(upstream_response: httpx.Response, service: str, forwarding: Forwarding) -> bytes:
-    try:
-        async with asyncio.timeout(forwarding.timeout):
-            # Raw, as the streamed path forwards it: a compressed answer stays compressed.
-            return b"".join([chunk async for chunk in upstream_response.aiter_raw()])
-    except (httpx.TimeoutException, TimeoutError):
-        raise UpstreamTimeout(f"the {service} service did not answer in time") from None
-    except httpx.HTTPError as error:
-        log.warning("upstream %s failed mid-answer: %s", service, error)
-        raise UpstreamUnavailable(f"the {service} service is unavailable") from None
-    finally:
-        await upstream_response.aclose()
+def answer_headers_of(upstream_response: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    """The service's headers a client may see, as raw as they came (hop-by-hop ones dropped)."""
+    kept = []
+    for raw_name, raw_value in upstream_response.raw_headers:
+        name = raw_name.decode("latin-1")
+        if name.lower() not in HOP_BY_HOP:
+            kept.append((name, raw_value.decode("latin-1")))
+    declared = upstream_response.headers.get("content-length")
+    if declared:
+        kept.append(("content-length", declared))
+    return kept
 
 
-async def _send(
-    client: httpx.AsyncClient,
-    upstream_request: httpx.Request,
-    service: str,
-    forwarding: Forwarding,
-    streaming: bool,
-    attempts: int,
-) -> httpx.Response:
-    """Send the request, its whole body, and return once the answer's head is in; failures as problems."""
-    for attempt in range(1, attempts + 1):
+@dataclass
+class BodyFailure:
+    """Why a streamed request body ended early (too large, stalled, the client gone): the client's
+    problem, which the upstream client would otherwise report as a broken connection."""
+
+    error: Exception | None = None
+
+    async def watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
-            async with asyncio.timeout(forwarding.timeout if streaming else None):
-                upstream_response = await client.send(upstream_request, stream=True)
-            return upstream_response
-        except httpx.PoolTimeout:
-            forwarding.on_saturated(service)
+            async for chunk in chunks:
+                yield chunk
+        except Exception as error:
+            self.error = error
+            raise
+
+
+@dataclass
+class UpstreamCall:
+    """One call to a service: its connection slot taken before it is sent and given back exactly once,
+    when the answer has been read or the client has gone."""
+
+    upstream: UpstreamPool
+    forwarding: Forwarding
+    streaming: bool
+    method: str
+    url: URL
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterator[bytes] | None
+    body_failure: BodyFailure
+    response: aiohttp.ClientResponse | None = None
+    slots: UpstreamSlots | None = None
+
+    async def send(self) -> aiohttp.ClientResponse:
+        """Send the request, its whole body, and return once the answer's head is in; failures as problems."""
+        service = self.upstream.service
+        slots = self.upstream.stream_slots if self.streaming else self.upstream.call_slots
+        if not await slots.take():
+            self.forwarding.on_saturated(service)
             log.warning("upstream %s saturated: no free connection", service)
             raise UpstreamSaturated(
                 f"the {service} service is at its connection limit; retry shortly",
                 headers={"Retry-After": "1"},
                 retry_after_seconds=1,
-            ) from None
-        except (
-            httpx.ConnectError,
-            httpx.ConnectTimeout,
-            httpx.RemoteProtocolError,
-            httpx.ReadError,
-        ) as error:
-            # Nothing reached the service, or it hung up on a pooled connection: retry a read once.
-            if attempt == attempts:
-                log.warning("upstream %s unavailable: %s", service, error)
+            )
+        self.slots = slots
+        try:
+            self.response = await self._send_with_retry()
+        except BaseException:
+            self.close()
+            raise
+        return self.response
+
+    async def _send_with_retry(self) -> aiohttp.ClientResponse:
+        service = self.upstream.service
+        session = self.upstream.streams if self.streaming else self.upstream.calls
+        # A read is retried once when nothing reached the service, if its body can be sent again.
+        attempts = 2 if self.method in READ_METHODS and not isinstance(self.body, AsyncIterator) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                async with asyncio.timeout(self.forwarding.timeout if self.streaming else None):
+                    return await session.request(
+                        self.method,
+                        self.url,
+                        headers=self.headers,
+                        data=self.body,
+                        allow_redirects=False,
+                        compress=None,
+                    )
+            except aiohttp.SocketTimeoutError:
+                raise UpstreamTimeout(f"the {service} service did not answer in time") from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+                if self.body_failure.error is not None:
+                    raise self.body_failure.error from None
+                # Refused, not reached in time, or a pooled connection it had closed: retry a read once.
+                if attempt == attempts:
+                    log.warning("upstream %s unavailable: %s", service, error)
+                    raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+            except TimeoutError:
+                raise UpstreamTimeout(f"the {service} service did not answer in time") from None
+            except aiohttp.ClientError as error:
+                log.warning("upstream %s failed: %s", service, error)
                 raise UpstreamUnavailable(f"the {service} service is unavailable") from None
-        except (httpx.TimeoutException, TimeoutError):
+        raise AssertionError("unreachable: the last attempt returned or raised")
+
+    async def read_whole(self) -> bytes:
+        assert self.response is not None
+        service = self.upstream.service
+        try:
+            async with asyncio.timeout(self.forwarding.timeout):
+                # Raw, as the streamed path forwards it: a compressed answer stays compressed.
+                return await self.response.read()
+        except TimeoutError:
             raise UpstreamTimeout(f"the {service} service did not answer in time") from None
-        except httpx.HTTPError as error:
-            log.warning("upstream %s failed: %s", service, error)
+        except aiohttp.ClientError as error:
+            log.warning("upstream %s failed mid-answer: %s", service, error)
             raise UpstreamUnavailable(f"the {service} service is unavailable") from None
-    raise AssertionError("unreachable: the last attempt returned or raised")
+        finally:
+            self.close()
+
+    async def chunks(self, read_timeout: float | None) -> AsyncIterator[bytes]:
+        """The body as it comes, each read bounded by ``read_timeout`` (None: an event stream)."""
+        assert self.response is not None
+        content = self.response.content
+        try:
+            while True:
+                async with asyncio.timeout(read_timeout):
+                    chunk = await content.readany()
+                if not chunk:
+                    return
+                yield chunk
+        except aiohttp.ClientError as error:
+            # The head has gone out: all that is left is to end the client's answer early.
+            log.warning("upstream %s failed mid-answer: %s", self.upstream.service, error)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give the connection back (or drop it, mid-answer) and its slot; a second call does nothing."""
+        if self.response is not None:
+            if self.response.content.is_eof():
+                self.response.release()
+            else:
+                self.response.close()
+            self.response = None
+        if self.slots is not None:
+            self.slots.free.release()
+            self.slots = None

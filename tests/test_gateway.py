@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from citygrid.devstack.servers import free_port
 from citygrid.testing import serve_app, stream_events
@@ -52,6 +52,39 @@ async def test_a_slow_upstream_answers_504_problem(gateway_to):
             response = await client.get("/api/case/v1/cases", headers={"X-API-Key": keys["reader"]})
     assert response.status_code == 504
     assert response.json()["code"] == "gateway.upstream_timeout"
+
+
+async def test_headers_cross_the_gateway_as_sent_and_no_cookie_is_carried_between_callers(gateway_to):
+    upstream_app = FastAPI()
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    @upstream_app.get("/v1/cases")
+    async def echo(request: Request) -> Response:
+        seen.append(list(request.headers.raw))
+        answer = Response(b"[]", media_type="application/json")
+        answer.raw_headers.append((b"set-cookie", b"session=first-callers; Path=/"))
+        answer.raw_headers.append((b"set-cookie", b"theme=dark; Path=/"))
+        return answer
+
+    async with serve_app(upstream_app) as upstream:
+        app, keys = await gateway_to(upstream)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+            reader = {"X-API-Key": keys["reader"]}
+            first = await client.get("/api/case/v1/cases", headers={**reader, "X-Note": "广州".encode()})
+            second = await client.get("/api/case/v1/cases", headers=reader)
+            latin1 = await client.get("/api/case/v1/cases", headers={**reader, "X-Note": b"caf\xe9"})
+    assert first.status_code == second.status_code == 200
+    # Repeated headers of the service's answer all reach the client.
+    assert first.headers.get_list("set-cookie") == ["session=first-callers; Path=/", "theme=dark; Path=/"]
+    first_seen, second_seen = (dict(headers) for headers in seen)
+    # A UTF-8 value outside ASCII byte for byte; the gateway keeps no cookie of one caller for the next.
+    assert first_seen[b"x-note"] == "广州".encode()
+    assert b"cookie" not in second_seen
+    assert b"x-note" not in second_seen
+    # A value that is not UTF-8 is refused, not passed on changed.
+    assert latin1.status_code == 400
+    assert latin1.json()["code"] == "http.invalid_header"
+    assert len(seen) == 2
 
 
 async def test_request_id_and_trace_travel_from_the_client_to_the_event(stack):
