@@ -52,6 +52,8 @@ class Runtime:
     live_feeds: Sequence[LiveFeed] = ()
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
+    # One-statement reads: no transaction around them (no BEGIN, no ROLLBACK), the same pool.
+    read_sessions: async_sessionmaker[AsyncSession] | None = None
     # Evaluations and report-style reads: longer time limits, a small pool (citygrid.db.Role).
     analytics_engine: AsyncEngine | None = None
     analytics_sessions: async_sessionmaker[AsyncSession] | None = None
@@ -66,6 +68,13 @@ class Runtime:
     def db(self) -> async_sessionmaker[AsyncSession]:
         assert self.sessions is not None, "the runtime is not started"
         return self.sessions
+
+    @property
+    def reads(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for a read that is one statement: autocommit, so it costs that statement's round
+        trip alone. A read of several statements that must agree with each other uses ``db``."""
+        assert self.read_sessions is not None, "the runtime is not started"
+        return self.read_sessions
 
     @property
     def analytics(self) -> async_sessionmaker[AsyncSession]:
@@ -90,6 +99,7 @@ class Runtime:
     async def start(self) -> None:
         self.engine = create_engine(self.settings)
         self.sessions = create_sessionmaker(self.engine)
+        self.read_sessions = create_sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         # Connects only when first used: a service without analytics holds no connection for it.
         self.analytics_engine = create_engine(self.settings, Role.ANALYTICS)
         self.analytics_sessions = create_sessionmaker(self.analytics_engine)

@@ -166,3 +166,38 @@ async def test_an_image_typed_body_sent_to_a_json_route_is_refused_with_415_and_
     assert (response.status_code, response.json()["code"]) == (415, "http.unsupported_media_type")
     listed = await stack.client.get("/api/case/v1/cases", headers=stack.as_("reader"))
     assert listed.json()["items"] == []
+
+
+async def test_a_case_with_its_history_and_photos_is_read_in_one_statement_and_as_the_workflow_tells_it(
+    stack,
+):
+    from sqlalchemy import event
+
+    case_id = str((await report(stack)).json()["id"])
+    photos = [(await add_photo(stack, case_id, "before", data=png(width=w))).json() for w in (10, 11)]
+    await step(stack, case_id, "register", 1)
+    await step(stack, case_id, "dispatch", 2, {"unit": UNIT})
+    # A step answers with the case as its transaction left it, read through the ORM.
+    accepted_answer = await step(stack, case_id, "accept", 3)
+    assert accepted_answer.status_code == 200, accepted_answer.text
+    engine = stack.case_runtime.engine
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        # Only this read's statements: background jobs share the engine, never with this case's id.
+        if case_id in str(parameters):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        detail = await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("reader"))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert detail.status_code == 200, detail.text
+    assert len(statements) == 1, statements
+    body = detail.json()
+    assert [entry["action"] for entry in body["history"]] == ["report", "register", "dispatch", "accept"]
+    assert [item["id"] for item in body["evidence"]] == [photo["id"] for photo in photos]
+    assert body["evidence"] == photos
+    reader_view_of_step = await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("clerk"))
+    assert reader_view_of_step.json() == accepted_answer.json()

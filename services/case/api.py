@@ -24,7 +24,7 @@ from services.case import events, service
 from services.case.catalogue import CalendarHolder
 from services.case.context import Calendars, DuplicateRadius, Grid
 from services.case.domain.workflow import Action
-from services.case.evidence import evidence_out
+from services.case.evidence import evidence_out, evidence_out_of_row
 from services.case.models import Case, CaseEvidence, CaseHistory
 from services.case.schemas import (
     CaseDetailOut,
@@ -159,12 +159,15 @@ async def list_cases(
 async def get_case(
     case_id: uuid.UUID, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> CaseDetailOut:
-    async with runtime.db() as session:
-        case = await service.visible_case(session, case_id, principal)
-        history = await service.get_history(session, case_id)
-        evidence = await service.get_evidence(session, case_id)
-    response.headers["ETag"] = etag(case.version)
-    return detail_out(case, history, principal, evidence)
+    async with runtime.reads() as session:
+        record = await service.visible_case_record(session, case_id, principal)
+    response.headers["ETag"] = etag(record.case.version)
+    reveal = principal.has_scope(PII_SCOPE)
+    return CaseDetailOut(
+        **case_out(record.case, principal).model_dump(),
+        history=[history_out(entry, reveal=reveal) for entry in record.history],
+        evidence=[evidence_out_of_row(row) for row in record.evidence],
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ unreferenced blob, which is harmless because blobs are named by their content.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -105,8 +106,18 @@ async def get_evidence(
     return record
 
 
+def evidence_url(case_id: object, evidence_id: object, service: str | None, url: str | None) -> str:
+    """Where the photo is fetched: here, or the raising service's gateway path."""
+    return f"v1/cases/{case_id}/evidence/{evidence_id}/content" if service is None or not url else url
+
+
+def evidence_out_of_row(row: dict[str, Any]) -> EvidenceOut:
+    """A ``case_evidence`` row read as JSON (``service.CaseRecord``)."""
+    url = evidence_url(row["case_id"], row["id"], row["service"], row["url"])
+    return EvidenceOut.model_validate({**row, "url": url})
+
+
 def evidence_out(record: CaseEvidence) -> EvidenceOut:
-    own = record.service is None
     return EvidenceOut(
         id=record.id,
         case_id=record.case_id,
@@ -119,7 +130,5 @@ def evidence_out(record: CaseEvidence) -> EvidenceOut:
         uploaded_by_name=record.uploaded_by_name,
         uploaded_at=record.uploaded_at,
         taken_at=record.taken_at,
-        url=f"v1/cases/{record.case_id}/evidence/{record.id}/content"
-        if own or not record.url
-        else record.url,
+        url=evidence_url(record.case_id, record.id, record.service, record.url),
     )
