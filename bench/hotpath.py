@@ -603,6 +603,8 @@ def top_frames(collapsed: Path, count: int = 25) -> list[str]:
     samples = 0
     for line in collapsed.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue  # a line cut short when the profiler was stopped
         n = int(number)
         samples += n
         frames = stack.split(";")

@@ -56,6 +56,8 @@ class ServiceSettings(BaseSettings):
     db_lock_timeout_seconds: float = Field(default=2.0, ge=0)
     db_idle_in_transaction_timeout_seconds: float = Field(default=30.0, ge=0)
     db_pool_timeout_seconds: float = Field(default=30.0, gt=0)  # waiting for a pooled connection
+    # A pooled connection idle for longer is pinged before use (citygrid.db.ping_after_idle).
+    db_ping_after_idle_seconds: float = Field(default=1.0, ge=0)
     # Analytics (evaluations, report-style reads, the jobs that roll figures up) run on an engine of
     # their own: longer limits, and a small pool, so they can neither starve requests of
     # connections nor run unbounded.

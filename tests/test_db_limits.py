@@ -459,3 +459,56 @@ async def test_a_report_registered_and_dispatched_by_rule_in_one_transaction_ask
     assert case.created_at == case.registered_at == case.dispatched_at == at
     assert len(history) == 3
     assert set(history) == {at}
+
+
+# -- connections the server dropped -------------------------------------------------------------
+
+
+async def backend_pids(connection) -> int:
+    return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def terminate(url: str, pid: int) -> None:
+    admin = await asyncpg.connect(to_libpq_url(url))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await wait_until(
+            lambda: admin.fetchval("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", pid)
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_dropped_while_the_pool_was_quiet_is_replaced_before_a_statement_uses_it(
+    probe_url,
+):
+    # Every checkout is after the window here: the checkout pings and finds the connection gone.
+    settings = probe_settings(probe_url, db_pool_size=1, db_max_overflow=0, db_ping_after_idle_seconds=0)
+    async with kit_engine(settings) as engine:
+        async with engine.connect() as connection:
+            first = await backend_pids(connection)
+        await terminate(probe_url, first)
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT phone FROM probe"))).scalar_one() == PHONE
+            assert await backend_pids(connection) != first
+
+
+async def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_dead_one_fails_once_then_all_are_renewed(
+    probe_url,
+):
+    settings = probe_settings(probe_url, db_pool_size=2, db_max_overflow=0, db_ping_after_idle_seconds=3600)
+    async with kit_engine(settings) as engine:
+        async with engine.connect() as one, engine.connect() as two:
+            pids = {await backend_pids(one), await backend_pids(two)}
+        for pid in pids:
+            await terminate(probe_url, pid)
+        # Back in the pool a moment ago: no ping, so the first statement finds the connection dead.
+        with pytest.raises(DBAPIError) as raised:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert raised.value.connection_invalidated
+        assert isinstance(database_problem(raised.value), DatabaseUnavailable)
+        # The pool renewed every connection it held: both the next two are new and work.
+        async with engine.connect() as one, engine.connect() as two:
+            renewed = {await backend_pids(one), await backend_pids(two)}
+        assert not renewed & pids
