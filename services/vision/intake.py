@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -246,22 +246,25 @@ async def ingest(
 
     if by_key:
         await _run_pipeline(uow, by_key, cameras, regions, algorithms, overrides, metrics)
+    # Counted per batch, then added once per series: a label lookup per item costs more than the item.
+    counted: Counter[tuple[str, str]] = Counter()
     for key, items in by_key.items():
         for item in items:
             outcome = best_outcome(item.outcomes)
             results[item.index] = ItemResult(
                 index=item.index, accepted=True, outcome=outcome, alarm_ids=sorted(item.alarm_ids, key=str)
             )
-            if metrics is not None:
-                metrics.detections.labels(algorithm=key[1], outcome=outcome.value).inc()
+            counted[(key[1], outcome.value)] += 1
     if metrics is not None:
         for index, raw in enumerate(raw_items):
             # Only catalogue codes become labels: a client cannot grow the series.
             code = raw.get("algorithm_code") if isinstance(raw, dict) else None
             label = code if isinstance(code, str) and code in algorithms else "unknown"
-            metrics.detections.labels(algorithm=label, outcome="received").inc()
+            counted[(label, "received")] += 1
             if not results[index].accepted:
-                metrics.detections.labels(algorithm=label, outcome="refused").inc()
+                counted[(label, "refused")] += 1
+        for (code_label, outcome_label), amount in counted.items():
+            metrics.detections.labels(algorithm=code_label, outcome=outcome_label).inc(amount)
     return [results[index] for index in range(len(raw_items))]
 
 
