@@ -209,10 +209,16 @@ async def transaction_time(session: AsyncSession) -> datetime:
         moment: datetime = cached[1]
         return moment
     moment = (await session.execute(select(func.now()))).scalar_one()
+    remember_transaction_time(session, moment)
+    return moment
+
+
+def remember_transaction_time(session: AsyncSession, moment: datetime) -> None:
+    """Keep ``now()`` that a statement of this transaction read beside its own columns
+    (``select(Row, func.now())``), so ``transaction_time`` answers without a round trip of its own."""
     transaction = session.sync_session.get_transaction()  # begun by that statement if none was
     if transaction is not None:
         session.info[_TRANSACTION_TIME] = (weakref.ref(transaction), moment)
-    return moment
 
 
 class DatabaseTimeout(DomainError):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from citygrid.db import remember_transaction_time
 from citygrid.errors import InvalidInput
 from services.case.domain import calendar as work_calendar
 from services.case.domain.calendar import WorkCalendar, calendar_from_documents
@@ -60,9 +61,13 @@ async def sync_shipped_catalogue(sessions: async_sessionmaker[AsyncSession]) -> 
 
 
 async def category_for_report(session: AsyncSession, code: str) -> Category:
-    category = await session.get(Category, code)
-    if category is None or not category.active:
+    """The active category, read in the report's transaction (an admin's edit is in force in every
+    replica once it commits); the transaction's time comes with it, in the same round trip."""
+    row = (await session.execute(select(Category, func.now()).where(Category.code == code))).one_or_none()
+    if row is None or not row[0].active:
         raise UnknownCategory(f"no active category {code}; see GET /v1/categories", category_code=code)
+    category, now = row
+    remember_transaction_time(session, now)
     return category
 
 

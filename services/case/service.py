@@ -16,6 +16,7 @@ from citygrid.auth import Principal, require_district
 from citygrid.clock import within_range
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from citygrid.ids import new_id
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from contract.case import CaseSource, CaseStatus
 from contract.common import Origin
@@ -104,7 +105,7 @@ async def report_case(
     # files reports of its own district only.
     require_district(actor, place.district_code)
     case = Case(
-        number=await _next_number(session, place.district_code, now),
+        id=new_id(),
         status=CaseStatus.REPORTED,
         category_code=request.category_code,
         description=request.description,
@@ -129,10 +130,13 @@ async def report_case(
     _set_clock(
         case, after_step(None, CaseStatus.REPORTED, now, Clock.stopped(), stage_limits(category), calendar)
     )
-    session.add(case)
-    await session.flush()
+    # Searched before the case is written, so the insert carries the answer (no update after it).
     original = await likely_original(session, case, duplicate_radius_m)
     case.likely_duplicate_of = original.id if original is not None else None
+    # Numbered last: the district's day counter is a row every report of the district locks until
+    # commit, so it is taken when only the inserts remain.
+    case.number = await _next_number(session, place.district_code, now)
+    session.add(case)
     session.add(
         CaseHistory(
             case_id=case.id,
@@ -146,6 +150,7 @@ async def report_case(
         )
     )
     events.record_report(uow, case, actor)
+    await session.flush()  # written when it is returned: callers add rows naming it, or read it back
     if original is not None and request.source is CaseSource.VIDEO and mergeable(original):
         note = f"video report within {duplicate_radius_m:g} m of case {original.number}: merged automatically"
         return await transition(
