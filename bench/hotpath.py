@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,10 @@ from citygrid.pagination import decode_cursor
 from citygrid.settings import to_asyncpg_url, to_libpq_url
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CASE_DB, GATEWAY_DB = "hotpath_case", "hotpath_gateway"
+CASE_DB, GATEWAY_DB, VISION_DB = "hotpath_case", "hotpath_gateway", "hotpath_vision"
+SERVICES = ("case", "vision")
+VISION_CAMERAS = 1_000
+VISION_BATCH = 200  # detections per request, as an analysis engine sends them
 DISTRICT = "440106"
 PATHS = ("postgres", "service", "service@baseline", "nginx", "gateway", "gateway@baseline")
 PRINCIPAL = Principal(
@@ -54,7 +57,7 @@ PRINCIPAL = Principal(
     kind="consumer",
     name="bench",
     roles=frozenset({"operator", "supervisor"}),
-    scopes=frozenset({"cases:read", "cases:write"}),
+    scopes=frozenset({"cases:read", "cases:write", "vision:ingest"}),
 )
 REPORT_BODY = json.dumps(
     {
@@ -75,12 +78,17 @@ class Route:
     service_path: str  # as the case service serves it; the gateway adds /api/case (Open311 as is)
     sql: str  # the statements the route makes, for pgbench
     body: str | None = None
+    service: str = "case"
+    # Bodies sent in random turn (each with its own pgbench script in ``other_sql``), when one body
+    # for every request would make every request wait on the same rows.
+    other_bodies: tuple[str, ...] = ()
+    other_sql: tuple[str, ...] = ()
 
     @property
     def gateway_path(self) -> str:
-        return (
-            self.service_path if self.service_path.startswith("/open311") else f"/api/case{self.service_path}"
-        )
+        if self.service_path.startswith("/open311"):
+            return self.service_path
+        return f"/api/{self.service}{self.service_path}"
 
 
 @dataclass
@@ -167,17 +175,21 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    upstream service {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    client_max_body_size 2m;
+{servers}
+}}
+"""
+NGINX_SERVER = """
+    upstream {name} {{ server 127.0.0.1:{upstream}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://service;
+            proxy_pass http://{name};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
         }}
     }}
-}}
 """
 
 
@@ -201,6 +213,15 @@ request = function()
 end
 """
 
+# Requests spread over several bodies, so concurrent ones do not all lock the same keys.
+WRK_BODIES = """
+math.randomseed(os.time())
+local bodies = {bodies}
+request = function()
+    return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])
+end
+"""
+
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -215,6 +236,13 @@ def wrk(
             body=f"wrk.body = {json.dumps(route.body)}" if route.body else "",
         )
         + (WRK_REPORTS.format(body=json.dumps(route.body)) if route.body and "LON" in route.body else "")
+        + (
+            WRK_BODIES.format(
+                bodies="{" + ", ".join(json.dumps(b) for b in (route.body, *route.other_bodies)) + "}"
+            )
+            if route.other_bodies
+            else ""
+        )
     )
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -233,12 +261,15 @@ def wrk(
 def pgbench(
     pgbench_bin: str, url: str, route: Route, seconds: int, connections: int, workdir: Path
 ) -> Figures:
-    script = workdir / f"{route.name}.sql"
-    script.write_text(route.sql)
+    scripts = []
+    for n, sql in enumerate((route.sql, *route.other_sql)):
+        script = workdir / f"{route.name}-{n}.sql"
+        script.write_text(sql)
+        scripts += ["-f", f"{script}@1"]
     log_prefix = workdir / f"pgbench-{route.name}"
     command = [
         pgbench_bin, "-n", "-M", "prepared", f"-c{connections}", "-j2", f"-T{seconds}",
-        "-f", str(script), "-l", f"--log-prefix={log_prefix}", to_libpq_url(url),
+        *scripts, "-l", f"--log-prefix={log_prefix}", to_libpq_url(url),
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     latencies: list[float] = []
@@ -311,7 +342,55 @@ async def routes_over(case_url: str, headers: dict[str, str], case_db: str) -> l
             f"WHERE c.source = 'public' AND c.number = '{number}';\n",
         ),
         Route("report_case", "POST", "/v1/cases", REPORT_SQL, body=REPORT_BODY),
+        vision_batch_route(),
     ]
+
+
+def vision_batch_route() -> Route:
+    """Batches of detections from engines watching the same scenes: each (camera, class) seen again,
+    so a request merges into open alarms, as a steady stream of frames does. The keys are split into
+    disjoint batches sent in random turn, so concurrent requests mostly lock different keys."""
+    from bench.vision import CLASSES, camera_rows
+
+    cameras = [row["camera_id"] for row in camera_rows(VISION_CAMERAS)]
+    seen_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    keys = [(camera_id, code) for camera_id in cameras for code in CLASSES]
+    batches = [keys[start : start + VISION_BATCH] for start in range(0, len(keys), VISION_BATCH)]
+    bodies, scripts = [], []
+    for number, batch in enumerate(batches):
+        detections = [
+            {
+                "camera_id": camera_id,
+                "algorithm_code": code,
+                "detected_at": seen_at,
+                "confidence": 0.9,
+                "boxes": [{"x": 0.4, "y": 0.4, "width": 0.2, "height": 0.2}],
+            }
+            for camera_id, code in batch
+        ]
+        bodies.append(json.dumps({"detections": detections}))
+        key_list = ", ".join(f"('{camera_id}', '{code}')" for camera_id, code in batch)
+        first_lock = number * VISION_BATCH
+        # What a batch must do at the least: lock its keys, read their open alarms, count the frames.
+        scripts.append(
+            "BEGIN;\n"
+            f"SELECT count(pg_advisory_xact_lock(k)) FROM generate_series({first_lock}, "
+            f"{first_lock + len(batch) - 1}) AS k;\n"
+            f"SELECT * FROM alarms WHERE (camera_id, algorithm_code) IN ({key_list}) AND status <> 'closed';\n"
+            "UPDATE alarms SET detections = detections + 1, last_seen_at = now() "
+            f"WHERE (camera_id, algorithm_code) IN ({key_list}) AND status <> 'closed';\n"
+            "COMMIT;\n"
+        )
+    return Route(
+        "vision_batch",
+        "POST",
+        "/v1/detections",
+        scripts[0],
+        bodies[0],
+        "vision",
+        other_bodies=tuple(bodies[1:]),
+        other_sql=tuple(scripts[1:]),
+    )
 
 
 # What a report must write at the least: the day's number, the case, its first history row and its
@@ -357,10 +436,24 @@ def measure(pids: dict[str, list[int]], run: Any) -> Figures:
 
 
 async def prepare(server_url: str, cases: int) -> None:
-    await create_databases(server_url, [CASE_DB, GATEWAY_DB])
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bench.vision import camera_rows
+    from services.vision.registry import checked_records, copy_cameras
+
+    await create_databases(server_url, [CASE_DB, GATEWAY_DB, VISION_DB])
     await asyncio.to_thread(upgrade, "services.case", database_url(server_url, CASE_DB))
     await asyncio.to_thread(upgrade, "gateway", database_url(server_url, GATEWAY_DB))
+    await asyncio.to_thread(upgrade, "services.vision", database_url(server_url, VISION_DB))
     await load_cases(database_url(server_url, CASE_DB), cases, datetime.now(UTC))
+    engine = create_async_engine(to_asyncpg_url(database_url(server_url, VISION_DB)))
+    try:
+        records, refused = checked_records(camera_rows(VISION_CAMERAS))
+        assert not refused, refused[:3]
+        async with engine.begin() as connection:
+            await copy_cameras(connection, records)
+    finally:
+        await engine.dispose()
 
 
 async def register_key(gateway_db: str) -> str:
@@ -385,21 +478,23 @@ async def register_key(gateway_db: str) -> str:
 
 
 def service_env(
-    server_url: str, nats: NatsAccess, public_key: str, port: int, workdir: Path
+    server_url: str, nats: NatsAccess, public_key: str, port: int, workdir: Path, service: str = "case"
 ) -> dict[str, str]:
-    from services.case.events import NATS_IDENTITY
+    from services.case.events import NATS_IDENTITY as CASE_IDENTITY
+    from services.vision.events import NATS_IDENTITY as VISION_IDENTITY
 
-    user, password = nats.credentials(NATS_IDENTITY.user)
+    identity = {"case": CASE_IDENTITY, "vision": VISION_IDENTITY}[service]
+    user, password = nats.credentials(identity.user)
     return {
         **os.environ,
         "CITYGRID_ENVIRONMENT": "development",
         "CITYGRID_PORT": str(port),
-        "CITYGRID_DATABASE_URL": database_url(server_url, CASE_DB),
+        "CITYGRID_DATABASE_URL": database_url(server_url, {"case": CASE_DB, "vision": VISION_DB}[service]),
         "CITYGRID_NATS_URL": nats.server_url,
         "CITYGRID_NATS_USER": user,
         "CITYGRID_NATS_PASSWORD": password,
         "CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY": public_key,
-        "CITYGRID_BLOB_DIR": str(workdir / "blobs"),
+        "CITYGRID_BLOB_DIR": str(workdir / f"blobs-{service}"),
         "CITYGRID_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
@@ -442,27 +537,37 @@ def _run_against(
 ) -> dict[str, Any]:
     private_key, public_key = generate_keypair()
     api_key = asyncio.run(register_key(database_url(server_url, GATEWAY_DB)))
-    token = sign_principal(PRINCIPAL, private_key=private_key, audience="case", ttl_seconds=7200)
-    direct = {PRINCIPAL_HEADER: token}
+    # The principal each service is called with directly, signed once for the run for its audience.
+    direct = {
+        service: {
+            PRINCIPAL_HEADER: sign_principal(
+                PRINCIPAL, private_key=private_key, audience=service, ttl_seconds=7200
+            )
+        }
+        for service in SERVICES
+    }
     names = (
-        "case",
+        *SERVICES,
+        *(f"nginx_{service}" for service in SERVICES),
+        *(f"{service}_baseline" for service in SERVICES),
         "gateway",
         "gateway_internal",
-        "nginx",
-        "case_baseline",
         "gateway_baseline",
         "internal_baseline",
     )
     ports = {name: free_port() for name in names}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    case_env = service_env(server_url, nats, public_key, ports["case"], workdir)
+    envs = {
+        service: service_env(server_url, nats, public_key, ports[service], workdir, service)
+        for service in SERVICES
+    }
     gateway_env = {
         **os.environ,
         "CITYGRID_ENVIRONMENT": "development",
         "CITYGRID_PORT": str(ports["gateway"]),
         "CITYGRID_INTERNAL_PORT": str(ports["gateway_internal"]),
         "CITYGRID_DATABASE_URL": database_url(server_url, GATEWAY_DB),
-        "CITYGRID_UPSTREAMS": json.dumps({"case": urls["case"]}),
+        "CITYGRID_UPSTREAMS": json.dumps({service: urls[service] for service in SERVICES}),
         "CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY": private_key,
         "CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY": public_key,
         "CITYGRID_CLIENT_RATE_LIMIT_PER_MINUTE": "0",
@@ -477,10 +582,13 @@ def _run_against(
     }
     pgbench_bin = shutil.which("pgbench") or _embedded_bin("pgbench")
     with contextlib.ExitStack() as stack:
-        case = stack.enter_context(
-            process([sys.executable, "-m", "services.case.main"], case_env, workdir / "case.log")
-        )
-        wait_healthy(urls["case"], case, workdir / "case.log")
+        services = {}
+        for service in SERVICES:
+            log = workdir / f"{service}.log"
+            services[service] = stack.enter_context(
+                process([sys.executable, "-m", f"services.{service}.main"], envs[service], log)
+            )
+            wait_healthy(urls[service], services[service], log)
         gateway = stack.enter_context(
             process([sys.executable, "-m", "gateway.main"], gateway_env, workdir / "gateway.log")
         )
@@ -490,7 +598,11 @@ def _run_against(
             nginx_dir = workdir / "nginx"
             nginx_dir.mkdir()
             conf = nginx_dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=nginx_dir, upstream=ports["case"], port=ports["nginx"]))
+            servers = "".join(
+                NGINX_SERVER.format(name=service, upstream=ports[service], port=ports[f"nginx_{service}"])
+                for service in SERVICES
+            )
+            conf.write_text(NGINX_CONF.format(dir=nginx_dir, servers=servers))
             nginx = stack.enter_context(
                 process(
                     ["nginx", "-c", str(conf), "-p", str(nginx_dir)], dict(os.environ), nginx_dir / "out.log"
@@ -498,38 +610,54 @@ def _run_against(
             )
             time.sleep(0.5)
             nginx_pids = [nginx.pid, *_children(nginx.pid)]
-        groups = {"service": [case.pid], "gateway": [gateway.pid], "nginx": nginx_pids}
+        groups = {
+            "gateway": [gateway.pid],
+            "nginx": nginx_pids,
+        }
         if baseline is not None:
             # The same stack from another checkout (its own interpreter and code), on the same data:
             # before and after a change, measured in turn in one run.
             python = str(baseline / ".venv" / "bin" / "python")
-            old_case_env = case_env | {"CITYGRID_PORT": str(ports["case_baseline"])}
             old_gateway_env = gateway_env | {
                 "CITYGRID_PORT": str(ports["gateway_baseline"]),
                 "CITYGRID_INTERNAL_PORT": str(ports["internal_baseline"]),
-                "CITYGRID_UPSTREAMS": json.dumps({"case": urls["case_baseline"]}),
+                "CITYGRID_UPSTREAMS": json.dumps(
+                    {service: urls[f"{service}_baseline"] for service in SERVICES}
+                ),
             }
-            old_case = stack.enter_context(
-                process([python, "-m", "services.case.main"], old_case_env, workdir / "case-b.log", baseline)
-            )
-            wait_healthy(urls["case_baseline"], old_case, workdir / "case-b.log")
+            old_services = {}
+            for service in SERVICES:
+                log = workdir / f"{service}-b.log"
+                old_env = envs[service] | {"CITYGRID_PORT": str(ports[f"{service}_baseline"])}
+                old_services[service] = stack.enter_context(
+                    process([python, "-m", f"services.{service}.main"], old_env, log, baseline)
+                )
+                wait_healthy(urls[f"{service}_baseline"], old_services[service], log)
             old_gateway = stack.enter_context(
                 process([python, "-m", "gateway.main"], old_gateway_env, workdir / "gateway-b.log", baseline)
             )
             wait_healthy(urls["gateway_baseline"], old_gateway, workdir / "gateway-b.log")
-            groups |= {"service@baseline": [old_case.pid], "gateway@baseline": [old_gateway.pid]}
-        routes = asyncio.run(routes_over(urls["case"], direct, database_url(server_url, CASE_DB)))
+            groups |= {"gateway@baseline": [old_gateway.pid]}
+        routes = asyncio.run(routes_over(urls["case"], direct["case"], database_url(server_url, CASE_DB)))
         for route in routes:
             if only and route.name not in only:
                 continue
             figures: dict[str, Any] = {}
+            service, principal = route.service, direct[route.service]
+            # "service" is the process serving this route (the case or the vision service).
+            route_groups = groups | {"service": [services[service].pid]}
+            if baseline is not None:
+                route_groups["service@baseline"] = [old_services[service].pid]
             targets = {
-                "service": (f"{urls['case']}{route.service_path}", direct),
-                "nginx": (f"{urls['nginx']}{route.service_path}", direct),
+                "service": (f"{urls[service]}{route.service_path}", principal),
+                "nginx": (f"{urls[f'nginx_{service}']}{route.service_path}", principal),
                 "gateway": (f"{urls['gateway']}{route.gateway_path}", {"X-API-Key": api_key}),
             }
             if baseline is not None:
-                targets["service@baseline"] = (f"{urls['case_baseline']}{route.service_path}", direct)
+                targets["service@baseline"] = (
+                    f"{urls[f'{service}_baseline']}{route.service_path}",
+                    principal,
+                )
                 targets["gateway@baseline"] = (
                     f"{urls['gateway_baseline']}{route.gateway_path}",
                     {"X-API-Key": api_key},
@@ -537,7 +665,12 @@ def _run_against(
             figures["postgres"] = measure(
                 {},
                 lambda route=route: pgbench(
-                    pgbench_bin, database_url(server_url, CASE_DB), route, seconds, connections, workdir
+                    pgbench_bin,
+                    database_url(server_url, VISION_DB if route.service == "vision" else CASE_DB),
+                    route,
+                    seconds,
+                    connections,
+                    workdir,
                 ),
             )
             order = [path for path in targets if path not in missing]
@@ -547,10 +680,12 @@ def _run_against(
             for _ in range(rounds):  # in turn, so a noisy minute weighs on every path alike
                 for path in order:
                     url, headers = targets[path]
-                    profilers = profile(profile_dir, route.name, groups, seconds) if path == "gateway" else []
+                    profilers = (
+                        profile(profile_dir, route.name, route_groups, seconds) if path == "gateway" else []
+                    )
                     runs[path].append(
                         measure(
-                            {name: pids for name, pids in groups.items() if pids},
+                            {name: pids for name, pids in route_groups.items() if pids},
                             lambda url=url, headers=headers, route=route: wrk(
                                 url, route, headers, seconds, connections, workdir
                             ),

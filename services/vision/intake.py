@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import ARRAY, String, Table, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.blobs import BlobStore, StoredBlob, sniff_image
@@ -286,7 +286,19 @@ async def _run_pipeline(
     gates = {key: algorithms[key[1]].gates.with_overrides(overrides.get(key)) for key in keys}
     earliest = min(a.detection.detected_at for items in by_key.values() for a in items)
     longest = max(g.dedup_window_seconds for g in gates.values())
-    key_filter = tuple_(ALARMS.c.camera_id, ALARMS.c.algorithm_code).in_(keys)
+    # The keys as two array parameters joined in SQL, not an IN list of a bind pair per key: one
+    # statement text for any batch, and a plan that walks the (camera, class) index per key.
+    batch_keys = (
+        select(
+            func.unnest(bindparam("key_cameras", [k[0] for k in keys], type_=ARRAY(String))).label(
+                "camera_id"
+            ),
+            func.unnest(bindparam("key_classes", [k[1] for k in keys], type_=ARRAY(String))).label("code"),
+        )
+    ).subquery("batch_keys")
+    key_filter = tuple_(ALARMS.c.camera_id, ALARMS.c.algorithm_code).in_(
+        select(batch_keys.c.camera_id, batch_keys.c.code)
+    )
     # Core rows, not ORM objects: intake reads hundreds per batch and changes them in bulk below.
     open_rows = await session.execute(
         select(
