@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,20 +316,28 @@ class InvalidHeader(DomainError):
     title = "Invalid header"
 
 
+# What RFC 9110 forbids in a field value (HTAB aside); the upstream client refuses to write them.
+FORBIDDEN_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def inbound_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The client's headers a service may see, a UTF-8 value outside ASCII passed on byte for byte.
 
-    A value that is not UTF-8 (a stray Latin-1 byte) is refused rather than passed on changed.
+    A value that is not UTF-8 (a stray Latin-1 byte) or holds a control character is refused with
+    400 rather than passed on changed.
     """
     kept = []
     for name, value in raw:
         lowered = name.lower()
         if lowered.decode("latin-1") in STRIPPED_INBOUND or lowered.startswith(STRIPPED_INBOUND_PREFIXES):
             continue
+        label = name.decode("latin-1")
+        if FORBIDDEN_IN_VALUE.search(value):
+            raise InvalidHeader(f"the {label} header holds a control character")
         try:
-            kept.append((name.decode("latin-1"), value.decode("utf-8")))
+            kept.append((label, value.decode("utf-8")))
         except UnicodeDecodeError:
-            raise InvalidHeader(f"the {name.decode('latin-1')} header is not UTF-8") from None
+            raise InvalidHeader(f"the {label} header is not UTF-8") from None
     return kept
 
 
@@ -458,6 +467,19 @@ async def forward(
         if not isinstance(body, bytes):
             sending.enter_context(forwarding.uploads.hold(principal.subject))
         upstream_response = await call.send()
+    try:
+        return await _answer(call, upstream_response, forwarding, response_headers)
+    except BaseException:
+        call.close()
+        raise
+
+
+async def _answer(
+    call: UpstreamCall,
+    upstream_response: aiohttp.ClientResponse,
+    forwarding: Forwarding,
+    response_headers: dict[str, str] | None,
+) -> Response:
     own = response_headers or {}
     replaced = {name.lower() for name in own}
     answer_headers = [(n, v) for n, v in answer_headers_of(upstream_response) if n.lower() not in replaced]

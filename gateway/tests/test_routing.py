@@ -123,3 +123,17 @@ def test_anything_but_a_clean_versioned_path_is_not_routable(path):
 def test_dots_inside_a_segment_are_not_path_traversal():
     assert is_routable("v1/files/report..final.pdf")
     assert is_routable("v1/files/.hidden")
+
+
+def test_inbound_headers_pass_utf8_values_as_they_came_and_refuse_what_would_change_or_break():
+    from gateway.proxy import InvalidHeader, inbound_headers
+
+    kept = inbound_headers(
+        [(b"X-Note", "广州 café".encode()), (b"Authorization", b"Bearer x"), (b"X-Forwarded-For", b"1.2.3.4")]
+    )
+    assert kept == [("X-Note", "广州 café")]
+    assert kept[0][1].encode() == "广州 café".encode()
+    for value in (b"caf\xe9", b"a\x7fb", b"a\x01b"):
+        with pytest.raises(InvalidHeader):
+            inbound_headers([(b"X-Note", value)])
+    assert inbound_headers([(b"X-Note", b"a\tb")]) == [("X-Note", "a\tb")]
