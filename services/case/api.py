@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -24,8 +23,8 @@ from services.case import events, service
 from services.case.catalogue import CalendarHolder
 from services.case.context import Calendars, DuplicateRadius, Grid
 from services.case.domain.workflow import Action
-from services.case.evidence import evidence_out, evidence_out_of_row
-from services.case.models import Case, CaseEvidence, CaseHistory
+from services.case.evidence import evidence_out_of_row
+from services.case.models import Case
 from services.case.schemas import (
     CaseDetailOut,
     CaseOut,
@@ -81,13 +80,12 @@ def case_out(case: Case, principal: Principal) -> CaseOut:
     )
 
 
-def detail_out(
-    case: Case, history: list[CaseHistory], principal: Principal, evidence: Sequence[CaseEvidence] = ()
-) -> CaseDetailOut:
+def detail_out(record: service.CaseRecord, principal: Principal) -> CaseDetailOut:
+    reveal = principal.has_scope(PII_SCOPE)
     return CaseDetailOut(
-        **case_out(case, principal).model_dump(),
-        history=[history_out(entry, reveal=principal.has_scope(PII_SCOPE)) for entry in history],
-        evidence=[evidence_out(item) for item in evidence],
+        **case_out(record.case, principal).model_dump(),
+        history=[history_out(entry, reveal=reveal) for entry in record.history],
+        evidence=[evidence_out_of_row(row) for row in record.evidence],
     )
 
 
@@ -162,12 +160,7 @@ async def get_case(
     async with runtime.reads() as session:
         record = await service.visible_case_record(session, case_id, principal)
     response.headers["ETag"] = etag(record.case.version)
-    reveal = principal.has_scope(PII_SCOPE)
-    return CaseDetailOut(
-        **case_out(record.case, principal).model_dump(),
-        history=[history_out(entry, reveal=reveal) for entry in record.history],
-        evidence=[evidence_out_of_row(row) for row in record.evidence],
-    )
+    return detail_out(record, principal)
 
 
 @dataclass
@@ -202,10 +195,9 @@ class Steps:
                 unit=unit,
                 merge_into=merge_into,
             )
-            history = await service.get_history(uow.session, case_id)
-            evidence = await service.get_evidence(uow.session, case_id)
+            record = await service.case_record(uow.session, case)
         self.response.headers["ETag"] = etag(case.version)
-        return detail_out(case, history, self.principal, evidence)
+        return detail_out(record, self.principal)
 
 
 async def steps(

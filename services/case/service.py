@@ -223,20 +223,13 @@ async def visible_case_record(session: AsyncSession, case_id: uuid.UUID, princip
     return CaseRecord(case=case, history=history, evidence=evidence)
 
 
-async def get_history(session: AsyncSession, case_id: uuid.UUID) -> list[CaseHistory]:
-    rows = await session.scalars(
-        select(CaseHistory).where(CaseHistory.case_id == case_id).order_by(CaseHistory.at, CaseHistory.id)
-    )
-    return list(rows.all())
-
-
-async def get_evidence(session: AsyncSession, case_id: uuid.UUID) -> list[CaseEvidence]:
-    rows = await session.scalars(
-        select(CaseEvidence)
-        .where(CaseEvidence.case_id == case_id)
-        .order_by(CaseEvidence.uploaded_at, CaseEvidence.id)
-    )
-    return list(rows.all())
+async def case_record(session: AsyncSession, case: Case) -> CaseRecord:
+    """What the detail of a case this transaction holds shows beside it, in one statement: the
+    answer of a workflow step, written rows included."""
+    history, evidence = (
+        await session.execute(select(HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == case.id))
+    ).one()
+    return CaseRecord(case=case, history=history, evidence=evidence)
 
 
 async def transition(
