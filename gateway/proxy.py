@@ -158,7 +158,6 @@ class UpstreamSlots:
     cannot get one is told at once that the service is saturated (the connector alone would queue it)."""
 
     def __init__(self, size: int, wait: float) -> None:
-        self.size = size
         self.wait = wait
         self.free = asyncio.Semaphore(size)
 
@@ -480,10 +479,11 @@ async def _answer(
     forwarding: Forwarding,
     response_headers: dict[str, str] | None,
 ) -> Response:
-    own = response_headers or {}
-    replaced = {name.lower() for name in own}
+    own = [
+        (name.lower().encode(), value.encode("latin-1")) for name, value in (response_headers or {}).items()
+    ]
+    replaced = {name for name, _ in own}
     answer_headers = [(n, v) for n, v in answer_headers_of(upstream_response) if n.lower() not in replaced]
-    answer_headers.extend(own.items())
     declared = upstream_response.headers.get("content-length", "")
     answer: Response
     if not call.streaming and declared.isdigit() and int(declared) <= forwarding.buffered_body_bytes:
@@ -497,22 +497,20 @@ async def _answer(
             status_code=upstream_response.status,
             background=BackgroundTask(call.close),
         )
-    # The service's headers as it sent them, repeated ones (Set-Cookie, Link) included.
-    answer.raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer_headers]
+    # The service's headers as it sent them, repeated ones (Set-Cookie, Link) included, then the gateway's.
+    answer.raw_headers = answer_headers + own
     return answer
 
 
-def answer_headers_of(upstream_response: aiohttp.ClientResponse) -> list[tuple[str, str]]:
-    """The service's headers a client may see, as raw as they came (hop-by-hop ones dropped)."""
-    kept = []
-    for raw_name, raw_value in upstream_response.raw_headers:
-        name = raw_name.decode("latin-1")
-        if name.lower() not in HOP_BY_HOP:
-            kept.append((name, raw_value.decode("latin-1")))
-    declared = upstream_response.headers.get("content-length")
-    if declared:
-        kept.append(("content-length", declared))
-    return kept
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP - {"content-length"})
+
+
+def answer_headers_of(upstream_response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    """The service's headers a client may see, the bytes as they came (hop-by-hop ones dropped; the
+    length stays, since the body goes on as the service framed it)."""
+    return [
+        (name, value) for name, value in upstream_response.raw_headers if name.lower() not in HOP_BY_HOP_BYTES
+    ]
 
 
 @dataclass
