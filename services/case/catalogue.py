@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,10 +60,13 @@ async def sync_shipped_catalogue(sessions: async_sessionmaker[AsyncSession]) -> 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+CATEGORY_AND_NOW = select(Category, func.now()).where(Category.code == bindparam("code"))
+
+
 async def category_for_report(session: AsyncSession, code: str) -> Category:
     """The active category, read in the report's transaction (an admin's edit is in force in every
     replica once it commits); the transaction's time comes with it, in the same round trip."""
-    row = (await session.execute(select(Category, func.now()).where(Category.code == code))).one_or_none()
+    row = (await session.execute(CATEGORY_AND_NOW, {"code": code})).one_or_none()
     if row is None or not row[0].active:
         raise UnknownCategory(f"no active category {code}; see GET /v1/categories", category_code=code)
     category, now = row

@@ -8,7 +8,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import ScalarSelect, and_, func, literal_column, or_, select
+from sqlalchemy import ScalarSelect, and_, bindparam, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -166,11 +166,12 @@ async def report_case(
     return case
 
 
+ONE_CASE = select(Case).where(Case.id == bindparam("case_id"))
+ONE_CASE_FOR_UPDATE = ONE_CASE.with_for_update()
+
+
 async def get_case(session: AsyncSession, case_id: uuid.UUID, *, for_update: bool = False) -> Case:
-    query = select(Case).where(Case.id == case_id)
-    if for_update:
-        query = query.with_for_update()
-    case = await session.scalar(query)
+    case = await session.scalar(ONE_CASE_FOR_UPDATE if for_update else ONE_CASE, {"case_id": case_id})
     if case is None:
         raise CaseNotFound(f"no case {case_id}")
     return case
@@ -211,11 +212,14 @@ class CaseRecord:
     evidence: list[dict[str, Any]]
 
 
+# Built once: a statement made per call costs SQLAlchemy its cache key again on every request.
+CASE_RECORD = select(Case, HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == bindparam("case_id"))
+CASE_RECORD_BESIDE = select(HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == bindparam("case_id"))
+
+
 async def visible_case_record(session: AsyncSession, case_id: uuid.UUID, principal: Principal) -> CaseRecord:
     """The case and everything its detail shows in one statement (one round trip, not three)."""
-    row = (
-        await session.execute(select(Case, HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == case_id))
-    ).one_or_none()
+    row = (await session.execute(CASE_RECORD, {"case_id": case_id})).one_or_none()
     if row is None:
         raise CaseNotFound(f"no case {case_id}")
     case, history, evidence = row
@@ -226,9 +230,7 @@ async def visible_case_record(session: AsyncSession, case_id: uuid.UUID, princip
 async def case_record(session: AsyncSession, case: Case) -> CaseRecord:
     """What the detail of a case this transaction holds shows beside it, in one statement: the
     answer of a workflow step, written rows included."""
-    history, evidence = (
-        await session.execute(select(HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == case.id))
-    ).one()
+    history, evidence = (await session.execute(CASE_RECORD_BESIDE, {"case_id": case.id})).one()
     return CaseRecord(case=case, history=history, evidence=evidence)
 
 
