@@ -357,9 +357,9 @@ class UnitOfWork:
         if not self.pending_events:
             return
         # Imported here: the outbox model imports this module for KitBase.
-        from citygrid.outbox import outbox_rows
+        from citygrid.outbox import OUTBOX_INSERT, outbox_rows
 
-        await self.session.execute(outbox_rows(self.pending_events))
+        await self.session.execute(OUTBOX_INSERT, outbox_rows(self.pending_events))
         # No NOTIFY: it takes a server-wide lock from pre-commit to commit and serialises every
         # event-producing commit (docs/architecture.md has the figures). Relays poll instead, and
         # this process's relay is woken after the commit.
