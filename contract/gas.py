@@ -27,6 +27,12 @@ class RefusalReason(StrEnum):
     DAMAGED = "damaged"
     NO_RESIDUAL_PRESSURE = "no_residual_pressure"
     UNKNOWN_TARE = "unknown_tare"
+    # Added with the fill check (new values only: a consumer reads the reasons as strings).
+    STATION_LOCKED = "station_locked"
+    LICENCE_EXPIRED = "licence_expired"
+    REPORTED_LOST = "reported_lost"
+    ALREADY_FILLED = "already_filled"
+    IN_INSPECTION = "in_inspection"
 
 
 class ViolationDetected(ProblemDetected):

@@ -19,7 +19,12 @@ VISION = ScopeRules(
     # Analysis engines' detections and cameras' heartbeats.
     ingest_paths=frozenset({"v1/detections", "v1/cameras/heartbeats"}),
 )
-GAS = ScopeRules(service="gas", dataset="gas")
+GAS = ScopeRules(
+    service="gas",
+    dataset="gas",
+    # Stations' scales and couriers' handsets: fill checks and scans.
+    ingest_paths=frozenset({"v1/fill-checks", "v1/scans"}),
+)
 WASTE = ScopeRules(service="waste", dataset="waste")
 MUCK = ScopeRules(service="muck", dataset="muck")
 

@@ -65,8 +65,17 @@ DEV_PEOPLE_GROUPS: dict[str, dict[str, object]] = {
     "citygrid-handlers": {"roles": ["handler"], "scopes": ["cases:read", "cases:write"]},
     "citygrid-supervisors": {
         "roles": ["supervisor"],
-        "scopes": ["cases:read", "cases:write", "pii:read", "vision:read", "vision:write"],
+        "scopes": [
+            "cases:read",
+            "cases:write",
+            "pii:read",
+            "vision:read",
+            "vision:write",
+            "gas:read",
+            "gas:write",
+        ],
     },
+    "citygrid-gas-regulators": {"roles": ["regulator"], "scopes": ["gas:read", "gas:write"]},
     "citygrid-admins": {"scopes": ["admin"]},
     "tianhe-district": {"district": "440106"},
 }

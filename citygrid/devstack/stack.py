@@ -34,6 +34,15 @@ SERVICES: tuple[ProcessSpec, ...] = (
         "services.case.events:NATS_IDENTITY",
     ),
     ProcessSpec(
+        "gas",
+        "services.gas.main",
+        "services.gas",
+        "citygrid_gas",
+        8102,
+        "services.gas.demo:seed",
+        "services.gas.events:NATS_IDENTITY",
+    ),
+    ProcessSpec(
         "vision",
         "services.vision.main",
         "services.vision",
@@ -123,8 +132,11 @@ DEMO_SCOPES = (
     "pii:read",
     "cases:read",
     "cases:write",
+    "gas:read",
+    "gas:write",
+    "gas:ingest",
     "vision:read",
     "vision:write",
     "vision:ingest",
 )
-DEMO_ROLES = ("inspector", "operator", "dispatcher", "handler", "supervisor")
+DEMO_ROLES = ("inspector", "operator", "dispatcher", "handler", "supervisor", "regulator")

@@ -1,0 +1,397 @@
+"""The gas service's routes: thin, each a call into the service functions beside it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from citygrid.auth import CurrentPrincipal, Principal, district_scope, require_city_wide
+from citygrid.db import transaction_time
+from citygrid.errors import Forbidden
+from citygrid.masking import mask_address, mask_name, mask_phone
+from citygrid.pagination import Cursor, Limit, Page
+from citygrid.runtime import RuntimeDep
+from citygrid.versioning import etag
+from contract.common import GeoPoint
+from contract.gas import CylinderCode
+from services.gas import checks, registry, scans
+from services.gas.domain import rules
+from services.gas.metrics import GasMetrics
+from services.gas.models import Cylinder, Enterprise, EnterpriseKind, GasUser, Scan, StationLock
+from services.gas.schemas import (
+    BatchResult,
+    CylinderImport,
+    CylinderOut,
+    EnterpriseCode,
+    EnterpriseImport,
+    EnterpriseOut,
+    EntrustmentIn,
+    FillCheckIn,
+    FillCheckOut,
+    GasUserIn,
+    GasUserOut,
+    ImportResult,
+    LockIn,
+    RecallOut,
+    ScanBatch,
+    ScanOut,
+    StationLockOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["gas"])
+PII_SCOPE = "pii:read"
+# Who may lock a station's scales: the regulator (the city management bureau's gas office).
+REGULATOR_ROLES = frozenset({"regulator", "supervisor"})
+FillBatch = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class NotARegulator(Forbidden):
+    code = "gas.not_a_regulator"
+
+
+def gas_metrics(request: Request) -> GasMetrics:
+    metrics: GasMetrics = request.app.state.gas_metrics
+    return metrics
+
+
+def enterprise_out(enterprise: Enterprise, entrusted_by: list[str] | None = None) -> EnterpriseOut:
+    return EnterpriseOut(
+        code=enterprise.code,
+        kind=EnterpriseKind(enterprise.kind),
+        name=enterprise.name,
+        company_code=enterprise.company_code,
+        licence_number=enterprise.licence_number,
+        licence_valid_until=enterprise.licence_valid_until,
+        district_code=enterprise.district_code,
+        location=GeoPoint.of(enterprise.lon, enterprise.lat)
+        if enterprise.lon is not None and enterprise.lat is not None
+        else None,
+        locked=enterprise.locked_at is not None,
+        locked_at=enterprise.locked_at,
+        locked_by=enterprise.locked_by,
+        lock_reason=enterprise.lock_reason,
+        entrusted_by=entrusted_by or [],
+        version=enterprise.version,
+        updated_at=enterprise.updated_at,
+    )
+
+
+def cylinder_out(cylinder: Cylinder) -> CylinderOut:
+    return CylinderOut(
+        code=cylinder.code,
+        owner_code=cylinder.owner_code,
+        manufacturer=cylinder.manufacturer,
+        serial=cylinder.serial,
+        manufactured_on=cylinder.manufactured_on,
+        last_inspected_on=cylinder.last_inspected_on,
+        last_passed_inspection_on=cylinder.last_passed_inspection_on,
+        next_inspection_due=cylinder.next_inspection_due,
+        end_of_life=cylinder.end_of_life,
+        tare_kg=cylinder.tare_kg,
+        capacity_kg=cylinder.capacity_kg,
+        status=cylinder.status,  # type: ignore[arg-type]
+        holder_id=cylinder.holder_id,
+        last_scan_at=cylinder.last_scan_at,
+        last_scan_kind=cylinder.last_scan_kind,  # type: ignore[arg-type]
+        last_place=cylinder.last_place,
+        last_location=GeoPoint.of(cylinder.last_lon, cylinder.last_lat)
+        if cylinder.last_lon is not None and cylinder.last_lat is not None
+        else None,
+        last_fill_batch=cylinder.last_fill_batch,
+        version=cylinder.version,
+    )
+
+
+def user_out(user: GasUser, principal: Principal) -> GasUserOut:
+    # A household's name, phone and address are personal data: masked without pii:read.
+    reveal = principal.has_scope(PII_SCOPE)
+    located = user.lon is not None and user.lat is not None
+    return GasUserOut(
+        id=user.id,
+        kind=user.kind,  # type: ignore[arg-type]
+        name=user.name if reveal else mask_name(user.name),
+        phone=user.phone if reveal else mask_phone(user.phone),
+        address=user.address if reveal else mask_address(user.address),
+        district_code=user.district_code,
+        location=GeoPoint.of(user.lon, user.lat) if located and reveal else None,  # type: ignore[arg-type]
+        supplier_code=user.supplier_code,
+        stove_sold_on=user.stove_sold_on,
+        stove_life_ends=rules.stove_life_ends(user.stove_sold_on) if user.stove_sold_on else None,
+        version=user.version,
+    )
+
+
+def scan_out(scan: Scan) -> ScanOut:
+    return ScanOut(
+        id=scan.id,
+        cylinder_code=scan.cylinder_code,
+        kind=scan.kind,  # type: ignore[arg-type]
+        at=scan.at,
+        status_after=scan.status_after,  # type: ignore[arg-type]
+        enterprise_code=scan.enterprise_code,
+        operator=scan.operator,
+        scale_id=scan.scale_id,
+        net_mass_kg=scan.net_mass_kg,
+        fill_batch=scan.fill_batch,
+        user_id=scan.user_id,
+        location=GeoPoint.of(scan.lon, scan.lat) if scan.lon is not None and scan.lat is not None else None,
+        passed=scan.passed,
+        source=scan.source,
+    )
+
+
+def lock_out(lock: StationLock) -> StationLockOut:
+    return StationLockOut(
+        station_code=lock.station_code, locked=lock.locked, reason=lock.reason, actor=lock.actor, at=lock.at
+    )
+
+
+# -- enterprises -------------------------------------------------------------------------------------
+
+
+@router.post("/enterprises/import", operation_id="import_enterprises")
+async def import_enterprises(
+    body: EnterpriseImport, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> ImportResult:
+    """Register or update up to 1,000 enterprises (upsert by code); a result per refused item."""
+    require_city_wide(principal, "the register of gas enterprises")
+    async with runtime.uow() as uow:
+        return await registry.import_enterprises(uow.session, body.enterprises)
+
+
+@router.get("/enterprises", operation_id="list_enterprises")
+async def list_enterprises(
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    district: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    kind: EnterpriseKind | None = None,
+    company: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[EnterpriseOut]:
+    async with runtime.reads() as session:
+        found, next_cursor = await registry.list_enterprises(
+            session,
+            district=district_scope(principal, district),
+            kind=kind,
+            company=company,
+            limit=limit,
+            cursor=cursor,
+        )
+    return Page[EnterpriseOut](items=[enterprise_out(e) for e in found], next_cursor=next_cursor)
+
+
+@router.get("/enterprises/{code}", operation_id="get_enterprise")
+async def get_enterprise(
+    code: Annotated[EnterpriseCode, Path()],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+) -> EnterpriseOut:
+    async with runtime.db() as session:
+        view = await registry.get_enterprise(session, code, principal)
+    response.headers["ETag"] = etag(view.enterprise.version)
+    return enterprise_out(view.enterprise, view.entrusted_by)
+
+
+@router.put("/stations/{code}/entrustments", operation_id="entrust_station", status_code=204)
+async def entrust_station(
+    code: Annotated[EnterpriseCode, Path()],
+    body: EntrustmentIn,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+) -> None:
+    """A gas company entrusts this station to fill its cylinders (until ``valid_until``)."""
+    require_city_wide(principal, "the register of gas enterprises")
+    async with runtime.uow() as uow:
+        await registry.entrust(uow.session, code, body.company_code, body.valid_until)
+
+
+def require_regulator(principal: Principal) -> None:
+    if not principal.has_any_role(REGULATOR_ROLES):
+        raise NotARegulator("locking a station's scales is the regulator's (role regulator or supervisor)")
+
+
+@router.post("/stations/{code}/lock", operation_id="lock_station")
+async def lock_station(
+    code: Annotated[EnterpriseCode, Path()], body: LockIn, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> EnterpriseOut:
+    """Lock the station's scales remotely: its fill checks refuse (``station_locked``) until unlocked."""
+    require_regulator(principal)
+    async with runtime.uow() as uow:
+        station = await registry.set_lock(uow, code, locked=True, reason=body.reason, actor=principal)
+        return enterprise_out(station)
+
+
+@router.post("/stations/{code}/unlock", operation_id="unlock_station")
+async def unlock_station(
+    code: Annotated[EnterpriseCode, Path()], body: LockIn, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> EnterpriseOut:
+    require_regulator(principal)
+    async with runtime.uow() as uow:
+        station = await registry.set_lock(uow, code, locked=False, reason=body.reason, actor=principal)
+        return enterprise_out(station)
+
+
+@router.get("/stations/{code}/locks", operation_id="list_station_locks")
+async def list_station_locks(
+    code: Annotated[EnterpriseCode, Path()],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+) -> list[StationLockOut]:
+    """The audit trail of the station's locks and unlocks, newest first."""
+    async with runtime.reads() as session:
+        await registry.get_enterprise(session, code, principal)
+        return [lock_out(lock) for lock in await registry.lock_history(session, code, limit)]
+
+
+@router.get("/enterprises/{code}/inspections-due", operation_id="list_inspections_due")
+async def list_inspections_due(
+    code: Annotated[EnterpriseCode, Path()],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    days: Annotated[int, Query(ge=0, le=366)] = 30,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[CylinderOut]:
+    """The company's live cylinders due for inspection within ``days``, soonest first."""
+    async with runtime.db() as session:
+        await registry.get_enterprise(session, code, principal)
+        today = registry.rules_today(await transaction_time(session))
+        found, next_cursor = await registry.inspections_due(
+            session, code, until=today + timedelta(days=days), limit=limit, cursor=cursor
+        )
+    return Page[CylinderOut](items=[cylinder_out(c) for c in found], next_cursor=next_cursor)
+
+
+# -- users -------------------------------------------------------------------------------------------
+
+
+@router.post("/users", operation_id="create_gas_user", status_code=201)
+async def create_user(
+    body: GasUserIn, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> GasUserOut:
+    async with runtime.uow() as uow:
+        user = await registry.create_user(uow.session, body, principal)
+    response.headers["Location"] = f"/v1/users/{user.id}"
+    return user_out(user, principal)
+
+
+@router.get("/users/{user_id}", operation_id="get_gas_user")
+async def get_user(user_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal) -> GasUserOut:
+    async with runtime.reads() as session:
+        return user_out(await registry.get_user(session, user_id, principal), principal)
+
+
+@router.get("/users/{user_id}/cylinders", operation_id="list_user_cylinders")
+async def list_user_cylinders(
+    user_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal, limit: Limit = 100
+) -> list[CylinderOut]:
+    """The cylinders this user holds now (delivered and not recovered)."""
+    async with runtime.db() as session:
+        user = await registry.get_user(session, user_id, principal)
+        return [cylinder_out(c) for c in await registry.cylinders_held(session, user, limit)]
+
+
+# -- cylinders ---------------------------------------------------------------------------------------
+
+
+@router.post("/cylinders/import", operation_id="import_cylinders")
+async def import_cylinders(
+    body: CylinderImport, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> ImportResult:
+    """Register up to 1,000 cylinders; a code is registered once and never reused."""
+    require_city_wide(principal, "the register of cylinders")
+    async with runtime.uow() as uow:
+        return await registry.import_cylinders(uow.session, body.cylinders)
+
+
+@router.get("/cylinders/{code}", operation_id="get_cylinder")
+async def get_cylinder(
+    code: Annotated[CylinderCode, Path()],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+) -> CylinderOut:
+    async with runtime.reads() as session:
+        cylinder = await registry.get_cylinder(session, code, principal)
+    response.headers["ETag"] = etag(cylinder.version)
+    return cylinder_out(cylinder)
+
+
+@router.get("/cylinders/{code}/scans", operation_id="list_cylinder_scans")
+async def list_cylinder_scans(
+    code: Annotated[CylinderCode, Path()],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[ScanOut]:
+    """The cylinder's whole history, oldest first (its trace)."""
+    async with runtime.db() as session:
+        await registry.get_cylinder(session, code, principal)
+        found, next_cursor = await scans.history(session, code, limit=limit, cursor=cursor)
+    return Page[ScanOut](items=[scan_out(s) for s in found], next_cursor=next_cursor)
+
+
+@router.get("/fill-batches/{fill_batch}/cylinders", operation_id="recall_fill_batch")
+async def recall_fill_batch(
+    fill_batch: FillBatch, runtime: RuntimeDep, principal: CurrentPrincipal, limit: Limit = 500
+) -> RecallOut:
+    """Recall: every cylinder filled in this batch and where each is now."""
+    require_city_wide(principal, "a recall")
+    async with runtime.reads() as session:
+        found = await scans.recall(session, fill_batch, limit)
+    return RecallOut(fill_batch=fill_batch, cylinders=[cylinder_out(c) for c in found])
+
+
+# -- scans and the fill check ------------------------------------------------------------------------
+
+
+@router.post("/scans", operation_id="ingest_scans")
+async def ingest_scans(
+    body: ScanBatch, runtime: RuntimeDep, principal: CurrentPrincipal, request: Request
+) -> BatchResult:
+    """Up to 1,000 scans from stations' scales and couriers' handsets, in one transaction: each is
+    applied in time order or refused with its reason; the others still count."""
+    async with runtime.uow() as uow:
+        results = await scans.ingest(uow, body.scans, principal)
+    metrics = gas_metrics(request)
+    for result in results:
+        outcome = "accepted" if result.accepted else result.code or "refused"
+        metrics.scans.labels(kind=body.scans[result.index].kind.value, outcome=outcome).inc()
+    accepted = sum(result.accepted for result in results)
+    return BatchResult(
+        received=len(results), accepted=accepted, refused=len(results) - accepted, results=results
+    )
+
+
+@router.post("/fill-checks", operation_id="check_fill")
+async def check_fill(
+    body: FillCheckIn, runtime: RuntimeDep, principal: CurrentPrincipal, request: Request
+) -> FillCheckOut:
+    """Before it fills, a station's scale asks: allowed, or refused with every reason. A refusal
+    opens an enforcement case (one per cylinder, station and day)."""
+    started = time.perf_counter()
+    async with runtime.uow() as uow:
+        answer = await checks.check_fill(uow, body, principal)
+    metrics = gas_metrics(request)
+    metrics.fill_check_seconds.observe(time.perf_counter() - started)
+    metrics.fill_checks.labels(outcome="allowed" if answer.allowed else "refused").inc()
+    for reason in answer.reasons:
+        metrics.refusal_reasons.labels(reason=reason.value).inc()
+    return FillCheckOut(
+        id=answer.id,  # type: ignore[arg-type]
+        allowed=answer.allowed,
+        reasons=answer.reasons,
+        cylinder_code=body.cylinder_code,
+        station_code=body.station_code,
+        cylinder_status=answer.cylinder_status,
+        checked_at=answer.checked_at,
+        case_reference=answer.case_reference,
+    )

@@ -1,0 +1,242 @@
+"""Scans, the cylinder's lifecycle: a batch of up to 1,000 in one transaction, a result per item.
+
+The batch's cylinders are locked in one statement (in code order, so two batches never deadlock),
+each scan is applied in time order to the state it finds (``domain.lifecycle``), and the accepted
+scans go in with one statement built once. A refused scan changes nothing; the others still count.
+A fill is held to the fill check's rules too: a scale that skipped the check is refused here.
+
+A scan older than the cylinder's last one is refused (``gas.scan_out_of_order``): the handset sends
+its scans in order, and a late one would rewind the state that later scans built on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from citygrid.auth import Principal
+from citygrid.db import UnitOfWork
+from citygrid.ids import new_id
+from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from services.gas import partitions
+from services.gas.checks import facts_of, station_facts
+from services.gas.domain import rules
+from services.gas.domain.lifecycle import CylinderStatus, IllegalScan, ScanKind, next_status
+from services.gas.models import Cylinder, Enterprise, EnterpriseKind, Entrustment, GasUser, Scan
+from services.gas.registry import rules_today
+from services.gas.schemas import ScanIn, ScanResult
+
+SCAN_INSERT = insert(cast(Table, Scan.__table__))
+CYLINDER_UPDATE_COLUMNS = (
+    "status",
+    "holder_id",
+    "last_scan_at",
+    "last_scan_kind",
+    "last_lon",
+    "last_lat",
+    "last_place",
+    "last_fill_batch",
+    "last_inspected_on",
+    "last_passed_inspection_on",
+    "next_inspection_due",
+    "end_of_life",
+)
+
+
+@dataclass
+class Refused(Exception):
+    code: str
+    detail: str
+
+
+async def _enterprises(session: AsyncSession, codes: set[str]) -> dict[str, tuple[Enterprise, list[str]]]:
+    if not codes:
+        return {}
+    found: dict[str, tuple[Enterprise, list[str]]] = {
+        e.code: (e, [])
+        for e in (await session.scalars(select(Enterprise).where(Enterprise.code.in_(codes)))).all()
+    }
+    entrusted = await session.execute(
+        select(Entrustment.station_code, Entrustment.company_code).where(Entrustment.station_code.in_(codes))
+    )
+    for station_code, company_code in entrusted:
+        found[station_code][1].append(company_code)
+    return found
+
+
+def _apply(
+    cylinder: Cylinder,
+    scan: ScanIn,
+    place: tuple[Enterprise, list[str]] | None,
+    users: set[uuid.UUID],
+) -> CylinderStatus:
+    """Apply one scan to the cylinder's row in memory; raises ``Refused`` and changes nothing."""
+    if cylinder.last_scan_at is not None and scan.at < cylinder.last_scan_at:
+        raise Refused(
+            "gas.scan_out_of_order",
+            f"this scan ({scan.at.isoformat()}) is older than the cylinder's last one "
+            f"({cylinder.last_scan_at.isoformat()})",
+        )
+    if scan.kind == ScanKind.DELIVER and scan.user_id not in users:
+        raise Refused("gas.unknown_user", f"no gas user {scan.user_id}")
+    if scan.kind == ScanKind.FILL:
+        if place is None or place[0].kind != EnterpriseKind.FILLING_STATION.value:
+            raise Refused("gas.not_a_station", "a fill is scanned at a filling station (enterprise_code)")
+        reasons = rules.fill_refusals(facts_of(cylinder), station_facts(*place), rules_today(scan.at))
+        if reasons:
+            raise Refused("gas.fill_refused", "the fill check refuses this cylinder: " + ", ".join(reasons))
+    try:
+        status = next_status(CylinderStatus(cylinder.status), scan.kind, passed=scan.passed)
+    except IllegalScan as error:
+        raise Refused("gas.illegal_scan", str(error)) from None
+    cylinder.status = status.value
+    cylinder.last_scan_at = scan.at
+    cylinder.last_scan_kind = scan.kind.value
+    if scan.location is not None:
+        cylinder.last_lon, cylinder.last_lat = scan.location.lon, scan.location.lat
+    elif place is not None and place[0].lon is not None:
+        cylinder.last_lon, cylinder.last_lat = place[0].lon, place[0].lat
+    if place is not None:
+        cylinder.last_place = place[0].code
+    if scan.kind == ScanKind.DELIVER:
+        cylinder.holder_id = scan.user_id
+    elif scan.kind in (ScanKind.RECOVER, ScanKind.SCRAP, ScanKind.VOID):
+        cylinder.holder_id = None
+    if scan.kind == ScanKind.FILL:
+        cylinder.last_fill_batch = scan.fill_batch
+    if scan.kind == ScanKind.INSPECT:
+        inspected = rules_today(scan.at)
+        cylinder.last_inspected_on = inspected
+        if scan.passed:
+            cylinder.last_passed_inspection_on = inspected
+        cylinder.next_inspection_due = rules.inspection_due(
+            cylinder.manufactured_on, cylinder.last_passed_inspection_on
+        )
+        cylinder.end_of_life = rules.end_of_life(cylinder.manufactured_on, cylinder.last_passed_inspection_on)
+    return status
+
+
+async def ingest(
+    uow: UnitOfWork, scans: Sequence[ScanIn], principal: Principal, *, source: str = "api"
+) -> list[ScanResult]:
+    session = uow.session
+    now = await uow.now()
+    first_day, last_day = partitions.accepted_range(rules_today(now))
+    codes = sorted({scan.cylinder_code for scan in scans})
+    cylinders = {
+        c.code: c
+        for c in (
+            await session.scalars(
+                select(Cylinder).where(Cylinder.code.in_(codes)).order_by(Cylinder.code).with_for_update()
+            )
+        ).all()
+    }
+    places = await _enterprises(session, {s.enterprise_code for s in scans if s.enterprise_code})
+    wanted_users = {s.user_id for s in scans if s.user_id is not None}
+    users = set(
+        (await session.scalars(select(GasUser.id).where(GasUser.id.in_(wanted_users)))).all()
+        if wanted_users
+        else []
+    )
+    results: list[ScanResult | None] = [None] * len(scans)
+    rows: list[dict[str, Any]] = []
+    changed: set[str] = set()
+    for index in sorted(range(len(scans)), key=lambda i: scans[i].at):
+        scan = scans[index]
+        cylinder = cylinders.get(scan.cylinder_code)
+        try:
+            if not first_day <= rules_today(scan.at) <= last_day:
+                raise Refused(
+                    "gas.scan_time_out_of_range",
+                    f"a scan's time must fall between {first_day} and {last_day}",
+                )
+            if scan.at > now + partitions.FUTURE_TOLERANCE:
+                raise Refused("gas.scan_in_the_future", "a scan's time is later than now")
+            if cylinder is None:
+                raise Refused("gas.unknown_cylinder", f"no cylinder {scan.cylinder_code}")
+            if scan.enterprise_code is not None and scan.enterprise_code not in places:
+                raise Refused("gas.unknown_enterprise", f"no enterprise {scan.enterprise_code}")
+            place = places.get(scan.enterprise_code) if scan.enterprise_code else None
+            before = {name: getattr(cylinder, name) for name in CYLINDER_UPDATE_COLUMNS}
+            try:
+                status = _apply(cylinder, scan, place, users)
+            except Refused:
+                for name, value in before.items():
+                    setattr(cylinder, name, value)
+                raise
+        except Refused as refusal:
+            results[index] = ScanResult(
+                index=index,
+                cylinder_code=scan.cylinder_code,
+                accepted=False,
+                code=refusal.code,
+                detail=refusal.detail,
+            )
+            continue
+        scan_id = new_id()
+        rows.append(
+            {
+                "id": scan_id,
+                "at": scan.at,
+                "cylinder_code": scan.cylinder_code,
+                "kind": scan.kind.value,
+                "status_after": status.value,
+                "enterprise_code": scan.enterprise_code,
+                "operator": scan.operator,
+                "scale_id": scan.scale_id,
+                "net_mass_kg": scan.net_mass_kg,
+                "fill_batch": scan.fill_batch,
+                "user_id": scan.user_id,
+                "lon": scan.location.lon if scan.location else None,
+                "lat": scan.location.lat if scan.location else None,
+                "passed": scan.passed,
+                "note": scan.note,
+                "source": source,
+                "recorded_by": principal.subject,
+                "recorded_at": now,
+            }
+        )
+        changed.add(scan.cylinder_code)
+        results[index] = ScanResult(
+            index=index, cylinder_code=scan.cylinder_code, accepted=True, status=status, scan_id=scan_id
+        )
+    if rows:
+        await session.execute(SCAN_INSERT, rows)
+        for code in changed:
+            cylinders[code].version += 1
+            cylinders[code].updated_at = now
+        await session.flush()
+    return [result for result in results if result is not None]
+
+
+async def history(
+    session: AsyncSession, code: str, *, limit: int, cursor: str | None
+) -> tuple[list[Scan], str | None]:
+    """A cylinder's scans, oldest first (the index on code and time: every partition, no scan)."""
+    query = select(Scan).where(Scan.cylinder_code == code).order_by(Scan.at, Scan.id).limit(limit + 1)
+    if cursor:
+        at, scan_id = decode_cursor(cursor, 2)
+        after = cursor_value(datetime.fromisoformat, at)
+        query = query.where(
+            or_(Scan.at > after, and_(Scan.at == after, Scan.id > cursor_value(uuid.UUID, scan_id)))
+        )
+    found = list((await session.scalars(query)).all())
+    next_cursor = None
+    if len(found) > limit:
+        last = found[limit - 1]
+        next_cursor = encode_cursor(last.at.isoformat(), str(last.id))
+    return found[:limit], next_cursor
+
+
+async def recall(session: AsyncSession, fill_batch: str, limit: int) -> list[Cylinder]:
+    """Every cylinder filled in ``fill_batch``, as it is now (where it is, who holds it)."""
+    filled = select(Scan.cylinder_code).where(Scan.fill_batch == fill_batch, Scan.kind == ScanKind.FILL.value)
+    query = select(Cylinder).where(Cylinder.code.in_(filled)).order_by(Cylinder.code).limit(limit)
+    return list((await session.scalars(query)).all())

@@ -1,0 +1,157 @@
+"""The gas service served on loopback, on real PostgreSQL and NATS, called with gateway-signed tokens."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from citygrid.auth import PRINCIPAL_HEADER, Principal
+from citygrid.runtime import Runtime
+from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from services.gas.events import NATS_IDENTITY
+from services.gas.main import GasSettings, create_app
+
+REGISTRAR = ("gas:read", "gas:write")
+SCALE = ("gas:ingest",)
+READER = ("gas:read",)
+STATION = "GZGAS-ST-TH01"
+OTHER_STATION = "NANFANG-ST-BY01"
+TIANHE = "440106"
+
+
+@dataclass
+class Gas:
+    infrastructure: Infrastructure
+    app: FastAPI
+    url: str
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.kit
+        return runtime
+
+    def as_(
+        self,
+        scopes: tuple[str, ...] = REGISTRAR,
+        roles: tuple[str, ...] = (),
+        subject: str = "registrar-1",
+        district: str | None = None,
+        unit: str | None = None,
+    ) -> dict[str, str]:
+        principal = Principal(
+            subject=subject,
+            kind="consumer",
+            name=subject,
+            roles=frozenset(roles),
+            scopes=frozenset(scopes),
+            district=district,
+            unit=unit,
+        )
+        return {PRINCIPAL_HEADER: self.infrastructure.token(principal, "gas")}
+
+    async def post(self, path: str, body: Any, **as_: Any) -> httpx.Response:
+        return await self.client.post(path, json=body, headers=self.as_(**as_))
+
+    async def get(self, path: str, **as_: Any) -> httpx.Response:
+        return await self.client.get(path, headers=self.as_(**as_))
+
+    async def register_demo(self) -> None:
+        response = await self.post("/v1/enterprises/import", {"enterprises": enterprises()})
+        assert response.status_code == 200, response.text
+        assert response.json()["refused"] == [], response.text
+
+
+def enterprises(licence_until: date = date(2030, 12, 31)) -> list[dict[str, Any]]:
+    return [
+        {"code": "GZGAS", "kind": "gas_company", "name": "Guangzhou Gas", "licence_number": "RQ-1"},
+        {"code": "NANFANG", "kind": "gas_company", "name": "Nanfang LPG", "licence_number": "RQ-2"},
+        {
+            "code": STATION,
+            "kind": "filling_station",
+            "name": "Tianhe filling station",
+            "company_code": "GZGAS",
+            "licence_number": "CZ-1",
+            "licence_valid_until": licence_until.isoformat(),
+            "district_code": TIANHE,
+            "location": {"type": "Point", "coordinates": [113.3612, 23.1349]},
+        },
+        {
+            "code": OTHER_STATION,
+            "kind": "filling_station",
+            "name": "Baiyun filling station",
+            "company_code": "NANFANG",
+            "licence_number": "CZ-2",
+            "licence_valid_until": licence_until.isoformat(),
+            "district_code": "440111",
+            "location": {"type": "Point", "coordinates": [113.2731, 23.1990]},
+        },
+    ]
+
+
+def cylinder(
+    code: str = "GZ0000000001",
+    owner: str = "GZGAS",
+    made: date | None = None,
+    inspected: date | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    made = made or date.today() - timedelta(days=400)
+    return {
+        "code": code,
+        "owner_code": owner,
+        "manufacturer": "Foshan Steel Cylinder Works",
+        "serial": code[-6:],
+        "manufactured_on": made.isoformat(),
+        "last_inspected_on": inspected.isoformat() if inspected else None,
+        "last_inspection_passed": True if inspected else None,
+        "tare_kg": 16.8,
+        "capacity_kg": 14.5,
+        **changes,
+    }
+
+
+@pytest.fixture(scope="session")
+def gas_database(infrastructure: Infrastructure) -> str:
+    return infrastructure.database("services.gas")
+
+
+def gas_settings(infrastructure: Infrastructure, database: str, **overrides: Any) -> GasSettings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database,
+        **infrastructure.nats_settings(NATS_IDENTITY.user),
+        "internal_token_public_key": infrastructure.public_key,
+        "outbox_poll_seconds": 0.2,
+        "figures_seconds": 0.5,
+    }
+    return GasSettings(**(values | overrides))
+
+
+@pytest.fixture
+async def gas_factory(infrastructure: Infrastructure, gas_database: str):
+    await truncate_all(gas_database)
+    await delete_streams(infrastructure.nats_url)
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Gas]:
+        app = create_app(gas_settings(infrastructure, gas_database, **overrides))
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            running = Gas(infrastructure, app, url, client)
+            await wait_until(running.runtime.messaging_ready.is_set)
+            yield running
+
+    return start
+
+
+@pytest.fixture
+async def gas(gas_factory) -> AsyncIterator[Gas]:
+    async with gas_factory() as running:
+        yield running
