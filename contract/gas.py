@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -45,4 +47,51 @@ class ViolationDetected(ProblemDetected):
     reasons: list[RefusalReason] = Field(min_length=1)
 
 
-ALL_GAS_EVENTS: tuple[type[EventData], ...] = (ViolationDetected,)
+class PremisesType(StrEnum):
+    MALL = "mall"
+    RESTAURANT = "restaurant"
+    HOUSEHOLD = "household"
+    FACTORY = "factory"
+    STREET = "street"
+    OTHER = "other"
+
+
+class LeakSource(StrEnum):
+    PIPELINE = "pipeline"
+    CYLINDER = "cylinder"
+    UNKNOWN = "unknown"
+
+
+class IncidentReported(ProblemDetected):
+    """A gas leak was reported: the case service opens an urgent case (emergencies, natural hours).
+
+    ``reference`` is the incident's id."""
+
+    subject: ClassVar[str] = "gas.incident.reported"
+
+    incident_id: uuid.UUID
+    premises_type: PremisesType
+    source: LeakSource
+
+
+class IncidentAdvanced(EventData):
+    """A step of the leak drill was done (notified, evacuated, cordoned, … measured safe, repaired)."""
+
+    subject: ClassVar[str] = "gas.incident.advanced"
+
+    incident_id: uuid.UUID
+    step: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,24}$")]
+    at: datetime
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class IncidentClosed(EventData):
+    """The incident's response is over: the pipe or cylinder is repaired and the place is safe."""
+
+    subject: ClassVar[str] = "gas.incident.closed"
+
+    incident_id: uuid.UUID
+    closed_at: datetime
+
+
+ALL_GAS_EVENTS: tuple[type[EventData], ...] = (ViolationDetected, IncidentReported, IncidentAdvanced, IncidentClosed)

@@ -28,7 +28,12 @@ EVENTS: tuple[type[EventData], ...] = (
     *ALL_WASTE_EVENTS,
 )
 # Service → the module whose create_app() builds it (imported by name: the contract imports no service).
-SERVICE_APPS = {"case": "services.case.main", "vision": "services.vision.main", "gateway": "gateway.main"}
+SERVICE_APPS = {
+    "case": "services.case.main",
+    "gas": "services.gas.main",
+    "vision": "services.vision.main",
+    "gateway": "gateway.main",
+}
 
 
 def _message_name(event: type[EventData]) -> str:

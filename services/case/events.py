@@ -39,6 +39,7 @@ NATS_IDENTITY = NatsIdentity(
     consumes=(
         Durable("vision", "case-vision-alarm-confirmed", "vision.alarm.confirmed"),
         Durable("gas", "case-gas-violation-detected", "gas.violation.detected"),
+        Durable("gas", "case-gas-incident-reported", "gas.incident.reported"),
         Durable("muck", "case-muck-violation-detected", "muck.violation.detected"),
         Durable("waste", "case-waste-violation-detected", "waste.violation.detected"),
         Durable("vision", "case-vision-recheck-completed", "vision.recheck.completed"),

@@ -85,6 +85,7 @@ class Intake:
 INTAKES: tuple[Intake, ...] = (
     Intake("vision", vision.AlarmConfirmed, CaseSource.VIDEO),
     Intake("gas", gas.ViolationDetected, CaseSource.SYSTEM),
+    Intake("gas", gas.IncidentReported, CaseSource.SYSTEM),
     Intake("muck", muck.ViolationDetected, CaseSource.SYSTEM),
     Intake("waste", waste.ViolationDetected, CaseSource.SYSTEM),
 )

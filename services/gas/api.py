@@ -18,10 +18,20 @@ from citygrid.runtime import RuntimeDep
 from citygrid.versioning import etag
 from contract.common import GeoPoint
 from contract.gas import CylinderCode
-from services.gas import checks, registry, scans
+from services.gas import checks, incidents, registry, scans
 from services.gas.domain import rules
+from services.gas.domain.incidents import IncidentStep, next_step
 from services.gas.metrics import GasMetrics
-from services.gas.models import Cylinder, Enterprise, EnterpriseKind, GasUser, Scan, StationLock
+from services.gas.models import (
+    Cylinder,
+    Enterprise,
+    EnterpriseKind,
+    GasUser,
+    Incident,
+    IncidentStepRecord,
+    Scan,
+    StationLock,
+)
 from services.gas.schemas import (
     BatchResult,
     CylinderImport,
@@ -35,6 +45,10 @@ from services.gas.schemas import (
     GasUserIn,
     GasUserOut,
     ImportResult,
+    IncidentIn,
+    IncidentOut,
+    IncidentStepIn,
+    IncidentStepOut,
     LockIn,
     RecallOut,
     ScanBatch,
@@ -395,3 +409,83 @@ async def check_fill(
         checked_at=answer.checked_at,
         case_reference=answer.case_reference,
     )
+
+
+# -- leak incidents ----------------------------------------------------------------------------------
+
+
+def incident_out(incident: Incident, steps: list[IncidentStepRecord], principal: Principal) -> IncidentOut:
+    reveal = principal.has_scope(PII_SCOPE)
+    return IncidentOut(
+        id=incident.id,
+        step=IncidentStep(incident.step),
+        next_step=next_step(IncidentStep(incident.step)),
+        premises_type=incident.premises_type,  # type: ignore[arg-type]
+        source=incident.source,  # type: ignore[arg-type]
+        place=incident.place,
+        district_code=incident.district_code,
+        location=GeoPoint.of(incident.lon, incident.lat),
+        description=incident.description,
+        reporter_name=incident.reporter_name if reveal else mask_name(incident.reporter_name),
+        reporter_phone=incident.reporter_phone if reveal else mask_phone(incident.reporter_phone),
+        cylinder_code=incident.cylinder_code,
+        reported_at=incident.reported_at,
+        closed_at=incident.closed_at,
+        steps=[
+            IncidentStepOut(step=IncidentStep(s.step), at=s.at, actor=s.actor, note=s.note) for s in steps
+        ],
+        version=incident.version,
+    )
+
+
+@router.post("/incidents", operation_id="report_incident", status_code=201)
+async def report_incident(
+    body: IncidentIn, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> IncidentOut:
+    """Report a gas leak: an urgent case opens, and the response follows the drill step by step."""
+    async with runtime.uow() as uow:
+        incident = await incidents.report(uow, body, principal)
+        steps = await incidents.steps_of(uow.session, incident.id)
+    response.headers["Location"] = f"/v1/incidents/{incident.id}"
+    response.headers["ETag"] = etag(incident.version)
+    return incident_out(incident, steps, principal)
+
+
+@router.get("/incidents", operation_id="list_open_incidents")
+async def list_open_incidents(
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    district: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    limit: Limit = 50,
+) -> list[IncidentOut]:
+    """Incidents not closed yet, newest first."""
+    async with runtime.db() as session:
+        found = await incidents.list_open(session, district_scope(principal, district), limit)
+        return [incident_out(i, await incidents.steps_of(session, i.id), principal) for i in found]
+
+
+@router.get("/incidents/{incident_id}", operation_id="get_incident")
+async def get_incident(
+    incident_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> IncidentOut:
+    async with runtime.db() as session:
+        incident = await incidents.get(session, incident_id, principal)
+        steps = await incidents.steps_of(session, incident.id)
+    response.headers["ETag"] = etag(incident.version)
+    return incident_out(incident, steps, principal)
+
+
+@router.post("/incidents/{incident_id}/steps", operation_id="take_incident_step")
+async def take_incident_step(
+    incident_id: uuid.UUID,
+    body: IncidentStepIn,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    response: Response,
+) -> IncidentOut:
+    """Record the next step of the drill (409 ``gas.incident_step_out_of_order`` for any other)."""
+    async with runtime.uow() as uow:
+        incident = await incidents.take_step(uow, incident_id, body.step, body.note, principal)
+        steps = await incidents.steps_of(uow.session, incident.id)
+    response.headers["ETag"] = etag(incident.version)
+    return incident_out(incident, steps, principal)

@@ -12,7 +12,8 @@ from pydantic import AfterValidator, BaseModel, Field, StrictBool, StringConstra
 from citygrid.clock import CityTime
 from citygrid.schemas import RequestModel
 from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
-from contract.gas import CylinderCode, RefusalReason
+from contract.gas import CylinderCode, LeakSource, PremisesType, RefusalReason
+from services.gas.domain.incidents import IncidentStep
 from services.gas.domain.lifecycle import CylinderStatus, ScanKind
 from services.gas.models import EnterpriseKind
 
@@ -299,3 +300,48 @@ class DueOut(BaseModel):
 class RecallOut(BaseModel):
     fill_batch: str
     cylinders: list[CylinderOut]
+
+
+class IncidentIn(RequestModel):
+    """A gas leak report: where, what kind of premises, what leaks."""
+
+    premises_type: PremisesType
+    source: LeakSource
+    place: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    district_code: KnownDistrict
+    location: GeoPoint
+    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    reporter_name: Name | None = None
+    reporter_phone: Phone | None = None
+    cylinder_code: CylinderCode | None = None
+
+
+class IncidentStepIn(RequestModel):
+    step: IncidentStep
+    note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class IncidentStepOut(BaseModel):
+    step: IncidentStep
+    at: CityTime
+    actor: str
+    note: str | None
+
+
+class IncidentOut(BaseModel):
+    id: uuid.UUID
+    step: IncidentStep
+    next_step: IncidentStep | None
+    premises_type: PremisesType
+    source: LeakSource
+    place: str
+    district_code: str
+    location: GeoPoint
+    description: str
+    reporter_name: str | None
+    reporter_phone: str | None
+    cylinder_code: str | None
+    reported_at: CityTime
+    closed_at: CityTime | None
+    steps: list[IncidentStepOut]
+    version: int

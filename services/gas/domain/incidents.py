@@ -10,6 +10,20 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from contract.gas import LeakSource, PremisesType
+
+__all__ = [
+    "DRILL",
+    "NOTIFIED_PARTIES",
+    "IncidentStep",
+    "LeakSource",
+    "PremisesType",
+    "StepOutOfOrder",
+    "advance",
+    "is_open",
+    "next_step",
+]
+
 
 class IncidentStep(StrEnum):
     # Declared in the drill's order: the order is read from here.
@@ -22,21 +36,6 @@ class IncidentStep(StrEnum):
     MEASURED_SAFE = "measured_safe"
     REPAIRED = "repaired"
     CLOSED = "closed"
-
-
-class PremisesType(StrEnum):
-    MALL = "mall"
-    RESTAURANT = "restaurant"
-    HOUSEHOLD = "household"
-    FACTORY = "factory"
-    STREET = "street"
-    OTHER = "other"
-
-
-class LeakSource(StrEnum):
-    PIPELINE = "pipeline"
-    CYLINDER = "cylinder"
-    UNKNOWN = "unknown"
 
 
 # Who the notified step reaches, every time.

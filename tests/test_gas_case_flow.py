@@ -1,0 +1,132 @@
+"""Gas to case, through the gateway: a refused fill becomes one enforcement case however often the
+scale asks again; a leak report becomes an urgent case in the emergencies class."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from citygrid.testing import wait_until
+from tests.gas_stack import GAS_STATION, GasStack
+
+GAS = "/api/gas/v1"
+CASES = "/api/case/v1/cases"
+ENTERPRISES = [
+    {"code": "GZGAS", "kind": "gas_company", "name": "Guangzhou Gas", "licence_number": "RQ-1"},
+    {
+        "code": GAS_STATION,
+        "kind": "filling_station",
+        "name": "Tianhe filling station",
+        "company_code": "GZGAS",
+        "licence_number": "CZ-1",
+        "licence_valid_until": "2030-12-31",
+        "district_code": "440106",
+        "location": {"type": "Point", "coordinates": [113.3245, 23.1291]},
+    },
+]
+
+
+async def registered(stack: GasStack, made: date) -> None:
+    imported = await stack.client.post(
+        f"{GAS}/enterprises/import", json={"enterprises": ENTERPRISES}, headers=stack.as_("registrar")
+    )
+    assert imported.status_code == 200, imported.text
+    cylinder = {
+        "code": "GZ0000000003",
+        "owner_code": "GZGAS",
+        "manufacturer": "Foshan Steel Cylinder Works",
+        "serial": "000003",
+        "manufactured_on": made.isoformat(),
+        "tare_kg": 16.8,
+        "capacity_kg": 14.5,
+    }
+    response = await stack.client.post(
+        f"{GAS}/cylinders/import", json={"cylinders": [cylinder]}, headers=stack.as_("registrar")
+    )
+    assert response.json()["created"] == 1, response.text
+
+
+async def cases(stack: GasStack) -> list[dict[str, Any]]:
+    listed = await stack.client.get(CASES, headers=stack.as_("clerk"))
+    assert listed.status_code == 200, listed.text
+    items: list[dict[str, Any]] = listed.json()["items"]
+    return items
+
+
+async def test_a_refused_fill_becomes_one_enforcement_case(gas_stack: GasStack) -> None:
+    await registered(gas_stack, date.today() - timedelta(days=365 * 5))
+    check = {"cylinder_code": "GZ0000000003", "station_code": GAS_STATION, "scale_id": "S1"}
+    other_station = {**check, "station_code": "NANFANG-ST-BY01"}
+    refused = await gas_stack.client.post(
+        f"{GAS}/fill-checks", json=other_station, headers=gas_stack.as_("scale")
+    )
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "gas.not_this_station"
+    for _ in range(3):
+        answer = await gas_stack.client.post(f"{GAS}/fill-checks", json=check, headers=gas_stack.as_("scale"))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["reasons"] == ["inspection_overdue"]
+
+    async def raised() -> bool:
+        return bool(await cases(gas_stack))
+
+    await wait_until(raised, timeout=15)
+    (case,) = await cases(gas_stack)
+    assert case["category_code"] == "20605"
+    assert case["origin"] == {"service": "gas", "reference": answer.json()["case_reference"]}
+    assert case["district_code"] == "440106"
+
+
+async def test_a_leak_report_becomes_an_urgent_case_and_its_drill_goes_in_order(gas_stack: GasStack) -> None:
+    report = {
+        "premises_type": "mall",
+        "source": "pipeline",
+        "place": "Tianhe mall, basement level 1",
+        "district_code": "440106",
+        "location": {"type": "Point", "coordinates": [113.3245, 23.1291]},
+        "description": "Smell of gas in the ventilation ducts after sewer works nearby.",
+        "reporter_name": "李先生",
+        "reporter_phone": "13900139000",
+    }
+    created = await gas_stack.client.post(f"{GAS}/incidents", json=report, headers=gas_stack.as_("responder"))
+    assert created.status_code == 201, created.text
+    incident = created.json()
+    assert incident["next_step"] == "notified"
+    assert incident["reporter_phone"] != "13900139000", "masked without pii:read"
+
+    async def raised() -> bool:
+        return bool(await cases(gas_stack))
+
+    await wait_until(raised, timeout=15)
+    (case,) = await cases(gas_stack)
+    assert case["category_code"] == "20406"
+    assert case["origin"] == {"service": "gas", "reference": incident["id"]}
+    detail = await gas_stack.client.get(f"{CASES}/{case['id']}", headers=gas_stack.as_("clerk"))
+    assert "13900139000" not in detail.text
+
+    path = f"{GAS}/incidents/{incident['id']}/steps"
+    skipped = await gas_stack.client.post(
+        path, json={"step": "ventilated"}, headers=gas_stack.as_("responder")
+    )
+    assert skipped.status_code == 409
+    assert skipped.json()["code"] == "gas.incident_step_out_of_order"
+    for step in (
+        "notified",
+        "evacuated",
+        "cordoned",
+        "ignition_controlled",
+        "ventilated",
+        "measured_safe",
+        "repaired",
+        "closed",
+    ):
+        taken = await gas_stack.client.post(path, json={"step": step}, headers=gas_stack.as_("responder"))
+        assert taken.status_code == 200, taken.text
+    final = taken.json()
+    assert final["closed_at"] is not None
+    drill = ["reported", "notified", "evacuated", "cordoned", "ignition_controlled", "ventilated"]
+    assert [s["step"] for s in final["steps"]] == [*drill, "measured_safe", "repaired", "closed"]
+    (actor,) = {s["actor"] for s in final["steps"]}
+    assert actor.startswith("consumer:"), "each step names who took it"
+    listed = await gas_stack.client.get(f"{GAS}/incidents", headers=gas_stack.as_("responder"))
+    assert listed.json() == []
