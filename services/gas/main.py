@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
 
 from citygrid.http import create_service_app
 from citygrid.jobs import PeriodicJob
@@ -11,6 +12,7 @@ from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
 from services.gas import api, figures, partitions
+from services.gas.bulk import DEFAULT_MAX_BYTES
 from services.gas.events import PUBLISHES
 from services.gas.metrics import GasMetrics
 from services.gas.registry import rules_today
@@ -22,6 +24,7 @@ class GasSettings(ServiceSettings):
     record_retention_days: int = 3 * 365
     figures_seconds: float = 60.0
     partition_check_seconds: float = 3600.0
+    cylinder_import_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
 
 
 def create_app(settings: GasSettings | None = None) -> FastAPI:
@@ -68,9 +71,11 @@ def create_app(settings: GasSettings | None = None) -> FastAPI:
             "check that stops illegal cylinders, trace and recall, and leak incidents."
         ),
         routers=[api.router],
+        open_routers=[api.file_router],
         publishes=PUBLISHES,
         runtime_setup=setup,
         scopes=scopes.GAS,  # the declaration the gateway checks too
+        body_limits={"/v1/cylinders/import-file": settings.cylinder_import_max_bytes},
     )
     app.state.gas_metrics = holder["metrics"]
     return app

@@ -16,8 +16,6 @@ from citygrid.clock import CITY_TIMEZONE
 from citygrid.settings import to_libpq_url
 from services.gas.tests.conftest import OTHER_STATION, READER, SCALE, STATION, TIANHE, Gas, cylinder
 
-pytestmark = pytest.mark.asyncio
-
 
 async def fetch(gas: Gas, sql: str, *args: Any) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(to_libpq_url(gas.runtime.settings.database_url))
