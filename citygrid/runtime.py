@@ -77,6 +77,14 @@ class Runtime:
         return self.read_sessions
 
     @property
+    def autocommit(self) -> async_sessionmaker[AsyncSession]:
+        """The same sessions as ``reads``, for a write that is one statement and needs no other
+        (an audit record): it commits as it runs, without a BEGIN and a COMMIT of its own. A write
+        with an event, or of several statements, goes through ``uow``."""
+        assert self.read_sessions is not None, "the runtime is not started"
+        return self.read_sessions
+
+    @property
     def analytics(self) -> async_sessionmaker[AsyncSession]:
         """Sessions for analytics: the same database, ``CITYGRID_DB_ANALYTICS_*`` limits and pool."""
         assert self.analytics_sessions is not None, "the runtime is not started"

@@ -94,4 +94,9 @@ class IncidentClosed(EventData):
     closed_at: datetime
 
 
-ALL_GAS_EVENTS: tuple[type[EventData], ...] = (ViolationDetected, IncidentReported, IncidentAdvanced, IncidentClosed)
+ALL_GAS_EVENTS: tuple[type[EventData], ...] = (
+    ViolationDetected,
+    IncidentReported,
+    IncidentAdvanced,
+    IncidentClosed,
+)

@@ -451,8 +451,7 @@ async def check_fill(
     """Before it fills, a station's scale asks: allowed, or refused with every reason. A refusal
     opens an enforcement case (one per cylinder, station and day)."""
     started = time.perf_counter()
-    async with runtime.uow() as uow:
-        answer = await checks.check_fill(uow, body, principal)
+    answer = await checks.check_fill(runtime, body, principal)
     metrics = gas_metrics(request)
     metrics.fill_check_seconds.observe(time.perf_counter() - started)
     metrics.fill_checks.labels(outcome="allowed" if answer.allowed else "refused").inc()

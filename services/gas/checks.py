@@ -1,8 +1,8 @@
 """The fill check: a station's scale asks before it fills, and gets allow or every reason to refuse.
 
 One round trip reads the station, the companies that entrust it and the cylinder together (a left
-join on the code: an unregistered code still gets the station's reasons), with the transaction's
-time. The answer is recorded (the station's pre-fill record). A refusal counts in ``violations``
+join on the code: an unregistered code still gets the station's reasons), with the database's
+time; a second writes the answer (the station's pre-fill record), committing as it runs. A refusal counts in ``violations``
 under (station, cylinder, city day); only the first of a day publishes ``gas.violation.detected``,
 so the case service opens one enforcement case per cylinder, station and day, however many times
 the scale asks again, on whichever replica.
@@ -17,8 +17,9 @@ from sqlalchemy import Date, bindparam, cast, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from citygrid.auth import Principal
-from citygrid.db import UnitOfWork, remember_transaction_time
+from citygrid.db import UnitOfWork
 from citygrid.errors import Forbidden
+from citygrid.runtime import Runtime
 from contract.common import GeoPoint
 from contract.gas import RefusalReason, ViolationDetected
 from services.gas.domain import rules
@@ -99,53 +100,49 @@ def require_own_station(principal: Principal, station_code: str) -> None:
         raise NotThisStation(f"this credential belongs to station {principal.unit}, not {station_code}")
 
 
-async def check_fill(uow: UnitOfWork, request: FillCheckIn, principal: Principal) -> CheckAnswer:
+async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principal) -> CheckAnswer:
+    """Two round trips for an allowed fill (the facts, then the record, each committing as it runs);
+    a refusal records itself, counts the day's violation and publishes in one unit of work."""
     require_own_station(principal, request.station_code)
-    session = uow.session
-    row = (
-        await session.execute(
-            STATION_AND_CYLINDER,
-            {"station_code": request.station_code, "cylinder_code": request.cylinder_code},
-        )
-    ).one_or_none()
-    if row is None:
-        raise UnknownEnterprise(f"no filling station {request.station_code}")
-    station, cylinder, entrusted, now = row
-    remember_transaction_time(session, now)
-    if station.kind != EnterpriseKind.FILLING_STATION.value:
-        raise NotAStation(f"{station.code} is a {station.kind}, not a filling station")
-    today = rules_today(now)
-    observed = rules.Observations(**request.observations.model_dump())
-    reasons = rules.fill_refusals(
-        facts_of(cylinder) if cylinder is not None else None,
-        station_facts(station, entrusted),
-        today,
-        observed,
-    )
-    joined = ",".join(reasons)
-    check_id = await session.scalar(
-        RECORD_CHECK,
-        {
+    async with runtime.autocommit() as session:
+        row = (
+            await session.execute(
+                STATION_AND_CYLINDER,
+                {"station_code": request.station_code, "cylinder_code": request.cylinder_code},
+            )
+        ).one_or_none()
+        if row is None:
+            raise UnknownEnterprise(f"no filling station {request.station_code}")
+        station, cylinder, entrusted, now = row
+        if station.kind != EnterpriseKind.FILLING_STATION.value:
+            raise NotAStation(f"{station.code} is a {station.kind}, not a filling station")
+        today = rules_today(now)
+        observed = rules.Observations(**request.observations.model_dump())
+        facts = facts_of(cylinder) if cylinder is not None else None
+        reasons = rules.fill_refusals(facts, station_facts(station, entrusted), today, observed)
+        status = CylinderStatus(cylinder.status) if cylinder is not None else None
+        record = {
             "at": now,
             "cylinder_code": request.cylinder_code,
             "station_code": station.code,
             "scale_id": request.scale_id,
             "operator": request.operator,
             "allowed": not reasons,
-            "reasons": joined,
-        },
-    )
-    reference = None
-    first = False
-    if reasons:
+            "reasons": ",".join(reasons),
+        }
+        if not reasons:
+            check_id = await session.scalar(RECORD_CHECK, record)
+            return CheckAnswer(check_id, True, [], status, now, None, False)
+    async with runtime.uow() as uow:
+        check_id = await uow.session.scalar(RECORD_CHECK, record)
         reference = violation_reference(station.code, request.cylinder_code, today.isoformat())
-        refusals = await session.scalar(
+        refusals = await uow.session.scalar(
             COUNT_VIOLATION,
             {
                 "station_code": station.code,
                 "cylinder_code": request.cylinder_code,
                 "day": today,
-                "reasons": joined,
+                "reasons": record["reasons"],
                 "first_at": now,
                 "last_at": now,
             },
@@ -153,15 +150,7 @@ async def check_fill(uow: UnitOfWork, request: FillCheckIn, principal: Principal
         first = refusals == 1
         if first:
             _publish_violation(uow, station, request.cylinder_code, reasons, reference, now, today)
-    return CheckAnswer(
-        id=check_id,
-        allowed=not reasons,
-        reasons=reasons,
-        cylinder_status=CylinderStatus(cylinder.status) if cylinder is not None else None,
-        checked_at=now,
-        case_reference=reference,
-        first_of_day=first,
-    )
+    return CheckAnswer(check_id, False, reasons, status, now, reference, first)
 
 
 def _publish_violation(

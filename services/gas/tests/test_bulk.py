@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from services.gas.bulk import MAX_ERRORS, Parser
 from services.gas.tests.conftest import Gas
@@ -25,7 +26,7 @@ async def chunked(body: bytes, size: int) -> AsyncIterator[bytes]:
         yield body[offset : offset + size]
 
 
-async def upload(gas: Gas, body: bytes | str, content_type: str = "text/csv") -> dict:
+async def upload(gas: Gas, body: bytes | str, content_type: str = "text/csv") -> dict[str, Any]:
     data = body.encode() if isinstance(body, str) else body
     response = await gas.client.post(
         "/v1/cylinders/import-file",
