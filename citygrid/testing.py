@@ -258,3 +258,15 @@ async def stream_events(
         return events
     finally:
         await client.close()
+
+
+def conformance_dir(name: str) -> Path | None:
+    """The conformance corpus ``name``: ``$CITYGRID_CONFORMANCE_DIR/<name>`` when that variable is set,
+    else ``../shared/conformance/<name>`` next to the repository; None when the folder is absent
+    (a checkout without the shared corpora), so a test can skip instead of failing."""
+    import os  # here, so that adding this helper changed nothing else in the module
+
+    root = os.environ.get("CITYGRID_CONFORMANCE_DIR")
+    base = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+    directory = base / name
+    return directory if directory.is_dir() else None

@@ -207,14 +207,15 @@ def _net_mass_kg(event: ObjectEvent, prefixes: Mapping[str, str]) -> float:
     for name, value in event.extensions.items():
         if expand(name, prefixes) != NET_MASS_FIELD:
             continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
+        kilograms = math.nan
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                kilograms = float(value)
+            except OverflowError:  # a JSON integer beyond any float
+                kilograms = math.inf
+        if not math.isfinite(kilograms) or kilograms <= 0:
             raise Unmappable(f"{name} is the net mass in kilograms, a positive number, not {value!r}")
-        return float(value)
+        return kilograms
     raise Unmappable(f"a filling event carries the net mass in kilograms as {NET_MASS_FIELD}")
 
 

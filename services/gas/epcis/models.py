@@ -46,7 +46,6 @@ from pydantic import (
     Discriminator,
     Field,
     PlainValidator,
-    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -428,10 +427,15 @@ def _uri_keys(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _attribute(value: Any) -> float | str | dict[str, Any]:
+def _number(value: Any) -> int | float:
+    # Integers stay integers: a JSON integer too large for a float is still a JSON number.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (str, dict)):
+        return value
+    raise ValueError(f"{value!r} is not a number")
+
+
+def _attribute(value: Any) -> int | float | str | dict[str, Any]:
+    if isinstance(value, (int, float, str, dict)) and not isinstance(value, bool):
         return value
     raise ValueError("a master data attribute is a number, a string or an object")
 
@@ -439,7 +443,7 @@ def _attribute(value: Any) -> float | str | dict[str, Any]:
 Uri = Annotated[str, AfterValidator(_uri)]
 UniqueUris = Annotated[list[Uri], AfterValidator(_unique)]
 DateTime = Annotated[datetime, PlainValidator(_date_time)]
-Number = Annotated[float, Strict()]
+Number = Annotated[int | float, PlainValidator(_number)]
 TimeZoneOffset = Annotated[
     str,
     AfterValidator(_pattern(_TIME_ZONE_OFFSET, "a time zone offset from -14:00 to +14:00 such as +08:00")),
@@ -778,12 +782,11 @@ class ExtensionEvent(_Event):
     """An event of a type the standard does not define: the common fields, a URI as its type, and
     any other field (the schema's ``Extended-Event``)."""
 
-    model_config = ConfigDict(extra="allow")
-
     type: Uri
 
     @model_validator(mode="after")
     def _extension_names_are_uris(self) -> Self:
+        """Overrides the check of the base: the schema leaves an extension event's field names free."""
         return self
 
 
@@ -822,7 +825,7 @@ EVENT_ADAPTER: TypeAdapter[EpcisEvent] = TypeAdapter(EpcisEvent)
 
 class Attribute(_OpenModel):
     id: Uri
-    attribute: Annotated[float | str | dict[str, Any], PlainValidator(_attribute)] | None = None
+    attribute: Annotated[int | float | str | dict[str, Any], PlainValidator(_attribute)] | None = None
 
 
 class VocabularyElement(_OpenModel):
