@@ -30,6 +30,7 @@ from citygrid.metrics import KitMetrics
 from citygrid.natsauth import NatsIdentity, authorization_config
 from citygrid.settings import ServiceSettings
 from gateway.routing import UPSTREAMS
+from services.gas.metrics import GasMetrics
 from services.vision.metrics import VisionMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +210,12 @@ def exposed_metrics() -> set[str]:
     vision.detections.labels(algorithm="a", outcome="received").inc()
     vision.alarms_raised.labels(algorithm="a", dispatch="auto").inc()
     vision.rechecks.labels(outcome="passed").inc()
+    gas = GasMetrics(metrics.registry)
+    gas.scans.labels(kind="fill", outcome="accepted").inc()
+    gas.fill_checks.labels(outcome="refused").inc()
+    gas.refusal_reasons.labels(reason="inspection_overdue").inc()
+    gas.fill_check_seconds.observe(0.002)
+    gas.cylinders.labels(status="in_stock").set(0)
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
@@ -374,7 +381,7 @@ def test_kustomize_builds_valid_objects(path):
 
 
 def test_there_is_a_deployment_for_each_service_and_the_gateway():
-    assert set(deployment_ids()) == {"case", "vision", "gateway"}
+    assert set(deployment_ids()) == {"case", "gas", "vision", "gateway"}
 
 
 @pytest.mark.parametrize("name", deployment_ids())
