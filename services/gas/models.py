@@ -295,3 +295,94 @@ class IncidentStepRecord(Base):
     note: Mapped[str | None] = mapped_column(String(1000))
 
     __table_args__ = (Index("ix_incident_steps_incident", "incident_id", "at"),)
+
+
+class CaptureJob(Base):
+    """An EPCIS capture (``POST /epcis/capture``) and its outcome, as the standard's CaptureJob."""
+
+    __tablename__ = "capture_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    running: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    success: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    error_behaviour: Mapped[str] = mapped_column(String(10), server_default="rollback")
+    errors: Mapped[list[dict[str, object]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    events: Mapped[int] = mapped_column(Integer, server_default="0")
+    captured_by: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (Index("ix_capture_jobs_created", "created_at"),)
+
+
+class EpcisEventId(Base):
+    """The eventID an enterprise gave a captured event, and the scan it became: a second capture of
+    the same event is refused (409), and the query answers with the enterprise's own id."""
+
+    __tablename__ = "epcis_event_ids"
+
+    event_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    scan_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    scan_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_epcis_event_ids_scan", "scan_id"),)
+
+
+class SafetyInspection(Base):
+    """A household safety inspection (入户安检): who inspected which user's premises, and what was found."""
+
+    __tablename__ = "safety_inspections"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gas_users.id"))
+    district_code: Mapped[str] = mapped_column(String(6))
+    inspected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    inspector: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(String(1000))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_safety_inspections_user", "user_id", "inspected_at"),
+        Index("ix_safety_inspections_district", "district_code", "inspected_at"),
+    )
+
+
+class Hazard(Base):
+    """A hazard an inspection found, and its rectification (by a date, then done, by whom)."""
+
+    __tablename__ = "hazards"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    inspection_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("safety_inspections.id"))
+    district_code: Mapped[str] = mapped_column(String(6))
+    kind: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    rectify_by: Mapped[date] = mapped_column(Date)
+    rectified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rectified_by: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        Index("ix_hazards_inspection", "inspection_id"),
+        Index("ix_hazards_open", "district_code", "rectify_by", postgresql_where=text("rectified_at IS NULL")),
+    )
+
+
+class OutreachActivity(Base):
+    """A safety outreach activity (a street's campaign day): when, where, how many came."""
+
+    __tablename__ = "outreach_activities"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    district_code: Mapped[str] = mapped_column(String(6))
+    street: Mapped[str | None] = mapped_column(String(100))
+    held_on: Mapped[date] = mapped_column(Date)
+    place: Mapped[str] = mapped_column(String(300))
+    topic: Mapped[str] = mapped_column(String(300))
+    attendance: Mapped[int] = mapped_column(Integer)
+    organiser: Mapped[str] = mapped_column(String(200))
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_outreach_district_day", "district_code", "held_on"),)
