@@ -22,8 +22,8 @@ VISION = ScopeRules(
 GAS = ScopeRules(
     service="gas",
     dataset="gas",
-    # Stations' scales and couriers' handsets: fill checks and scans.
-    ingest_paths=frozenset({"v1/fill-checks", "v1/scans"}),
+    # Stations' scales and couriers' handsets (fill checks, scans), enterprises' EPCIS systems.
+    ingest_paths=frozenset({"v1/fill-checks", "v1/scans", "v1/epcis/capture"}),
 )
 WASTE = ScopeRules(service="waste", dataset="waste")
 MUCK = ScopeRules(service="muck", dataset="muck")

@@ -13,6 +13,7 @@ from citygrid.settings import ServiceSettings
 from contract import scopes
 from services.gas import api, figures, partitions
 from services.gas.bulk import DEFAULT_MAX_BYTES
+from services.gas.epcis import api as epcis_api
 from services.gas.events import PUBLISHES
 from services.gas.metrics import GasMetrics
 from services.gas.registry import rules_today
@@ -71,7 +72,7 @@ def create_app(settings: GasSettings | None = None) -> FastAPI:
             "check that stops illegal cylinders, trace and recall, and leak incidents."
         ),
         routers=[api.router],
-        open_routers=[api.file_router],
+        open_routers=[api.file_router, epcis_api.router],
         publishes=PUBLISHES,
         runtime_setup=setup,
         scopes=scopes.GAS,  # the declaration the gateway checks too

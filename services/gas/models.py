@@ -26,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from citygrid.db import make_metadata
@@ -365,7 +365,9 @@ class Hazard(Base):
 
     __table_args__ = (
         Index("ix_hazards_inspection", "inspection_id"),
-        Index("ix_hazards_open", "district_code", "rectify_by", postgresql_where=text("rectified_at IS NULL")),
+        Index(
+            "ix_hazards_open", "district_code", "rectify_by", postgresql_where=text("rectified_at IS NULL")
+        ),
     )
 
 
@@ -386,3 +388,25 @@ class OutreachActivity(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_outreach_district_day", "district_code", "held_on"),)
+
+
+class EpcisForeignEvent(Base):
+    """An EPCIS event captured whole that is no scan of a registered cylinder (another asset, a
+    sensor report): kept as it came, so the query answers with it. Kept as long as scans."""
+
+    __tablename__ = "epcis_events"
+
+    event_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    biz_step: Mapped[str | None] = mapped_column(String(300))
+    read_point: Mapped[str | None] = mapped_column(String(500))
+    epcs: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    document: Mapped[dict[str, object]] = mapped_column(JSONB)
+    capture_id: Mapped[str] = mapped_column(String(40))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_epcis_events_time", "event_time", "event_id"),
+        Index("ix_epcis_events_epcs", "epcs", postgresql_using="gin"),
+        Index("ix_epcis_events_recorded", "recorded_at"),
+    )
