@@ -20,11 +20,12 @@ from citygrid.runtime import RuntimeDep
 from citygrid.versioning import etag
 from contract.common import GeoPoint
 from contract.gas import CylinderCode
-from services.gas import bulk, checks, incidents, registry, scans
+from services.gas import anomalies, bulk, checks, incidents, registry, scans
 from services.gas.domain import rules
 from services.gas.domain.incidents import IncidentStep, next_step
 from services.gas.metrics import GasMetrics
 from services.gas.models import (
+    AnomalyKind,
     Cylinder,
     Enterprise,
     EnterpriseKind,
@@ -35,9 +36,11 @@ from services.gas.models import (
     StationLock,
 )
 from services.gas.schemas import (
+    AnomalyOut,
     BatchResult,
     CylinderImport,
     CylinderOut,
+    DueOut,
     EnterpriseCode,
     EnterpriseImport,
     EnterpriseOut,
@@ -421,6 +424,51 @@ async def recall_fill_batch(
     async with runtime.reads() as session:
         found = await scans.recall(session, fill_batch, limit)
     return RecallOut(fill_batch=fill_batch, cylinders=[cylinder_out(c) for c in found])
+
+
+@router.get("/anomalies", operation_id="list_anomalies")
+async def list_anomalies(
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    kind: AnomalyKind | None = None,
+    cylinder: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[AnomalyOut]:
+    """Traces that should not be: a cylinder at two places faster than a vehicle could go, a
+    delivery to an unregistered user, a fill outside the owner's network. Newest first."""
+    require_city_wide(principal, "the cylinders' anomalies")
+    async with runtime.reads() as session:
+        found, next_cursor = await anomalies.list_anomalies(
+            session, kind=kind, cylinder=cylinder, limit=limit, cursor=cursor
+        )
+    items = [
+        AnomalyOut(
+            id=a.id,
+            kind=a.kind,
+            cylinder_code=a.cylinder_code,
+            enterprise_code=a.enterprise_code,
+            detected_at=a.detected_at,
+            details=a.details,
+        )
+        for a in found
+    ]
+    return Page[AnomalyOut](items=items, next_cursor=next_cursor)
+
+
+@router.get("/inspections-due", operation_id="summarise_inspections_due")
+async def summarise_inspections_due(
+    runtime: RuntimeDep, principal: CurrentPrincipal, days: Annotated[int, Query(ge=0, le=366)] = 30
+) -> list[DueOut]:
+    """Per owning company: live cylinders due for inspection within ``days`` (the list of each is
+    ``/v1/enterprises/{code}/inspections-due``)."""
+    require_city_wide(principal, "the inspections due across companies")
+    async with runtime.db() as session:
+        today = registry.rules_today(await transaction_time(session))
+        rows = await anomalies.inspections_due_by_owner(session, today + timedelta(days=days))
+    return [
+        DueOut(owner_code=owner, cylinders=count, earliest_due=earliest) for owner, count, earliest in rows
+    ]
 
 
 # -- scans and the fill check ------------------------------------------------------------------------

@@ -25,7 +25,16 @@ from contract.gas import RefusalReason, ViolationDetected
 from services.gas.domain import rules
 from services.gas.domain.lifecycle import CylinderStatus
 from services.gas.events import VIOLATION_CATEGORY, violation_reference
-from services.gas.models import Cylinder, Enterprise, EnterpriseKind, Entrustment, FillCheck, Violation
+from services.gas.models import (
+    Anomaly,
+    AnomalyKind,
+    Cylinder,
+    Enterprise,
+    EnterpriseKind,
+    Entrustment,
+    FillCheck,
+    Violation,
+)
 from services.gas.registry import NotAStation, UnknownEnterprise, rules_today
 from services.gas.schemas import FillCheckIn
 
@@ -150,6 +159,16 @@ async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principa
         first = refusals == 1
         if first:
             _publish_violation(uow, station, request.cylinder_code, reasons, reference, now, today)
+            if RefusalReason.NOT_OWNED_BY_FILLER in reasons and cylinder is not None:
+                uow.session.add(
+                    Anomaly(
+                        kind=AnomalyKind.FILLED_OUTSIDE_NETWORK.value,
+                        cylinder_code=cylinder.code,
+                        enterprise_code=station.code,
+                        detected_at=now,
+                        details={"owner": cylinder.owner_code, "station_company": station.company_code},
+                    )
+                )
     return CheckAnswer(check_id, False, reasons, status, now, reference, first)
 
 

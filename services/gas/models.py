@@ -410,3 +410,28 @@ class EpcisForeignEvent(Base):
         Index("ix_epcis_events_epcs", "epcs", postgresql_using="gin"),
         Index("ix_epcis_events_recorded", "recorded_at"),
     )
+
+
+class AnomalyKind(StrEnum):
+    IMPLAUSIBLE_TRAVEL = "implausible_travel"  # two places faster than a vehicle could go
+    DELIVERY_TO_UNREGISTERED_USER = "delivery_to_unregistered_user"
+    FILLED_OUTSIDE_NETWORK = "filled_outside_network"  # at a station of neither owner nor entrusted
+
+
+class Anomaly(Base):
+    """Something in a cylinder's trace that should not be: found as scans and checks arrive."""
+
+    __tablename__ = "anomalies"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(40))
+    cylinder_code: Mapped[str] = mapped_column(String(40))
+    enterprise_code: Mapped[str | None] = mapped_column(String(32))
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    details: Mapped[dict[str, object]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (
+        Index("ix_anomalies_kind", "kind", "detected_at", "id"),
+        Index("ix_anomalies_cylinder", "cylinder_code", "detected_at"),
+        Index("ix_anomalies_detected", "detected_at"),
+    )

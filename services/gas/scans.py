@@ -29,11 +29,21 @@ from services.gas import partitions
 from services.gas.checks import facts_of, station_facts
 from services.gas.domain import rules
 from services.gas.domain.lifecycle import CylinderStatus, IllegalScan, ScanKind, next_status
-from services.gas.models import Cylinder, Enterprise, EnterpriseKind, Entrustment, GasUser, Scan
+from services.gas.models import (
+    Anomaly,
+    AnomalyKind,
+    Cylinder,
+    Enterprise,
+    EnterpriseKind,
+    Entrustment,
+    GasUser,
+    Scan,
+)
 from services.gas.registry import rules_today
 from services.gas.schemas import ScanIn, ScanResult
 
 SCAN_INSERT = insert(cast(Table, Scan.__table__))
+ANOMALY_INSERT = insert(cast(Table, Anomaly.__table__))
 CYLINDER_UPDATE_COLUMNS = (
     "status",
     "holder_id",
@@ -71,6 +81,44 @@ async def _enterprises(session: AsyncSession, codes: set[str]) -> dict[str, tupl
     return found
 
 
+def _where(scan: ScanIn, place: tuple[Enterprise, list[str]] | None) -> tuple[float, float] | None:
+    if scan.location is not None:
+        return (scan.location.lon, scan.location.lat)
+    if place is not None and place[0].lon is not None and place[0].lat is not None:
+        return (place[0].lon, place[0].lat)
+    return None
+
+
+def travel_anomaly(
+    cylinder: Cylinder, scan: ScanIn, here: tuple[float, float] | None
+) -> dict[str, Any] | None:
+    """An anomaly row when this scan puts the cylinder farther from its last place than a vehicle
+    could have taken it since (``rules.implausible_travel``)."""
+    if (
+        here is None
+        or cylinder.last_scan_at is None
+        or cylinder.last_lon is None
+        or cylinder.last_lat is None
+    ):
+        return None
+    before = (cylinder.last_lon, cylinder.last_lat)
+    if not rules.implausible_travel(before, cylinder.last_scan_at, here, scan.at):
+        return None
+    return {
+        "id": new_id(),
+        "kind": AnomalyKind.IMPLAUSIBLE_TRAVEL.value,
+        "cylinder_code": cylinder.code,
+        "enterprise_code": scan.enterprise_code,
+        "detected_at": scan.at,
+        "details": {
+            "from": {"lon": before[0], "lat": before[1], "at": cylinder.last_scan_at.isoformat()},
+            "to": {"lon": here[0], "lat": here[1], "at": scan.at.isoformat()},
+            "distance_m": round(rules.distance_m(before, here)),
+            "scan_kind": scan.kind.value,
+        },
+    }
+
+
 def _apply(
     cylinder: Cylinder,
     scan: ScanIn,
@@ -99,10 +147,9 @@ def _apply(
     cylinder.status = status.value
     cylinder.last_scan_at = scan.at
     cylinder.last_scan_kind = scan.kind.value
-    if scan.location is not None:
-        cylinder.last_lon, cylinder.last_lat = scan.location.lon, scan.location.lat
-    elif place is not None and place[0].lon is not None:
-        cylinder.last_lon, cylinder.last_lat = place[0].lon, place[0].lat
+    here = _where(scan, place)
+    if here is not None:
+        cylinder.last_lon, cylinder.last_lat = here
     if place is not None:
         cylinder.last_place = place[0].code
     if scan.kind == ScanKind.DELIVER:
@@ -147,6 +194,7 @@ async def ingest(
     )
     results: list[ScanResult | None] = [None] * len(scans)
     rows: list[dict[str, Any]] = []
+    anomalies: list[dict[str, Any]] = []
     changed: set[str] = set()
     for index in sorted(range(len(scans)), key=lambda i: scans[i].at):
         scan = scans[index]
@@ -165,13 +213,27 @@ async def ingest(
                 raise Refused("gas.unknown_enterprise", f"no enterprise {scan.enterprise_code}")
             place = places.get(scan.enterprise_code) if scan.enterprise_code else None
             before = {name: getattr(cylinder, name) for name in CYLINDER_UPDATE_COLUMNS}
+            travel = travel_anomaly(cylinder, scan, _where(scan, place))
             try:
                 status = _apply(cylinder, scan, place, users)
             except Refused:
                 for name, value in before.items():
                     setattr(cylinder, name, value)
                 raise
+            if travel is not None:
+                anomalies.append(travel)
         except Refused as refusal:
+            if refusal.code == "gas.unknown_user":
+                anomalies.append(
+                    {
+                        "id": new_id(),
+                        "kind": AnomalyKind.DELIVERY_TO_UNREGISTERED_USER.value,
+                        "cylinder_code": scan.cylinder_code,
+                        "enterprise_code": scan.enterprise_code,
+                        "detected_at": scan.at,
+                        "details": {"user_id": str(scan.user_id), "recorded_by": principal.subject},
+                    }
+                )
             results[index] = ScanResult(
                 index=index,
                 cylinder_code=scan.cylinder_code,
@@ -207,6 +269,8 @@ async def ingest(
         results[index] = ScanResult(
             index=index, cylinder_code=scan.cylinder_code, accepted=True, status=status, scan_id=scan_id
         )
+    if anomalies:
+        await session.execute(ANOMALY_INSERT, anomalies)
     if rows:
         await session.execute(SCAN_INSERT, rows)
         for code in changed:

@@ -345,3 +345,12 @@ class IncidentOut(BaseModel):
     closed_at: CityTime | None
     steps: list[IncidentStepOut]
     version: int
+
+
+class AnomalyOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    cylinder_code: str
+    enterprise_code: str | None
+    detected_at: CityTime
+    details: dict[str, object]
