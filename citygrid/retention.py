@@ -34,9 +34,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Delete, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 
-from citygrid.db import KitBase
 from citygrid.idempotency import StoredResponse
 from citygrid.inbox import AggregateVersion, DeadLetter, InboxEntry, InboxFailure
 from citygrid.jobs import PeriodicJob
@@ -54,9 +53,10 @@ LOCK_TIMEOUT = "5s"
 
 @dataclass(frozen=True)
 class Purge:
-    """One table's old rows: ``age`` (indexed) before the cutoff and, if given, ``only``."""
+    """One table's old rows: ``age`` (indexed) before the cutoff and, if given, ``only``. The kit's
+    tables are listed below; a service lists its own growing tables the same way."""
 
-    table: type[KitBase]
+    table: type[DeclarativeBase]
     key: Sequence[InstrumentedAttribute[object]]
     age: InstrumentedAttribute[datetime] | InstrumentedAttribute[datetime | None]
     only: ColumnElement[bool] | None = None

@@ -11,7 +11,7 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
-from services.gas import api, figures, partitions
+from services.gas import api, figures, partitions, retention
 from services.gas.bulk import DEFAULT_MAX_BYTES
 from services.gas.epcis import api as epcis_api
 from services.gas.events import PUBLISHES
@@ -62,6 +62,12 @@ def create_app(settings: GasSettings | None = None) -> FastAPI:
             ),
             PeriodicJob("gas-figures", settings.figures_seconds, fleet),
             PeriodicJob("gas-violations-expiry", 3600.0, lambda: figures.expire_violations(runtime.db)),
+            PeriodicJob(
+                "gas-retention",
+                600.0,
+                lambda: retention.purge_once(runtime.db, record_days=settings.record_retention_days),
+                batch_size=retention.BATCH_SIZE,
+            ),
         ]
 
     app = create_service_app(

@@ -138,3 +138,31 @@ async def test_inspections_due_per_company(gas: Gas) -> None:
         "GZ0000000002",
     }
     assert following.json()["next_cursor"] is None
+
+
+async def test_the_retention_deletes_old_rows_and_keeps_recent_ones_and_open_hazards(gas: Gas) -> None:
+    import asyncpg
+
+    from citygrid.settings import to_libpq_url
+    from services.gas import retention
+
+    connection = await asyncpg.connect(to_libpq_url(gas.runtime.settings.database_url))
+    try:
+        for days in (10, 4000):
+            await connection.execute(
+                "INSERT INTO anomalies (id, kind, cylinder_code, detected_at) VALUES ($1, 'implausible_travel', 'GZ1', now() - make_interval(days => $2))",
+                uuid.uuid4(),
+                days,
+            )
+            await connection.execute(
+                "INSERT INTO capture_jobs (id, created_at, captured_by) VALUES ($1, now() - make_interval(days => $2), 'x')",
+                f"cap-{days}",
+                days,
+            )
+        deleted = await retention.purge_once(gas.runtime.db, record_days=3 * 365)
+        assert deleted == 2
+        assert await connection.fetchval("SELECT count(*) FROM anomalies") == 1
+        assert await connection.fetchval("SELECT id FROM capture_jobs") == "cap-10"
+        assert await retention.purge_once(gas.runtime.db, record_days=3 * 365) == 0
+    finally:
+        await connection.close()
