@@ -33,6 +33,8 @@ GAS_CONSUMERS: dict[str, SuiteConsumer] = {
     "regulator": SuiteConsumer(["gas:read", "gas:write"], ["regulator"]),
     "responder": SuiteConsumer(["gas:read", "gas:write"], ["operator"], district="440106"),
     "gas-viewer": SuiteConsumer(["gas:read"], []),
+    # What the demo consumer of ``make run`` may do in the gas service.
+    "gas-demo": SuiteConsumer(["gas:read", "gas:write", "gas:ingest", "pii:read"], ["regulator"]),
     "clerk": SuiteConsumer(["cases:read", "cases:write"], CLERK_ROLES, unit=CLERK_UNIT),
 }
 
