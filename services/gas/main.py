@@ -11,7 +11,7 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
-from services.gas import api, figures, partitions, retention
+from services.gas import api, figures, partitions, retention, safety_api
 from services.gas.bulk import DEFAULT_MAX_BYTES
 from services.gas.epcis import api as epcis_api
 from services.gas.events import PUBLISHES
@@ -77,7 +77,7 @@ def create_app(settings: GasSettings | None = None) -> FastAPI:
             "LPG cylinder one-code traceability: the registry, scans along the lifecycle, the fill "
             "check that stops illegal cylinders, trace and recall, and leak incidents."
         ),
-        routers=[api.router],
+        routers=[api.router, safety_api.router],
         open_routers=[api.file_router, epcis_api.router],
         publishes=PUBLISHES,
         runtime_setup=setup,
