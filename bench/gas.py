@@ -57,6 +57,7 @@ PRINCIPAL = Principal(
     kind="service",
     name="bench-scale",
     scopes=frozenset({"gas:read", "gas:write", "gas:ingest"}),
+    unit=STATION,  # a scale's credential names its station
 )
 CSV_HEADER = "code,owner_code,manufacturer,serial,manufactured_on,last_inspected_on,last_inspection_passed,tare_kg,capacity_kg\n"
 

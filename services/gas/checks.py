@@ -16,7 +16,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, bindparam, cast, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
-from citygrid.auth import Principal
+from citygrid.auth import Principal, require_district
 from citygrid.db import UnitOfWork
 from citygrid.errors import Forbidden
 from citygrid.runtime import Runtime
@@ -103,9 +103,20 @@ def station_facts(station: Enterprise, entrusted_by: list[str]) -> rules.Station
     )
 
 
+# Who may ask for any station: the regulator's own checks (a scale's credential names its station).
+OFFICIAL_ROLES = frozenset({"regulator", "supervisor"})
+
+
 def require_own_station(principal: Principal, station_code: str) -> None:
-    """A scale's credential names its station (the consumer's unit): it asks for that one only."""
-    if principal.unit is not None and principal.unit != station_code:
+    """A scale's credential names its station (the consumer's unit): it asks for that one only. A
+    credential naming no station is refused unless it is the regulator's: otherwise one leaked key
+    could raise enforcement cases against every station of the city."""
+    if principal.unit is None:
+        if not principal.has_any_role(OFFICIAL_ROLES):
+            raise NotThisStation(
+                "a fill check comes from a station's scale: its credential names the station (unit)"
+            )
+    elif principal.unit != station_code:
         raise NotThisStation(f"this credential belongs to station {principal.unit}, not {station_code}")
 
 
@@ -123,6 +134,7 @@ async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principa
         if row is None:
             raise UnknownEnterprise(f"no filling station {request.station_code}")
         station, cylinder, entrusted, now = row
+        require_district(principal, station.district_code)
         if station.kind != EnterpriseKind.FILLING_STATION.value:
             raise NotAStation(f"{station.code} is a {station.kind}, not a filling station")
         today = rules_today(now)

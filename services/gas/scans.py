@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, or_, select
@@ -66,7 +66,10 @@ class Refused(Exception):
     detail: str
 
 
-async def _enterprises(session: AsyncSession, codes: set[str]) -> dict[str, tuple[Enterprise, list[str]]]:
+async def _enterprises(
+    session: AsyncSession, codes: set[str], today: date
+) -> dict[str, tuple[Enterprise, list[str]]]:
+    """The enterprises scanned at, each with the companies entrusting it today (as the check reads them)."""
     if not codes:
         return {}
     found: dict[str, tuple[Enterprise, list[str]]] = {
@@ -74,11 +77,55 @@ async def _enterprises(session: AsyncSession, codes: set[str]) -> dict[str, tupl
         for e in (await session.scalars(select(Enterprise).where(Enterprise.code.in_(codes)))).all()
     }
     entrusted = await session.execute(
-        select(Entrustment.station_code, Entrustment.company_code).where(Entrustment.station_code.in_(codes))
+        select(Entrustment.station_code, Entrustment.company_code).where(
+            Entrustment.station_code.in_(codes),
+            or_(Entrustment.valid_until.is_(None), Entrustment.valid_until >= today),
+        )
     )
     for station_code, company_code in entrusted:
         found[station_code][1].append(company_code)
     return found
+
+
+# Scans that end a cylinder's life or take it out of circulation: the owning company's, or the regulator's.
+TERMINAL_KINDS = frozenset({ScanKind.SCRAP, ScanKind.VOID, ScanKind.REPORT_LOST})
+OFFICIAL_ROLES = frozenset({"regulator", "supervisor"})
+
+
+def _company_of(enterprise: Enterprise) -> str:
+    return enterprise.company_code or enterprise.code
+
+
+def _authorise(
+    principal: Principal, scan: ScanIn, cylinder: Cylinder, places: dict[str, tuple[Enterprise, list[str]]]
+) -> None:
+    """A handset or scale credential names its enterprise (the consumer's unit): it scans there only,
+    and only its company's cylinders or those of a company that entrusts it. Scrapping, voiding and
+    reporting lost are the owning company's, or the regulator's. A credential naming no enterprise
+    (a city integration) may not end a cylinder's life."""
+    official = principal.has_any_role(OFFICIAL_ROLES)
+    if principal.unit is None:
+        if scan.kind in TERMINAL_KINDS and not official:
+            raise Refused(
+                "gas.not_the_owner", f"a {scan.kind.value} is the owning company's or the regulator's"
+            )
+        return
+    if scan.enterprise_code is not None and scan.enterprise_code != principal.unit:
+        raise Refused("gas.not_this_enterprise", f"this credential scans at {principal.unit} only")
+    own = places.get(principal.unit)
+    if own is None:
+        raise Refused(
+            "gas.unknown_enterprise", f"the credential's enterprise {principal.unit} is not registered"
+        )
+    company = _company_of(own[0])
+    entrusting = set(own[1])
+    if cylinder.owner_code != company and cylinder.owner_code not in entrusting:
+        raise Refused(
+            "gas.not_the_owner",
+            f"cylinder {cylinder.code} belongs to {cylinder.owner_code}, not to {company}",
+        )
+    if scan.kind in TERMINAL_KINDS and cylinder.owner_code != company and not official:
+        raise Refused("gas.not_the_owner", f"a {scan.kind.value} is the owning company's or the regulator's")
 
 
 def _where(scan: ScanIn, place: tuple[Enterprise, list[str]] | None) -> tuple[float, float] | None:
@@ -185,7 +232,12 @@ async def ingest(
             )
         ).all()
     }
-    places = await _enterprises(session, {s.enterprise_code for s in scans if s.enterprise_code})
+    places = await _enterprises(
+        session,
+        {s.enterprise_code for s in scans if s.enterprise_code}
+        | ({principal.unit} if principal.unit else set()),
+        rules_today(now),
+    )
     wanted_users = {s.user_id for s in scans if s.user_id is not None}
     users = set(
         (await session.scalars(select(GasUser.id).where(GasUser.id.in_(wanted_users)))).all()
@@ -211,6 +263,7 @@ async def ingest(
                 raise Refused("gas.unknown_cylinder", f"no cylinder {scan.cylinder_code}")
             if scan.enterprise_code is not None and scan.enterprise_code not in places:
                 raise Refused("gas.unknown_enterprise", f"no enterprise {scan.enterprise_code}")
+            _authorise(principal, scan, cylinder, places)
             place = places.get(scan.enterprise_code) if scan.enterprise_code else None
             before = {name: getattr(cylinder, name) for name in CYLINDER_UPDATE_COLUMNS}
             travel = travel_anomaly(cylinder, scan, _where(scan, place))

@@ -96,6 +96,7 @@ async def test_a_fill_outside_the_owners_network_is_an_anomaly_once_a_day(gas: G
             "/v1/fill-checks",
             {"cylinder_code": "NF0000000001", "station_code": STATION, "scale_id": "S1"},
             scopes=SCALE,
+            unit=STATION,
         )
         assert response.json()["reasons"] == ["not_owned_by_filler"]
     (found,) = await anomalies(gas, kind="filled_outside_network")

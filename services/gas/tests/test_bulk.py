@@ -128,3 +128,46 @@ def test_the_parser_keeps_a_quoted_newline_across_chunks_and_caps_its_errors() -
     bad.feed(HEADER + "x\n" * (MAX_ERRORS + 50), final=True)
     assert bad.error_count == MAX_ERRORS + 50
     assert len(bad.errors) == MAX_ERRORS
+
+
+TRICKY_ROWS = [
+    "GZ0000000001,GZGAS,Works,S1,2024-03-01,,,16.8,14.5",
+    "GZ0000000002,GZGAS,Works,S2,2016-02-29,2020-02-29,TRUE,,14.5",
+    "GZ0000000003,GZGAS,Works,S3,2016-02-29,2020-02-29,false,200,0.1",
+    "GZ0000000004,GZGAS,  Works  ,S4,2024-03-01,,,16.80,14.5",
+    "GZ0000000005,GZGAS,Works,S5,20240301,,,16.8,14.5",
+    "GZ0000000006,GZGAS,Works,S6,2024-03-01,,,1e1,14.5",
+    "GZ0000000007,GZGAS,Works,S7,2024-03-01,,,1_0,14.5",
+    "GZ0000000008,GZGAS,Works,S8,2024-03-01,,,nan,14.5",
+    "GZ0000000009,GZGAS,Works,S9,2024-03-01,,,0,14.5",
+    "GZ0000000010,GZGAS,Works,S10,2024-03-01,,,200.0000001,14.5",
+    "GZ0000000011,GZGAS,Works,S11,2024-03-01,2023-01-01,true,16.8,14.5",
+    "GZ0000000012,GZGAS,Works,S12,2024-03-01,2025-01-01,,16.8,14.5",
+    "GZ0000000013,GZGAS,Works,S13,2024-03-01,,yes,16.8,14.5",
+    "GZ0000000014,GZGAS,Works,S14,1969-12-31,,,16.8,14.5",
+    "GZ0000000015,GZGAS,Works,S15,2200-01-01,,,16.8,14.5",
+    "GZ0000000016,GZGAS,Wor\x00ks,S16,2024-03-01,,,16.8,14.5",
+    "GZ0000000017,GZGAS," + "W" * 201 + ",S17,2024-03-01,,,16.8,14.5",
+    "GZ00017,GZGAS,Works,S18,2024-03-01,,,16.8,14.5",
+    "GZ_0000000019,GZGAS,Works,S19,2024-03-01,,,16.8,14.5",
+    "GZ0000000020,-GZGAS,Works,S20,2024-03-01,,,16.8,14.5",
+    "GZ0000000021,GZGAS,Works,S21,2024-02-30,,,16.8,14.5",
+    "GZ0000000022,GZGAS,Works,,2024-03-01,,,16.8,14.5",
+    "GZ0000000023,GZGAS,Works,S23,2024-03-01,,,,",
+    "GZ0000000024,GZGAS,Works,S24,2024-03-01,,,١٦,14.5",
+]
+
+
+def test_the_plain_path_and_the_model_agree_on_every_row(monkeypatch) -> None:
+    from services.gas import bulk
+
+    text = HEADER + "\n".join(TRICKY_ROWS) + "\n"
+    fast = Parser(frozenset({"GZGAS"}))
+    quick = fast.feed(text, final=True)
+    monkeypatch.setattr(bulk, "plain_row", lambda fields: None)
+    slow = Parser(frozenset({"GZGAS"}))
+    judged = slow.feed(text, final=True)
+    assert quick == judged
+    assert [e["line"] for e in fast.errors] == [e["line"] for e in slow.errors]
+    assert len(quick) >= 4, "the plain rows are taken"
+    assert fast.error_count >= 15, "the odd rows are refused by both"

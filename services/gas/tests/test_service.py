@@ -37,6 +37,7 @@ async def check(gas: Gas, code: str = "GZ0000000001", station: str = STATION, **
         "/v1/fill-checks",
         {"cylinder_code": code, "station_code": station, "scale_id": "S1", **body},
         scopes=SCALE,
+        unit=station,
     )
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -342,6 +343,7 @@ async def test_unknown_things_are_404_problems(gas: Gas) -> None:
         "/v1/fill-checks",
         {"cylinder_code": "GZ0000000001", "station_code": "NOPE", "scale_id": "S"},
         scopes=SCALE,
+        roles=("regulator",),
     )
     assert station.status_code == 404
     assert station.json()["code"] == "gas.unknown_enterprise"
@@ -349,6 +351,7 @@ async def test_unknown_things_are_404_problems(gas: Gas) -> None:
         "/v1/fill-checks",
         {"cylinder_code": "GZ0000000001", "station_code": "GZGAS", "scale_id": "S"},
         scopes=SCALE,
+        roles=("regulator",),
     )
     assert company.status_code == 422
     assert company.json()["code"] == "gas.not_a_station"
@@ -391,3 +394,41 @@ async def test_partitions_exist_for_the_accepted_range_and_old_ones_are_dropped(
         r["relname"] for r in await fetch(gas, "SELECT relname FROM pg_class WHERE relname = 'scans_200001'")
     }
     assert left == set()
+
+
+async def test_a_credential_without_a_station_may_not_check_and_a_district_keeps_to_its_own(gas: Gas) -> None:
+    await register(gas, cylinder())
+    body = {"cylinder_code": "GZ0000000001", "station_code": OTHER_STATION, "scale_id": "S1"}
+    anonymous_scale = await gas.post("/v1/fill-checks", body, scopes=SCALE)
+    assert anonymous_scale.status_code == 403
+    assert anonymous_scale.json()["code"] == "gas.not_this_station"
+    tianhe_regulator = await gas.post(
+        "/v1/fill-checks", body, scopes=SCALE, roles=("regulator",), district=TIANHE
+    )
+    assert tianhe_regulator.status_code == 403
+    assert tianhe_regulator.json()["code"] == "auth.other_district"
+    assert await fetch(gas, "SELECT id FROM fill_checks") == []
+    assert await violation_events(gas) == []
+
+
+async def test_a_handset_scans_at_its_own_enterprise_and_only_the_owner_ends_a_life(gas: Gas) -> None:
+    await register(gas, cylinder(), cylinder("NF0000000001", owner="NANFANG"))
+
+    async def as_station(*items: dict[str, Any], **who: Any) -> list[dict[str, Any]]:
+        response = await gas.post("/v1/scans", {"scans": list(items)}, scopes=SCALE, **who)
+        assert response.status_code == 200, response.text
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    others = await as_station(scan("void", "NF0000000001"), unit=STATION)
+    assert others[0]["code"] == "gas.not_the_owner"
+    elsewhere = await as_station(fill("GZ0000000001") | {"enterprise_code": OTHER_STATION}, unit=STATION)
+    assert elsewhere[0]["code"] == "gas.not_this_enterprise"
+    integration = await as_station(scan("scrap", "GZ0000000001"))
+    assert integration[0]["code"] == "gas.not_the_owner"
+    regulator = await as_station(scan("report_lost", "NF0000000001"), roles=("regulator",))
+    assert regulator[0]["accepted"] is True
+    own = await as_station(fill("GZ0000000001"), unit=STATION)
+    assert own[0]["accepted"] is True
+    states = {r["code"]: r["status"] for r in await fetch(gas, "SELECT code, status FROM cylinders")}
+    assert states == {"GZ0000000001": "filled", "NF0000000001": "reported_lost"}
