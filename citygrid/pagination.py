@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -52,6 +53,17 @@ def cursor_value(convert: Callable[[Any], V], raw: Any) -> V:
         return convert(raw)
     except (TypeError, ValueError, OverflowError):
         raise InvalidCursor("the cursor is not one this API issued") from None
+
+
+def cursor_time(raw: Any) -> datetime:
+    """A time a cursor carries: aware and within the range records keep (a forged one far outside
+    would otherwise reach the database and overflow there)."""
+    from citygrid.clock import EARLIEST, LATEST
+
+    moment = cursor_value(datetime.fromisoformat, raw)
+    if moment.tzinfo is None or not EARLIEST <= moment < LATEST:
+        raise InvalidCursor("the cursor is not one this API issued")
+    return moment
 
 
 def decode_cursor(cursor: str, arity: int) -> list[Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from citygrid.pagination import cursor_time, cursor_value, decode_cursor, encode_cursor
 from services.gas.models import Anomaly, AnomalyKind, Cylinder
 
 
@@ -28,7 +28,7 @@ async def list_anomalies(
         query = query.where(Anomaly.cylinder_code == cylinder)
     if cursor:
         at, anomaly_id = decode_cursor(cursor, 2)
-        before = cursor_value(datetime.fromisoformat, at)
+        before = cursor_time(at)
         query = query.where(
             or_(
                 Anomaly.detected_at < before,

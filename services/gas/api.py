@@ -9,12 +9,14 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from citygrid.auth import CurrentPrincipal, Principal, district_scope, require_city_wide
 from citygrid.db import transaction_time
 from citygrid.errors import Forbidden
-from citygrid.masking import mask_address, mask_name, mask_phone
+from citygrid.idempotency import Idempotency
+from citygrid.masking import mask_address, mask_name, mask_phone, mask_position, mask_text
+from citygrid.middleware import public_path
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.runtime import RuntimeDep
 from citygrid.versioning import etag
@@ -67,7 +69,7 @@ file_router = APIRouter(prefix="/v1", tags=["gas"])
 PII_SCOPE = "pii:read"
 # Who may lock a station's scales: the regulator (the city management bureau's gas office).
 REGULATOR_ROLES = frozenset({"regulator", "supervisor"})
-FillBatch = Annotated[str, Path(min_length=1, max_length=64)]
+FillBatch = Annotated[str, Path(pattern=r"^[0-9A-Za-z][0-9A-Za-z._:\-]{0,63}$")]
 
 
 class NotARegulator(Forbidden):
@@ -101,7 +103,10 @@ def enterprise_out(enterprise: Enterprise, entrusted_by: list[str] | None = None
     )
 
 
-def cylinder_out(cylinder: Cylinder) -> CylinderOut:
+def cylinder_out(cylinder: Cylinder, principal: Principal) -> CylinderOut:
+    # Where a cylinder is and who holds it locates a household: rounded and left out without pii:read.
+    reveal = principal.has_scope(PII_SCOPE)
+    located = cylinder.last_lon is not None and cylinder.last_lat is not None
     return CylinderOut(
         code=cylinder.code,
         owner_code=cylinder.owner_code,
@@ -115,13 +120,11 @@ def cylinder_out(cylinder: Cylinder) -> CylinderOut:
         tare_kg=cylinder.tare_kg,
         capacity_kg=cylinder.capacity_kg,
         status=cylinder.status,  # type: ignore[arg-type]
-        holder_id=cylinder.holder_id,
+        holder_id=cylinder.holder_id if reveal else None,
         last_scan_at=cylinder.last_scan_at,
         last_scan_kind=cylinder.last_scan_kind,  # type: ignore[arg-type]
         last_place=cylinder.last_place,
-        last_location=GeoPoint.of(cylinder.last_lon, cylinder.last_lat)
-        if cylinder.last_lon is not None and cylinder.last_lat is not None
-        else None,
+        last_location=_point(cylinder.last_lon, cylinder.last_lat, reveal) if located else None,
         last_fill_batch=cylinder.last_fill_batch,
         version=cylinder.version,
     )
@@ -146,7 +149,14 @@ def user_out(user: GasUser, principal: Principal) -> GasUserOut:
     )
 
 
-def scan_out(scan: Scan) -> ScanOut:
+def _point(lon: float | None, lat: float | None, reveal: bool) -> GeoPoint:
+    assert lon is not None
+    assert lat is not None
+    return GeoPoint.of(lon, lat) if reveal else GeoPoint.of(*mask_position(lon, lat))
+
+
+def scan_out(scan: Scan, principal: Principal) -> ScanOut:
+    reveal = principal.has_scope(PII_SCOPE)
     return ScanOut(
         id=scan.id,
         cylinder_code=scan.cylinder_code,
@@ -158,8 +168,10 @@ def scan_out(scan: Scan) -> ScanOut:
         scale_id=scan.scale_id,
         net_mass_kg=scan.net_mass_kg,
         fill_batch=scan.fill_batch,
-        user_id=scan.user_id,
-        location=GeoPoint.of(scan.lon, scan.lat) if scan.lon is not None and scan.lat is not None else None,
+        user_id=scan.user_id if reveal else None,
+        location=_point(scan.lon, scan.lat, reveal)
+        if scan.lon is not None and scan.lat is not None
+        else None,
         passed=scan.passed,
         source=scan.source,
     )
@@ -287,20 +299,27 @@ async def list_inspections_due(
         found, next_cursor = await registry.inspections_due(
             session, code, until=today + timedelta(days=days), limit=limit, cursor=cursor
         )
-    return Page[CylinderOut](items=[cylinder_out(c) for c in found], next_cursor=next_cursor)
+    return Page[CylinderOut](items=[cylinder_out(c, principal) for c in found], next_cursor=next_cursor)
 
 
 # -- users -------------------------------------------------------------------------------------------
 
 
-@router.post("/users", operation_id="create_gas_user", status_code=201)
+@router.post("/users", operation_id="create_gas_user", status_code=201, response_model=GasUserOut)
 async def create_user(
-    body: GasUserIn, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
-) -> GasUserOut:
+    body: GasUserIn, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> GasUserOut | JSONResponse:
+    """Register a gas user. Send an ``Idempotency-Key`` to make retries safe."""
+    idempotency = await Idempotency.from_request(request, principal.subject)
     async with runtime.uow() as uow:
+        replay = await idempotency.replay(uow.session)
+        if replay is not None:
+            return replay
         user = await registry.create_user(uow.session, body, principal)
-    response.headers["Location"] = f"/v1/users/{user.id}"
-    return user_out(user, principal)
+        out = user_out(user, principal)
+        response.headers["Location"] = public_path(request, f"/v1/users/{user.id}")
+        await idempotency.remember(uow.session, 201, out.model_dump(mode="json"), headers=response.headers)
+    return out
 
 
 @router.get("/users/{user_id}", operation_id="get_gas_user")
@@ -316,7 +335,7 @@ async def list_user_cylinders(
     """The cylinders this user holds now (delivered and not recovered)."""
     async with runtime.db() as session:
         user = await registry.get_user(session, user_id, principal)
-        return [cylinder_out(c) for c in await registry.cylinders_held(session, user, limit)]
+        return [cylinder_out(c, principal) for c in await registry.cylinders_held(session, user, limit)]
 
 
 # -- cylinders ---------------------------------------------------------------------------------------
@@ -397,7 +416,7 @@ async def get_cylinder(
     async with runtime.reads() as session:
         cylinder = await registry.get_cylinder(session, code, principal)
     response.headers["ETag"] = etag(cylinder.version)
-    return cylinder_out(cylinder)
+    return cylinder_out(cylinder, principal)
 
 
 @router.get("/cylinders/{code}/scans", operation_id="list_cylinder_scans")
@@ -412,18 +431,24 @@ async def list_cylinder_scans(
     async with runtime.db() as session:
         await registry.get_cylinder(session, code, principal)
         found, next_cursor = await scans.history(session, code, limit=limit, cursor=cursor)
-    return Page[ScanOut](items=[scan_out(s) for s in found], next_cursor=next_cursor)
+    return Page[ScanOut](items=[scan_out(s, principal) for s in found], next_cursor=next_cursor)
 
 
 @router.get("/fill-batches/{fill_batch}/cylinders", operation_id="recall_fill_batch")
 async def recall_fill_batch(
-    fill_batch: FillBatch, runtime: RuntimeDep, principal: CurrentPrincipal, limit: Limit = 500
+    fill_batch: FillBatch,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 500,
+    cursor: Cursor = None,
 ) -> RecallOut:
-    """Recall: every cylinder filled in this batch and where each is now."""
+    """Recall: every cylinder filled in this batch and where each is now, by code, page by page."""
     require_city_wide(principal, "a recall")
     async with runtime.reads() as session:
-        found = await scans.recall(session, fill_batch, limit)
-    return RecallOut(fill_batch=fill_batch, cylinders=[cylinder_out(c) for c in found])
+        found, next_cursor = await scans.recall(session, fill_batch, limit, cursor)
+    return RecallOut(
+        fill_batch=fill_batch, cylinders=[cylinder_out(c, principal) for c in found], next_cursor=next_cursor
+    )
 
 
 @router.get("/anomalies", operation_id="list_anomalies")
@@ -522,16 +547,18 @@ async def check_fill(
 
 def incident_out(incident: Incident, steps: list[IncidentStepRecord], principal: Principal) -> IncidentOut:
     reveal = principal.has_scope(PII_SCOPE)
+    home = incident.premises_type == "household"
     return IncidentOut(
         id=incident.id,
         step=IncidentStep(incident.step),
         next_step=next_step(IncidentStep(incident.step)),
         premises_type=incident.premises_type,  # type: ignore[arg-type]
         source=incident.source,  # type: ignore[arg-type]
-        place=incident.place,
+        # A household's leak is at a home: its address and point are personal data there.
+        place=incident.place if reveal or not home else mask_address(incident.place) or "",
         district_code=incident.district_code,
-        location=GeoPoint.of(incident.lon, incident.lat),
-        description=incident.description,
+        location=_point(incident.lon, incident.lat, reveal or not home),
+        description=incident.description if reveal else mask_text(incident.description) or "",
         reporter_name=incident.reporter_name if reveal else mask_name(incident.reporter_name),
         reporter_phone=incident.reporter_phone if reveal else mask_phone(incident.reporter_phone),
         cylinder_code=incident.cylinder_code,
@@ -544,17 +571,24 @@ def incident_out(incident: Incident, steps: list[IncidentStepRecord], principal:
     )
 
 
-@router.post("/incidents", operation_id="report_incident", status_code=201)
+@router.post("/incidents", operation_id="report_incident", status_code=201, response_model=IncidentOut)
 async def report_incident(
-    body: IncidentIn, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
-) -> IncidentOut:
-    """Report a gas leak: an urgent case opens, and the response follows the drill step by step."""
+    body: IncidentIn, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> IncidentOut | JSONResponse:
+    """Report a gas leak: an urgent case opens, and the response follows the drill step by step.
+    Send an ``Idempotency-Key``: a report retried after a timeout must not open a second incident."""
+    idempotency = await Idempotency.from_request(request, principal.subject)
     async with runtime.uow() as uow:
+        replay = await idempotency.replay(uow.session)
+        if replay is not None:
+            return replay
         incident = await incidents.report(uow, body, principal)
         steps = await incidents.steps_of(uow.session, incident.id)
-    response.headers["Location"] = f"/v1/incidents/{incident.id}"
-    response.headers["ETag"] = etag(incident.version)
-    return incident_out(incident, steps, principal)
+        out = incident_out(incident, steps, principal)
+        response.headers["Location"] = public_path(request, f"/v1/incidents/{incident.id}")
+        response.headers["ETag"] = etag(incident.version)
+        await idempotency.remember(uow.session, 201, out.model_dump(mode="json"), headers=response.headers)
+    return out
 
 
 @router.get("/incidents", operation_id="list_open_incidents")
@@ -567,7 +601,8 @@ async def list_open_incidents(
     """Incidents not closed yet, newest first."""
     async with runtime.db() as session:
         found = await incidents.list_open(session, district_scope(principal, district), limit)
-        return [incident_out(i, await incidents.steps_of(session, i.id), principal) for i in found]
+        steps = await incidents.steps_for(session, [i.id for i in found])
+    return [incident_out(i, steps[i.id], principal) for i in found]
 
 
 @router.get("/incidents/{incident_id}", operation_id="get_incident")

@@ -151,3 +151,19 @@ async def list_open(session: AsyncSession, district: str | None, limit: int) -> 
     if district is not None:
         query = query.where(Incident.district_code == district)
     return list((await session.scalars(query)).all())
+
+
+async def steps_for(
+    session: AsyncSession, incident_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[IncidentStepRecord]]:
+    """The steps of several incidents in one statement, each incident's in order."""
+    found: dict[uuid.UUID, list[IncidentStepRecord]] = {incident_id: [] for incident_id in incident_ids}
+    if incident_ids:
+        query = (
+            select(IncidentStepRecord)
+            .where(IncidentStepRecord.incident_id.in_(incident_ids))
+            .order_by(IncidentStepRecord.at, IncidentStepRecord.id)
+        )
+        for step in (await session.scalars(query)).all():
+            found[step.incident_id].append(step)
+    return found

@@ -22,7 +22,7 @@ from services.gas.registry import rules_today
 class GasSettings(ServiceSettings):
     service_name: str = "gas"
     # Scans and fill checks are kept this long (the rules ask for two years at least).
-    record_retention_days: int = 3 * 365
+    record_retention_days: int = Field(default=3 * 365, ge=partitions.MINIMUM_RETENTION_DAYS)
     figures_seconds: float = 60.0
     partition_check_seconds: float = 3600.0
     cylinder_import_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)

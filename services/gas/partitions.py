@@ -10,6 +10,7 @@ over tens of millions of scans. One replica does either at a time (a transaction
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date, timedelta
 
 from sqlalchemy import func, select, text
@@ -21,6 +22,8 @@ log = logging.getLogger("services.gas.partitions")
 
 PARTITIONED = ("scans", "fill_checks")
 ACCEPT_DAYS_BACK = 400
+# The shortest record retention: two years (the rules), and never shorter than scans are accepted.
+MINIMUM_RETENTION_DAYS = 730
 MONTHS_AHEAD = 3
 PARTITION_LOCK = 7_733_001
 FUTURE_TOLERANCE = timedelta(minutes=10)  # a handset's clock may run this far ahead
@@ -83,32 +86,49 @@ async def ensure_partitions(db: async_sessionmaker[AsyncSession], today: date) -
     return created
 
 
+MONTHLY = re.compile(r"_(\d{4})(\d{2})$")
+
+
 async def drop_expired_partitions(
     db: async_sessionmaker[AsyncSession], today: date, retention_days: int
 ) -> int:
-    """Drop every partition whose whole month is older than the retention; returns how many."""
+    """Detach and drop every monthly partition wholly older than the retention; returns how many.
+
+    ``DETACH PARTITION … CONCURRENTLY`` takes no lock that stops a scan or a fill check being
+    written (a plain ``DROP`` of a partition would lock its parent, and a long read queues every
+    writer behind it). It cannot run in a transaction, so the round holds a session-level advisory
+    lock on a connection of its own. A detach interrupted half-way is finished the next round."""
     cutoff = today - timedelta(days=retention_days)
     dropped = 0
-    async with db() as session, session.begin():
-        if not await _locked(session):
+    async with db() as session:
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if not await connection.scalar(select(func.pg_try_advisory_lock(PARTITION_LOCK))):
             return 0
-        # Dropping a partition locks its parent for a moment: wait for it briefly, else next round.
-        await session.execute(text("SET LOCAL lock_timeout = '5s'"))
-        for table in PARTITIONED:
-            names = (
-                await session.execute(
-                    text(
-                        "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = inhrelid "
-                        "JOIN pg_class parent ON parent.oid = inhparent WHERE parent.relname = :table"
-                    ),
-                    {"table": table},
-                )
-            ).scalars()
-            for name in names:
-                month = date(int(name[-6:-2]), int(name[-2:]), 1)
-                if add_months(month, 1) <= cutoff:
-                    await session.execute(text(f'DROP TABLE "{name}"'))
+        try:
+            for table in PARTITIONED:
+                children = (
+                    await connection.execute(
+                        text(
+                            "SELECT child.relname, inhdetachpending FROM pg_inherits "
+                            "JOIN pg_class child ON child.oid = inhrelid "
+                            "JOIN pg_class parent ON parent.oid = inhparent WHERE parent.relname = :table"
+                        ),
+                        {"table": table},
+                    )
+                ).all()
+                for name, pending in children:
+                    monthly = MONTHLY.search(name)
+                    if monthly is None or not name.startswith(table + "_"):
+                        continue  # not one of ours: left alone
+                    month = date(int(monthly[1]), int(monthly[2]), 1)
+                    if add_months(month, 1) > cutoff:
+                        continue
+                    how = "FINALIZE" if pending else "CONCURRENTLY"
+                    await connection.execute(text(f'ALTER TABLE "{table}" DETACH PARTITION "{name}" {how}'))
+                    await connection.execute(text(f'DROP TABLE "{name}"'))
                     dropped += 1
+        finally:
+            await connection.scalar(select(func.pg_advisory_unlock(PARTITION_LOCK)))
     if dropped:
         log.info("dropped %d partitions older than %d days", dropped, retention_days)
     return dropped

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -409,15 +409,9 @@ async def inspections_due(
     )
     if cursor:
         due, code = decode_cursor(cursor, 2)
-        query = query.where(
-            or_(
-                Cylinder.next_inspection_due > cursor_value(date.fromisoformat, due),
-                and_(
-                    Cylinder.next_inspection_due == cursor_value(date.fromisoformat, due),
-                    Cylinder.code > cursor_value(str, code),
-                ),
-            )
-        )
+        # A row comparison: the index's own order, so a deep page starts where the last one ended.
+        after = tuple_(literal(cursor_value(date.fromisoformat, due)), literal(cursor_value(str, code)))
+        query = query.where(tuple_(Cylinder.next_inspection_due, Cylinder.code) > after)
     found = list((await session.scalars(query)).all())
     next_cursor = None
     if len(found) > limit:

@@ -97,7 +97,7 @@ async def list_cylinders_near_end_of_life(
         found, next_cursor = await safety.cylinders_near_end_of_life(
             session, owner=owner, months=months, limit=limit, cursor=cursor
         )
-    return Page[CylinderOut](items=[cylinder_out(c) for c in found], next_cursor=next_cursor)
+    return Page[CylinderOut](items=[cylinder_out(c, principal) for c in found], next_cursor=next_cursor)
 
 
 # -- inspections ---------------------------------------------------------------------------------------

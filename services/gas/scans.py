@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, or_, select
@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from citygrid.auth import Principal
 from citygrid.db import UnitOfWork
 from citygrid.ids import new_id
-from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from citygrid.pagination import cursor_time, cursor_value, decode_cursor, encode_cursor
 from services.gas import partitions
 from services.gas.checks import facts_of, station_facts
 from services.gas.domain import rules
-from services.gas.domain.lifecycle import CylinderStatus, IllegalScan, ScanKind, next_status
+from services.gas.domain.lifecycle import CylinderStatus, ScanKind, next_status
 from services.gas.models import (
     Anomaly,
     AnomalyKind,
@@ -189,7 +189,7 @@ def _apply(
             raise Refused("gas.fill_refused", "the fill check refuses this cylinder: " + ", ".join(reasons))
     try:
         status = next_status(CylinderStatus(cylinder.status), scan.kind, passed=scan.passed)
-    except IllegalScan as error:
+    except ValueError as error:  # IllegalScan, or a verdict the kind does not take
         raise Refused("gas.illegal_scan", str(error)) from None
     cylinder.status = status.value
     cylinder.last_scan_at = scan.at
@@ -340,7 +340,7 @@ async def history(
     query = select(Scan).where(Scan.cylinder_code == code).order_by(Scan.at, Scan.id).limit(limit + 1)
     if cursor:
         at, scan_id = decode_cursor(cursor, 2)
-        after = cursor_value(datetime.fromisoformat, at)
+        after = cursor_time(at)
         query = query.where(
             or_(Scan.at > after, and_(Scan.at == after, Scan.id > cursor_value(uuid.UUID, scan_id)))
         )
@@ -352,8 +352,15 @@ async def history(
     return found[:limit], next_cursor
 
 
-async def recall(session: AsyncSession, fill_batch: str, limit: int) -> list[Cylinder]:
-    """Every cylinder filled in ``fill_batch``, as it is now (where it is, who holds it)."""
+async def recall(
+    session: AsyncSession, fill_batch: str, limit: int, cursor: str | None = None
+) -> tuple[list[Cylinder], str | None]:
+    """The cylinders filled in ``fill_batch``, as they are now (where, who holds them), by code."""
     filled = select(Scan.cylinder_code).where(Scan.fill_batch == fill_batch, Scan.kind == ScanKind.FILL.value)
-    query = select(Cylinder).where(Cylinder.code.in_(filled)).order_by(Cylinder.code).limit(limit)
-    return list((await session.scalars(query)).all())
+    query = select(Cylinder).where(Cylinder.code.in_(filled)).order_by(Cylinder.code).limit(limit + 1)
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(Cylinder.code > cursor_value(str, after))
+    found = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(found[limit - 1].code) if len(found) > limit else None
+    return found[:limit], next_cursor

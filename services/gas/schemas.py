@@ -204,7 +204,9 @@ class ScanIn(RequestModel):
     operator: Identifier | None = None
     scale_id: Identifier | None = None
     net_mass_kg: Kilograms | None = Field(None, description="A fill's net mass (required for fill).")
-    fill_batch: Identifier | None = None
+    fill_batch: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z._:\-]{0,63}$")] | None = (
+        None
+    )
     user_id: uuid.UUID | None = Field(None, description="The user a delivery reaches (required for deliver).")
     location: GeoPoint | None = None
     passed: StrictBool | None = Field(None, description="An inspection's result (required for inspect).")
@@ -220,6 +222,10 @@ class ScanIn(RequestModel):
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind.value} scan needs {', '.join(missing)}")
+        if self.passed is not None and self.kind != ScanKind.INSPECT:
+            raise ValueError("only an inspect scan has a verdict (passed)")
+        if self.net_mass_kg is not None and self.kind != ScanKind.FILL:
+            raise ValueError("only a fill scan has a net mass")
         return self
 
 
@@ -300,6 +306,7 @@ class DueOut(BaseModel):
 class RecallOut(BaseModel):
     fill_batch: str
     cylinders: list[CylinderOut]
+    next_cursor: str | None = None
 
 
 class IncidentIn(RequestModel):
@@ -310,7 +317,8 @@ class IncidentIn(RequestModel):
     place: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
     district_code: KnownDistrict
     location: GeoPoint
-    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    # The case's description is this with what leaks where in front: room for it in 4,000.
+    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=3800)]
     reporter_name: Name | None = None
     reporter_phone: Phone | None = None
     cylinder_code: CylinderCode | None = None

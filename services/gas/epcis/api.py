@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from citygrid.auth import CurrentPrincipal, require_city_wide
@@ -95,10 +95,14 @@ async def capture(
 
 
 @router.get("/capture/{capture_id}", operation_id="epcis_capture_job")
-async def capture_job(capture_id: str, runtime: RuntimeDep, principal: CurrentPrincipal) -> JSONResponse:
+async def capture_job(
+    capture_id: Annotated[str, Path(pattern=r"^cap-[0-9a-f]{32}$")],
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+) -> JSONResponse:
     require_city_wide(principal, "the city's EPCIS repository")
     async with runtime.reads() as session:
-        job = await epcis.get_job(session, capture_id[:40])
+        job = await epcis.get_job(session, capture_id)
     return JSONResponse(epcis.job_document(job), headers=STANDARD_HEADERS)
 
 

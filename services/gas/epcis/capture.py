@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal
-from citygrid.clock import CITY_TIMEZONE
+from citygrid.clock import CITY_TIMEZONE, EARLIEST, LATEST
 from citygrid.errors import Conflict, DomainError
 from citygrid.ids import new_id
 from citygrid.pagination import decode_cursor, encode_cursor
@@ -258,11 +259,53 @@ def _foreign_row(
     }
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def refuse_unstorable(body: bytes) -> None:
+    """A document PostgreSQL could not store is refused as invalid, before anything is parsed: NUL
+    and lone surrogates are valid JSON escapes but no text a database keeps."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return  # the parse that follows says what is wrong
+    for text in _strings(document):
+        if "\x00" in text or any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+            raise ValidationException("the document holds a NUL character or a lone surrogate")
+
+
+def _storable_event(index: int, event: ObjectEvent) -> None:
+    """Identifiers within the columns that keep them, times within the range every record keeps."""
+    if not EARLIEST <= event.event_time < LATEST:
+        raise ValidationException(
+            f"event {index}: eventTime must fall between 1970 and 2200", event_index=index
+        )
+    for what, value, longest in (
+        ("eventID", event.event_id, 500),
+        ("readPoint", event.read_point.id if event.read_point else None, 500),
+        ("bizStep", event.biz_step, 300),
+    ):
+        if value is not None and len(value) > longest:
+            raise ValidationException(
+                f"event {index}: {what} is over {longest} characters", event_index=index
+            )
+
+
 async def plan(runtime: Runtime, body: bytes, capture_id: str) -> list[Planned]:
     """What each event of the document becomes; ``ValidationException`` (with the event's index)
     when the document is refused whole."""
     if len(body) > CAPTURE_FILE_SIZE_LIMIT:
         raise CaptureLimitExceeded(f"a capture is at most {CAPTURE_FILE_SIZE_LIMIT} bytes")
+    refuse_unstorable(body)
     try:
         document = parse_document(body)
     except EpcisValidationError as error:
@@ -279,6 +322,8 @@ async def plan(runtime: Runtime, body: bytes, capture_id: str) -> list[Planned]:
                 event_index=index,
             )
     object_events = [event for event in events if isinstance(event, ObjectEvent)]
+    for index, event in enumerate(object_events):
+        _storable_event(index, event)
     named = [_named_codes(event) for event in object_events]
     wanted = set().union(*named) if named else set()
     registered: set[str] = set()
@@ -449,6 +494,8 @@ def _time(name: str, value: str) -> datetime:
         raise QueryParameterException(f"{name}: {value!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise QueryParameterException(f"{name}: {value!r} names no UTC offset")
+    if not EARLIEST <= moment < LATEST:
+        raise QueryParameterException(f"{name}: a time between 1970 and 2200")
     return moment
 
 
@@ -482,14 +529,17 @@ def parse_query(parameters: Mapping[str, str]) -> EventQuery:
     read_points = _list(parameters["EQ_readPoint"]) if "EQ_readPoint" in parameters else None
     per_page = 30
     if "perPage" in parameters:
-        if not parameters["perPage"].isdigit() or not 1 <= int(parameters["perPage"]) <= MAX_PER_PAGE:
+        if (
+            not re.fullmatch(r"[0-9]{1,3}", parameters["perPage"])
+            or not 1 <= int(parameters["perPage"]) <= MAX_PER_PAGE
+        ):
             raise QueryParameterException(f"perPage: a whole number from 1 to {MAX_PER_PAGE}")
         per_page = int(parameters["perPage"])
     after = None
     if "nextPageToken" in parameters:
         try:
             at, key = decode_cursor(parameters["nextPageToken"], 2)
-            after = (datetime.fromisoformat(str(at)), str(key))
+            after = (_time("nextPageToken", str(at)), str(key))
         except (DomainError, ValueError):
             raise QueryParameterException("nextPageToken: not a token this repository issued") from None
     return EventQuery(
