@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Date, cast, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +17,7 @@ from services.gas.metrics import GasMetrics
 from services.gas.models import Cylinder, FleetFigures, Incident, Violation
 
 FIGURES_LOCK = 7_733_002
+VIOLATIONS_LOCK = 7_733_005
 FIGURES_ROW = 1
 ANALYTICS_TIMEOUT = "60s"
 # A violation counter matters for its day (one case per cylinder, station and day); kept a while
@@ -78,18 +79,16 @@ def show(metrics: GasMetrics, figures: FleetFigures, now: datetime) -> None:
 
 
 async def expire_violations(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Delete a batch of day counters older than ``VIOLATION_DAYS``; returns how many went."""
+    """Delete a batch of day counters older than ``VIOLATION_DAYS`` city days; one replica a round."""
     async with sessions() as session, session.begin():
+        if not await session.scalar(select(func.pg_try_advisory_xact_lock(VIOLATIONS_LOCK))):
+            return 0
+        city_today = cast(func.timezone("Asia/Shanghai", func.now()), Date)
         old = (
             select(Violation.station_code, Violation.cylinder_code, Violation.day)
-            .where(Violation.day < func.current_date() - VIOLATION_DAYS)
+            .where(Violation.day < city_today - VIOLATION_DAYS)
             .limit(EXPIRY_BATCH)
         )
-        result = await session.execute(
-            delete(Violation).where(
-                func.row(Violation.station_code, Violation.cylinder_code, Violation.day).in_(
-                    old.subquery().select()
-                )
-            )
-        )
+        key = tuple_(Violation.station_code, Violation.cylinder_code, Violation.day)
+        result = await session.execute(delete(Violation).where(key.in_(old)))
         return int(getattr(result, "rowcount", 0) or 0)

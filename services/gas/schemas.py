@@ -55,6 +55,8 @@ class EnterpriseIn(RequestModel):
             raise ValueError("a gas company belongs to no other company: leave company_code out")
         if self.kind != EnterpriseKind.GAS_COMPANY and self.company_code is None:
             raise ValueError(f"a {self.kind.value} names the gas company it belongs to (company_code)")
+        if self.kind == EnterpriseKind.FILLING_STATION and self.district_code is None:
+            raise ValueError("a filling station names its district (its enforcement cases go there)")
         return self
 
 

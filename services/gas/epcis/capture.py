@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Text, and_, cast, or_, select
+from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -111,6 +111,7 @@ QUERY_PARAMETERS = frozenset(
     }
 )
 MAX_PER_PAGE = 500
+EVENT_ID_LOCK = 7_733_004  # the seed of the advisory locks on captured event ids
 
 
 class EpcisProblem(DomainError):
@@ -401,11 +402,25 @@ async def _take(
     returns the events stored."""
     async with runtime.uow() as uow:
         session = uow.session
-        ids = [p.event_id for p in planned if p.event_id] + [
-            p.foreign["event_id"] for p in planned if p.foreign
-        ]
+        ids = sorted(
+            {p.event_id for p in planned if p.event_id}
+            | {p.foreign["event_id"] for p in planned if p.foreign}
+        )
+        # The same event captured twice at once, on two replicas: the second waits here for the
+        # first's commit, then finds the id taken (locks taken in one order: no deadlock).
+        for event_id in ids:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(func.hashtextextended(event_id, EVENT_ID_LOCK)))
+            )
         known = await _known_event_ids(session, ids)
-        fresh = [p for p in planned if (p.event_id or (p.foreign or {}).get("event_id")) not in known]
+        fresh = []
+        for item in planned:
+            key = item.event_id or (item.foreign or {}).get("event_id")
+            if key in known:
+                continue  # sent before, or twice in this document: the same event once
+            if key is not None:
+                known.add(key)
+            fresh.append(item)
         flat: list[ScanIn] = []
         owners: list[Planned] = []
         for item in fresh:

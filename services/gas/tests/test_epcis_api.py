@@ -171,3 +171,28 @@ async def test_refused_documents_parameters_and_media_types(gas: Gas) -> None:
         headers={**gas.as_(scopes=("gas:read", "gas:write")), "content-type": "application/json"},
     )
     assert reader.status_code == 403
+
+
+async def test_the_same_event_captured_at_once_on_two_replicas_is_one_scan(gas_factory) -> None:
+    import asyncio
+
+    async with gas_factory() as one, gas_factory() as two:
+        await registered(one, "GZ0000000001")
+        # An inspection can be taken again and again: only the event id tells a resend from a new one.
+        same = event(
+            "inspect",
+            "GZ0000000001",
+            30,
+            "urn:uuid:6f1b8e8a-0000-4000-8000-0000000000f1",
+            read_point="urn:citygrid:enterprise:GZGAS",
+            biz_location=None,
+            passed=True,
+        )
+        answers = await asyncio.gather(*(capture(replica, [same]) for replica in (one, two) * 3))
+        assert all(answer.status_code == 202 and answer.json()["success"] for answer in answers)
+        twice_in_one = await capture(one, [same, same])
+        assert twice_in_one.status_code == 202
+        scans = (await one.get("/v1/cylinders/GZ0000000001/scans")).json()["items"]
+        assert len(scans) == 1
+        events = (await query(one)).json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        assert [e["eventID"] for e in events] == ["urn:uuid:6f1b8e8a-0000-4000-8000-0000000000f1"]
