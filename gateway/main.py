@@ -253,6 +253,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="One door to every CityGrid service: `/api/<service>/v1/...`, authenticated and scoped.",
         extra_lifespan=gateway_lifespan,
         openapi_url=None,
+        body_limits=settings.upload_limits,
     )
     # The metrics move to the internal listener: the public one answers /metrics with 404.
     app.router.routes[:] = [

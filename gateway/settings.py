@@ -111,6 +111,15 @@ class GatewaySettings(ServiceSettings):
     # Streamed bodies one principal may have in flight at once (each holds an upstream connection
     # while its client sends); more get 429 gateway.too_many_uploads. 0: no limit.
     upstream_streamed_bodies_per_principal: int = Field(default=8, ge=0)
+    # Routes that take a file larger than max_body_bytes, each with its own limit (the service
+    # checks its own too): public path → bytes.
+    upload_limits: dict[str, int] = Field(
+        default_factory=lambda: {
+            "/api/case/v1/admin/grid/import": 67_108_864,
+            "/api/gas/v1/cylinders/import-file": 1_073_741_824,
+            "/api/gas/v1/epcis/capture": 4_194_304,
+        }
+    )
     # The longest a client may pause between two pieces of its request body (then 408).
     request_body_idle_timeout: float = Field(default=10.0, gt=0)
 

@@ -130,3 +130,24 @@ async def test_a_leak_report_becomes_an_urgent_case_and_its_drill_goes_in_order(
     assert actor.startswith("consumer:"), "each step names who took it"
     listed = await gas_stack.client.get(f"{GAS}/incidents", headers=gas_stack.as_("responder"))
     assert listed.json() == []
+
+
+async def test_a_cylinder_file_larger_than_a_json_body_goes_through_the_gateway(gas_stack: GasStack) -> None:
+    imported = await gas_stack.client.post(
+        f"{GAS}/enterprises/import", json={"enterprises": ENTERPRISES}, headers=gas_stack.as_("registrar")
+    )
+    assert imported.status_code == 200
+    header = "code,owner_code,manufacturer,serial,manufactured_on,capacity_kg\n"
+    rows = "".join(
+        f"GZ{n:010d},GZGAS,Foshan Steel Cylinder Works Line {n % 7},S{n},2024-03-01,14.5\n"
+        for n in range(30_000)
+    )
+    body = (header + rows).encode()
+    assert len(body) > 2 * 1024 * 1024
+    response = await gas_stack.client.post(
+        f"{GAS}/cylinders/import-file",
+        content=body,
+        headers={**gas_stack.as_("registrar"), "content-type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 30_000
