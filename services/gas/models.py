@@ -326,7 +326,10 @@ class EpcisEventId(Base):
     scan_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_epcis_event_ids_scan", "scan_id"),)
+    __table_args__ = (
+        Index("ix_epcis_event_ids_scan", "scan_id"),
+        Index("ix_epcis_event_ids_captured", "captured_at"),
+    )
 
 
 class SafetyInspection(Base):
