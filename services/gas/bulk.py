@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.errors import DomainError, InvalidInput
 from services.gas.domain import rules
-from services.gas.models import Cylinder, Enterprise, EnterpriseKind
-from services.gas.registry import cylinder_row
+from services.gas.models import Cylinder
+from services.gas.registry import cylinder_row, gas_companies
 from services.gas.schemas import CylinderIn
 
 CSV_COLUMNS = (
@@ -64,22 +64,7 @@ COPY_COLUMNS = (
 MAX_ERRORS = 100
 IMPORT_TIMEOUT = "30min"
 EXPORT_BATCH = 5_000
-EXPORT_COLUMNS = (
-    "code",
-    "owner_code",
-    "manufacturer",
-    "serial",
-    "manufactured_on",
-    "last_inspected_on",
-    "last_passed_inspection_on",
-    "next_inspection_due",
-    "end_of_life",
-    "tare_kg",
-    "capacity_kg",
-    "status",
-    "last_scan_at",
-    "last_place",
-)
+EXPORT_COLUMNS = (*COPY_COLUMNS, "status", "last_scan_at", "last_place")
 
 
 class ImportRefused(InvalidInput):
@@ -272,11 +257,6 @@ def plain_row(fields: dict[str, Any]) -> tuple[Any, ...] | None:
     )
 
 
-async def gas_companies(session: AsyncSession) -> frozenset[str]:
-    query = select(Enterprise.code).where(Enterprise.kind == EnterpriseKind.GAS_COMPANY.value)
-    return frozenset((await session.scalars(query)).all())
-
-
 async def import_csv(
     sessions: async_sessionmaker[AsyncSession], chunks: AsyncIterator[bytes], *, max_bytes: int
 ) -> int:
@@ -284,7 +264,7 @@ async def import_csv(
     async with sessions() as session, session.begin():
         # A file of millions takes minutes: not the request's statement limit (the lock limit stays).
         await session.execute(text(f"SET LOCAL statement_timeout = '{IMPORT_TIMEOUT}'"))
-        parser = Parser(await gas_companies(session))
+        parser = Parser(frozenset(await gas_companies(session)))
         connection = await session.connection()
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection

@@ -96,19 +96,18 @@ def _enterprise_row(item: EnterpriseIn) -> dict[str, Any]:
     }
 
 
+async def gas_companies(session: AsyncSession, among: set[str] | None = None) -> set[str]:
+    """The codes of the registered gas companies (of ``among``, when given)."""
+    query = select(Enterprise.code).where(Enterprise.kind == EnterpriseKind.GAS_COMPANY.value)
+    if among is not None:
+        query = query.where(Enterprise.code.in_(among))
+    return set((await session.scalars(query)).all())
+
+
 async def import_enterprises(session: AsyncSession, items: Sequence[EnterpriseIn]) -> ImportResult:
     """Register or update enterprises (upsert by code). A station or supply point must name a gas
     company that exists or comes earlier in the same batch; a refused item changes nothing."""
-    companies_named = {item.company_code for item in items if item.company_code}
-    known = set(
-        (
-            await session.scalars(
-                select(Enterprise.code).where(
-                    Enterprise.code.in_(companies_named), Enterprise.kind == EnterpriseKind.GAS_COMPANY.value
-                )
-            )
-        ).all()
-    )
+    known = await gas_companies(session, {item.company_code for item in items if item.company_code})
     refused: list[Refusal] = []
     rows: dict[str, dict[str, Any]] = {}
     for index, item in enumerate(items):
@@ -317,16 +316,7 @@ def cylinder_row(item: CylinderIn) -> dict[str, Any]:
 async def import_cylinders(session: AsyncSession, items: Sequence[CylinderIn]) -> ImportResult:
     """Register cylinders. A code registered before (even scrapped: codes are never reused) or twice
     in the batch is refused, as is an owner that is not a gas company; the rest are registered."""
-    owners = {item.owner_code for item in items}
-    companies = set(
-        (
-            await session.scalars(
-                select(Enterprise.code).where(
-                    Enterprise.code.in_(owners), Enterprise.kind == EnterpriseKind.GAS_COMPANY.value
-                )
-            )
-        ).all()
-    )
+    companies = await gas_companies(session, {item.owner_code for item in items})
     refused: list[Refusal] = []
     rows: dict[str, dict[str, Any]] = {}
     for index, item in enumerate(items):
