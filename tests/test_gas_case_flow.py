@@ -151,3 +151,29 @@ async def test_a_cylinder_file_larger_than_a_json_body_goes_through_the_gateway(
     )
     assert response.status_code == 200, response.text
     assert response.json()["created"] == 30_000
+
+
+async def test_two_responders_pressing_the_same_step_take_it_once(gas_stack: GasStack) -> None:
+    import asyncio
+
+    report = {
+        "premises_type": "restaurant",
+        "source": "cylinder",
+        "place": "Tianhe restaurant kitchen",
+        "district_code": "440106",
+        "location": {"type": "Point", "coordinates": [113.3245, 23.1291]},
+        "description": "Cylinder valve hissing.",
+    }
+    created = await gas_stack.client.post(f"{GAS}/incidents", json=report, headers=gas_stack.as_("responder"))
+    path = f"{GAS}/incidents/{created.json()['id']}/steps"
+    answers = await asyncio.gather(
+        *(
+            gas_stack.client.post(path, json={"step": "notified"}, headers=gas_stack.as_("responder"))
+            for _ in range(8)
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [200] + [409] * 7
+    shown = await gas_stack.client.get(
+        f"{GAS}/incidents/{created.json()['id']}", headers=gas_stack.as_("responder")
+    )
+    assert [s["step"] for s in shown.json()["steps"]] == ["reported", "notified"]
