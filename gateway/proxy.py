@@ -186,6 +186,8 @@ class UpstreamPool:
     streams: aiohttp.ClientSession
     call_slots: UpstreamSlots
     stream_slots: UpstreamSlots
+    # For a call whose body is streamed: the service answers only after the whole file is stored.
+    upload_timeout: aiohttp.ClientTimeout = field(default_factory=aiohttp.ClientTimeout)
 
     @classmethod
     def open(cls, service: str, base_url: str, settings: GatewaySettings) -> UpstreamPool:
@@ -208,6 +210,9 @@ class UpstreamPool:
             streams=streams,
             call_slots=UpstreamSlots(connections, settings.upstream_pool_timeout),
             stream_slots=UpstreamSlots(settings.upstream_event_streams, settings.upstream_pool_timeout),
+            upload_timeout=aiohttp.ClientTimeout(
+                sock_connect=settings.upstream_connect_timeout, sock_read=settings.upstream_upload_timeout
+            ),
         )
 
     async def get_json(self, path: str, timeout: float) -> Any:
@@ -569,7 +574,9 @@ class UpstreamCall:
         service = self.upstream.service
         session = self.upstream.streams if self.streaming else self.upstream.calls
         # A read is retried once when nothing reached the service, if its body can be sent again.
-        attempts = 2 if self.method in READ_METHODS and not isinstance(self.body, AsyncIterator) else 1
+        streamed_body = isinstance(self.body, AsyncIterator)
+        attempts = 2 if self.method in READ_METHODS and not streamed_body else 1
+        timeout = self.upstream.upload_timeout if streamed_body and not self.streaming else session.timeout
         for attempt in range(1, attempts + 1):
             try:
                 async with asyncio.timeout(self.forwarding.timeout if self.streaming else None):
@@ -580,6 +587,7 @@ class UpstreamCall:
                         data=self.body,
                         allow_redirects=False,
                         compress=None,
+                        timeout=timeout,
                     )
             except aiohttp.SocketTimeoutError:
                 raise UpstreamTimeout(f"the {service} service did not answer in time") from None

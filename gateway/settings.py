@@ -95,6 +95,10 @@ class GatewaySettings(ServiceSettings):
     people_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
     upstream_connect_timeout: float = 2.0
     upstream_timeout: float = 10.0
+    # A call whose body is streamed (a file upload) waits this long for the service's answer instead:
+    # the service answers once it has read and stored the whole file, minutes for a city's register.
+    # A client that stalls mid-body is still cut off by request_body_idle_timeout.
+    upstream_upload_timeout: float = Field(default=1800.0, gt=0)
     # Bulkheads: every upstream has a connection pool of its own, so a slow service holds only its
     # own connections. A call that waits longer than the pool timeout for one gets 503
     # gateway.upstream_saturated (Retry-After) instead of queueing behind the slow service.

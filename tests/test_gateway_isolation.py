@@ -135,6 +135,8 @@ class Sink:
     """
 
     hold_until: int = 0
+    # Seconds between the end of a body and the answer (a service storing what it read).
+    answer_after: float = 0.0
     started: int = 0
     completed: list[int] = field(default_factory=list)
     disconnected: list[int] = field(default_factory=list)
@@ -167,6 +169,7 @@ class Sink:
             if not message.get("more_body", False):
                 break
         self.completed.append(received)
+        await asyncio.sleep(self.answer_after)
         body = json.dumps({"bytes": received}).encode()
         await send(
             {
@@ -320,6 +323,21 @@ async def test_a_streamed_body_over_the_limit_is_refused_413_and_the_service_nev
             assert small.status_code == 200
             assert small.json() == {"bytes": 1000}
             assert sink.content_lengths[-1] == "1000"
+
+
+async def test_an_upload_may_take_longer_than_an_ordinary_call_to_be_answered(keys, gateway):
+    sink = Sink(answer_after=1.5)
+    async with serve_app(sink) as sink_url:  # type: ignore[arg-type]
+        app = gateway({"case": sink_url}, upstream_timeout=0.5, upstream_upload_timeout=30.0)
+        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+            headers = {"X-API-Key": keys["clerk"], "Content-Type": "image/png"}
+            streamed = await client.post("/api/case/v1/uploads", content=upload(4 * MIB), headers=headers)
+            assert streamed.status_code == 200, streamed.text
+            assert streamed.json() == {"bytes": 4 * MIB}
+            # A body small enough to be read first is an ordinary call, with the ordinary timeout.
+            small = await client.post("/api/case/v1/uploads", content=b"x" * 1000, headers=headers)
+            assert small.status_code == 504
+            assert small.json()["code"] == "gateway.upstream_timeout"
 
 
 async def test_a_client_that_stops_sending_its_body_gets_408_and_lets_the_upstream_connection_go(
