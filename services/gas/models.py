@@ -99,7 +99,10 @@ class StationLock(Base):
     actor: Mapped[str] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_station_locks_station", "station_code", "at"),)
+    __table_args__ = (
+        Index("ix_station_locks_station", "station_code", "at"),
+        Index("ix_station_locks_at", "at"),
+    )
 
 
 class GasUser(Base):
@@ -279,6 +282,7 @@ class Incident(Base):
             "ix_incidents_open", "district_code", "reported_at", postgresql_where=text("closed_at IS NULL")
         ),
         Index("ix_incidents_reported", "reported_at", "id"),
+        Index("ix_incidents_closed", "closed_at", postgresql_where=text("closed_at IS NOT NULL")),
     )
 
 
@@ -294,7 +298,10 @@ class IncidentStepRecord(Base):
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(String(1000))
 
-    __table_args__ = (Index("ix_incident_steps_incident", "incident_id", "at"),)
+    __table_args__ = (
+        Index("ix_incident_steps_incident", "incident_id", "at"),
+        Index("ix_incident_steps_at", "at"),
+    )
 
 
 class CaptureJob(Base):
@@ -390,7 +397,10 @@ class OutreachActivity(Base):
     recorded_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_outreach_district_day", "district_code", "held_on"),)
+    __table_args__ = (
+        Index("ix_outreach_district_day", "district_code", "held_on"),
+        Index("ix_outreach_created", "created_at"),
+    )
 
 
 class EpcisForeignEvent(Base):

@@ -167,3 +167,67 @@ async def test_the_retention_deletes_old_rows_and_keeps_recent_ones_and_open_haz
         assert await retention.purge_once(gas.runtime.db, record_days=3 * 365) == 0
     finally:
         await connection.close()
+
+
+async def test_closed_incidents_go_with_their_steps_after_five_years_and_open_ones_stay(gas: Gas) -> None:
+    import asyncpg
+
+    from citygrid.settings import to_libpq_url
+    from services.gas import retention
+
+    connection = await asyncpg.connect(to_libpq_url(gas.runtime.settings.database_url))
+    old, recent = 6 * 365, 30
+    try:
+        await connection.execute(
+            "INSERT INTO enterprises (code, kind, name, licence_number) VALUES ('ST-R', 'station', 'S', 'L')"
+        )
+        for days in (old, recent):
+            await connection.execute(
+                "INSERT INTO station_locks (id, station_code, locked, reason, actor, at)"
+                " VALUES ($1, 'ST-R', true, 'r', 'regulator-1', now() - make_interval(days => $2))",
+                uuid.uuid4(),
+                days,
+            )
+            await connection.execute(
+                "INSERT INTO outreach_activities (id, district_code, held_on, place, topic, attendance,"
+                " organiser, recorded_by, created_at) VALUES ($1, '440106', current_date, 'p', 't', 10,"
+                " 'o', 'r', now() - make_interval(days => $2))",
+                uuid.uuid4(),
+                days,
+            )
+        # Closed six years ago, closed last month, and reported six years ago but still open.
+        incidents = {"closed_long_ago": (old, old), "closed_recently": (old, recent), "open": (old, None)}
+        ids = {}
+        for name, (reported, closed) in incidents.items():
+            ids[name] = uuid.uuid4()
+            await connection.execute(
+                "INSERT INTO incidents (id, step, premises_type, source, place, district_code, lon, lat,"
+                " description, reported_at, closed_at) VALUES ($1, 'closed', 'restaurant', 'cylinder', 'p',"
+                " '440106', 113.3, 23.1, 'd', now() - make_interval(days => $2),"
+                " now() - make_interval(days => $3::int))",
+                ids[name],
+                reported,
+                closed,
+            )
+            for _ in range(3):
+                await connection.execute(
+                    "INSERT INTO incident_steps (id, incident_id, step, at, actor)"
+                    " VALUES ($1, $2, 'notified', now() - make_interval(days => $3), 'responder-1')",
+                    uuid.uuid4(),
+                    ids[name],
+                    reported,
+                )
+        # record_days 3 years for the lock trail; the safety records keep five.
+        while await retention.purge_once(gas.runtime.db, record_days=3 * 365):
+            pass
+        assert await connection.fetchval("SELECT count(*) FROM station_locks") == 1
+        assert await connection.fetchval("SELECT count(*) FROM outreach_activities") == 1
+        left = await connection.fetch("SELECT id FROM incidents")
+        assert {row["id"] for row in left} == {ids["closed_recently"], ids["open"]}
+        steps = await connection.fetch("SELECT incident_id, count(*) FROM incident_steps GROUP BY 1")
+        assert {row["incident_id"]: row["count"] for row in steps} == {
+            ids["closed_recently"]: 3,
+            ids["open"]: 3,
+        }
+    finally:
+        await connection.close()
