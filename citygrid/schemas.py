@@ -1,4 +1,5 @@
-"""Base of every request model: unknown fields refused, whitespace trimmed, no NUL characters.
+"""Base of every request model (unknown fields refused, whitespace trimmed, no NUL characters), and the
+answer of a batch import.
 
 PostgreSQL text cannot hold NUL (U+0000); refusing it at the boundary turns what would be a
 database error into a 422 naming the field.
@@ -32,3 +33,21 @@ class RequestModel(BaseModel):
     @classmethod
     def _refuse_nul(cls, value: Any) -> Any:
         return _no_nul(value)
+
+
+class Refusal(BaseModel):
+    """One item of a batch that was not taken, and why (a ``code`` as in problem+json)."""
+
+    index: int
+    key: str
+    code: str
+    detail: str
+
+
+class ImportResult(BaseModel):
+    """What a batch import did: every item created, updated or refused with its reason."""
+
+    received: int
+    created: int
+    updated: int
+    refused: list[Refusal]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 from citygrid.events import EventData
 
@@ -25,6 +25,16 @@ GUANGZHOU_DISTRICTS: dict[str, str] = {
 }
 
 DistrictCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+
+
+def _known_district(code: str) -> str:
+    if code not in GUANGZHOU_DISTRICTS:
+        raise ValueError(f"unknown district code {code}")
+    return code
+
+
+# A district of the city (GB/T 2260), checked against the list above.
+KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
 # Strict: GeoJSON coordinates are JSON numbers, never strings or booleans.
 Longitude = Annotated[StrictFloat, Field(ge=-180, le=180, allow_inf_nan=False)]
 Latitude = Annotated[StrictFloat, Field(ge=-90, le=90, allow_inf_nan=False)]

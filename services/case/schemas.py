@@ -11,7 +11,7 @@ from citygrid.clock import CityTime
 from citygrid.masking import mask_address, mask_email, mask_name, mask_phone, mask_text
 from citygrid.schemas import RequestModel
 from contract.case import CaseSource, CaseStatus
-from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint, Origin
+from contract.common import GeoPoint, KnownDistrict, Origin
 
 CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -19,15 +19,6 @@ UnitCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 # As stored: at most 20 characters, a leading + included.
 Phone = Annotated[str, StringConstraints(max_length=20, pattern=r"^\+?[0-9\-]{5,20}$")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s.]+$", max_length=254)]
-
-
-def _known_district(code: str) -> str:
-    if code not in GUANGZHOU_DISTRICTS:
-        raise ValueError(f"unknown district code {code}")
-    return code
-
-
-KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
 
 
 def _reported_by_people(source: CaseSource) -> CaseSource:

@@ -7,24 +7,16 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StrictBool, StringConstraints, model_validator
 
 from citygrid.clock import CityTime
 from citygrid.schemas import RequestModel
-from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, GeoPoint
+from contract.common import GeoPoint, KnownDistrict
 from contract.gas import CylinderCode, LeakSource, PremisesType, RefusalReason
 from services.gas.domain.incidents import IncidentStep
 from services.gas.domain.lifecycle import CylinderStatus, ScanKind
 from services.gas.models import EnterpriseKind
 
-
-def _known_district(code: str) -> str:
-    if code not in GUANGZHOU_DISTRICTS:
-        raise ValueError(f"unknown district code {code}")
-    return code
-
-
-KnownDistrict = Annotated[DistrictCode, AfterValidator(_known_district)]
 EnterpriseCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{1,31}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -178,22 +170,6 @@ class CylinderOut(BaseModel):
     last_location: GeoPoint | None
     last_fill_batch: str | None
     version: int
-
-
-class Refusal(BaseModel):
-    """One item of a batch that was not taken, and why (a ``code`` as in problem+json)."""
-
-    index: int
-    key: str
-    code: str
-    detail: str
-
-
-class ImportResult(BaseModel):
-    received: int
-    created: int
-    updated: int
-    refused: list[Refusal]
 
 
 class ScanIn(RequestModel):
