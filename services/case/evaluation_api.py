@@ -12,10 +12,10 @@ from citygrid.auth import CurrentPrincipal, district_scope
 from citygrid.clock import CityTime
 from citygrid.db import DatabaseTimeout, time_limit_of
 from citygrid.runtime import RuntimeDep
+from contract.common import KnownDistrict
 from services.case import evaluation
 from services.case.context import EvaluationTimeout
 from services.case.domain.evaluation import Counts, Grouping, Period
-from services.case.schemas import KnownDistrict
 
 router = APIRouter(prefix="/v1", tags=["evaluation"])
 

@@ -24,8 +24,9 @@ from citygrid.metrics import KitMetrics
 from citygrid.runtime import RuntimeDep
 from citygrid.settings import ServiceSettings
 from contract.case import CaseEvent, CaseStatus
+from contract.common import KnownDistrict
 from services.case.events import PUBLISHES
-from services.case.schemas import KnownDistrict, UnitCode
+from services.case.schemas import UnitCode
 
 FEED = "cases"
 SUBJECT = "case.case.>"

@@ -22,13 +22,13 @@ from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import RequestModel
 from contract.case import CaseStatus
-from contract.common import GUANGZHOU_DISTRICTS, DistrictCode
+from contract.common import GUANGZHOU_DISTRICTS, DistrictCode, KnownDistrict
 from services.case.api import case_out
 from services.case.domain.categories import UnitType
 from services.case.domain.dispatch_rules import AREA_RULE_PATTERN, CATEGORY_RULE_PATTERN
 from services.case.domain.units import hierarchy_problem
 from services.case.models import Case, Category, DispatchRule, Unit
-from services.case.schemas import CaseOut, CategoryCode, KnownDistrict
+from services.case.schemas import CaseOut, CategoryCode
 from services.case.units import UnknownUnit
 
 router = APIRouter(prefix="/v1", tags=["units and dispatch"])

@@ -19,6 +19,7 @@ from citygrid.masking import mask_address, mask_name, mask_phone, mask_position,
 from citygrid.middleware import public_path
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.runtime import RuntimeDep
+from citygrid.schemas import ImportResult
 from citygrid.versioning import etag
 from contract.common import GeoPoint
 from contract.gas import CylinderCode
@@ -51,7 +52,6 @@ from services.gas.schemas import (
     FillCheckOut,
     GasUserIn,
     GasUserOut,
-    ImportResult,
     IncidentIn,
     IncidentOut,
     IncidentStepIn,

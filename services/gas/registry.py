@@ -20,9 +20,10 @@ from citygrid.auth import Principal, require_district
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from citygrid.schemas import ImportResult, Refusal
 from services.gas.domain import rules
 from services.gas.models import Cylinder, Enterprise, EnterpriseKind, Entrustment, GasUser, StationLock
-from services.gas.schemas import CylinderIn, EnterpriseIn, GasUserIn, ImportResult, Refusal
+from services.gas.schemas import CylinderIn, EnterpriseIn, GasUserIn
 
 
 class UnknownEnterprise(NotFound):

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints,
 
 from citygrid.clock import CITY_TIMEZONE, CityTime
 from citygrid.schemas import RequestModel
-from services.gas.schemas import GasUserOut, KnownDistrict, RecordDate
+from contract.common import KnownDistrict
+from services.gas.schemas import GasUserOut, RecordDate
 
 MAX_HAZARDS = 20
 MAX_ATTENDANCE = 100_000
