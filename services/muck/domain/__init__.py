@@ -1,0 +1,1 @@
+"""Pure rules of the muck service: windows, manifests, geofences, violation rules, tracks."""
