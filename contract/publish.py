@@ -31,6 +31,7 @@ EVENTS: tuple[type[EventData], ...] = (
 SERVICE_APPS = {
     "case": "services.case.main",
     "gas": "services.gas.main",
+    "muck": "services.muck.main",
     "vision": "services.vision.main",
     "gateway": "gateway.main",
 }

@@ -26,7 +26,12 @@ GAS = ScopeRules(
     ingest_paths=frozenset({"v1/fill-checks", "v1/scans", "v1/epcis/capture"}),
 )
 WASTE = ScopeRules(service="waste", dataset="waste")
-MUCK = ScopeRules(service="muck", dataset="muck")
+MUCK = ScopeRules(
+    service="muck",
+    dataset="muck",
+    # Positions relayed by terminal vendors' platforms (terminals themselves speak JT/T 808 over TCP).
+    ingest_paths=frozenset({"v1/positions"}),
+)
 
 # Every domain service the gateway may route to.
 SERVICES: dict[str, ScopeRules] = {rules.service: rules for rules in (CASE, GAS, WASTE, MUCK, VISION)}

@@ -76,6 +76,7 @@ DEV_PEOPLE_GROUPS: dict[str, dict[str, object]] = {
         ],
     },
     "citygrid-gas-regulators": {"roles": ["regulator"], "scopes": ["gas:read", "gas:write"]},
+    "citygrid-muck-regulators": {"roles": ["regulator"], "scopes": ["muck:read", "muck:write"]},
     "citygrid-admins": {"scopes": ["admin"]},
     "tianhe-district": {"district": "440106"},
 }
@@ -190,6 +191,7 @@ def announce(
     nats_url: str,
     nats_users: Path | None,
     gateway_metrics_url: str,
+    listeners: dict[str, str] | None = None,
 ) -> None:
     env = data / "dev.env"
     env.write_text(f"CITYGRID_GATEWAY_URL={gateway_url}\nCITYGRID_API_KEY={api_key}\n")
@@ -202,6 +204,7 @@ def announce(
             f"  {name:<14} {url}   (direct calls are refused: go through the gateway)"
             for name, url in service_urls.items()
         ),
+        *(f"  {label:<14} {address}" for label, address in (listeners or {}).items()),
         f"  PostgreSQL     {database.split('@')[-1]}",
         f"  NATS           {nats_url}" + (f"   (users and passwords: {nats_users})" if nats_users else ""),
         f"  demo API key   {api_key}",
@@ -278,6 +281,12 @@ def run(data: Path) -> int:
         ports = {p.name: free_port(p.preferred_port) for p in processes}
         ports |= {s.name: free_port(s.preferred_port) for s in SIMULATORS}
         metrics_port = free_port(GATEWAY_METRICS_PORT)  # the gateway's internal listener
+        # Listeners beside HTTP (JT/T 808 for the trucks' terminals): (process, listener, port).
+        listeners = [
+            (process, listener, free_port(listener.preferred_port))
+            for process in processes
+            for listener in process.listeners
+        ]
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         manager = Manager()
         base_env = {
@@ -295,6 +304,7 @@ def run(data: Path) -> int:
                 # Photos and other blobs of each service, beside the databases.
                 "CITYGRID_BLOB_DIR": str((data / "blobs" / process.name).resolve()),
                 **nats_credentials(process, nats_access),
+                **{listener.setting: str(port) for owner, listener, port in listeners if owner is process},
             }
             for simulator in SIMULATORS:
                 if simulator.service == process.name:
@@ -336,6 +346,10 @@ def run(data: Path) -> int:
                     nats_url,
                     nats_users,
                     f"http://127.0.0.1:{metrics_port}/metrics",
+                    {
+                        listener.label: f"{listener.scheme}://127.0.0.1:{port}"
+                        for _, listener, port in listeners
+                    },
                 )
             except Exception as error:
                 say(f"the stack did not come up: {error}")

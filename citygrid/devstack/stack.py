@@ -10,6 +10,16 @@ from citygrid.natsauth import ADMIN, OPERATOR, NatsIdentity
 
 
 @dataclass(frozen=True)
+class ListenerSpec:
+    """A listener of a process beside its HTTP port (a TCP protocol its devices speak)."""
+
+    label: str  # as ``make run`` prints it: "JT/T 808"
+    setting: str  # the process's variable for its port
+    preferred_port: int
+    scheme: str = "tcp"
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     name: str
     module: str  # run as `python -m <module>`
@@ -19,6 +29,7 @@ class ProcessSpec:
     demo_seed: str | None = None  # "<module>:<async function(client, headers)>"
     # "<module>:<NatsIdentity constant>": the NATS user the process connects as (none: no NATS).
     nats_identity: str | None = None
+    listeners: tuple[ListenerSpec, ...] = ()
 
 
 GATEWAY = ProcessSpec("gateway", "gateway.main", "gateway", "citygrid_gateway", 8000)
@@ -41,6 +52,16 @@ SERVICES: tuple[ProcessSpec, ...] = (
         8102,
         "services.gas.demo:seed",
         "services.gas.events:NATS_IDENTITY",
+    ),
+    ProcessSpec(
+        "muck",
+        "services.muck.main",
+        "services.muck",
+        "citygrid_muck",
+        8103,
+        "services.muck.demo:seed",
+        "services.muck.events:NATS_IDENTITY",
+        listeners=(ListenerSpec("JT/T 808", "CITYGRID_JT808_PORT", 8808),),
     ),
     ProcessSpec(
         "vision",
@@ -135,6 +156,9 @@ DEMO_SCOPES = (
     "gas:read",
     "gas:write",
     "gas:ingest",
+    "muck:read",
+    "muck:write",
+    "muck:ingest",
     "vision:read",
     "vision:write",
     "vision:ingest",

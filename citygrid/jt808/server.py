@@ -81,9 +81,12 @@ class ListenerCounters:
     connected: int = 0
     frames: dict[str, int] = field(default_factory=dict)  # by outcome: ok, rejected, bad, unsupported
     positions: int = 0
+    on_frame: Callable[[str], None] | None = None  # a service's counter of frames by outcome
 
     def count(self, outcome: str) -> None:
         self.frames[outcome] = self.frames.get(outcome, 0) + 1
+        if self.on_frame is not None:
+            self.on_frame(outcome)
 
 
 @dataclass
@@ -111,7 +114,7 @@ class Jt808Listener:
         idle_timeout: float = 300.0,
         max_frame: int = 4096,
         max_connections: int = 20_000,
-        on_position_count: Callable[[int], None] | None = None,
+        on_frame: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -119,8 +122,7 @@ class Jt808Listener:
         self.idle_timeout = idle_timeout
         self.max_frame = max_frame
         self.max_connections = max_connections
-        self.counters = ListenerCounters()
-        self._on_position_count = on_position_count
+        self.counters = ListenerCounters(on_frame=on_frame)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -296,8 +298,6 @@ class Jt808Listener:
             return
         self.counters.count("ok")
         self.counters.positions += len(positions)
-        if self._on_position_count is not None:
-            self._on_position_count(len(positions))
         self._reply(connection, general_reply(header, connection.next_serial(), OK))
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""The muck service: construction-waste transport supervised from the trucks' JT/T 808 terminals."""

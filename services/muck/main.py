@@ -1,0 +1,122 @@
+"""Composition root of the muck service: ``create_app()`` for uvicorn and tests, ``main()`` to run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from citygrid.http import create_service_app
+from citygrid.jobs import PeriodicJob
+from citygrid.jt808.server import Jt808Listener
+from citygrid.runtime import Runtime
+from citygrid.serve import serve
+from citygrid.settings import ServiceSettings
+from contract import scopes
+from services.muck import partitions
+from services.muck.domain.windows import CITY_TZ
+from services.muck.events import PUBLISHES
+from services.muck.metrics import MuckMetrics
+from services.muck.positions import api as positions_api
+from services.muck.positions.service import Positions
+from services.muck.registry import api as registry_api
+from services.muck.terminals import MuckTerminals
+
+log = logging.getLogger("services.muck")
+ACTIVE_WITHIN = timedelta(minutes=10)
+
+
+class MuckSettings(ServiceSettings):
+    service_name: str = "muck"
+    # The JT/T 808 listener the trucks' terminals connect to (its own Kubernetes Service).
+    jt808_host: str = "0.0.0.0"
+    jt808_port: int = Field(default=8808, ge=0, le=65535)
+    # A terminal sends a heartbeat every minute or so; a connection silent this long is closed.
+    jt808_idle_seconds: float = Field(default=300.0, gt=0)
+    position_retention_days: int = Field(default=180, ge=partitions.MINIMUM_RETENTION_DAYS)
+    partition_check_seconds: float = 3600.0
+
+
+def city_today() -> datetime:
+    return datetime.now(UTC).astimezone(CITY_TZ)
+
+
+def create_app(settings: MuckSettings | None = None) -> FastAPI:
+    settings = settings or MuckSettings()
+    holder: dict[str, object] = {}
+
+    def setup(runtime: Runtime) -> None:
+        metrics = MuckMetrics(runtime.metrics.registry)
+        positions = Positions(runtime, metrics, days_back=partitions.DAYS_BACK)
+        listener = Jt808Listener(
+            MuckTerminals(runtime, positions),
+            host=settings.jt808_host,
+            port=settings.jt808_port,
+            idle_timeout=settings.jt808_idle_seconds,
+            on_frame=lambda outcome: metrics.frames.labels(outcome).inc(),
+        )
+        holder.update(metrics=metrics, positions=positions, listener=listener)
+
+        async def partitions_round() -> int:
+            today = city_today().date()
+            created = await partitions.PARTITIONS.ensure(runtime.db, today)
+            dropped = await partitions.PARTITIONS.drop_expired(
+                runtime.db, today, settings.position_retention_days
+            )
+            return created + dropped
+
+        async def start() -> None:
+            # Before the first report: today's partition must exist, and the map hold the fleet.
+            await partitions_round()
+            async with runtime.reads() as session:
+                loaded = await positions.load_latest(session)
+            log.info("latest positions of %d trucks loaded", loaded)
+            runtime.tasks.append(asyncio.create_task(positions.writer.run(), name="muck-position-writer"))
+            runtime.tasks.append(asyncio.create_task(positions.listen(), name="muck-latest-positions"))
+            await listener.start()
+            host, port = listener.address
+            log.info("JT/T 808 listener on tcp://%s:%d", host, port)
+            runtime.tasks.append(asyncio.create_task(listener.serve_forever(), name="muck-jt808"))
+
+        async def gauges() -> None:
+            metrics.pending.set(positions.writer.pending_rows)
+            metrics.terminals_connected.set(listener.counters.connected)
+            recent = datetime.now(UTC) - ACTIVE_WITHIN
+            metrics.active_trucks.set(sum(1 for latest in positions.latest if latest.at >= recent))
+
+        runtime.on_startup = [start]
+        runtime.metrics.scrape_hooks.append(gauges)
+        runtime.jobs = [
+            PeriodicJob(
+                "muck-partitions", settings.partition_check_seconds, partitions_round, batch_size=10_000
+            ),
+        ]
+
+    app = create_service_app(
+        settings,
+        title="CityGrid muck service",
+        description=(
+            "Construction-waste transport: the register of companies, trucks, drivers, sites, routes and "
+            "transport areas; trucks' positions over JT/T 808 and from vendors' platforms; tracks."
+        ),
+        routers=[registry_api.router, positions_api.router],
+        publishes=PUBLISHES,
+        runtime_setup=setup,
+        scopes=scopes.MUCK,
+    )
+    app.state.positions = holder["positions"]
+    app.state.jt808 = holder["listener"]
+    app.state.muck_metrics = holder["metrics"]
+    return app
+
+
+def main() -> None:
+    settings = MuckSettings()
+    serve(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Tables of the muck service's own database.
+
+``positions`` is the big one (7,000 trucks reporting every 10–30 s: 20–60 million rows a day):
+append-only, written by COPY, partitioned by day of the position's time, each partition dropped
+whole once older than the retention. A truck's latest position is kept in memory by every replica,
+so no hot path reads ``positions``; a track reads one truck's range of its primary key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from citygrid.db import make_metadata
+from citygrid.ids import new_id
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()
+
+
+class SiteKind(StrEnum):
+    CONSTRUCTION = "construction"  # where muck is dug and loaded
+    DISPOSAL = "disposal"  # where it may be unloaded: a receiving site, a landfill, a recycling plant
+
+
+class Company(Base):
+    """A transport company licensed to carry construction waste."""
+
+    __tablename__ = "companies"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    licence_number: Mapped[str] = mapped_column(String(64))
+    licence_valid_until: Mapped[date | None] = mapped_column(Date)
+    district_code: Mapped[str | None] = mapped_column(String(6))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Truck(Base):
+    """A muck truck, its approval and its JT/T 808 terminal.
+
+    The terminal is known by its phone number, kept as the 20 BCD digits of a 2019 header (a 2013
+    terminal's 12 digits left-padded with zeros), so one terminal is one row whichever header it
+    speaks. The auth code the platform issued at registration is kept as its SHA-256 only.
+    """
+
+    __tablename__ = "trucks"
+
+    plate: Mapped[str] = mapped_column(String(12), primary_key=True)
+    company_code: Mapped[str] = mapped_column(ForeignKey("companies.code"))
+    terminal_phone: Mapped[str] = mapped_column(String(20), unique=True)
+    terminal_id: Mapped[str | None] = mapped_column(String(30))
+    approval_number: Mapped[str] = mapped_column(String(64))
+    approval_valid_until: Mapped[date] = mapped_column(Date)
+    sealed_cover: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    capacity_m3: Mapped[float] = mapped_column(Float)
+    auth_code_sha256: Mapped[str | None] = mapped_column(String(64))
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_trucks_company", "company_code", "plate"),)
+
+
+class Driver(Base):
+    """A driver of a transport company. Name, phone and ID number are personal data: masked for a
+    caller without ``pii:read``, never logged."""
+
+    __tablename__ = "drivers"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    company_code: Mapped[str] = mapped_column(ForeignKey("companies.code"))
+    name: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str] = mapped_column(String(32))
+    id_number: Mapped[str] = mapped_column(String(18), unique=True)
+    licence_number: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_drivers_company", "company_code", "id"),)
+
+
+class Site(Base):
+    """A construction or disposal site: its boundary, its permit, its gate cameras (GB/T 28181 ids)."""
+
+    __tablename__ = "sites"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    district_code: Mapped[str] = mapped_column(String(6))
+    # The boundary as [[lon, lat], ...], the ring closed.
+    boundary: Mapped[list[list[float]]] = mapped_column(JSONB)
+    permit_number: Mapped[str] = mapped_column(String(64))
+    permit_valid_from: Mapped[date] = mapped_column(Date)
+    permit_valid_until: Mapped[date] = mapped_column(Date)
+    approved_quantity_m3: Mapped[float] = mapped_column(Float)
+    gate_cameras: Mapped[list[str]] = mapped_column(ARRAY(String(20)), server_default="{}")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_sites_district", "district_code", "code"),)
+
+
+class Route(Base):
+    """An approved transport route: the corridor along its centre line, ``width_m`` wide."""
+
+    __tablename__ = "routes"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    line: Mapped[list[list[float]]] = mapped_column(JSONB)
+    width_m: Mapped[float] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TransportArea(Base):
+    """An area where muck may be moved only in its time windows (the central city: 20:00–23:30)."""
+
+    __tablename__ = "transport_areas"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    boundary: Mapped[list[list[float]]] = mapped_column(JSONB)
+    # ["20:00-23:30", ...] in city time; a window may cross midnight ("22:00-06:00").
+    windows: Mapped[list[str]] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PositionSource(StrEnum):
+    JT808 = "jt808"  # the terminal's own TCP connection
+    HTTP = "http"  # a vendor's platform relaying its terminals
+
+
+class Position(Base):
+    """One reported position of one truck: append-only, partitioned by day of ``at`` (the fix's
+    time). A terminal sends a report again when its acknowledgement was lost, so a track may hold a
+    time twice; reads take one row per time."""
+
+    __tablename__ = "positions"
+
+    plate: Mapped[str] = mapped_column(String(12))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    speed_kmh: Mapped[float] = mapped_column(Float)
+    direction: Mapped[int] = mapped_column(SmallInteger)
+    altitude_m: Mapped[int] = mapped_column(SmallInteger)
+    alarm: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)
+    # 0 empty, 1 half, 3 full (status bits 8-9); None when the terminal does not say.
+    load: Mapped[int | None] = mapped_column(SmallInteger)
+    mileage_km: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(8))
+    # A 0x0704 re-upload of positions a terminal kept while it had no network.
+    blind_area: Mapped[bool] = mapped_column(Boolean)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # The one index: a track is a range of (plate, at). ``received_at`` makes a resent report a
+        # row of its own rather than a conflict that would fail its whole COPY batch.
+        PrimaryKeyConstraint("plate", "at", "received_at", name="pk_positions"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
+
+
+POSITION_COLUMNS: tuple[str, ...] = tuple(column.name for column in Position.__table__.columns)
+
+
+def position_record(**values: Any) -> tuple[Any, ...]:
+    """A row of ``positions`` in COPY's column order."""
+    return tuple(values[name] for name in POSITION_COLUMNS)

@@ -1,0 +1,71 @@
+"""A reported position checked and turned into a row of ``positions``: the same rules whether it came
+over a terminal's JT/T 808 connection or from a vendor's platform over HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.muck.models import PositionSource, position_record
+
+# Where a fix in mainland China can be (a wider box than the country, narrower than the globe): a
+# terminal without a fix sends zeros, and some send latitude and longitude swapped.
+LON_RANGE = (73.0, 136.0)
+LAT_RANGE = (3.0, 54.0)
+# A terminal's clock may run this far ahead of ours.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+LOAD_CODES = {"empty": 0, "half": 1, "full": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    plate: str
+    at: datetime
+    lon: float
+    lat: float
+    speed_kmh: float
+    direction: int
+    altitude_m: int
+    alarm: int = 0
+    status: int = 0
+    load: int | None = None
+    mileage_km: float | None = None
+    fixed: bool = True
+
+
+def refusal(report: Report, *, now: datetime, earliest: datetime) -> tuple[str, str] | None:
+    """Why the report cannot be stored (problem code, detail), or None."""
+    if not report.fixed:
+        return "muck.position_not_fixed", "the terminal had no satellite fix"
+    if not (LON_RANGE[0] <= report.lon <= LON_RANGE[1] and LAT_RANGE[0] <= report.lat <= LAT_RANGE[1]):
+        return "muck.position_out_of_range", f"({report.lon}, {report.lat}) is not a place in China"
+    if report.at < earliest:
+        return (
+            "muck.position_too_old",
+            f"{report.at.isoformat()} is before {earliest.isoformat()}, the oldest kept",
+        )
+    if report.at > now + FUTURE_TOLERANCE:
+        return "muck.position_in_future", f"{report.at.isoformat()} is ahead of the platform's clock"
+    return None
+
+
+def row(
+    report: Report, *, source: PositionSource, blind_area: bool, received_at: datetime
+) -> tuple[Any, ...]:
+    return position_record(
+        plate=report.plate,
+        at=report.at,
+        lon=report.lon,
+        lat=report.lat,
+        speed_kmh=report.speed_kmh,
+        direction=report.direction,
+        altitude_m=report.altitude_m,
+        alarm=report.alarm,
+        status=report.status,
+        load=report.load,
+        mileage_km=report.mileage_km,
+        source=source.value,
+        blind_area=blind_area,
+        received_at=received_at,
+    )

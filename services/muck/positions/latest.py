@@ -1,0 +1,122 @@
+"""Every truck's latest position, in memory in each replica.
+
+A replica updates its map from the rows it committed, then sends those rows' latest per truck on a
+core NATS subject; every replica applies what the others send. At most once: a message lost (NATS
+down) leaves a truck's entry stale until its next report, seconds later. At start the map is read
+from the database: per truck, its newest row of the last day, one index probe each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.muck.models import POSITION_COLUMNS
+
+_INDEX = {name: POSITION_COLUMNS.index(name) for name in POSITION_COLUMNS}
+LATEST_FIELDS = ("plate", "at", "lon", "lat", "speed_kmh", "direction", "load", "received_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    plate: str
+    at: datetime
+    lon: float
+    lat: float
+    speed_kmh: float
+    direction: int
+    load: int | None
+    received_at: datetime
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.plate,
+            self.at.isoformat(),
+            self.lon,
+            self.lat,
+            self.speed_kmh,
+            self.direction,
+            self.load,
+            self.received_at.isoformat(),
+        ]
+
+    @classmethod
+    def from_wire(cls, values: list[Any]) -> Latest:
+        plate, at, lon, lat, speed, direction, load, received = values
+        return cls(
+            str(plate),
+            datetime.fromisoformat(at),
+            float(lon),
+            float(lat),
+            float(speed),
+            int(direction),
+            None if load is None else int(load),
+            datetime.fromisoformat(received),
+        )
+
+
+class LatestPositions:
+    def __init__(self) -> None:
+        self._by_plate: dict[str, Latest] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_plate)
+
+    def get(self, plate: str) -> Latest | None:
+        return self._by_plate.get(plate)
+
+    def __iter__(self) -> Iterator[Latest]:
+        return iter(self._by_plate.values())
+
+    def apply(self, positions: Iterable[Latest]) -> list[Latest]:
+        """Keep each truck's newest; returns those that changed the map."""
+        changed = []
+        for position in positions:
+            known = self._by_plate.get(position.plate)
+            if known is None or position.at > known.at:
+                self._by_plate[position.plate] = position
+                changed.append(position)
+        return changed
+
+    def apply_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Latest]:
+        newest: dict[str, Latest] = {}
+        for row in rows:
+            position = Latest(*(row[_INDEX[name]] for name in LATEST_FIELDS))
+            current = newest.get(position.plate)
+            if current is None or position.at > current.at:
+                newest[position.plate] = position
+        return self.apply(newest.values())
+
+    @staticmethod
+    def encode(positions: Iterable[Latest], origin: str) -> bytes:
+        return json.dumps({"origin": origin, "positions": [p.to_wire() for p in positions]}).encode()
+
+    def apply_message(self, data: bytes, own_origin: str) -> int:
+        """Apply another replica's message; a malformed one is ignored (returns -1)."""
+        try:
+            message = json.loads(data)
+            if message.get("origin") == own_origin:
+                return 0
+            positions = [Latest.from_wire(values) for values in message["positions"]]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return -1
+        return len(self.apply(positions))
+
+    async def load(self, session: AsyncSession) -> int:
+        found = await session.execute(LATEST_OF_EVERY_TRUCK)
+        return len(self.apply(Latest(*values) for values in found))
+
+
+# One probe of the primary key per truck (its last row of the last day), not a scan of the day.
+LATEST_OF_EVERY_TRUCK = text(
+    "SELECT p.plate, p.at, p.lon, p.lat, p.speed_kmh, p.direction, p.load, p.received_at "
+    "FROM trucks t CROSS JOIN LATERAL ("
+    "  SELECT * FROM positions WHERE positions.plate = t.plate AND positions.at > now() - interval '1 day'"
+    "  ORDER BY positions.at DESC LIMIT 1) p"
+)

@@ -1,0 +1,126 @@
+"""Group commit of positions: reports from every connection and request of this replica gathered into
+one COPY per ``max_wait`` (or ``max_rows``), each caller answered once its rows are committed.
+
+A terminal's report is acknowledged only after this returns, so nothing acknowledged is lost; when the
+database is down every waiting caller gets the error (the terminal is answered FAILURE and sends the
+report again). What waits is bounded (``max_pending`` rows): beyond it a caller is refused at once,
+so a slow database cannot grow a replica's memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from citygrid.errors import DomainError
+from services.muck.models import POSITION_COLUMNS
+
+log = logging.getLogger("services.muck.positions")
+
+
+class IntakeOverloaded(DomainError):
+    code = "muck.intake_overloaded"
+    status = 503
+    title = "Position intake overloaded"
+
+
+@dataclass
+class _Waiting:
+    rows: Sequence[tuple[Any, ...]]
+    done: asyncio.Future[None]
+
+
+@dataclass
+class PositionWriter:
+    # The database's sessions, once the runtime has started.
+    sessions: Callable[[], async_sessionmaker[AsyncSession]]
+    max_rows: int = 5_000
+    max_wait: float = 0.05
+    max_pending: int = 200_000
+    # Called with each committed batch (the latest positions, the metrics).
+    on_committed: Callable[[Sequence[tuple[Any, ...]], float], Awaitable[None]] | None = None
+    _waiting: list[_Waiting] = field(default_factory=list)
+    _pending_rows: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Return once ``rows`` are committed; raise what the store raised, or IntakeOverloaded."""
+        if not rows:
+            return
+        if self._pending_rows + len(rows) > self.max_pending:
+            raise IntakeOverloaded(
+                f"{self._pending_rows} positions are waiting to be stored; send again shortly",
+                headers={"Retry-After": "1"},
+            )
+        waiting = _Waiting(rows, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._pending_rows += len(rows)
+        self._wake.set()
+        await asyncio.shield(waiting.done)
+
+    async def run(self) -> None:
+        """Write batches for as long as the process lives."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Let the batch fill a little: one COPY of many reports costs little more than one of a few.
+            deadline = time.monotonic() + self.max_wait
+            while self._pending_rows < self.max_rows and (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._wake.wait()
+                self._wake.clear()
+            while self._waiting:
+                await self._flush()
+
+    def _take(self) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        rows = 0
+        while self._waiting and (not batch or rows + len(self._waiting[0].rows) <= self.max_rows):
+            waiting = self._waiting.pop(0)
+            batch.append(waiting)
+            rows += len(waiting.rows)
+        return batch
+
+    async def _flush(self) -> None:
+        batch = self._take()
+        records = [row for waiting in batch for row in waiting.rows]
+        started = time.perf_counter()
+        try:
+            await copy_positions(self.sessions(), records)
+        except Exception as error:
+            self._pending_rows -= len(records)
+            log.warning("could not store %d positions: %s", len(records), error)
+            for waiting in batch:
+                if not waiting.done.done():
+                    waiting.done.set_exception(error)
+            return
+        self._pending_rows -= len(records)
+        for waiting in batch:
+            if not waiting.done.done():
+                waiting.done.set_result(None)
+        if self.on_committed is not None:
+            await self.on_committed(records, time.perf_counter() - started)
+
+
+async def copy_positions(
+    sessions: async_sessionmaker[AsyncSession], records: Sequence[tuple[Any, ...]]
+) -> None:
+    """One transaction, one COPY: PostgreSQL routes each row to its day's partition."""
+    async with sessions() as session, session.begin():
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.copy_records_to_table("positions", records=records, columns=list(POSITION_COLUMNS))

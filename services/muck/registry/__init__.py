@@ -1,0 +1,1 @@
+"""The register: transport companies, trucks with their terminals, drivers, sites, routes, areas."""

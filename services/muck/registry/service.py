@@ -1,0 +1,238 @@
+"""The register's service functions: imports by key (created or updated, each refusal with its
+reason), lists by keyset, one record by key."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Select, Table, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from citygrid.errors import NotFound
+from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from citygrid.schemas import ImportResult, Refusal
+from services.muck.domain.geofences import Corridor, CorridorIndex, SiteIndex
+from services.muck.domain.geofences import Site as SiteShape
+from services.muck.models import Base, Company, Driver, Route, Site, TransportArea, Truck
+from services.muck.registry.schemas import (
+    AreaIn,
+    CompanyIn,
+    DriverIn,
+    RouteIn,
+    SiteIn,
+    TruckIn,
+    full_phone,
+)
+
+Row = TypeVar("Row", bound=Base)
+
+
+class UnknownRecord(NotFound):
+    code = "muck.not_found"
+
+
+class UnknownCompany(NotFound):
+    code = "muck.unknown_company"
+
+
+def auth_code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+async def _upsert(session: AsyncSession, model: type[Base], key: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert or update by ``key``; returns how many were created."""
+    if not rows:
+        return 0
+    table = cast(Table, model.__table__)
+    values = insert(table).values(list(rows))
+    changed = [name for name in rows[0] if name != key]
+    upsert = values.on_conflict_do_update(
+        index_elements=[key],
+        set_={
+            **{name: values.excluded[name] for name in changed},
+            "version": table.c.version + 1,
+            "updated_at": func.now(),
+        },
+    ).returning(table.c.version)
+    return sum(1 for version in (await session.scalars(upsert)).all() if version == 1)
+
+
+def _result(received: int, rows: int, created: int, refused: list[Refusal]) -> ImportResult:
+    return ImportResult(received=received, created=created, updated=rows - created, refused=refused)
+
+
+async def import_companies(session: AsyncSession, items: Sequence[CompanyIn]) -> ImportResult:
+    rows = {item.code: item.model_dump() for item in items}
+    created = await _upsert(session, Company, "code", list(rows.values()))
+    return _result(len(items), len(rows), created, [])
+
+
+async def import_trucks(session: AsyncSession, items: Sequence[TruckIn]) -> ImportResult:
+    """A truck must name a registered company; one terminal is one truck's."""
+    companies = set(
+        (
+            await session.scalars(
+                select(Company.code).where(Company.code.in_({i.company_code for i in items}))
+            )
+        ).all()
+    )
+    phones = {full_phone(item.terminal_phone): item.plate for item in items}
+    taken: dict[str, str] = {
+        phone: plate
+        for phone, plate in await session.execute(
+            select(Truck.terminal_phone, Truck.plate).where(Truck.terminal_phone.in_(phones))
+        )
+    }
+    refused: list[Refusal] = []
+    rows: dict[str, dict[str, Any]] = {}
+    seen_phones: dict[str, str] = {}
+    for index, item in enumerate(items):
+        phone = full_phone(item.terminal_phone)
+        holder = taken.get(phone) or seen_phones.get(phone)
+        if item.company_code not in companies:
+            refused.append(
+                Refusal(
+                    index=index,
+                    key=item.plate,
+                    code="muck.unknown_company",
+                    detail=f"no transport company {item.company_code}",
+                )
+            )
+        elif holder is not None and holder != item.plate:
+            refused.append(
+                Refusal(
+                    index=index,
+                    key=item.plate,
+                    code="muck.terminal_taken",
+                    detail=f"terminal {item.terminal_phone} is truck {holder}'s",
+                )
+            )
+        else:
+            seen_phones[phone] = item.plate
+            rows[item.plate] = {**item.model_dump(), "terminal_phone": phone}
+    created = await _upsert(session, Truck, "plate", list(rows.values()))
+    return _result(len(items), len(rows), created, refused)
+
+
+async def import_sites(session: AsyncSession, items: Sequence[SiteIn]) -> ImportResult:
+    refused: list[Refusal] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        try:
+            SiteIndex([SiteShape(item.code, item.kind.value, item.boundary)])
+        except ValueError as error:
+            refused.append(
+                Refusal(index=index, key=item.code, code="muck.invalid_boundary", detail=str(error))
+            )
+            continue
+        row = item.model_dump(mode="json")
+        row["permit_valid_from"], row["permit_valid_until"] = item.permit_valid_from, item.permit_valid_until
+        rows[item.code] = row
+    created = await _upsert(session, Site, "code", list(rows.values()))
+    return _result(len(items), len(rows), created, refused)
+
+
+async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> ImportResult:
+    refused: list[Refusal] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        try:
+            CorridorIndex([Corridor(item.code, item.line, item.width_m)])
+        except ValueError as error:
+            refused.append(Refusal(index=index, key=item.code, code="muck.invalid_route", detail=str(error)))
+            continue
+        rows[item.code] = item.model_dump(mode="json")
+    created = await _upsert(session, Route, "code", list(rows.values()))
+    return _result(len(items), len(rows), created, refused)
+
+
+async def import_areas(session: AsyncSession, items: Sequence[AreaIn]) -> ImportResult:
+    refused: list[Refusal] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        try:
+            SiteIndex([SiteShape(item.code, "construction", item.boundary)])
+        except ValueError as error:
+            refused.append(
+                Refusal(index=index, key=item.code, code="muck.invalid_boundary", detail=str(error))
+            )
+            continue
+        rows[item.code] = item.model_dump(mode="json")
+    created = await _upsert(session, TransportArea, "code", list(rows.values()))
+    return _result(len(items), len(rows), created, refused)
+
+
+async def release_terminal(session: AsyncSession, plate: str) -> Truck:
+    """Forget the auth code of the truck's terminal: it may register again (a replaced or reset unit)."""
+    truck = await session.get(Truck, plate, with_for_update=True)
+    if truck is None:
+        raise UnknownRecord(f"no truck {plate}")
+    truck.auth_code_sha256 = None
+    truck.registered_at = None
+    truck.version = truck.version + 1
+    truck.updated_at = func.now()
+    return truck
+
+
+async def add_driver(session: AsyncSession, item: DriverIn) -> Driver:
+    if await session.get(Company, item.company_code) is None:
+        raise UnknownCompany(f"no transport company {item.company_code}")
+    values = item.model_dump()
+    values["id_number"] = values["id_number"].upper()
+    statement = (
+        insert(Driver)
+        .values(id=uuid.uuid4(), **values)
+        .on_conflict_do_update(
+            index_elements=[Driver.id_number],
+            set_={name: values[name] for name in ("company_code", "name", "phone", "licence_number")}
+            | {"updated_at": func.now()},
+        )
+        .returning(Driver)
+    )
+    driver: Driver = (await session.scalars(statement)).one()
+    return driver
+
+
+async def one(session: AsyncSession, model: type[Row], key: str) -> Row:
+    found = await session.get(model, key)
+    if found is None:
+        raise UnknownRecord(f"no {model.__tablename__[:-1]} {key}")
+    return found
+
+
+async def page(
+    session: AsyncSession,
+    model: type[Row],
+    key: InstrumentedAttribute[str],
+    *,
+    limit: int,
+    cursor: str | None,
+    where: Sequence[Any] = (),
+) -> tuple[list[Row], str | None]:
+    """One keyset page by ``key``."""
+    query: Select[Row] = select(model).where(*where).order_by(key).limit(limit + 1)
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(key > cursor_value(str, after))
+    found = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(getattr(found[limit - 1], key.key)) if len(found) > limit else None
+    return found[:limit], next_cursor
+
+
+async def drivers_page(
+    session: AsyncSession, company: str | None, *, limit: int, cursor: str | None
+) -> tuple[list[Driver], str | None]:
+    query = select(Driver).order_by(Driver.id).limit(limit + 1)
+    if company is not None:
+        query = query.where(Driver.company_code == company)
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(Driver.id > cursor_value(uuid.UUID, after))
+    found = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(str(found[limit - 1].id)) if len(found) > limit else None
+    return found[:limit], next_cursor

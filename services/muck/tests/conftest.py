@@ -1,0 +1,129 @@
+"""The muck service served on loopback, on real PostgreSQL and NATS, called with gateway-signed tokens,
+its JT/T 808 listener on a port of its own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from citygrid.auth import PRINCIPAL_HEADER, Principal
+from citygrid.jt808.server import Jt808Listener
+from citygrid.runtime import Runtime
+from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from services.muck.events import NATS_IDENTITY
+from services.muck.main import MuckSettings, create_app
+
+REGISTRAR = ("muck:read", "muck:write")
+PLATFORM = ("muck:ingest",)
+READER = ("muck:read",)
+COMPANY = "GZJY"
+TIANHE = "440106"
+
+
+@dataclass
+class Muck:
+    infrastructure: Infrastructure
+    app: FastAPI
+    url: str
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.kit
+        return runtime
+
+    @property
+    def listener(self) -> Jt808Listener:
+        listener: Jt808Listener = self.app.state.jt808
+        return listener
+
+    def as_(
+        self,
+        scopes: tuple[str, ...] = REGISTRAR,
+        roles: tuple[str, ...] = (),
+        subject: str = "registrar-1",
+        district: str | None = None,
+    ) -> dict[str, str]:
+        principal = Principal(
+            subject=subject,
+            kind="consumer",
+            name=subject,
+            roles=frozenset(roles),
+            scopes=frozenset(scopes),
+            district=district,
+        )
+        return {PRINCIPAL_HEADER: self.infrastructure.token(principal, "muck")}
+
+    async def post(self, path: str, body: Any, **as_: Any) -> httpx.Response:
+        return await self.client.post(path, json=body, headers=self.as_(**as_))
+
+    async def get(self, path: str, **as_: Any) -> httpx.Response:
+        return await self.client.get(path, headers=self.as_(**as_))
+
+    async def register_fleet(self, trucks: int = 3) -> list[dict[str, Any]]:
+        company = {"code": COMPANY, "name": "Jianyun Transport", "licence_number": "ZT-1"}
+        assert (await self.post("/v1/companies/import", {"companies": [company]})).status_code == 200
+        fleet = [truck(number) for number in range(1, trucks + 1)]
+        response = await self.post("/v1/trucks/import", {"trucks": fleet})
+        assert response.status_code == 200, response.text
+        assert response.json()["refused"] == [], response.text
+        return fleet
+
+
+def truck(number: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "plate": f"粤A{number:05d}D",
+        "company_code": COMPANY,
+        "terminal_phone": f"0138{number:08d}",
+        "approval_number": f"ZT-{number:04d}",
+        "approval_valid_until": (date.today() + timedelta(days=365)).isoformat(),
+        "capacity_m3": 18.0,
+        **changes,
+    }
+
+
+@pytest.fixture(scope="session")
+def muck_database(infrastructure: Infrastructure) -> str:
+    return infrastructure.database("services.muck")
+
+
+def muck_settings(infrastructure: Infrastructure, database: str, **overrides: Any) -> MuckSettings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database,
+        **infrastructure.nats_settings(NATS_IDENTITY.user),
+        "internal_token_public_key": infrastructure.public_key,
+        "outbox_poll_seconds": 0.2,
+        "jt808_host": "127.0.0.1",
+        "jt808_port": 0,
+    }
+    return MuckSettings(**(values | overrides))
+
+
+@pytest.fixture
+async def muck_factory(infrastructure: Infrastructure, muck_database: str):
+    await truncate_all(muck_database)
+    await delete_streams(infrastructure.nats_url)
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Muck]:
+        app = create_app(muck_settings(infrastructure, muck_database, **overrides))
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            running = Muck(infrastructure, app, url, client)
+            await wait_until(running.runtime.messaging_ready.is_set)
+            yield running
+
+    return start
+
+
+@pytest.fixture
+async def muck(muck_factory) -> AsyncIterator[Muck]:
+    async with muck_factory() as running:
+        yield running
