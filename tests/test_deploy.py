@@ -9,6 +9,8 @@ checks where they are installed and are skipped where they are not.
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import importlib
 import importlib.util
 import json
@@ -31,6 +33,7 @@ from citygrid.natsauth import NatsIdentity, authorization_config
 from citygrid.settings import ServiceSettings
 from gateway.routing import UPSTREAMS
 from services.gas.metrics import GasMetrics
+from services.muck.metrics import MuckMetrics
 from services.vision.metrics import VisionMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +72,15 @@ def yaml_files() -> list[Path]:
     return sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
 
 
+@functools.cache
+def parsed_yaml(path: Path) -> tuple[Any, ...]:
+    """A file's documents, parsed once: the network policy checks look at every manifest per path."""
+    return tuple(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None)
+
+
 def load_yaml(path: Path) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+    """The documents of ``path``, a copy of their own for each caller."""
+    return copy.deepcopy(list(parsed_yaml(path)))
 
 
 def is_kustomization(path: Path) -> bool:
@@ -216,6 +226,11 @@ def exposed_metrics() -> set[str]:
     gas.refusal_reasons.labels(reason="inspection_overdue").inc()
     gas.fill_check_seconds.observe(0.002)
     gas.cylinders.labels(status="in_stock").set(0)
+    muck = MuckMetrics(metrics.registry)
+    muck.positions.labels(intake="jt808").inc()
+    muck.positions_refused.labels(intake="http", reason="muck.position_not_fixed").inc()
+    muck.batch_seconds.observe(0.01)
+    muck.frames.labels(outcome="ok").inc()
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
@@ -381,7 +396,7 @@ def test_kustomize_builds_valid_objects(path):
 
 
 def test_there_is_a_deployment_for_each_service_and_the_gateway():
-    assert set(deployment_ids()) == {"case", "gas", "vision", "gateway"}
+    assert set(deployment_ids()) == {"case", "gas", "muck", "vision", "gateway"}
 
 
 @pytest.mark.parametrize("name", deployment_ids())
@@ -398,7 +413,9 @@ def test_deployment_probes_health_and_readiness_on_the_served_port(name):
     container = main_container(by_name("Deployment", name))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     # The gateway's /metrics is on an internal listener of its own; services serve it on "http".
-    assert ports == ({"http": 8000, "metrics": 9000} if name == "gateway" else {"http": 8000})
+    # The muck service listens for its trucks' JT/T 808 terminals as well.
+    beside_http = {"gateway": {"metrics": 9000}, "muck": {"jt808": 8808}}.get(name, {})
+    assert ports == {"http": 8000, **beside_http}
     probes = {
         kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
     }
@@ -902,6 +919,8 @@ def outside(namespace: str, **labels: str) -> Endpoint:
 
 
 INTRUDER = (NAMESPACE, {"app.kubernetes.io/name": "intruder"})
+# An address outside the cluster (a truck's terminal on the mobile network): no namespace, no labels.
+INTERNET: Endpoint = ("", {})
 DNS = outside("kube-system", **{"k8s-app": "kube-dns"})
 
 
@@ -915,6 +934,7 @@ def test_the_namespace_denies_all_traffic_by_default():
     )
     for target, port in (
         ("case", 8000),
+        ("muck", 8000),
         ("vision", 8000),
         ("gateway", 8000),
         ("nats", 4222),
@@ -944,6 +964,56 @@ def test_only_the_gateway_calls_the_services_and_only_from_the_ingress():
         assert reaches(pod("gateway"), pod(name), 8000), name
         assert not reaches(outside("ingress-nginx"), pod(name), 8000), name
         assert not any(reaches(pod(other), pod(name), 8000) for other in services if other != name)
+
+
+def test_the_trucks_terminals_reach_the_muck_jt808_listener_from_outside_and_nothing_else():
+    deployment = by_name("Deployment", "muck")
+    container = main_container(deployment)
+    environment = container_environment(deployment)
+    fields = settings_class(served_module(container)).model_fields
+    listener_port = int(environment.get("CITYGRID_JT808_PORT", fields["jt808_port"].default))
+    assert environment.get("CITYGRID_JT808_HOST", fields["jt808_host"].default) == "0.0.0.0"
+    (listener,) = [port for port in container["ports"] if port["name"] == "jt808"]
+    assert (listener["containerPort"], listener.get("protocol", "TCP")) == (listener_port, "TCP")
+
+    # A Service of its own, outside the cluster, that keeps the terminals' source addresses.
+    service = by_name("Service", "muck-jt808")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port.get("protocol", "TCP") == "TCP"
+    assert port["targetPort"] in ("jt808", listener_port)
+    exposed = {
+        s["metadata"]["name"] for s in of_kind("Service") if s["spec"].get("type", "ClusterIP") != "ClusterIP"
+    }
+    assert exposed == {"muck-jt808"}, "HTTP stays inside the cluster, behind the gateway"
+    assert [p["targetPort"] for p in by_name("Service", "muck")["spec"]["ports"]] == ["http"]
+    (scraped,) = by_name("ServiceMonitor", "citygrid")["spec"]["selector"]["matchExpressions"]
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] not in scraped["values"]
+
+    # Terminals from anywhere reach the listener of the muck pods, over TCP; nothing else of theirs.
+    assert reaches(INTERNET, pod("muck"), listener_port)
+    assert not reaches(INTERNET, pod("muck"), listener_port, "UDP")
+    assert not reaches(INTERNET, pod("muck"), 8000)
+    clusters = [cluster["metadata"]["name"] for cluster in of_kind("Cluster")]
+    for name in [*deployment_ids(), "nats", *clusters]:
+        if name != "muck":
+            assert not reaches(INTERNET, pod(name), listener_port), name
+        assert not reaches(INTERNET, pod(name), 8000), name
+    # Its HTTP port, as every service's: from the gateway (and Prometheus) only.
+    assert not reaches(outside("ingress-nginx"), pod("muck"), 8000)
+    assert not reaches(INTRUDER, pod("muck"), 8000)
+    for name in deployment_ids():
+        assert reaches(pod(name), pod("muck"), 8000) == (name == "gateway"), name
+
+    # Long-lived connections: the load balancer stops sending new ones before the process closes
+    # the open ones (their terminals reconnect to another replica), within the grace period.
+    pod_spec = deployment["spec"]["template"]["spec"]
+    command, seconds = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == "sleep"
+    assert int(seconds) >= 10
+    assert pod_spec["terminationGracePeriodSeconds"] >= int(seconds) + 30
 
 
 def test_only_the_gateway_reaches_the_identity_provider_for_its_keys():
