@@ -202,7 +202,11 @@ class BenchTerminal:
         return decode_frame(self.pending.pop(0))
 
 
-async def jt808_intake(address: tuple[str, int], trucks: int, reports_each: int) -> dict[str, float]:
+async def jt808_intake(
+    address: tuple[str, int], trucks: int, reports_each: int, pid: int
+) -> dict[str, float]:
+    """Connect, register and authenticate every truck's terminal, then time the reports alone."""
+
     async def connect(n: int) -> BenchTerminal:
         reader, writer = await asyncio.open_connection(*address)
         terminal = BenchTerminal(n, reader, writer)
@@ -231,12 +235,19 @@ async def jt808_intake(address: tuple[str, int], trucks: int, reports_each: int)
             if GeneralReply.decode(frame.body, frame.header).result == OK:
                 acknowledged += 1
 
+    cpu_before = cpu_seconds([pid])
     started = time.perf_counter()
     await asyncio.gather(*(report(terminal) for terminal in terminals))
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds([pid]) - cpu_before
     for terminal in terminals:
         terminal.writer.close()
-    return {"positions": acknowledged, "seconds": seconds, "per_s": acknowledged / seconds}
+    return {
+        "positions": acknowledged,
+        "seconds": seconds,
+        "per_s": acknowledged / seconds,
+        "service_cpu_us_per_position": 1e6 * cpu / max(acknowledged, 1),
+    }
 
 
 def service_env(
@@ -293,10 +304,8 @@ def run(trucks: int, positions: int, senders: int, reports_each: int) -> dict[st
                 results["http"]["service_cpu_us_per_position"] = (
                     1e6 * (cpu_seconds([child.pid]) - before) / max(results["http"]["positions"], 1)
                 )
-                before = cpu_seconds([child.pid])
-                results["jt808"] = asyncio.run(jt808_intake(("127.0.0.1", jt808_port), trucks, reports_each))
-                results["jt808"]["service_cpu_us_per_position"] = (
-                    1e6 * (cpu_seconds([child.pid]) - before) / max(results["jt808"]["positions"], 1)
+                results["jt808"] = asyncio.run(
+                    jt808_intake(("127.0.0.1", jt808_port), trucks, reports_each, child.pid)
                 )
                 results["service_rss_mib"] = rss_mib(child.pid)
     finally:

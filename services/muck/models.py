@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -186,8 +185,3 @@ class Position(Base):
 
 
 POSITION_COLUMNS: tuple[str, ...] = tuple(column.name for column in Position.__table__.columns)
-
-
-def position_record(**values: Any) -> tuple[Any, ...]:
-    """A row of ``positions`` in COPY's column order."""
-    return tuple(values[name] for name in POSITION_COLUMNS)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.muck.models import PositionSource, position_record
+from services.muck.models import POSITION_COLUMNS, PositionSource
 
 # Where a fix in mainland China can be (a wider box than the country, narrower than the globe): a
 # terminal without a fix sends zeros, and some send latitude and longitude swapped.
@@ -50,22 +50,31 @@ def refusal(report: Report, *, now: datetime, earliest: datetime) -> tuple[str, 
     return None
 
 
+ROW_ORDER = (
+    "plate", "at", "lon", "lat", "speed_kmh", "direction", "altitude_m", "alarm", "status", "load",
+    "mileage_km", "source", "blind_area", "received_at",
+)  # fmt: skip
+if ROW_ORDER != POSITION_COLUMNS:
+    raise RuntimeError("row() must build its tuple in the positions table's column order")
+
+
 def row(
     report: Report, *, source: PositionSource, blind_area: bool, received_at: datetime
 ) -> tuple[Any, ...]:
-    return position_record(
-        plate=report.plate,
-        at=report.at,
-        lon=report.lon,
-        lat=report.lat,
-        speed_kmh=report.speed_kmh,
-        direction=report.direction,
-        altitude_m=report.altitude_m,
-        alarm=report.alarm,
-        status=report.status,
-        load=report.load,
-        mileage_km=report.mileage_km,
-        source=source.value,
-        blind_area=blind_area,
-        received_at=received_at,
+    """A row of ``positions`` in COPY's column order (built directly: this runs for every position)."""
+    return (
+        report.plate,
+        report.at,
+        report.lon,
+        report.lat,
+        report.speed_kmh,
+        report.direction,
+        report.altitude_m,
+        report.alarm,
+        report.status,
+        report.load,
+        report.mileage_km,
+        source.value,
+        blind_area,
+        received_at,
     )

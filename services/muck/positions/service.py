@@ -38,6 +38,7 @@ class Positions:
     writer: PositionWriter = field(init=False)
 
     def __post_init__(self) -> None:
+        self._stored = {source: self.metrics.positions.labels(source.value) for source in PositionSource}
         self.writer = PositionWriter(lambda: self.runtime.db, on_committed=self._committed)
 
     async def store(
@@ -57,7 +58,7 @@ class Positions:
                 refused.append((index, *why))
                 self.metrics.positions_refused.labels(source.value, why[0]).inc()
         await self.writer.write(rows)
-        self.metrics.positions.labels(source.value).inc(len(rows))
+        self._stored[source].inc(len(rows))
         return refused
 
     async def _committed(self, rows: Sequence[tuple[Any, ...]], seconds: float) -> None:

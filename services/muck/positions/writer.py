@@ -10,7 +10,6 @@ so a slow database cannot grow a replica's memory without limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,13 +73,10 @@ class PositionWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # Let the batch fill a little: one COPY of many reports costs little more than one of a few.
-            deadline = time.monotonic() + self.max_wait
-            while self._pending_rows < self.max_rows and (left := deadline - time.monotonic()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self._wake.wait()
-                self._wake.clear()
+            # Let the batch fill a little: one COPY of many reports costs little more than one of a
+            # few, and what arrives while a batch is being written waits for the next.
+            if self._pending_rows < self.max_rows:
+                await asyncio.sleep(self.max_wait)
             while self._waiting:
                 await self._flush()
 
