@@ -69,7 +69,7 @@ class Recorder:
 @pytest.fixture
 async def listener() -> AsyncIterator[tuple[Jt808Listener, Recorder]]:
     recorder = Recorder()
-    server = Jt808Listener(recorder, host="127.0.0.1", port=0, idle_timeout=2.0)
+    server = Jt808Listener(recorder, host="127.0.0.1", port=0, idle_timeout=2.0, auth_timeout=1.5)
     await server.start()
     try:
         yield server, recorder
@@ -270,11 +270,38 @@ async def test_a_position_batch_in_two_sub_packages_is_stored_once_whole(listene
     await terminal.log_in()
     body = PositionBatch(kind=0, positions=tuple(position(s) for s in range(40))).encode(2013)
     half = len(body) // 2
-    for index, part in enumerate((body[:half], body[half:]), start=1):
-        await terminal.send(POSITION_BATCH, part, subpackage=(2, index))
-        assert (await terminal.general_reply()).result == OK  # each part acknowledged
-    assert (await terminal.general_reply()).ack_msg_id == POSITION_BATCH  # then the whole batch
+    await terminal.send(POSITION_BATCH, body[:half], subpackage=(2, 1))
+    assert (await terminal.general_reply()).result == OK  # the first part, to send the next
+    last = await terminal.send(POSITION_BATCH, body[half:], subpackage=(2, 2))
+    answer = await terminal.general_reply()
+    # The last part is answered once the whole batch is stored, with its result.
+    assert (answer.ack_serial, answer.ack_msg_id, answer.result) == (last.serial, POSITION_BATCH, OK)
     assert len(recorder.stored) == 40
+    await terminal.close()
+
+
+async def test_the_last_sub_package_is_answered_failure_when_the_whole_was_not_stored(listener):
+    server, recorder = listener
+    recorder.known.add("013800000011")
+    terminal = await Terminal.connect(server, "013800000011")
+    await terminal.log_in()
+    recorder.failing.add("013800000011")
+    body = PositionBatch(kind=1, positions=tuple(position(s) for s in range(40))).encode(2013)
+    half = len(body) // 2
+    await terminal.send(POSITION_BATCH, body[:half], subpackage=(2, 1))
+    assert (await terminal.general_reply()).result == OK
+    last = await terminal.send(POSITION_BATCH, body[half:], subpackage=(2, 2))
+    answer = await terminal.general_reply()
+    assert (answer.ack_serial, answer.result) == (last.serial, FAILURE)  # it keeps the data
+    assert recorder.stored == []
+    await terminal.close()
+
+
+async def test_a_strangers_sub_packages_are_refused_not_held(listener):
+    server, _ = listener
+    terminal = await Terminal.connect(server, "013800000012")
+    await terminal.send(POSITION_BATCH, b"\x00" * 500, subpackage=(100, 1))
+    assert (await terminal.general_reply()).result == FAILURE
     await terminal.close()
 
 
@@ -290,8 +317,21 @@ async def test_logout_is_answered_then_the_connection_ends(listener):
 
 
 async def test_a_silent_connection_is_closed_after_the_idle_timeout(listener):
-    server, _ = listener
+    server, recorder = listener
+    recorder.known.add("013800000010")
     terminal = await Terminal.connect(server, "013800000010")
+    await terminal.log_in()
+    async with asyncio.timeout(10):
+        assert await terminal.reader.read(1) == b""
+    assert server.counters.connected == 0
+
+
+async def test_a_connection_that_never_authenticates_is_closed(listener):
+    server, _ = listener
+    terminal = await Terminal.connect(server, "013800000013")
+    for _ in range(3):  # heartbeats keep it from being idle, not from having to authenticate
+        await terminal.send(HEARTBEAT)
+        assert (await terminal.general_reply()).result == OK
     async with asyncio.timeout(10):
         assert await terminal.reader.read(1) == b""
     assert server.counters.connected == 0
@@ -306,6 +346,11 @@ async def test_many_terminals_keep_reporting_while_one_sends_garbage(listener):
     hostile = await Terminal.connect(server, "013700000000")
 
     async def garbage() -> None:
+        # The listener may close it before it is done (it never authenticates): that is its business.
+        with contextlib.suppress(ConnectionError):
+            await _garbage()
+
+    async def _garbage() -> None:
         for _ in range(50):
             hostile.writer.write(os.urandom(512) + b"\x7e" + os.urandom(64) + b"\x7e")
             hostile.writer.write(b"\x7e" + b"\x55" * 20_000)  # an endless frame, never buffered whole

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -90,13 +91,14 @@ async def test_scopes_decide_who_relays_who_registers_and_who_reads(muck_stack: 
     await seed(client, muck_stack.as_("muck-demo"))
     position = {
         "plate": plate(1),
-        "at": "2026-12-02T12:00:00+00:00",
+        "at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "location": {"type": "Point", "coordinates": [113.36, 23.13]},
     }
     relayed = await client.post(
         f"{MUCK}/positions", json={"positions": [position]}, headers=muck_stack.as_("platform")
     )
     assert relayed.status_code == 200, relayed.text
+    assert relayed.json()["stored"] == 1, relayed.text
     # A reader may not relay positions, a platform may not read or register, another dataset neither.
     for consumer, method, path in (
         ("viewer", "POST", "/positions"),

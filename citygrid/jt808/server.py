@@ -11,8 +11,11 @@ length is wrong is answered ``MESSAGE_ERROR`` when its header can be read, else 
 id we do not decode is answered ``UNSUPPORTED``. No frame of one terminal can end another's
 connection: each connection reads, decodes and answers on its own task, and a handler's error is
 this terminal's ``FAILURE``. A connection silent for ``idle_timeout`` is closed (terminals send a
-heartbeat every minute or so), and a frame longer than ``max_frame`` is discarded without being
-buffered, so a hostile peer holds a bounded amount of memory.
+heartbeat every minute or so), as is one not authenticated within ``auth_timeout`` or not reading
+its replies; a frame longer than ``max_frame`` is discarded without being buffered, and only an
+authenticated terminal's sub-packages are held (a bounded amount), so a hostile peer holds little
+memory. The last part of a sub-packaged message is answered with the message's own result, once
+it is handled.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from citygrid.jt808.codec import (
     MESSAGE_ERROR,
     OK,
     REGISTERED,
-    TERMINAL_UNKNOWN,
     UNSUPPORTED,
     Authentication,
     Frame,
@@ -54,13 +56,12 @@ from citygrid.jt808.codec import (
 log = logging.getLogger("citygrid.jt808")
 
 READ_CHUNK = 4096
-# A sub-packaged message whose parts do not all arrive within this time is dropped.
-SUBPACKAGE_SECONDS = 60.0
 
 
 class TerminalHandler(Protocol):
-    """What a service does with its terminals' messages. Every method may raise: the terminal then
-    gets ``FAILURE`` (or 0x8100 with ``TERMINAL_UNKNOWN``) and its connection carries on."""
+    """What a service does with its terminals' messages. Every method may raise (the database is
+    down): a registration or authentication then gets no answer, so the terminal asks again after its
+    own timeout; positions get ``FAILURE``, so it sends them again. The connection carries on."""
 
     async def register(self, header: Header, registration: Registration) -> tuple[int, str | None]:
         """The 0x8100 result and, when it is 0 (registered), the auth code the terminal will send."""
@@ -95,7 +96,10 @@ class _Connection:
     writer: asyncio.StreamWriter
     authenticated_phone: str | None = None
     serial: int = 0
-    assembler: SubpackageAssembler = field(default_factory=SubpackageAssembler)
+    # A terminal's blind-area upload in sub-packages; bounded per connection.
+    assembler: SubpackageAssembler = field(
+        default_factory=lambda: SubpackageAssembler(max_messages=4, max_bytes=256 * 1024)
+    )
 
     def next_serial(self) -> int:
         self.serial = (self.serial + 1) & 0xFFFF
@@ -112,6 +116,7 @@ class Jt808Listener:
         host: str = "0.0.0.0",
         port: int = 0,
         idle_timeout: float = 300.0,
+        auth_timeout: float = 60.0,
         max_frame: int = 4096,
         max_connections: int = 20_000,
         on_frame: Callable[[str], None] | None = None,
@@ -120,6 +125,7 @@ class Jt808Listener:
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
+        self.auth_timeout = auth_timeout
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.counters = ListenerCounters(on_frame=on_frame)
@@ -170,8 +176,10 @@ class Jt808Listener:
         self.counters.connected += 1
         try:
             await self._serve(connection, reader)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except Exception:
+            log.exception("connection of terminal %s ended by an error", connection.peer)
         finally:
             self.counters.connected -= 1
             self._connections.discard(task)
@@ -181,19 +189,26 @@ class Jt808Listener:
 
     async def _serve(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
         frames = FrameReader(max_frame=self.max_frame)
+        # A connection that has not authenticated by then is closed: a slot held by a stranger.
+        authenticate_by = time.monotonic() + self.auth_timeout
         while True:
+            wait = self.idle_timeout
+            if connection.authenticated_phone is None:
+                wait = min(wait, authenticate_by - time.monotonic())
             try:
-                async with asyncio.timeout(self.idle_timeout):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await reader.read(READ_CHUNK)
             except TimeoutError:
-                log.info("terminal %s silent for %.0f s: closed", connection.peer, self.idle_timeout)
+                log.info("terminal %s silent or not authenticated in time: closed", connection.peer)
                 return
             if not data:
                 return
             for raw in frames.feed(data):
                 if not await self._frame(connection, raw):
                     return
-            await connection.writer.drain()
+            # A peer that does not read its replies is closed rather than held.
+            async with asyncio.timeout(self.idle_timeout):
+                await connection.writer.drain()
 
     async def _frame(self, connection: _Connection, raw: bytes) -> bool:
         """Answer one frame; False when the connection ends (logout)."""
@@ -206,29 +221,43 @@ class Jt808Listener:
             if header is not None:
                 self._reply(connection, general_reply(header, connection.next_serial(), MESSAGE_ERROR))
             return True
-        if frame.header.subpackage is not None:
-            now = time.monotonic()
-            connection.assembler.expire(now - SUBPACKAGE_SECONDS)
+        if frame.header.subpackage is None:
+            return await self._message(connection, frame, frame.header)
+        # Only an authenticated terminal's parts are held: a stranger's would be memory for nothing.
+        if connection.authenticated_phone != frame.header.phone:
+            self.counters.count("rejected")
+            self._reply(connection, general_reply(frame.header, connection.next_serial(), FAILURE))
+            return True
+        now = time.monotonic()
+        connection.assembler.expire(now)
+        try:
             whole = connection.assembler.add(frame, now)
-            # Each part is acknowledged as it comes (the terminal sends the next one on the reply).
+        except FrameError as error:
+            self.counters.count("bad")
+            log.info("terminal %s sent a bad sub-package (%s)", connection.peer, error.code)
+            self._reply(connection, general_reply(frame.header, connection.next_serial(), MESSAGE_ERROR))
+            return True
+        if whole is None:
+            # A part is acknowledged as it comes (the terminal sends the next one on the reply) ...
             self._reply(connection, general_reply(frame.header, connection.next_serial(), OK))
-            if whole is None:
-                return True
-            frame = whole
-        return await self._message(connection, frame)
+            return True
+        # ... but the last one only once the whole message is handled: its answer is the message's.
+        return await self._message(connection, whole, frame.header)
 
-    async def _message(self, connection: _Connection, frame: Frame) -> bool:
+    async def _message(self, connection: _Connection, frame: Frame, reply_to: Header) -> bool:
+        """Handle one whole message; ``reply_to`` is the frame the answer acknowledges (the last
+        part of a sub-packaged one)."""
         header = frame.header
         try:
             message = decode_message(frame)
         except UnsupportedMessage:
             self.counters.count("unsupported")
-            self._reply(connection, general_reply(header, connection.next_serial(), UNSUPPORTED))
+            self._reply(connection, general_reply(reply_to, connection.next_serial(), UNSUPPORTED))
             return True
         except FrameError as error:
             self.counters.count("bad")
             log.info("terminal %s sent a bad %#06x body (%s)", connection.peer, header.msg_id, error.code)
-            self._reply(connection, general_reply(header, connection.next_serial(), MESSAGE_ERROR))
+            self._reply(connection, general_reply(reply_to, connection.next_serial(), MESSAGE_ERROR))
             return True
         if isinstance(message, Registration):
             await self._register(connection, header, message)
@@ -243,7 +272,7 @@ class Jt808Listener:
             await connection.writer.drain()
             return False
         elif isinstance(message, Position | PositionBatch):
-            await self._positions(connection, header, message)
+            await self._positions(connection, header, message, reply_to)
         else:  # a terminal's own general reply (0x0001) to something we sent: nothing to answer
             self.counters.count("ok")
         return True
@@ -251,9 +280,11 @@ class Jt808Listener:
     async def _register(self, connection: _Connection, header: Header, registration: Registration) -> None:
         try:
             result, auth_code = await self.handler.register(header, registration)
-        except Exception:
-            log.exception("registration of terminal %s failed", header.phone)
-            result, auth_code = TERMINAL_UNKNOWN, None  # it will try again
+        except Exception as error:
+            # No answer: the terminal asks again after its own timeout. Any 0x8100 result would be
+            # an answer it may take as final.
+            log.warning("registration of terminal %s not answered (%s)", header.phone, error)
+            return
         self.counters.count("ok" if result == REGISTERED else "rejected")
         self._reply(
             connection,
@@ -267,21 +298,21 @@ class Jt808Listener:
     ) -> None:
         try:
             accepted = await self.handler.authenticate(header, authentication)
-        except Exception:
-            log.exception("authentication of terminal %s failed", header.phone)
-            accepted = False
+        except Exception as error:
+            log.warning("authentication of terminal %s not answered (%s)", header.phone, error)
+            return  # as for a registration: it asks again
         if accepted:
             connection.authenticated_phone = header.phone
         self.counters.count("ok" if accepted else "rejected")
         self._reply(connection, general_reply(header, connection.next_serial(), OK if accepted else FAILURE))
 
     async def _positions(
-        self, connection: _Connection, header: Header, message: Position | PositionBatch
+        self, connection: _Connection, header: Header, message: Position | PositionBatch, reply_to: Header
     ) -> None:
         # A terminal speaks for its own phone number only: another number on this connection is not it.
         if connection.authenticated_phone != header.phone:
             self.counters.count("rejected")
-            self._reply(connection, general_reply(header, connection.next_serial(), FAILURE))
+            self._reply(connection, general_reply(reply_to, connection.next_serial(), FAILURE))
             return
         positions = message.positions if isinstance(message, PositionBatch) else (message,)
         blind_area = isinstance(message, PositionBatch) and message.kind == 1
@@ -294,11 +325,11 @@ class Jt808Listener:
                 error,
             )
             self.counters.count("rejected")
-            self._reply(connection, general_reply(header, connection.next_serial(), FAILURE))
+            self._reply(connection, general_reply(reply_to, connection.next_serial(), FAILURE))
             return
         self.counters.count("ok")
         self.counters.positions += len(positions)
-        self._reply(connection, general_reply(header, connection.next_serial(), OK))
+        self._reply(connection, general_reply(reply_to, connection.next_serial(), OK))
 
     @staticmethod
     def _reply(connection: _Connection, frame: bytes) -> None:

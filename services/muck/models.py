@@ -13,6 +13,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -165,9 +166,11 @@ class Position(Base):
     lat: Mapped[float] = mapped_column(Float)
     speed_kmh: Mapped[float] = mapped_column(Float)
     direction: Mapped[int] = mapped_column(SmallInteger)
-    altitude_m: Mapped[int] = mapped_column(SmallInteger)
-    alarm: Mapped[int] = mapped_column(Integer)
-    status: Mapped[int] = mapped_column(Integer)
+    # None: not known (some terminals send 0xFFFF for it).
+    altitude_m: Mapped[int | None] = mapped_column(Integer)
+    # JT/T 808's DWORD bit fields: up to 2**32 - 1.
+    alarm: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(BigInteger)
     # 0 empty, 1 half, 3 full (status bits 8-9); None when the terminal does not say.
     load: Mapped[int | None] = mapped_column(SmallInteger)
     mileage_km: Mapped[float | None] = mapped_column(Float)

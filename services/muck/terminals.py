@@ -31,7 +31,7 @@ from citygrid.jt808.codec import (
 )
 from citygrid.runtime import Runtime
 from services.muck.models import PositionSource, Truck
-from services.muck.positions.intake import LOAD_CODES, Report
+from services.muck.positions.intake import LOAD_CODES, Report, known_altitude
 from services.muck.positions.service import Positions
 from services.muck.registry.schemas import full_phone
 from services.muck.registry.service import auth_code_digest
@@ -97,7 +97,7 @@ def report_of(plate: str, position: Position) -> Report:
         lat=position.latitude,
         speed_kmh=position.speed_kmh,
         direction=position.direction,
-        altitude_m=position.altitude,
+        altitude_m=known_altitude(position.altitude),
         alarm=position.alarm,
         status=position.status,
         load=LOAD_CODES.get(load),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 
 from citygrid.auth import CurrentPrincipal, require_city_wide
+from citygrid.clock import EARLIEST, LATEST
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
@@ -34,6 +35,10 @@ class UnknownTruck(NotFound):
 
 class InvalidPeriod(InvalidInput):
     code = "muck.invalid_period"
+
+
+class InvalidBox(InvalidInput):
+    code = "muck.invalid_bbox"
 
 
 def positions_of(request: Request) -> service.Positions:
@@ -119,6 +124,8 @@ async def latest_positions(
     """Every truck's latest position, by plate, from this replica's memory (no database read)."""
     require_city_wide(principal, "the fleet's positions")
     box = [float(value) for value in bbox.split(",")] if bbox else None
+    if box is not None and not (-180 <= box[0] <= box[2] <= 180 and -90 <= box[1] <= box[3] <= 90):
+        raise InvalidBox("bbox is min lon, min lat, max lon, max lat: each min at most its max, in range")
     after = cursor_value(str, decode_cursor(cursor, 1)[0]) if cursor else ""
     chosen = sorted(
         (
@@ -160,7 +167,7 @@ async def truck_track(
     require_city_wide(principal, "the fleet's positions")
     if since.tzinfo is None or until.tzinfo is None:
         raise InvalidPeriod("since and until need a time zone offset")
-    if not since < until or until - since > LONGEST_TRACK:
+    if not EARLIEST <= since < until < LATEST or until - since > LONGEST_TRACK:
         raise InvalidPeriod("since must be before until, at most a day apart")
     async with runtime.reads() as session:
         rows = await service.track(session, plate, since, until, TRACK_POINTS + 1)

@@ -3,6 +3,7 @@ over a terminal's JT/T 808 connection or from a vendor's platform over HTTP."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,12 @@ LAT_RANGE = (3.0, 54.0)
 # A terminal's clock may run this far ahead of ours.
 FUTURE_TOLERANCE = timedelta(minutes=10)
 LOAD_CODES = {"empty": 0, "half": 1, "full": 3}
+# Altitudes a road can have (m); outside it a terminal means "not known" (0xFFFF, say).
+ALTITUDE_RANGE = (-500, 9_000)
+
+
+def known_altitude(metres: int) -> int | None:
+    return metres if ALTITUDE_RANGE[0] <= metres <= ALTITUDE_RANGE[1] else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +33,7 @@ class Report:
     lat: float
     speed_kmh: float
     direction: int
-    altitude_m: int
+    altitude_m: int | None
     alarm: int = 0
     status: int = 0
     load: int | None = None
@@ -36,10 +43,12 @@ class Report:
 
 def refusal(report: Report, *, now: datetime, earliest: datetime) -> tuple[str, str] | None:
     """Why the report cannot be stored (problem code, detail), or None."""
-    if not report.fixed:
+    if not report.fixed or not (math.isfinite(report.lon) and math.isfinite(report.lat)):
         return "muck.position_not_fixed", "the terminal had no satellite fix"
     if not (LON_RANGE[0] <= report.lon <= LON_RANGE[1] and LAT_RANGE[0] <= report.lat <= LAT_RANGE[1]):
         return "muck.position_out_of_range", f"({report.lon}, {report.lat}) is not a place in China"
+    if not 0 <= report.direction <= 359 or not 0 <= report.speed_kmh <= 250:
+        return "muck.position_invalid", "direction or speed is outside what a truck can report"
     if report.at < earliest:
         return (
             "muck.position_too_old",

@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.muck.models import POSITION_COLUMNS
+from services.muck.positions.intake import FUTURE_TOLERANCE, LAT_RANGE, LON_RANGE
 
 _INDEX = {name: POSITION_COLUMNS.index(name) for name in POSITION_COLUMNS}
+# More trucks than the city has: a bound on the map, whatever arrives.
+MAX_TRUCKS = 100_000
 LATEST_FIELDS = ("plate", "at", "lon", "lat", "speed_kmh", "direction", "load", "received_at")
 
 
@@ -48,8 +51,10 @@ class Latest:
 
     @classmethod
     def from_wire(cls, values: list[Any]) -> Latest:
+        """One entry of another replica's message, checked as a report is: a message that is not one
+        a replica would send (a naive time, a place outside China, a time ahead) is ValueError."""
         plate, at, lon, lat, speed, direction, load, received = values
-        return cls(
+        latest = cls(
             str(plate),
             datetime.fromisoformat(at),
             float(lon),
@@ -59,6 +64,17 @@ class Latest:
             None if load is None else int(load),
             datetime.fromisoformat(received),
         )
+        if (
+            not 0 < len(latest.plate) <= 12
+            or latest.at.tzinfo is None
+            or latest.received_at.tzinfo is None
+            or latest.at > datetime.now(UTC) + FUTURE_TOLERANCE
+            or not (LON_RANGE[0] <= latest.lon <= LON_RANGE[1] and LAT_RANGE[0] <= latest.lat <= LAT_RANGE[1])
+            or not 0 <= latest.speed_kmh <= 250
+            or latest.load not in (None, 0, 1, 3)
+        ):
+            raise ValueError("not a latest position a replica sends")
+        return latest
 
 
 class LatestPositions:
@@ -75,10 +91,12 @@ class LatestPositions:
         return iter(self._by_plate.values())
 
     def apply(self, positions: Iterable[Latest]) -> list[Latest]:
-        """Keep each truck's newest; returns those that changed the map."""
+        """Keep each truck's newest; returns those that changed the map (bounded: a fleet, not more)."""
         changed = []
         for position in positions:
             known = self._by_plate.get(position.plate)
+            if known is None and len(self._by_plate) >= MAX_TRUCKS:
+                continue
             if known is None or position.at > known.at:
                 self._by_plate[position.plate] = position
                 changed.append(position)

@@ -22,7 +22,7 @@ class PositionIn(RequestModel):
     location: GeoPoint
     speed_kmh: Annotated[float, Field(ge=0, le=250)] = 0.0
     direction: Annotated[int, Field(ge=0, le=359)] = 0
-    altitude_m: Annotated[int, Field(ge=-500, le=9000)] = 0
+    altitude_m: Annotated[int, Field(ge=-500, le=9000)] | None = None
     load: Load | None = None
     mileage_km: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
     alarm: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0

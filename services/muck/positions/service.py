@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from citygrid.errors import DomainError
 from citygrid.runtime import Runtime
 from services.muck.events import LATEST_POSITIONS_SUBJECT
 from services.muck.metrics import MuckMetrics
 from services.muck.models import PositionSource
 from services.muck.positions.intake import Report, refusal, row
 from services.muck.positions.latest import LatestPositions
-from services.muck.positions.writer import PositionWriter
+from services.muck.positions.writer import PositionWriter, StoreUnavailable
 
 log = logging.getLogger("services.muck.positions")
 SHARE_TIMEOUT = 0.5
@@ -50,14 +51,26 @@ class Positions:
         earliest = now - timedelta(days=self.days_back)
         rows: list[tuple[Any, ...]] = []
         refused: list[tuple[int, str, str]] = []
+        seen: set[tuple[str, datetime]] = set()
         for index, report in enumerate(reports):
             why = refusal(report, now=now, earliest=earliest)
             if why is None:
-                rows.append(row(report, source=source, blind_area=blind_area, received_at=now))
+                # The same report twice in one upload (blind-area data often has it) is one row.
+                if (report.plate, report.at) not in seen:
+                    seen.add((report.plate, report.at))
+                    rows.append(row(report, source=source, blind_area=blind_area, received_at=now))
             else:
                 refused.append((index, *why))
                 self.metrics.positions_refused.labels(source.value, why[0]).inc()
-        await self.writer.write(rows)
+        try:
+            await self.writer.write(rows)
+        except DomainError:
+            raise
+        except Exception as error:
+            # The database down or slow: the caller sends them again (503, or FAILURE to a terminal).
+            raise StoreUnavailable(
+                "the positions could not be stored; send them again shortly", headers={"Retry-After": "5"}
+            ) from error
         self._stored[source].inc(len(rows))
         return refused
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.errors import DomainError
@@ -28,6 +29,30 @@ class IntakeOverloaded(DomainError):
     code = "muck.intake_overloaded"
     status = 503
     title = "Position intake overloaded"
+
+
+class StoreUnavailable(DomainError):
+    code = "muck.store_unavailable"
+    status = 503
+    title = "Position store unavailable"
+
+
+class PositionsUnstorable(DomainError):
+    code = "muck.positions_unstorable"
+    status = 422
+    title = "Positions the store refused"
+
+
+# What a row can make the store refuse (a value out of a column's range, a key twice): only the
+# caller whose rows they are is refused, the batch's others are written without them.
+DATA_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
+COPY_TIMEOUT = 30.0
 
 
 @dataclass
@@ -69,16 +94,26 @@ class PositionWriter:
         await asyncio.shield(waiting.done)
 
     async def run(self) -> None:
-        """Write batches for as long as the process lives."""
+        """Write batches for as long as the process lives; no error ends it (a caller would then
+        wait for ever), each is its batch's callers' answer."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Let the batch fill a little: one COPY of many reports costs little more than one of a
-            # few, and what arrives while a batch is being written waits for the next.
-            if self._pending_rows < self.max_rows:
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("position writer round failed")
                 await asyncio.sleep(self.max_wait)
-            while self._waiting:
-                await self._flush()
+
+    async def _round(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()
+        # Let the batch fill a little: one COPY of many reports costs little more than one of a few,
+        # and what arrives while a batch is being written waits for the next.
+        if self._pending_rows < self.max_rows:
+            await asyncio.sleep(self.max_wait)
+        while self._waiting:
+            await self._flush()
 
     def _take(self) -> list[_Waiting]:
         batch: list[_Waiting] = []
@@ -94,20 +129,53 @@ class PositionWriter:
         records = [row for waiting in batch for row in waiting.rows]
         started = time.perf_counter()
         try:
-            await copy_positions(self.sessions(), records)
+            try:
+                await copy_positions(self.sessions(), records)
+                stored = batch
+            except DATA_ERRORS:
+                if len(batch) == 1:
+                    raise
+                stored = await self._one_by_one(batch)
         except Exception as error:
             self._pending_rows -= len(records)
             log.warning("could not store %d positions: %s", len(records), error)
             for waiting in batch:
-                if not waiting.done.done():
-                    waiting.done.set_exception(error)
+                _answer(waiting, error)
             return
         self._pending_rows -= len(records)
-        for waiting in batch:
-            if not waiting.done.done():
-                waiting.done.set_result(None)
+        for waiting in stored:
+            _answer(waiting, None)
         if self.on_committed is not None:
-            await self.on_committed(records, time.perf_counter() - started)
+            try:
+                await self.on_committed(
+                    [row for waiting in stored for row in waiting.rows], time.perf_counter() - started
+                )
+            except Exception:
+                log.exception("after storing %d positions", len(records))
+
+    async def _one_by_one(self, batch: list[_Waiting]) -> list[_Waiting]:
+        """Each caller's rows on their own: those the store refuses fail only their caller."""
+        stored = []
+        for waiting in batch:
+            try:
+                await copy_positions(self.sessions(), waiting.rows)
+            except DATA_ERRORS as error:
+                log.warning("%d positions refused by the store: %s", len(waiting.rows), error)
+                _answer(waiting, PositionsUnstorable(f"the store refused these positions: {error}"))
+            else:
+                stored.append(waiting)
+        return stored
+
+
+def _answer(waiting: _Waiting, error: BaseException | None) -> None:
+    if waiting.done.done():
+        return
+    if error is None:
+        waiting.done.set_result(None)
+    else:
+        waiting.done.set_exception(error)
+        # A caller that went away never reads it; nothing to report then.
+        waiting.done.add_done_callback(lambda done: done.exception())
 
 
 async def copy_positions(
@@ -119,4 +187,6 @@ async def copy_positions(
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        await driver.copy_records_to_table("positions", records=records, columns=list(POSITION_COLUMNS))
+        await driver.copy_records_to_table(
+            "positions", records=records, columns=list(POSITION_COLUMNS), timeout=COPY_TIMEOUT
+        )

@@ -45,7 +45,8 @@ def driver_out(driver: Driver, principal: Principal) -> DriverOut:
         name=driver.name if reveal else mask_name(driver.name),
         phone=driver.phone if reveal else mask_phone(driver.phone),
         id_number=driver.id_number if reveal else mask_id_number(driver.id_number),
-        licence_number=driver.licence_number,
+        # A Chinese driving licence's number is its holder's ID number.
+        licence_number=driver.licence_number if reveal else mask_id_number(driver.licence_number) or "",
     )
 
 

@@ -3,6 +3,7 @@ both intakes stored and shared between replicas, tracks, and bad input refused w
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import asyncpg
 from citygrid.jt808.codec import (
     AUTHENTICATE,
     BEIJING,
+    FAILURE,
     OK,
     POSITION,
     POSITION_BATCH,
@@ -299,7 +301,7 @@ async def test_an_unregistered_terminal_is_refused_and_stores_nothing(muck: Muck
     frame = await terminal.reply()
     assert RegistrationReply.decode(frame.body, frame.header).result == TERMINAL_UNKNOWN
     await terminal.send(POSITION, fix(113_361_000).encode(2013))
-    assert (await terminal.general_reply()).result != OK
+    assert (await terminal.general_reply()).result == FAILURE
     await terminal.close()
     assert await stored_positions(muck) == []
 
@@ -328,7 +330,7 @@ async def test_a_terminal_authenticates_on_another_replica_and_every_replica_kno
         # A code guessed is refused.
         stranger = await Terminal.connect(first.listener, "013800000001")
         await stranger.send(AUTHENTICATE, Authentication("0000000000000000").encode(2013))
-        assert (await stranger.general_reply()).result != OK
+        assert (await stranger.general_reply()).result == FAILURE
         await stranger.close()
 
 
@@ -371,5 +373,76 @@ async def test_a_registered_terminal_cannot_be_registered_again_until_the_regist
     await replaced.close()
     old = await Terminal.connect(muck.listener, "013800000001")
     await old.send(AUTHENTICATE, Authentication(code).encode(2013))
-    assert (await old.general_reply()).result != OK
+    assert (await old.general_reply()).result == FAILURE
     await old.close()
+
+
+async def test_a_terminals_full_range_values_are_stored_and_an_impossible_one_is_dropped_alone(
+    muck: Muck,
+) -> None:
+    await muck.register_fleet(1)
+    terminal = await Terminal.connect(muck.listener, "013800000001")
+    await log_in(terminal)
+    alarmed = Position(
+        alarm=0x8000_0001,  # bit 31 (illegal door opening) and the emergency button
+        status=0xC000_0303,
+        lat_raw=23_130_000,
+        lon_raw=113_361_000,
+        altitude=0xFFFF,  # "not known", as some terminals send it
+        speed_raw=120,
+        direction=359,
+        time=fix(0).time,
+        extras={},
+    )
+    impossible = Position(0, 0b11, 23_130_000, 113_362_000, 10, 120, 400, fix(30).time, {})
+    await terminal.send(POSITION_BATCH, PositionBatch(kind=0, positions=(alarmed, impossible)).encode(2013))
+    assert (await terminal.general_reply()).result == OK
+    await terminal.close()
+    (stored,) = await stored_positions(muck)
+    assert (stored["alarm"], stored["status"], stored["altitude_m"], stored["direction"]) == (
+        0x8000_0001,
+        0xC000_0303,
+        None,
+        359,
+    )
+
+
+async def test_the_same_report_twice_in_one_upload_is_one_row(muck: Muck) -> None:
+    await muck.register_fleet(1)
+    twice = report(seconds_ago=30)
+    response = await muck.post("/v1/positions", {"positions": [twice, twice, report()]}, scopes=PLATFORM)
+    assert response.status_code == 200, response.text
+    assert response.json()["refused"] == []
+    assert len(await stored_positions(muck)) == 2
+
+
+async def test_a_latest_positions_message_no_replica_would_send_changes_nothing() -> None:
+    from services.muck.positions.latest import Latest, LatestPositions
+
+    latest = LatestPositions()
+    now = datetime.now(UTC)
+    good = Latest(PLATE, now, 113.36, 23.13, 30.0, 90, 3, now)
+    assert latest.apply_message(LatestPositions.encode([good], "other"), "me") == 1
+    for wire in (
+        [PLATE, "2026-12-02T10:00:00", 113.36, 23.13, 30.0, 90, 3, now.isoformat()],  # no offset
+        [PLATE, (now + timedelta(days=1)).isoformat(), 113.36, 23.13, 30.0, 90, 3, now.isoformat()],
+        [PLATE, now.isoformat(), float("nan"), 23.13, 30.0, 90, 3, now.isoformat()],
+        ["x" * 40, now.isoformat(), 113.36, 23.13, 30.0, 90, 3, now.isoformat()],
+    ):
+        message = json.dumps({"origin": "other", "positions": [wire]}).encode()
+        assert latest.apply_message(message, "me") == -1
+    assert latest.get(PLATE) == good
+    assert latest.apply_message(b"not json", "me") == -1
+
+
+async def test_a_bbox_upside_down_and_a_period_out_of_range_are_422(muck: Muck) -> None:
+    upside_down = await muck.get("/v1/positions/latest?bbox=114,23,113,24", scopes=READER)
+    assert upside_down.status_code == 422
+    assert upside_down.json()["code"] == "muck.invalid_bbox"
+    ancient = await muck.client.get(
+        f"/v1/trucks/{PLATE}/track",
+        params={"since": "0001-01-01T00:00:00+14:00", "until": "0001-01-01T12:00:00+14:00"},
+        headers=muck.as_(READER),
+    )
+    assert ancient.status_code == 422
+    assert ancient.json()["code"] == "muck.invalid_period"
