@@ -20,6 +20,8 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -203,7 +205,7 @@ class BenchTerminal:
 
 
 async def jt808_intake(
-    address: tuple[str, int], trucks: int, reports_each: int, pid: int
+    address: tuple[str, int], trucks: int, reports_each: int, pid: int, profile_into: Path | None = None
 ) -> dict[str, float]:
     """Connect, register and authenticate every truck's terminal, then time the reports alone."""
 
@@ -235,9 +237,17 @@ async def jt808_intake(
             if GeneralReply.decode(frame.body, frame.header).result == OK:
                 acknowledged += 1
 
+    sampler = None
+    if profile_into is not None and shutil.which("py-spy"):
+        profile_into.mkdir(parents=True, exist_ok=True)
+        command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+        sampler = subprocess.Popen([*command, "-o", str(profile_into / "jt808-service.txt")])
     cpu_before = cpu_seconds([pid])
     started = time.perf_counter()
     await asyncio.gather(*(report(terminal) for terminal in terminals))
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(30)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds([pid]) - cpu_before
     for terminal in terminals:
@@ -274,7 +284,9 @@ def service_env(
     }
 
 
-def run(trucks: int, positions: int, senders: int, reports_each: int) -> dict[str, Any]:
+def run(
+    trucks: int, positions: int, senders: int, reports_each: int, profile_into: Path | None = None
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-muck-"))
     results: dict[str, Any] = {"trucks": trucks}
     try:
@@ -305,7 +317,7 @@ def run(trucks: int, positions: int, senders: int, reports_each: int) -> dict[st
                     1e6 * (cpu_seconds([child.pid]) - before) / max(results["http"]["positions"], 1)
                 )
                 results["jt808"] = asyncio.run(
-                    jt808_intake(("127.0.0.1", jt808_port), trucks, reports_each, child.pid)
+                    jt808_intake(("127.0.0.1", jt808_port), trucks, reports_each, child.pid, profile_into)
                 )
                 results["service_rss_mib"] = rss_mib(child.pid)
     finally:
@@ -334,8 +346,9 @@ def cli() -> None:
     parser.add_argument("--positions", type=int, default=200_000, help="for the raw COPY and HTTP runs")
     parser.add_argument("--senders", type=int, default=8, help="HTTP batches in flight")
     parser.add_argument("--reports", type=int, default=20, help="0x0200 reports per terminal")
+    parser.add_argument("--profile", type=Path, help="sample the service with py-spy into this directory")
     arguments = parser.parse_args()
-    results = run(arguments.trucks, arguments.positions, arguments.senders, arguments.reports)
+    results = run(arguments.trucks, arguments.positions, arguments.senders, arguments.reports, arguments.profile)
     print("\n".join(report(results)))
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)

@@ -24,6 +24,7 @@ from services.muck.positions.writer import PositionWriter, StoreUnavailable
 
 log = logging.getLogger("services.muck.positions")
 SHARE_TIMEOUT = 0.5
+ORIGIN_HEADER = "CityGrid-Origin"
 SHARE_PIECE = 2_000  # about 200 KB of JSON
 
 
@@ -89,7 +90,9 @@ class Positions:
                     for start in range(0, len(changed), SHARE_PIECE):
                         piece = changed[start : start + SHARE_PIECE]
                         await nats.publish(
-                            LATEST_POSITIONS_SUBJECT, LatestPositions.encode(piece, self.origin)
+                            LATEST_POSITIONS_SUBJECT,
+                            LatestPositions.encode(piece),
+                            headers={ORIGIN_HEADER: self.origin},
                         )
             except Exception as error:
                 log.debug("latest positions not shared: %s", error)
@@ -101,7 +104,10 @@ class Positions:
         assert nats is not None
 
         async def on_message(message: Any) -> None:
-            if self.latest.apply_message(message.data, self.origin) < 0:
+            # This replica's own, echoed back: known from the header, before any decoding.
+            if (message.headers or {}).get(ORIGIN_HEADER) == self.origin:
+                return
+            if self.latest.apply_message(message.data) < 0:
                 log.warning("a malformed latest-positions message was ignored")
 
         await nats.subscribe(LATEST_POSITIONS_SUBJECT, cb=on_message)

@@ -91,7 +91,8 @@ class PositionWriter:
         self._waiting.append(waiting)
         self._pending_rows += len(rows)
         self._wake.set()
-        await asyncio.shield(waiting.done)
+        # A caller that goes away cancels only its wait: its rows are written with the batch.
+        await waiting.done
 
     async def run(self) -> None:
         """Write batches for as long as the process lives; no error ends it (a caller would then

@@ -422,17 +422,20 @@ async def test_a_latest_positions_message_no_replica_would_send_changes_nothing(
     latest = LatestPositions()
     now = datetime.now(UTC)
     good = Latest(PLATE, now, 113.36, 23.13, 30.0, 90, 3, now)
-    assert latest.apply_message(LatestPositions.encode([good], "other"), "me") == 1
+    assert latest.apply_message(LatestPositions.encode([good])) == 1
+    stamp = now.timestamp()
     for wire in (
-        [PLATE, "2026-12-02T10:00:00", 113.36, 23.13, 30.0, 90, 3, now.isoformat()],  # no offset
-        [PLATE, (now + timedelta(days=1)).isoformat(), 113.36, 23.13, 30.0, 90, 3, now.isoformat()],
-        [PLATE, now.isoformat(), float("nan"), 23.13, 30.0, 90, 3, now.isoformat()],
-        ["x" * 40, now.isoformat(), 113.36, 23.13, 30.0, 90, 3, now.isoformat()],
+        [PLATE, stamp + 86400, 113.36, 23.13, 30.0, 90, 3, stamp],  # a day ahead
+        [PLATE, stamp, float("nan"), 23.13, 30.0, 90, 3, stamp],
+        [PLATE, stamp, 500.0, 23.13, 30.0, 90, 3, stamp],
+        ["x" * 40, stamp, 113.36, 23.13, 30.0, 90, 3, stamp],
+        [PLATE, "2026-12-02T10:00:00", 113.36, 23.13, 30.0, 90, 3, stamp],
+        [PLATE, 1e300, 113.36, 23.13, 30.0, 90, 3, stamp],
     ):
-        message = json.dumps({"origin": "other", "positions": [wire]}).encode()
-        assert latest.apply_message(message, "me") == -1
+        assert latest.apply_message(json.dumps([wire]).encode()) == -1, wire
     assert latest.get(PLATE) == good
-    assert latest.apply_message(b"not json", "me") == -1
+    assert latest.apply_message(b"not json") == -1
+    assert latest.apply_message(b"{}") == -1
 
 
 async def test_a_bbox_upside_down_and_a_period_out_of_range_are_422(muck: Muck) -> None:
