@@ -204,6 +204,22 @@ class BenchTerminal:
         return decode_frame(self.pending.pop(0))
 
 
+def start_sampler(into: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy on the service while the terminals report (``--profile DIR``); read with
+    ``python -m bench.hotpath --top DIR/jt808-service.txt``."""
+    if into is None or shutil.which("py-spy") is None:
+        return None
+    into.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+    return subprocess.Popen([*command, "-o", str(into / "jt808-service.txt")])
+
+
+def stop_sampler(sampler: subprocess.Popen[bytes] | None) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(30)
+
+
 async def jt808_intake(
     address: tuple[str, int], trucks: int, reports_each: int, pid: int, profile_into: Path | None = None
 ) -> dict[str, float]:
@@ -237,17 +253,11 @@ async def jt808_intake(
             if GeneralReply.decode(frame.body, frame.header).result == OK:
                 acknowledged += 1
 
-    sampler = None
-    if profile_into is not None and shutil.which("py-spy"):
-        profile_into.mkdir(parents=True, exist_ok=True)
-        command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
-        sampler = subprocess.Popen([*command, "-o", str(profile_into / "jt808-service.txt")])
+    sampler = start_sampler(profile_into, pid)
     cpu_before = cpu_seconds([pid])
     started = time.perf_counter()
     await asyncio.gather(*(report(terminal) for terminal in terminals))
-    if sampler is not None:
-        sampler.send_signal(signal.SIGINT)
-        sampler.wait(30)
+    stop_sampler(sampler)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds([pid]) - cpu_before
     for terminal in terminals:
@@ -348,7 +358,9 @@ def cli() -> None:
     parser.add_argument("--reports", type=int, default=20, help="0x0200 reports per terminal")
     parser.add_argument("--profile", type=Path, help="sample the service with py-spy into this directory")
     arguments = parser.parse_args()
-    results = run(arguments.trucks, arguments.positions, arguments.senders, arguments.reports, arguments.profile)
+    results = run(
+        arguments.trucks, arguments.positions, arguments.senders, arguments.reports, arguments.profile
+    )
     print("\n".join(report(results)))
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
