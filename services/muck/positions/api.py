@@ -59,12 +59,19 @@ def latest_out(latest: Latest) -> LatestOut:
 
 
 @router.post("/positions", operation_id="report_positions")
-async def report_positions(body: PositionBatchIn, request: Request, runtime: RuntimeDep) -> IntakeResult:
+async def report_positions(
+    body: PositionBatchIn, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> IntakeResult:
     """Up to 1,000 positions relayed by a terminal vendor's platform; answered once stored. A position
-    of a truck not in the register, without a fix, out of range or out of time is refused alone."""
+    of a truck not in the register, without a fix, out of range or out of time is refused alone. A
+    platform's key bound to a transport company (its ``unit``) relays that company's trucks only."""
+    require_city_wide(principal, "the fleet's positions")
+    plates = {item.plate for item in body.positions}
+    query = select(Truck.plate).where(Truck.plate.in_(plates))
+    if principal.unit is not None:
+        query = query.where(Truck.company_code == principal.unit)
     async with runtime.reads() as session:
-        plates = {item.plate for item in body.positions}
-        known = set((await session.scalars(select(Truck.plate).where(Truck.plate.in_(plates)))).all())
+        known = set((await session.scalars(query)).all())
     refused: list[Refusal] = []
     reports: list[Report] = []
     indexes: list[int] = []

@@ -33,7 +33,16 @@ from services.muck.registry.schemas import (
 
 router = APIRouter(prefix="/v1", tags=["muck register"])
 PII_SCOPE = "pii:read"
+REGISTER_SCOPE = "muck:write"
 CodePath = Annotated[Code, Path()]
+
+
+def truck_out(truck: Truck, principal: Principal) -> TruckOut:
+    # A terminal's number is half of what it takes to register in its place: the register's only.
+    shown = TruckOut.model_validate(truck)
+    if not principal.has_scope(REGISTER_SCOPE):
+        shown.terminal_phone = None
+    return shown
 
 
 def driver_out(driver: Driver, principal: Principal) -> DriverOut:
@@ -78,6 +87,7 @@ async def import_trucks(body: TruckImport, runtime: RuntimeDep, principal: Curre
 @router.get("/trucks", operation_id="list_trucks")
 async def list_trucks(
     runtime: RuntimeDep,
+    principal: CurrentPrincipal,
     company: Annotated[Code | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -87,15 +97,17 @@ async def list_trucks(
         found, next_cursor = await service.page(
             session, Truck, Truck.plate, limit=limit, cursor=cursor, where=where
         )
-    return Page[TruckOut](items=[TruckOut.model_validate(t) for t in found], next_cursor=next_cursor)
+    return Page[TruckOut](items=[truck_out(t, principal) for t in found], next_cursor=next_cursor)
 
 
 @router.get("/trucks/{plate}", operation_id="get_truck")
-async def get_truck(plate: Annotated[Plate, Path()], runtime: RuntimeDep, response: Response) -> TruckOut:
+async def get_truck(
+    plate: Annotated[Plate, Path()], runtime: RuntimeDep, principal: CurrentPrincipal, response: Response
+) -> TruckOut:
     async with runtime.reads() as session:
         truck = await service.one(session, Truck, plate)
     response.headers["ETag"] = etag(truck.version)
-    return TruckOut.model_validate(truck)
+    return truck_out(truck, principal)
 
 
 @router.post("/trucks/{plate}/terminal/release", operation_id="release_terminal")
@@ -107,7 +119,7 @@ async def release_terminal(
     require_city_wide(principal, "the register of muck trucks")
     async with runtime.uow() as uow:
         truck = await service.release_terminal(uow.session, plate)
-        return TruckOut.model_validate(truck)
+        return truck_out(truck, principal)
 
 
 @router.post("/drivers", operation_id="add_driver", status_code=201)

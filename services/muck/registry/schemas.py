@@ -92,7 +92,8 @@ class TruckOut(BaseModel):
 
     plate: str
     company_code: str
-    terminal_phone: str
+    # Shown to the register (``muck:write``) only.
+    terminal_phone: str | None
     terminal_id: str | None
     approval_number: str
     approval_valid_until: date

@@ -30,6 +30,7 @@ from services.muck.registry.schemas import (
 )
 
 Row = TypeVar("Row", bound=Base)
+TRUCK_IMPORT_LOCK = 7_744_002
 
 
 class UnknownRecord(NotFound):
@@ -73,7 +74,10 @@ async def import_companies(session: AsyncSession, items: Sequence[CompanyIn]) ->
 
 
 async def import_trucks(session: AsyncSession, items: Sequence[TruckIn]) -> ImportResult:
-    """A truck must name a registered company; one terminal is one truck's."""
+    """A truck must name a registered company; one terminal is one truck's. Imports of trucks take
+    turns (a lock of the transaction): two at once could otherwise give one number to two trucks,
+    each having checked it free."""
+    await session.execute(select(func.pg_advisory_xact_lock(TRUCK_IMPORT_LOCK)))
     companies = set(
         (
             await session.scalars(

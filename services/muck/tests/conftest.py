@@ -50,6 +50,7 @@ class Muck:
         roles: tuple[str, ...] = (),
         subject: str = "registrar-1",
         district: str | None = None,
+        unit: str | None = None,
     ) -> dict[str, str]:
         principal = Principal(
             subject=subject,
@@ -58,6 +59,7 @@ class Muck:
             roles=frozenset(roles),
             scopes=frozenset(scopes),
             district=district,
+            unit=unit,
         )
         return {PRINCIPAL_HEADER: self.infrastructure.token(principal, "muck")}
 

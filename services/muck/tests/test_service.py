@@ -91,8 +91,10 @@ async def test_trucks_are_registered_by_plate_and_one_terminal_is_one_trucks(muc
     stranger = await muck.post("/v1/trucks/import", {"trucks": [truck(8, company_code="NOBODY")]})
     assert [r["code"] for r in stranger.json()["refused"]] == ["muck.unknown_company"]
     # The register keeps the 20 digits of a 2019 header, whichever header the truck was given with.
-    one = (await muck.get(f"/v1/trucks/{PLATE}", scopes=READER)).json()
+    one = (await muck.get(f"/v1/trucks/{PLATE}")).json()
     assert one["terminal_phone"] == "00000000013800000001"
+    # Half of what registering in a terminal's place takes: the register's only.
+    assert (await muck.get(f"/v1/trucks/{PLATE}", scopes=READER)).json()["terminal_phone"] is None
     listed = (await muck.get("/v1/trucks?limit=1", scopes=READER)).json()
     assert len(listed["items"]) == 1
     following = (await muck.get(f"/v1/trucks?limit=1&cursor={listed['next_cursor']}", scopes=READER)).json()
@@ -449,3 +451,15 @@ async def test_a_bbox_upside_down_and_a_period_out_of_range_are_422(muck: Muck) 
     )
     assert ancient.status_code == 422
     assert ancient.json()["code"] == "muck.invalid_period"
+
+
+async def test_a_platform_bound_to_a_company_relays_that_companys_trucks_only(muck: Muck) -> None:
+    await muck.register_fleet(1)
+    other = {"code": "OTHER", "name": "Other Transport", "licence_number": "ZT-2"}
+    await muck.post("/v1/companies/import", {"companies": [other]})
+    await muck.post("/v1/trucks/import", {"trucks": [truck(7, company_code="OTHER")]})
+    batch = [report(), report("粤A00007D")]
+    response = await muck.post("/v1/positions", {"positions": batch}, scopes=PLATFORM, unit="GZJY")
+    assert response.status_code == 200, response.text
+    assert [(r["index"], r["code"]) for r in response.json()["refused"]] == [(1, "muck.unknown_truck")]
+    assert [row["plate"] for row in await stored_positions(muck)] == [PLATE]
