@@ -57,8 +57,9 @@ class MuckTerminals:
             )
             if truck is None:
                 return TERMINAL_UNKNOWN, None
-            # A terminal that names a plate names its own truck's (colour 0: no plate, a VIN instead).
-            if registration.plate_colour != 0 and registration.plate and registration.plate != truck.plate:
+            # A terminal names its own truck's plate (a muck truck always carries one): knowing a
+            # number alone does not register a terminal.
+            if registration.plate != truck.plate:
                 return VEHICLE_UNKNOWN, None
             if truck.auth_code_sha256 is not None:
                 return TERMINAL_TAKEN, None

@@ -20,6 +20,7 @@ from citygrid.jt808.codec import (
     REGISTERED,
     TERMINAL_TAKEN,
     TERMINAL_UNKNOWN,
+    VEHICLE_UNKNOWN,
     Authentication,
     Position,
     PositionBatch,
@@ -354,7 +355,7 @@ async def test_a_registered_terminal_cannot_be_registered_again_until_the_regist
     genuine = await Terminal.connect(muck.listener, "013800000001")
     code = await log_in(genuine)
     await genuine.close()
-    # Someone who knows the truck's number tries to register it from another device.
+    # Someone who knows the truck's number and plate tries to register it from another device.
     impostor = await Terminal.connect(muck.listener, "013800000001")
     await impostor.send(REGISTER, Registration(44, 100, "X", "Y", "Z", 2, PLATE).encode(2013))
     frame = await impostor.reply()
@@ -463,3 +464,17 @@ async def test_a_platform_bound_to_a_company_relays_that_companys_trucks_only(mu
     assert response.status_code == 200, response.text
     assert [(r["index"], r["code"]) for r in response.json()["refused"]] == [(1, "muck.unknown_truck")]
     assert [row["plate"] for row in await stored_positions(muck)] == [PLATE]
+
+
+async def test_a_registration_naming_another_plate_or_none_is_refused(muck: Muck) -> None:
+    await muck.register_fleet(1)
+    for plate in ("粤B99999D", ""):
+        terminal = await Terminal.connect(muck.listener, "013800000001")
+        await terminal.send(REGISTER, Registration(44, 100, "X", "Y", "Z", 0, plate).encode(2013))
+        frame = await terminal.reply()
+        assert RegistrationReply.decode(frame.body, frame.header).result == VEHICLE_UNKNOWN
+        await terminal.close()
+    # The truck's own terminal still registers: nothing was given away.
+    genuine = await Terminal.connect(muck.listener, "013800000001")
+    await log_in(genuine)
+    await genuine.close()
