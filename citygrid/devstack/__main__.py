@@ -305,6 +305,11 @@ def run(data: Path) -> int:
                 "CITYGRID_BLOB_DIR": str((data / "blobs" / process.name).resolve()),
                 **nats_credentials(process, nats_access),
                 **{listener.setting: str(port) for owner, listener, port in listeners if owner is process},
+                **{
+                    listener.host_setting: "127.0.0.1"
+                    for owner, listener, _ in listeners
+                    if owner is process and listener.host_setting
+                },
             }
             for simulator in SIMULATORS:
                 if simulator.service == process.name:

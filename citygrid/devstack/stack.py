@@ -17,6 +17,8 @@ class ListenerSpec:
     setting: str  # the process's variable for its port
     preferred_port: int
     scheme: str = "tcp"
+    # The process's variable for the listener's address: loopback in development, like HTTP.
+    host_setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ SERVICES: tuple[ProcessSpec, ...] = (
         8103,
         "services.muck.demo:seed",
         "services.muck.events:NATS_IDENTITY",
-        listeners=(ListenerSpec("JT/T 808", "CITYGRID_JT808_PORT", 8808),),
+        listeners=(
+            ListenerSpec("JT/T 808", "CITYGRID_JT808_PORT", 8808, host_setting="CITYGRID_JT808_HOST"),
+        ),
     ),
     ProcessSpec(
         "vision",
