@@ -18,16 +18,17 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncpg
+import httpx
 import nats
 import nats.js.errors
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from citygrid.auth import Principal, generate_keypair, sign_principal
+from citygrid.auth import PRINCIPAL_HEADER, Principal, generate_keypair, sign_principal
 from citygrid.devstack.servers import (
     EmbeddedNats,
     NatsUsers,
@@ -42,6 +43,9 @@ from citygrid.migrate import upgrade
 from citygrid.natsauth import NatsAccess, without_credentials
 from citygrid.serve import KEEP_ALIVE_SECONDS
 from citygrid.settings import to_libpq_url
+
+if TYPE_CHECKING:
+    from citygrid.runtime import Runtime
 
 
 @dataclass
@@ -95,6 +99,50 @@ class Infrastructure:
         return sign_principal(
             principal, private_key=self.private_key, audience=audience, ttl_seconds=ttl_seconds
         )
+
+
+@dataclass
+class ServiceUnderTest:
+    """A service served on loopback in a test, called as the gateway calls it: each request carries
+    a principal signed for the service (``as_``). A service's tests subclass it, naming the
+    audience and the scopes a call has unless it says otherwise."""
+
+    infrastructure: Infrastructure
+    app: FastAPI
+    url: str
+    client: httpx.AsyncClient
+    audience: ClassVar[str]
+    default_scopes: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.kit
+        return runtime
+
+    def as_(
+        self,
+        scopes: tuple[str, ...] | None = None,
+        roles: tuple[str, ...] = (),
+        subject: str = "registrar-1",
+        district: str | None = None,
+        unit: str | None = None,
+    ) -> dict[str, str]:
+        principal = Principal(
+            subject=subject,
+            kind="consumer",
+            name=subject,
+            roles=frozenset(roles),
+            scopes=frozenset(self.default_scopes if scopes is None else scopes),
+            district=district,
+            unit=unit,
+        )
+        return {PRINCIPAL_HEADER: self.infrastructure.token(principal, self.audience)}
+
+    async def post(self, path: str, body: Any, **as_: Any) -> httpx.Response:
+        return await self.client.post(path, json=body, headers=self.as_(**as_))
+
+    async def get(self, path: str, **as_: Any) -> httpx.Response:
+        return await self.client.get(path, headers=self.as_(**as_))
 
 
 async def truncate_all(url: str) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from citygrid.auth import PRINCIPAL_HEADER, Principal
-from citygrid.runtime import Runtime
-from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from citygrid.testing import (
+    Infrastructure,
+    ServiceUnderTest,
+    delete_streams,
+    serve_app,
+    truncate_all,
+    wait_until,
+)
 from services.gas.events import NATS_IDENTITY
 from services.gas.main import GasSettings, create_app
 
@@ -26,42 +29,9 @@ OTHER_STATION = "NANFANG-ST-BY01"
 TIANHE = "440106"
 
 
-@dataclass
-class Gas:
-    infrastructure: Infrastructure
-    app: FastAPI
-    url: str
-    client: httpx.AsyncClient
-
-    @property
-    def runtime(self) -> Runtime:
-        runtime: Runtime = self.app.state.kit
-        return runtime
-
-    def as_(
-        self,
-        scopes: tuple[str, ...] = REGISTRAR,
-        roles: tuple[str, ...] = (),
-        subject: str = "registrar-1",
-        district: str | None = None,
-        unit: str | None = None,
-    ) -> dict[str, str]:
-        principal = Principal(
-            subject=subject,
-            kind="consumer",
-            name=subject,
-            roles=frozenset(roles),
-            scopes=frozenset(scopes),
-            district=district,
-            unit=unit,
-        )
-        return {PRINCIPAL_HEADER: self.infrastructure.token(principal, "gas")}
-
-    async def post(self, path: str, body: Any, **as_: Any) -> httpx.Response:
-        return await self.client.post(path, json=body, headers=self.as_(**as_))
-
-    async def get(self, path: str, **as_: Any) -> httpx.Response:
-        return await self.client.get(path, headers=self.as_(**as_))
+class Gas(ServiceUnderTest):
+    audience = "gas"
+    default_scopes = REGISTRAR
 
     async def register_demo(self) -> None:
         response = await self.post("/v1/enterprises/import", {"enterprises": enterprises()})

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from citygrid.auth import PRINCIPAL_HEADER, Principal
 from citygrid.jt808.server import Jt808Listener
-from citygrid.runtime import Runtime
-from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
+from citygrid.testing import (
+    Infrastructure,
+    ServiceUnderTest,
+    delete_streams,
+    serve_app,
+    truncate_all,
+    wait_until,
+)
 from services.muck.events import NATS_IDENTITY
 from services.muck.main import MuckSettings, create_app
 
@@ -27,47 +30,14 @@ COMPANY = "GZJY"
 TIANHE = "440106"
 
 
-@dataclass
-class Muck:
-    infrastructure: Infrastructure
-    app: FastAPI
-    url: str
-    client: httpx.AsyncClient
-
-    @property
-    def runtime(self) -> Runtime:
-        runtime: Runtime = self.app.state.kit
-        return runtime
+class Muck(ServiceUnderTest):
+    audience = "muck"
+    default_scopes = REGISTRAR
 
     @property
     def listener(self) -> Jt808Listener:
         listener: Jt808Listener = self.app.state.jt808
         return listener
-
-    def as_(
-        self,
-        scopes: tuple[str, ...] = REGISTRAR,
-        roles: tuple[str, ...] = (),
-        subject: str = "registrar-1",
-        district: str | None = None,
-        unit: str | None = None,
-    ) -> dict[str, str]:
-        principal = Principal(
-            subject=subject,
-            kind="consumer",
-            name=subject,
-            roles=frozenset(roles),
-            scopes=frozenset(scopes),
-            district=district,
-            unit=unit,
-        )
-        return {PRINCIPAL_HEADER: self.infrastructure.token(principal, "muck")}
-
-    async def post(self, path: str, body: Any, **as_: Any) -> httpx.Response:
-        return await self.client.post(path, json=body, headers=self.as_(**as_))
-
-    async def get(self, path: str, **as_: Any) -> httpx.Response:
-        return await self.client.get(path, headers=self.as_(**as_))
 
     async def register_fleet(self, trucks: int = 3) -> list[dict[str, Any]]:
         company = {"code": COMPANY, "name": "Jianyun Transport", "licence_number": "ZT-1"}
