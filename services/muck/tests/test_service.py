@@ -478,3 +478,35 @@ async def test_a_registration_naming_another_plate_or_none_is_refused(muck: Muck
     genuine = await Terminal.connect(muck.listener, "013800000001")
     await log_in(genuine)
     await genuine.close()
+
+
+async def test_with_the_store_unreachable_a_platform_gets_503_and_a_terminal_failure(muck: Muck) -> None:
+    from citygrid.db import create_engine, create_sessionmaker
+    from citygrid.devstack.servers import free_port
+
+    await muck.register_fleet(1)
+    terminal = await Terminal.connect(muck.listener, "013800000001")
+    await log_in(terminal)
+    # The writer's database goes away (a port nothing listens on): a real refused connection.
+    settings = muck.runtime.settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/gone"}
+    )
+    gone = create_engine(settings)
+    writer = muck.app.state.positions.writer
+    kept = writer.sessions
+    writer.sessions = lambda: create_sessionmaker(gone)
+    try:
+        response = await muck.post("/v1/positions", {"positions": [report()]}, scopes=PLATFORM)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "muck.store_unavailable"
+        assert response.headers["retry-after"] == "5"
+        await terminal.send(POSITION, fix(113_361_000).encode(2013))
+        assert (await terminal.general_reply()).result == FAILURE
+    finally:
+        writer.sessions = kept
+        await gone.dispose()
+    # The store back: the terminal sends its report again and it is taken.
+    await terminal.send(POSITION, fix(113_361_000).encode(2013))
+    assert (await terminal.general_reply()).result == OK
+    await terminal.close()
+    assert len(await stored_positions(muck)) == 1
