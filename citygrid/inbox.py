@@ -295,8 +295,10 @@ class ConsumerRunner:
         source: str,
         metrics: KitMetrics | None = None,
         on_events_committed: Callable[[], None] | None = None,
+        fetch_wait: float = 1.0,
     ) -> None:
         self.spec = spec
+        self.fetch_wait = fetch_wait
         self.sessions = sessions
         self.source = source
         self.metrics = metrics
@@ -602,7 +604,7 @@ class ConsumerRunner:
         loop = asyncio.get_running_loop()
         while not self._draining:
             try:
-                messages = await subscription.fetch(batch=self.spec.batch_size, timeout=1.0)
+                messages = await subscription.fetch(batch=self.spec.batch_size, timeout=self.fetch_wait)
             except TimeoutError:
                 messages = []
             except asyncio.CancelledError:

@@ -118,6 +118,7 @@ class Runtime:
                 source=self.settings.service_name,
                 metrics=self.metrics,
                 on_events_committed=self.wake_relay,
+                fetch_wait=self.settings.consumer_fetch_wait_seconds,
             )
             for spec in self.consumer_specs
         }

@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     nats_tls_key_file: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
+    # How long a consumer's fetch waits on the server when there is nothing to take. A stopping
+    # replica lets the fetch in hand end (and gives back what it brings, for another replica), so
+    # this is also how long a stop may wait on each consumer; a shorter wait polls more often.
+    consumer_fetch_wait_seconds: float = Field(default=1.0, gt=0, le=30)
     log_level: str = "INFO"
 
     # The gateway signs the internal principal with its Ed25519 private key; services hold only the
