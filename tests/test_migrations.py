@@ -14,11 +14,15 @@ from citygrid.db import KitBase
 from citygrid.settings import to_asyncpg_url
 from gateway.models import Base as GatewayBase
 from services.case.models import Base as CaseBase
+from services.gas.models import Base as GasBase
+from services.muck.models import Base as MuckBase
 from services.vision.models import Base as VisionBase
 
 SERVICES = {
     "services.case": CaseBase.metadata,
     "services.vision": VisionBase.metadata,
+    "services.gas": GasBase.metadata,
+    "services.muck": MuckBase.metadata,
     "gateway": GatewayBase.metadata,
 }
 

@@ -378,6 +378,8 @@ class Hazard(Base):
         Index(
             "ix_hazards_open", "district_code", "rectify_by", postgresql_where=text("rectified_at IS NULL")
         ),
+        # Retention: rectified hazards by when they were rectified.
+        Index("ix_hazards_rectified", "rectified_at", postgresql_where=text("rectified_at IS NOT NULL")),
     )
 
 
