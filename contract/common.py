@@ -65,7 +65,8 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class EvidenceRef(BaseModel):
-    """A photo or snapshot kept in the producing service's blob store, named by its content hash.
+    """Evidence kept by the producing service, named by its content hash: a photo or snapshot from its
+    blob store, or a document it serves (a truck's track as GeoJSON).
 
     ``url`` is the gateway path a client fetches it from (``/api/<service>/v1/...``); the bytes never
     travel in events.
@@ -74,7 +75,9 @@ class EvidenceRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: Sha256
-    content_type: Literal["image/jpeg", "image/png"]
+    # A photo or snapshot; or a GeoJSON document, such as the track a muck truck took while it broke
+    # a rule (a consumer that only shows images can tell it by its type and link to it).
+    content_type: Literal["image/jpeg", "image/png", "application/geo+json"]
     size_bytes: int = Field(ge=1)
     url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     taken_at: datetime | None = None
