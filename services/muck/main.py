@@ -19,10 +19,13 @@ from contract import scopes
 from services.muck import partitions
 from services.muck.domain.windows import CITY_TZ
 from services.muck.events import PUBLISHES
+from services.muck.manifests import service as manifests
 from services.muck.metrics import MuckMetrics
 from services.muck.positions import api as positions_api
 from services.muck.positions.service import Positions
 from services.muck.registry import api as registry_api
+from services.muck.rules import api as rules_api
+from services.muck.rules.service import RulesConfig, TransportRules, offline_round
 from services.muck.terminals import MuckTerminals
 
 log = logging.getLogger("services.muck")
@@ -38,6 +41,11 @@ class MuckSettings(ServiceSettings):
     jt808_idle_seconds: float = Field(default=300.0, gt=0)
     position_retention_days: int = Field(default=180, ge=partitions.MINIMUM_RETENTION_DAYS)
     partition_check_seconds: float = 3600.0
+    # The transport rules: how often the leading replica evaluates new positions, how long its lease
+    # lasts without a round (another replica takes over after it), how often offline terminals are sought.
+    rules_round_seconds: float = Field(default=1.0, gt=0)
+    rules_lease_seconds: float = Field(default=15.0, gt=0)
+    offline_check_seconds: float = Field(default=60.0, gt=0)
 
 
 def city_today() -> datetime:
@@ -58,7 +66,10 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             idle_timeout=settings.jt808_idle_seconds,
             on_frame=lambda outcome: metrics.frames.labels(outcome).inc(),
         )
-        holder.update(metrics=metrics, positions=positions, listener=listener)
+        rules = TransportRules(
+            runtime, metrics, RulesConfig(lease=timedelta(seconds=settings.rules_lease_seconds))
+        )
+        holder.update(metrics=metrics, positions=positions, listener=listener, rules=rules)
 
         async def partitions_round() -> int:
             today = city_today().date()
@@ -93,6 +104,14 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             PeriodicJob(
                 "muck-partitions", settings.partition_check_seconds, partitions_round, batch_size=10_000
             ),
+            # A round of 10,000 positions or more means more are waiting: the next one starts at once.
+            PeriodicJob("muck-rules", settings.rules_round_seconds, rules.round, batch_size=10_000),
+            PeriodicJob(
+                "muck-manifests-overdue", 60.0, lambda: manifests.flag_overdue(runtime), batch_size=500
+            ),
+            PeriodicJob(
+                "muck-offline", settings.offline_check_seconds, lambda: offline_round(runtime, metrics)
+            ),
         ]
 
     app = create_service_app(
@@ -102,7 +121,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             "Construction-waste transport: the register of companies, trucks, drivers, sites, routes and "
             "transport areas; trucks' positions over JT/T 808 and from vendors' platforms; tracks."
         ),
-        routers=[registry_api.router, positions_api.router],
+        routers=[registry_api.router, positions_api.router, rules_api.router],
         publishes=PUBLISHES,
         runtime_setup=setup,
         scopes=scopes.MUCK,
@@ -110,6 +129,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
     app.state.positions = holder["positions"]
     app.state.jt808 = holder["listener"]
     app.state.muck_metrics = holder["metrics"]
+    app.state.rules = holder["rules"]
     return app
 
 

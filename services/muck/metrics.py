@@ -51,3 +51,30 @@ class MuckMetrics:
             "Trucks whose latest position is under 10 minutes old (this replica's map).",
             registry=registry,
         )
+        # The transport rules (services/muck/rules): evaluated once, in the replica holding the lease.
+        self.rules_positions = Counter(
+            "citygrid_muck_rules_positions_total",
+            "Positions the transport rules evaluated (in time order per truck; late ones are not).",
+            registry=registry,
+        )
+        self.rules_leader = Gauge(
+            "citygrid_muck_rules_leader",
+            "1 while this replica holds the transport rules' lease.",
+            registry=registry,
+        )
+        self.rules_trucks = Gauge(
+            "citygrid_muck_rules_trucks",
+            "Trucks whose episodes the leading replica follows.",
+            registry=registry,
+        )
+        self.rules_lag = Gauge(
+            "citygrid_muck_rules_lag_seconds",
+            "Age of the newest position of the last round when the rules evaluated it (leader only).",
+            registry=registry,
+        )
+        self.violations = Counter(
+            "citygrid_muck_violations_total",
+            "Transport violations recorded, by kind and severity.",
+            ["kind", "severity"],
+            registry=registry,
+        )

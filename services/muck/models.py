@@ -24,7 +24,9 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     SmallInteger,
     String,
+    UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -178,13 +180,158 @@ class Position(Base):
     # A 0x0704 re-upload of positions a terminal kept while it had no network.
     blind_area: Mapped[bool] = mapped_column(Boolean)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The id of the transaction that stored the row, set by the database: the transport rules read
+    # positions in the order their transactions ended (services/muck/rules/cursor.py), so a batch
+    # that commits late, after PostgreSQL was away, is still read. None for rows stored before.
+    txid: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
 
     __table_args__ = (
-        # The one index: a track is a range of (plate, at). ``received_at`` makes a resent report a
-        # row of its own rather than a conflict that would fail its whole COPY batch.
+        # A track is a range of (plate, at). ``received_at`` makes a resent report a row of its own
+        # rather than a conflict that would fail its whole COPY batch.
         PrimaryKeyConstraint("plate", "at", "received_at", name="pk_positions"),
+        # Rows are appended in nearly the order of their transactions: a BRIN index of a few pages
+        # per partition finds a range of them, at no cost to the COPY that a B-tree would have.
+        Index("ix_positions_txid", "txid", postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (at)"},
     )
 
 
-POSITION_COLUMNS: tuple[str, ...] = tuple(column.name for column in Position.__table__.columns)
+# What the intake writes: every column but the one the database fills.
+POSITION_COLUMNS: tuple[str, ...] = tuple(
+    column.name for column in Position.__table__.columns if column.name != "txid"
+)
+
+
+class ManifestRow(Base):
+    """An electronic manifest (电子联单): one load from its construction site to its disposal site.
+
+    A truck carries one load at a time: at most one undelivered (issued, loaded, in transit)
+    manifest per truck, which is what its positions are checked against.
+    """
+
+    __tablename__ = "manifests"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    plate: Mapped[str] = mapped_column(ForeignKey("trucks.plate"))
+    company_code: Mapped[str] = mapped_column(ForeignKey("companies.code"))
+    driver_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("drivers.id"))
+    origin_site: Mapped[str] = mapped_column(ForeignKey("sites.code"))
+    disposal_site: Mapped[str] = mapped_column(ForeignKey("sites.code"))
+    # The origin site's district: the one whose regulators answer for the load.
+    district_code: Mapped[str] = mapped_column(String(6))
+    route_code: Mapped[str | None] = mapped_column(ForeignKey("routes.code"))
+    waste_type: Mapped[str] = mapped_column(String(32))
+    declared_quantity_m3: Mapped[float] = mapped_column(Float)
+    received_quantity_m3: Mapped[float | None] = mapped_column(Float)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    abnormal_reason: Mapped[str | None] = mapped_column(String(32))
+    resolution_note: Mapped[str | None] = mapped_column(String(2000))
+    issued_by: Mapped[str] = mapped_column(String(100))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    loaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index(
+            "uq_manifests_undelivered_plate",
+            "plate",
+            unique=True,
+            postgresql_where=text("status IN ('issued', 'loaded', 'in_transit')"),
+        ),
+        Index("ix_manifests_site_issued", "origin_site", "issued_at", "id"),
+        Index("ix_manifests_district_issued", "district_code", "issued_at", "id"),
+        Index("ix_manifests_company_issued", "company_code", "issued_at", "id"),
+        # The overdue round: undelivered loads by the end of their window.
+        Index(
+            "ix_manifests_undelivered_window",
+            "window_end",
+            postgresql_where=text("status IN ('issued', 'loaded', 'in_transit')"),
+        ),
+        # Retention: finished manifests by when they finished.
+        Index("ix_manifests_closed", "closed_at", postgresql_where=text("closed_at IS NOT NULL")),
+    )
+
+
+class ManifestStep(Base):
+    """What happened to a manifest and who or what did it: its history, append-only."""
+
+    __tablename__ = "manifest_steps"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    manifest_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # the status after it
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A person's subject, "rules" for the geofences, "overdue" for the window's round.
+    actor: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(String(2000))
+
+    __table_args__ = (Index("ix_manifest_steps_manifest", "manifest_id", "id"),)
+
+
+class Violation(Base):
+    """A transport rule broken by a truck, with its evidence; one per truck, kind and episode.
+
+    An episode that grows severe (off route past 15 minutes) is the same violation, escalated: its
+    severity, time, detail and track are brought up to date, so it stays one case.
+
+    ``plate`` is not a foreign key: an unregistered truck seen at a gate has no row in ``trucks``.
+    ``track`` is the episode's positions ([[iso time, lon, lat, km/h, load], ...]) copied out of
+    ``positions``, so the evidence outlives their retention; ``track_sha256`` names it as evidence.
+    """
+
+    __tablename__ = "violations"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    plate: Mapped[str] = mapped_column(String(12))
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(8))
+    episode_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(String(500))
+    manifest_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    manifest_number: Mapped[str | None] = mapped_column(String(32))
+    company_code: Mapped[str | None] = mapped_column(String(32))
+    district_code: Mapped[str | None] = mapped_column(String(6))
+    track: Mapped[list[list[object]]] = mapped_column(JSONB, server_default="[]")
+    track_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Gate snapshots (EvidenceRef as JSON) when a camera saw it.
+    snapshots: Mapped[list[dict[str, object]]] = mapped_column(JSONB, server_default="[]")
+    # The vision alarm a gate-camera violation came from: one violation per alarm.
+    source_alarm: Mapped[str | None] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("plate", "kind", "episode_started_at", name="uq_violations_episode"),
+        Index("ix_violations_district_at", "district_code", "at", "id"),
+        Index("ix_violations_plate_at", "plate", "at", "id"),
+        Index("ix_violations_at", "at", "id"),
+        Index("ix_violations_created", "created_at"),
+    )
+
+
+class RuleCursor(Base):
+    """How far the transport rules have read ``positions``, and which replica holds the rules' lease.
+
+    One row. ``horizon`` is a transaction id: every position stored by a transaction below it
+    has been evaluated. The replica named ``owner`` evaluates until ``lease_until``; it renews the
+    lease each round, and another replica takes over only once it has lapsed.
+    """
+
+    __tablename__ = "rule_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    horizon: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str] = mapped_column(String(100))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -25,6 +25,7 @@ __all__ = [
     "EDGE_TOLERANCE_M",
     "Corridor",
     "CorridorIndex",
+    "PolygonIndex",
     "Projection",
     "Site",
     "SiteIndex",
@@ -111,59 +112,75 @@ class Site:
     ring: Sequence[Point]
 
 
-class SiteIndex:
-    """The sites' polygons in an STRtree: which sites contain a position, for one or a batch."""
+class PolygonIndex:
+    """Named polygons (lon/lat rings) in an STRtree: which of them contain a position, for one or a batch."""
 
-    def __init__(self, sites: Iterable[Site]) -> None:
+    def __init__(self, rings: Iterable[tuple[str, Sequence[Point]]], what: str = "polygon") -> None:
         ids: list[str] = []
         polygons: list[shapely.Polygon] = []
-        kinds: dict[str, SiteKind] = {}
-        for site in sites:
-            if site.id in kinds:
-                raise ValueError(f"site {site.id} is given twice")
-            if site.kind not in ("construction", "disposal"):
-                raise ValueError(f"site {site.id}: kind must be construction or disposal, not {site.kind!r}")
-            polygons.append(_polygon(site))
-            ids.append(site.id)
-            kinds[site.id] = site.kind
+        for polygon_id, ring in rings:
+            if polygon_id in ids:
+                raise ValueError(f"{what} {polygon_id} is given twice")
+            polygons.append(_polygon(f"{what} {polygon_id}", ring))
+            ids.append(polygon_id)
         self._ids: Final = np.array(ids, dtype=object)
         self._tree: Final = shapely.STRtree(polygons)
-        self.kinds: Final[Mapping[str, SiteKind]] = kinds
-        self.disposal_sites: Final = frozenset(i for i, kind in kinds.items() if kind == "disposal")
 
     def __len__(self) -> int:
         return len(self._ids)
 
+    def centre(self, polygon_id: str) -> Point:
+        """A point inside the polygon (lon, lat), to place what happened there; KeyError if unknown."""
+        at = np.flatnonzero(self._ids == polygon_id)
+        if not len(at):
+            raise KeyError(f"no polygon {polygon_id}")
+        inside = shapely.point_on_surface(self._tree.geometries[int(at[0])])
+        return projection().to_degrees(float(inside.x), float(inside.y))
+
     def containing(self, lon: float, lat: float) -> frozenset[str]:
-        """The ids of the sites that contain the point, its boundary included."""
+        """The ids of the polygons that contain the point, its boundary included."""
         return self.containing_many([lon], [lat])[0]
 
     def containing_many(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> list[frozenset[str]]:
-        """For each position, the ids of the sites containing it: one index query for the whole batch."""
+        """For each position, the ids of the polygons containing it: one index query for the whole batch."""
         xs, ys = projection().to_metres(lons, lats)
         found: list[frozenset[str]] = [_NOTHING] * len(xs)
         if not len(xs) or not len(self._ids):
             return found
-        # A position without a fix is in no site (GEOS refuses a distance to a non-finite point).
+        # A position without a fix is in no polygon (GEOS refuses a distance to a non-finite point).
         finite = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
         # dwithin rather than intersects: see EDGE_TOLERANCE_M.
-        point_at, site_at = self._tree.query(
+        point_at, polygon_at = self._tree.query(
             shapely.points(xs[finite], ys[finite]), predicate="dwithin", distance=EDGE_TOLERANCE_M
         )
         if not len(point_at):
             return found
         point_at = finite[point_at]
         order = np.argsort(point_at, kind="stable")
-        point_at, site_at = point_at[order], site_at[order]
+        point_at, polygon_at = point_at[order], polygon_at[order]
         starts = np.flatnonzero(np.r_[True, point_at[1:] != point_at[:-1]])
-        for point, ids in zip(point_at[starts], np.split(self._ids[site_at], starts[1:]), strict=True):
+        for point, ids in zip(point_at[starts], np.split(self._ids[polygon_at], starts[1:]), strict=True):
             found[int(point)] = frozenset(ids)
         return found
 
 
-def _polygon(site: Site) -> shapely.Polygon:
-    what = f"site {site.id}"
-    points = _projected(site.ring, what)
+class SiteIndex(PolygonIndex):
+    """The sites' polygons, with each site's kind."""
+
+    def __init__(self, sites: Iterable[Site]) -> None:
+        sites = list(sites)
+        kinds: dict[str, SiteKind] = {}
+        for site in sites:
+            if site.id not in kinds and site.kind not in ("construction", "disposal"):
+                raise ValueError(f"site {site.id}: kind must be construction or disposal, not {site.kind!r}")
+            kinds.setdefault(site.id, site.kind)
+        super().__init__(((site.id, site.ring) for site in sites), "site")
+        self.kinds: Final[Mapping[str, SiteKind]] = kinds
+        self.disposal_sites: Final = frozenset(i for i, kind in kinds.items() if kind == "disposal")
+
+
+def _polygon(what: str, ring: Sequence[Point]) -> shapely.Polygon:
+    points = _projected(ring, what)
     if len(points) and (points[0] == points[-1]).all():
         points = points[:-1]
     if _distinct(points) < 3:

@@ -1,0 +1,1 @@
+"""Electronic manifests (电子联单): issued for a load, moved along by the geofences and by people."""

@@ -1,0 +1,1 @@
+"""Transport rules: positions evaluated once across replicas, violations with their evidence."""
