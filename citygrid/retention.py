@@ -116,6 +116,29 @@ async def purge_once(
     return deleted
 
 
+async def purge_tables(
+    sessions: async_sessionmaker[AsyncSession],
+    purges: Sequence[tuple[Purge, timedelta]],
+    *,
+    lock_id: int,
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """One round over a service's own tables, each with its retention; the rows deleted (0 when
+    another replica holds the round's advisory lock ``lock_id``)."""
+    deleted = 0
+    async with sessions() as session, session.begin():
+        if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock_id))):
+            return 0
+        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        now = (await session.execute(select(func.now()))).scalar_one()
+        for purge, retention in purges:
+            result = await session.execute(purge.statement(now - retention, batch_size))
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+    if deleted:
+        log.info("retention: deleted %d rows of the service's own tables", deleted)
+    return deleted
+
+
 def retention_job(
     sessions: async_sessionmaker[AsyncSession],
     *,

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from citygrid.retention import LOCK_TIMEOUT, Purge
+from citygrid.retention import Purge, purge_tables
 from services.gas.models import (
     Anomaly,
     CaptureJob,
@@ -92,15 +92,4 @@ def purges(record_days: int) -> list[tuple[Purge, timedelta]]:
 
 async def purge_once(sessions: async_sessionmaker[AsyncSession], *, record_days: int) -> int:
     """One round; returns the rows deleted (0 when another replica holds the round)."""
-    deleted = 0
-    async with sessions() as session, session.begin():
-        if not await session.scalar(select(func.pg_try_advisory_xact_lock(RETENTION_LOCK))):
-            return 0
-        await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        now = (await session.execute(select(func.now()))).scalar_one()
-        for purge, retention in purges(record_days):
-            result = await session.execute(purge.statement(now - retention, BATCH_SIZE))
-            deleted += int(getattr(result, "rowcount", 0) or 0)
-    if deleted:
-        log.info("retention: deleted %d rows", deleted)
-    return deleted
+    return await purge_tables(sessions, purges(record_days), lock_id=RETENTION_LOCK, batch_size=BATCH_SIZE)
