@@ -16,7 +16,7 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
-from services.muck import partitions
+from services.muck import partitions, retention
 from services.muck.domain.windows import CITY_TZ
 from services.muck.events import PUBLISHES
 from services.muck.manifests import service as manifests
@@ -46,6 +46,8 @@ class MuckSettings(ServiceSettings):
     rules_round_seconds: float = Field(default=1.0, gt=0)
     rules_lease_seconds: float = Field(default=15.0, gt=0)
     offline_check_seconds: float = Field(default=60.0, gt=0)
+    # Violations and finished manifests: a regulator's records.
+    record_retention_days: int = Field(default=retention.RECORD_DAYS, ge=365)
 
 
 def city_today() -> datetime:

@@ -171,3 +171,22 @@ async def _horizon_passed_all(muck: Muck) -> bool:
         "SELECT (SELECT horizon FROM rule_cursor) > coalesce((SELECT max(txid) FROM positions), 0) AS done",
     )
     return bool(rows and rows[0]["done"])
+
+
+async def test_violations_older_than_the_record_retention_are_deleted_and_newer_ones_kept(muck: Muck) -> None:
+    from services.muck import retention
+
+    connection = await asyncpg.connect(to_libpq_url(muck.runtime.settings.database_url))
+    try:
+        for plate, age_days in (("粤A00001D", 6 * 365), ("粤A00002D", 30)):
+            await connection.execute(
+                "INSERT INTO violations (id, plate, kind, severity, episode_started_at, at, lon, lat, detail, "
+                "created_at) VALUES (gen_random_uuid(), $1, 'overspeed', 'normal', now(), now(), 113.4, 23.1, "
+                "'test', now() - make_interval(days => $2))",
+                plate,
+                age_days,
+            )
+    finally:
+        await connection.close()
+    assert await retention.purge_once(muck.runtime.db) == 1
+    assert [row["plate"] for row in await violations(muck)] == ["粤A00002D"]
