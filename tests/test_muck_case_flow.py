@@ -1,0 +1,147 @@
+"""Muck to case, through the gateway on real PostgreSQL and NATS: a truck breaking a transport rule
+becomes one enforcement case, whose evidence is the truck's track, fetched from the muck service
+under the hash the case holds; the same reports sent again raise nothing more."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
+from gateway.main import create_app as create_gateway_app
+from services.case.main import create_app as create_case_app
+from services.muck.events import NATS_IDENTITY as MUCK_NATS
+from services.muck.main import MuckSettings
+from services.muck.main import create_app as create_muck_app
+from services.muck.tests.conftest import muck_database  # noqa: F401 (the muck database fixture)
+from tests.conftest import (
+    CLERK_ROLES,
+    CLERK_UNIT,
+    SuiteConsumer,
+    case_settings,
+    gateway_settings,
+    register_test_consumers,
+)
+
+MUCK = "/api/muck/v1"
+CASES = "/api/case/v1/cases"
+PLATE = "粤A00001D"
+CONSUMERS: dict[str, SuiteConsumer] = {
+    "platform": SuiteConsumer(["muck:ingest"], []),
+    "registrar": SuiteConsumer(["muck:read", "muck:write"], []),
+    "clerk": SuiteConsumer(["cases:read", "cases:write"], CLERK_ROLES, unit=CLERK_UNIT),
+}
+
+
+@dataclass
+class Stack:
+    client: httpx.AsyncClient
+    keys: dict[str, str]
+
+    def as_(self, consumer: str) -> dict[str, str]:
+        return {"X-API-Key": self.keys[consumer]}
+
+
+@pytest.fixture
+async def muck_case_stack(
+    infrastructure: Infrastructure, databases: dict[str, str], muck_database: str, clean: None
+) -> AsyncIterator[Stack]:
+    await truncate_all(muck_database)
+    case_app = create_case_app(case_settings(infrastructure, databases))
+    muck_app = create_muck_app(
+        MuckSettings(
+            environment="test",
+            database_url=muck_database,
+            **infrastructure.nats_settings(MUCK_NATS.user),
+            internal_token_public_key=infrastructure.public_key,
+            outbox_poll_seconds=0.2,
+            jt808_host="127.0.0.1",
+            jt808_port=0,
+            rules_round_seconds=0.1,
+        )
+    )
+    async with serve_app(case_app) as case_url, serve_app(muck_app) as muck_url:
+        settings = gateway_settings(
+            infrastructure, databases, case_url, upstreams={"case": case_url, "muck": muck_url}
+        )
+        keys = await register_test_consumers(databases["gateway"], CONSUMERS)
+        async with (
+            serve_app(create_gateway_app(settings)) as gateway_url,
+            httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
+        ):
+            await wait_until(muck_app.state.kit.messaging_ready.is_set)
+            await wait_until(case_app.state.kit.messaging_ready.is_set)
+            yield Stack(client, keys)
+
+
+def speeding(count: int) -> list[dict[str, Any]]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    return [
+        {
+            "plate": PLATE,
+            "at": (start + timedelta(seconds=10 * i)).isoformat(),
+            "location": {"type": "Point", "coordinates": [113.36 + 0.0002 * i, 23.13]},
+            "speed_kmh": 88.0,
+            "direction": 90,
+            "load": "empty",
+        }
+        for i in range(count)
+    ]
+
+
+async def cases(stack: Stack) -> list[dict[str, Any]]:
+    listed = await stack.client.get(CASES, headers=stack.as_("clerk"))
+    assert listed.status_code == 200, listed.text
+    items: list[dict[str, Any]] = listed.json()["items"]
+    return items
+
+
+async def test_a_speeding_truck_becomes_one_case_with_its_track_as_evidence(muck_case_stack: Stack) -> None:
+    stack = muck_case_stack
+    company = {"code": "GZJY", "name": "Jianyun Transport", "licence_number": "ZT-1", "district_code": "440106"}
+    truck = {
+        "plate": PLATE,
+        "company_code": "GZJY",
+        "terminal_phone": "013800000001",
+        "approval_number": "ZT-0001",
+        "approval_valid_until": (date.today() + timedelta(days=365)).isoformat(),
+        "capacity_m3": 18.0,
+    }
+    for path, body in (("companies/import", {"companies": [company]}), ("trucks/import", {"trucks": [truck]})):
+        response = await stack.client.post(f"{MUCK}/{path}", json=body, headers=stack.as_("registrar"))
+        assert response.status_code == 200, response.text
+    for _ in range(2):  # the second time: a platform resending what it was not sure arrived
+        sent = await stack.client.post(
+            f"{MUCK}/positions", json={"positions": speeding(15)}, headers=stack.as_("platform")
+        )
+        assert sent.status_code == 200, sent.text
+
+    async def raised() -> bool:
+        return bool(await cases(stack))
+
+    await wait_until(raised, timeout=20)
+    (case,) = await cases(stack)
+    assert case["category_code"] == "20312"
+    assert case["district_code"] == "440106"
+    assert case["origin"]["service"] == "muck"
+    violation = await stack.client.get(
+        f"{MUCK}/violations/{case['origin']['reference']}", headers=stack.as_("registrar")
+    )
+    assert violation.status_code == 200, violation.text
+    assert (violation.json()["plate"], violation.json()["kind"]) == (PLATE, "overspeed")
+
+    detail = await stack.client.get(f"{CASES}/{case['id']}", headers=stack.as_("clerk"))
+    (evidence,) = detail.json()["evidence"]
+    assert (evidence["service"], evidence["content_type"]) == ("muck", "application/geo+json")
+    track = await stack.client.get(evidence["url"], headers=stack.as_("registrar"))
+    assert track.status_code == 200, track.text
+    assert hashlib.sha256(track.content).hexdigest() == evidence["sha256"]
+    assert track.json()["properties"]["plate"] == PLATE
+    # Nothing more comes of the resent reports.
+    assert len(await cases(stack)) == 1
