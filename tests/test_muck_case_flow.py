@@ -19,7 +19,6 @@ from services.case.main import create_app as create_case_app
 from services.muck.events import NATS_IDENTITY as MUCK_NATS
 from services.muck.main import MuckSettings
 from services.muck.main import create_app as create_muck_app
-from services.muck.tests.conftest import muck_database  # noqa: F401 (the muck database fixture)
 from tests.conftest import (
     CLERK_ROLES,
     CLERK_UNIT,
@@ -104,7 +103,12 @@ async def cases(stack: Stack) -> list[dict[str, Any]]:
 
 async def test_a_speeding_truck_becomes_one_case_with_its_track_as_evidence(muck_case_stack: Stack) -> None:
     stack = muck_case_stack
-    company = {"code": "GZJY", "name": "Jianyun Transport", "licence_number": "ZT-1", "district_code": "440106"}
+    company = {
+        "code": "GZJY",
+        "name": "Jianyun Transport",
+        "licence_number": "ZT-1",
+        "district_code": "440106",
+    }
     truck = {
         "plate": PLATE,
         "company_code": "GZJY",
@@ -113,7 +117,10 @@ async def test_a_speeding_truck_becomes_one_case_with_its_track_as_evidence(muck
         "approval_valid_until": (date.today() + timedelta(days=365)).isoformat(),
         "capacity_m3": 18.0,
     }
-    for path, body in (("companies/import", {"companies": [company]}), ("trucks/import", {"trucks": [truck]})):
+    for path, body in (
+        ("companies/import", {"companies": [company]}),
+        ("trucks/import", {"trucks": [truck]}),
+    ):
         response = await stack.client.post(f"{MUCK}/{path}", json=body, headers=stack.as_("registrar"))
         assert response.status_code == 200, response.text
     for _ in range(2):  # the second time: a platform resending what it was not sure arrived
