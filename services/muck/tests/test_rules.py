@@ -190,3 +190,139 @@ async def test_violations_older_than_the_record_retention_are_deleted_and_newer_
         await connection.close()
     assert await retention.purge_once(muck.runtime.db) == 1
     assert [row["plate"] for row in await violations(muck)] == ["粤A00002D"]
+
+
+# -- manifests moved by the geofences; terminals offline on a manifest -----------------------------
+
+SITE_LON, DUMP_LON, LAT = 113.36, 113.40, 23.13
+
+
+def ring(lon: float, half: float = 0.001) -> list[list[float]]:
+    return [
+        [lon - half, LAT - half],
+        [lon + half, LAT - half],
+        [lon + half, LAT + half],
+        [lon - half, LAT + half],
+    ]
+
+
+async def register_sites(muck: Muck) -> None:
+    sites = [
+        {
+            "code": code,
+            "kind": kind,
+            "name": code,
+            "district_code": "440106",
+            "boundary": ring(lon),
+            "permit_number": "PZ-1",
+            "permit_valid_from": "2026-01-01",
+            "permit_valid_until": "2030-12-31",
+            "approved_quantity_m3": 50_000.0,
+        }
+        for code, kind, lon in (("TH-CS-1", "construction", SITE_LON), ("BY-DS-1", "disposal", DUMP_LON))
+    ]
+    response = await muck.post("/v1/sites/import", {"sites": sites})
+    assert response.status_code == 200, response.text
+    assert response.json()["refused"] == [], response.text
+
+
+async def issue_directly(muck: Muck, plate: str = PLATE, window_minutes: int = 240) -> str:
+    """An issued manifest, written as the issuing route writes it."""
+    connection = await asyncpg.connect(to_libpq_url(muck.runtime.settings.database_url))
+    try:
+        return str(
+            await connection.fetchval(
+                "INSERT INTO manifests (id, number, plate, company_code, origin_site, disposal_site, "
+                "district_code, waste_type, declared_quantity_m3, window_start, window_end, status, "
+                "issued_by, issued_at) VALUES (gen_random_uuid(), 'LD-TEST-' || $1, $1, 'GZJY', 'TH-CS-1', "
+                "'BY-DS-1', '440106', 'spoil', 15, now() - interval '1 hour', "
+                "now() + make_interval(mins => $2), 'issued', 'test', now() - interval '1 hour') RETURNING id",
+                plate,
+                window_minutes,
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def trip(plate: str = PLATE) -> list[dict[str, Any]]:
+    """Inside the site, out along the road, into the disposal site: 30 s apart, ending 2 minutes ago."""
+    lons = [SITE_LON, SITE_LON, 113.37, 113.38, 113.39, DUMP_LON]
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=120 + 30 * len(lons))
+    return [
+        {
+            "plate": plate,
+            "at": (start + timedelta(seconds=30 * i)).isoformat(),
+            "location": {"type": "Point", "coordinates": [lon, LAT]},
+            "speed_kmh": 30.0 if 0 < i < len(lons) - 1 else 2.0,
+            "direction": 90,
+            "load": "full" if i else "empty",
+        }
+        for i, lon in enumerate(lons)
+    ]
+
+
+async def test_a_manifest_is_loaded_on_leaving_its_site_and_delivered_on_entering_its_disposal_site(
+    muck_factory,
+) -> None:
+    async with muck_factory(**FAST) as muck:
+        await muck.register_fleet(1)
+        await register_sites(muck)
+        manifest_id = await issue_directly(muck)
+        response = await muck.post("/v1/positions", {"positions": trip()}, scopes=PLATFORM)
+        assert response.status_code == 200, response.text
+
+        async def delivered() -> bool:
+            rows = await fetch(muck, "SELECT status FROM manifests WHERE id = $1", manifest_id)
+            return rows[0]["status"] == "delivered"
+
+        await wait_until(delivered, timeout=20)
+        steps = await fetch(
+            muck, "SELECT action, actor FROM manifest_steps WHERE manifest_id = $1 ORDER BY id", manifest_id
+        )
+        assert [(row["action"], row["actor"]) for row in steps] == [
+            ("load", "rules"),
+            ("depart", "rules"),
+            ("deliver", "rules"),
+        ]
+        subjects = [
+            row["subject"]
+            for row in await fetch(
+                muck, "SELECT subject FROM outbox WHERE subject LIKE 'muck.manifest.%' ORDER BY seq"
+            )
+        ]
+        assert subjects == ["muck.manifest.loaded", "muck.manifest.delivered"]
+        # On its manifest, on no route, in no transport area: nothing broke a rule.
+        assert await violations(muck) == []
+
+
+async def test_a_terminal_silent_on_the_road_is_one_violation_however_many_rounds_see_it(
+    muck_factory,
+) -> None:
+    from services.muck.rules.service import offline_round
+
+    async with muck_factory(**FAST) as muck:
+        await muck.register_fleet(1)
+        await register_sites(muck)
+        manifest_id = await issue_directly(muck)
+        # Left the site 15 minutes ago and went silent two positions later.
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=15)
+        silent = [
+            {**position, "at": (start + timedelta(seconds=30 * i)).isoformat()}
+            for i, position in enumerate(trip()[:3])
+        ]
+        assert (await muck.post("/v1/positions", {"positions": silent}, scopes=PLATFORM)).status_code == 200
+
+        async def on_the_road() -> bool:
+            rows = await fetch(muck, "SELECT status FROM manifests WHERE id = $1", manifest_id)
+            return rows[0]["status"] == "in_transit"
+
+        await wait_until(on_the_road, timeout=20)
+        metrics = muck.app.state.muck_metrics
+        # The service's own round may find it first: between them, it is found once.
+        found = [await offline_round(muck.runtime, metrics) for _ in range(3)]
+        assert sum(found) <= 1
+        assert found[1:] == [0, 0]
+        (row,) = await violations(muck)
+        assert (row["kind"], row["manifest_number"]) == ("terminal_offline", f"LD-TEST-{PLATE}")
+        assert row["episode_started_at"] == start + timedelta(seconds=60)
