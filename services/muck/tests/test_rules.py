@@ -274,7 +274,7 @@ async def test_a_manifest_is_loaded_on_leaving_its_site_and_delivered_on_enterin
 
         async def delivered() -> bool:
             rows = await fetch(muck, "SELECT status FROM manifests WHERE id = $1", manifest_id)
-            return rows[0]["status"] == "delivered"
+            return bool(rows[0]["status"] == "delivered")
 
         await wait_until(delivered, timeout=20)
         steps = await fetch(
@@ -315,7 +315,7 @@ async def test_a_terminal_silent_on_the_road_is_one_violation_however_many_round
 
         async def on_the_road() -> bool:
             rows = await fetch(muck, "SELECT status FROM manifests WHERE id = $1", manifest_id)
-            return rows[0]["status"] == "in_transit"
+            return bool(rows[0]["status"] == "in_transit")
 
         await wait_until(on_the_road, timeout=20)
         metrics = muck.app.state.muck_metrics
