@@ -11,7 +11,13 @@
 with positions/s end to end, the ratio to raw COPY, and the service's CPU per position (positions/s
 per core of the service: the figure that says how many cores the fleet needs), and its memory. The
 clients run on the same machine and take CPU of their own: the per-core figure is the one to
-compare across machines. Geofence and corridor rules are not yet on the intake path.
+compare across machines. The register holds 3,000 sites and 500 routes, so the transport rules run
+on every position behind the intake, in the replica holding their lease:
+
+- **rules**: a fresh raw COPY of the same rows, and the time until the rules have evaluated them
+  all (positions/s, ratio to raw COPY);
+- **intake to violation**: trucks reporting 70 s at 85 km/h, each batch's answer to the violation
+  row the rules record for it (p50, p99).
 """
 
 from __future__ import annotations
@@ -74,6 +80,136 @@ def plate(n: int) -> str:
 
 def phone(n: int) -> str:
     return f"0139{n:08d}"
+
+
+SITES, ROUTES = 3_000, 500
+
+
+async def register_places(url: str) -> None:
+    """3,000 sites (a third disposal) and 500 routes over the city, placed the same way every run."""
+    import random
+
+    chance = random.Random(808)
+    connection = await asyncpg.connect(to_libpq_url(url))
+
+    def point() -> tuple[float, float]:
+        return 113.0 + chance.random() * 0.8, 22.8 + chance.random() * 0.8
+
+    try:
+        sites = []
+        for n in range(SITES):
+            lon, lat = point()
+            ring = [
+                [lon - 0.001, lat - 0.001],
+                [lon + 0.001, lat - 0.001],
+                [lon + 0.001, lat + 0.001],
+                [lon - 0.001, lat + 0.001],
+                [lon - 0.001, lat - 0.001],
+            ]
+            kind = "disposal" if n % 3 == 0 else "construction"
+            sites.append(
+                (
+                    f"S{n:04d}",
+                    kind,
+                    f"site {n}",
+                    "440106",
+                    json.dumps(ring),
+                    "PZ",
+                    datetime(2026, 1, 1).date(),
+                    datetime(2030, 1, 1).date(),
+                    10_000.0,
+                )
+            )
+        await connection.executemany(
+            "INSERT INTO sites (code, kind, name, district_code, boundary, permit_number, permit_valid_from, "
+            "permit_valid_until, approved_quantity_m3) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9)",
+            sites,
+        )
+        await connection.executemany(
+            "INSERT INTO routes (code, name, line, width_m) VALUES ($1, $2, $3::jsonb, 40)",
+            [(f"R{n:03d}", f"route {n}", json.dumps([list(point()), list(point())])) for n in range(ROUTES)],
+        )
+    finally:
+        await connection.close()
+
+
+async def rules_caught_up(connection: asyncpg.Connection, timeout: float = 600.0) -> None:
+    """Wait until every stored position is below the rules' horizon."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        done = await connection.fetchval(
+            "SELECT coalesce((SELECT horizon FROM rule_cursor), 0) > coalesce((SELECT max(txid) FROM positions), 0)"
+        )
+        if done:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the rules did not catch up")
+
+
+async def rules_rate(url: str, trucks: int, count: int) -> dict[str, float]:
+    """A raw COPY of ``count`` rows (an hour ago), then the time the rules take to evaluate them."""
+    data = rows(trucks, count, datetime.now(UTC) - timedelta(hours=1))
+    connection = await asyncpg.connect(to_libpq_url(url))
+    try:
+        await rules_caught_up(connection)
+        started = time.perf_counter()
+        for first in range(0, len(data), 5_000):
+            await connection.copy_records_to_table(
+                "positions", records=data[first : first + 5_000], columns=list(POSITION_COLUMNS)
+            )
+        await rules_caught_up(connection)
+        seconds = time.perf_counter() - started
+    finally:
+        await connection.close()
+    return {"positions": count, "seconds": seconds, "per_s": count / seconds}
+
+
+async def violation_latency(
+    url: str, service_url: str, headers: dict[str, str], trucks: int
+) -> dict[str, float]:
+    """Each of ``trucks`` trucks posts 70 s at 85 km/h; from the answer to its violation's row."""
+    answered: dict[str, float] = {}
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    async with httpx.AsyncClient(base_url=service_url, timeout=60) as client:
+        for n in range(trucks):
+            body = {
+                "positions": [
+                    {
+                        "plate": plate(n),
+                        "at": (start + timedelta(seconds=10 * i)).isoformat(),
+                        "location": {"type": "Point", "coordinates": [113.9 + i * 0.0003, 23.7]},
+                        "speed_kmh": 85.0,
+                        "load": "empty",
+                    }
+                    for i in range(8)
+                ]
+            }
+            response = await client.post("/v1/positions", json=body, headers=headers)
+            response.raise_for_status()
+            answered[plate(n)] = time.time()
+            await asyncio.sleep(0.02)
+    connection = await asyncpg.connect(to_libpq_url(url))
+    try:
+        deadline = time.perf_counter() + 120
+        while time.perf_counter() < deadline:
+            found = await connection.fetch(
+                "SELECT plate, extract(epoch FROM created_at) AS at FROM violations WHERE kind = 'overspeed' "
+                "AND plate = ANY($1::text[])",
+                list(answered),
+            )
+            if len(found) >= len(answered):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+    latencies = sorted(max(0.0, float(row["at"]) - answered[row["plate"]]) for row in found)
+    if not latencies:
+        raise RuntimeError("no violation was recorded")
+    return {
+        "trucks": len(latencies),
+        "p50_s": latencies[len(latencies) // 2],
+        "p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
 
 
 async def register_fleet(url: str, trucks: int) -> None:
@@ -305,6 +441,7 @@ def run(
             asyncio.run(create_databases(server_url, [DB]))
             upgrade("services.muck", url)
             asyncio.run(register_fleet(url, trucks))
+            asyncio.run(register_places(url))
             private_key, public_key = generate_keypair()
             headers = {
                 PRINCIPAL_HEADER: sign_principal(
@@ -329,6 +466,10 @@ def run(
                 results["jt808"] = asyncio.run(
                     jt808_intake(("127.0.0.1", jt808_port), trucks, reports_each, child.pid, profile_into)
                 )
+                results["rules"] = asyncio.run(rules_rate(url, trucks, positions))
+                results["violations"] = asyncio.run(
+                    violation_latency(url, service_url, headers, min(trucks, 200))
+                )
                 results["service_rss_mib"] = rss_mib(child.pid)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -346,6 +487,16 @@ def report(results: dict[str, Any]) -> list[str]:
             f"of raw COPY), service CPU {figures['service_cpu_us_per_position']:.0f} µs/position "
             f"= {per_core:.0f} positions/s per core"
         )
+    rules = results["rules"]
+    lines.append(
+        f"muck rules     {rules['per_s']:.0f} positions/s evaluated (×{rules['per_s'] / raw['per_s']:.2f} of raw COPY; "
+        f"{SITES} sites, {ROUTES} routes)"
+    )
+    latency = results["violations"]
+    lines.append(
+        f"muck intake to violation p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms "
+        f"({latency['trucks']} trucks)"
+    )
     lines.append(f"muck service RSS {results['service_rss_mib']:.0f} MiB with {results['trucks']} trucks")
     return lines
 
