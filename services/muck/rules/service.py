@@ -121,8 +121,9 @@ class RulesConfig:
     lookback: timedelta = timedelta(days=2)
     # Long enough to hold the longest episode a rule waits for (off route, severe: 15 minutes).
     replay_window: timedelta = timedelta(minutes=30)
-    # Positions per round; a writer's transaction holds at most 5,000, far fewer than this.
-    chunk: int = 100_000
+    # Positions per round: under a second of work, so the manifests a round locks are not held past
+    # a request's lock timeout (2 s); a writer's transaction holds at most 5,000, fewer than this.
+    chunk: int = 20_000
 
 
 def replica_name() -> str:
