@@ -175,6 +175,49 @@ def create_index_concurrently(
             op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True, **kw)
 
 
+def create_partitioned_index_concurrently(
+    index_name: str, parent: str, columns: Sequence[str], *, using: str = "btree"
+) -> None:
+    """An index on a partitioned table that has rows, built without blocking its writers.
+
+    PostgreSQL cannot build one CONCURRENTLY on the parent; the way it documents is the index
+    ``ON ONLY`` the parent (nothing is built, the lock is brief), then each partition's index built
+    CONCURRENTLY and attached; the parent's index is valid once every partition's is. Partitions
+    made later get it from the parent. Re-runnable: what is already there is kept.
+    """
+    names = ", ".join(f'"{column}"' for column in columns)
+    op.execute(f'CREATE INDEX IF NOT EXISTS "{index_name}" ON ONLY "{parent}" USING {using} ({names})')
+    if op.get_context().as_sql:
+        return
+    partitions = (
+        op.get_bind()
+        .scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent ORDER BY c.relname"
+            ),
+            {"parent": parent},
+        )
+        .all()
+    )
+    for partition in partitions:
+        partition_index = f"{partition}_{'_'.join(columns)}_idx"[:63]
+        with op.get_context().autocommit_block(), _concurrent_limits():
+            op.execute(
+                f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{partition_index}" ON "{partition}" '
+                f"USING {using} ({names})"
+            )
+        attached = op.get_bind().scalar(
+            text(
+                "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE c.relname = :index AND i.inhparent = (:parent_index)::regclass"
+            ),
+            {"index": partition_index, "parent_index": index_name},
+        )
+        if not attached:
+            op.execute(f'ALTER INDEX "{index_name}" ATTACH PARTITION "{partition_index}"')
+
+
 def backfill_in_batches(
     table: str,
     *,

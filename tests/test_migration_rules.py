@@ -89,7 +89,10 @@ CONSTRAINTS = {
     "create_check_constraint": "ADD CONSTRAINT … CHECK (…) NOT VALID, then VALIDATE CONSTRAINT in a revision of its own",
     "create_foreign_key": "ADD CONSTRAINT … FOREIGN KEY … NOT VALID, then VALIDATE CONSTRAINT in a revision of its own",
 }
-PLAIN_INDEX = re.compile(r"\bCREATE\s+(UNIQUE\s+)?INDEX\b(?!\s+CONCURRENTLY)", re.IGNORECASE)
+# An index ON ONLY a partitioned table builds nothing (its partitions' are built CONCURRENTLY).
+PLAIN_INDEX = re.compile(
+    r"\bCREATE\s+(UNIQUE\s+)?INDEX\b(?!\s+CONCURRENTLY)(?![^;]*\bON\s+ONLY\b)", re.IGNORECASE
+)
 WHOLE_TABLE_WRITE = re.compile(r"^\s*(UPDATE|DELETE\s+FROM)\b", re.IGNORECASE)
 
 

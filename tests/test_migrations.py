@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
+from datetime import date, datetime, timedelta
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from citygrid.db import KitBase
-from citygrid.settings import to_asyncpg_url
+from citygrid.devstack.servers import create_databases, database_url
+from citygrid.migrate import upgrade
+from citygrid.settings import to_asyncpg_url, to_libpq_url
 from gateway.models import Base as GatewayBase
 from services.case.models import Base as CaseBase
 from services.gas.models import Base as GasBase
 from services.muck.models import Base as MuckBase
+from services.muck.partitions import PARTITIONS
 from services.vision.models import Base as VisionBase
 
 SERVICES = {
@@ -65,3 +71,55 @@ def test_migrations_match_the_models(infrastructure, package):
             await engine.dispose()
 
     assert asyncio.run(differences()) == []
+
+
+def test_the_positions_index_of_the_muck_rules_is_built_on_the_partitions_a_running_service_made(
+    infrastructure,
+):
+    """0002 on a database whose ``positions`` already has partitions and rows: each partition's
+    index is built and attached, and the parent's index is valid."""
+
+    name = f"test_muck_upgrade_{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_databases(infrastructure.server_url, [name]))
+    url = database_url(infrastructure.server_url, name)
+    upgrade("services.muck", url, "0001")
+
+    async def partitioned_with_rows() -> None:
+        engine = create_async_engine(to_asyncpg_url(url))
+        try:
+            await PARTITIONS.ensure(async_sessionmaker(engine), date.today())
+        finally:
+            await engine.dispose()
+        connection = await asyncpg.connect(to_libpq_url(url))
+        try:
+            await connection.execute(
+                "INSERT INTO positions (plate, at, lon, lat, speed_kmh, direction, alarm, status, source, "
+                "blind_area, received_at) VALUES ('粤A00001D', $1, 113.3, 23.1, 0, 0, 0, 0, 'http', false, now())",
+                datetime.now().astimezone() - timedelta(hours=1),
+            )
+        finally:
+            await connection.close()
+
+    async def indexes() -> tuple[bool, int, int]:
+        connection = await asyncpg.connect(to_libpq_url(url))
+        try:
+            valid = await connection.fetchval(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = 'ix_positions_txid'"
+            )
+            attached = await connection.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ix_positions_txid'::regclass"
+            )
+            partitions = await connection.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'positions'::regclass"
+            )
+            return bool(valid), int(attached), int(partitions)
+        finally:
+            await connection.close()
+
+    asyncio.run(partitioned_with_rows())
+    upgrade("services.muck", url)
+    valid, attached, partitions = asyncio.run(indexes())
+    assert partitions > 1
+    assert (valid, attached) == (True, partitions)
+    upgrade("services.muck", url)  # again: nothing to do, nothing fails

@@ -2,7 +2,8 @@
 rules' cursor, and the transaction id of each stored position the rules read by.
 
 ``positions.txid`` is added without rewriting the table: the default applies to rows stored from now
-on, rows stored before keep NULL and are not evaluated. Its BRIN index is a few pages per partition.
+on, rows stored before keep NULL and are not evaluated. Its BRIN index (a few pages per partition)
+is built on each partition concurrently.
 
 Revision ID: 0002
 Revises: 0001
@@ -12,6 +13,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from citygrid.migrate import create_partitioned_index_concurrently
 
 revision = "0002"
 down_revision = "0001"
@@ -25,7 +28,6 @@ def upgrade() -> None:
     now = sa.func.now()
     op.add_column("positions", sa.Column("txid", sa.BigInteger(), nullable=True))
     op.alter_column("positions", "txid", server_default=sa.text("(pg_current_xact_id()::text)::bigint"))
-    op.create_index("ix_positions_txid", "positions", ["txid"], postgresql_using="brin")
     op.create_table(
         "manifests",
         sa.Column("id", postgresql.UUID(as_uuid=True), nullable=False),
@@ -132,6 +134,8 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_rule_cursor")),
     )
+    # Last: it commits what came before (each partition's index is built concurrently).
+    create_partitioned_index_concurrently("ix_positions_txid", "positions", ["txid"], using="brin")
 
 
 def downgrade() -> None:
