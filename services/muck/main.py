@@ -19,6 +19,7 @@ from contract import scopes
 from services.muck import partitions, retention
 from services.muck.domain.windows import CITY_TZ
 from services.muck.events import PUBLISHES
+from services.muck.manifests import api as manifests_api
 from services.muck.manifests import service as manifests
 from services.muck.metrics import MuckMetrics
 from services.muck.positions import api as positions_api
@@ -123,7 +124,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             "Construction-waste transport: the register of companies, trucks, drivers, sites, routes and "
             "transport areas; trucks' positions over JT/T 808 and from vendors' platforms; tracks."
         ),
-        routers=[registry_api.router, positions_api.router, rules_api.router],
+        routers=[registry_api.router, positions_api.router, rules_api.router, manifests_api.router],
         publishes=PUBLISHES,
         runtime_setup=setup,
         scopes=scopes.MUCK,
