@@ -42,7 +42,7 @@ from citygrid.runtime import Runtime
 from contract.common import EvidenceRef, GeoPoint
 from contract.muck import TransportViolation, ViolationDetected
 from services.muck.domain.geofences import Corridor, Site
-from services.muck.domain.manifests import ManifestStatus
+from services.muck.domain.manifests import InvalidManifestTransition, ManifestStatus
 from services.muck.domain.tracks import simplify
 from services.muck.domain.violations import (
     DEFAULT_SETTINGS,
@@ -240,9 +240,22 @@ class TransportRules:
         evaluation = self.evaluator.evaluate(fixes, {plate: c for plate, (c, _) in carried.items()})
         for step in evaluation.steps:
             _, row = carried[step.plate]
-            await manifests.advance(
-                uow, row, step.action, at=step.at, actor="rules", detail=step.detail, reason=step.reason
-            )
+            try:
+                async with uow.session.begin_nested():
+                    await manifests.advance(
+                        uow,
+                        row,
+                        step.action,
+                        at=step.at,
+                        actor="rules",
+                        detail=step.detail,
+                        reason=step.reason,
+                    )
+            except InvalidManifestTransition as refused:
+                # The row moved in a way the rules did not see (a person's action in between): the
+                # step is not applied, and one manifest cannot stop the rules of the whole fleet.
+                await uow.session.refresh(row)
+                log.warning("transport rules: manifest %s: %s", row.number, refused)
         for detected in evaluation.detected:
             await record_violation(uow, self.metrics, self.evaluator.geography, detected)
         self.metrics.rules_positions.inc(evaluation.taken)
