@@ -8,7 +8,7 @@ so each keeps every truck's latest position in memory whichever replica the term
 
 from __future__ import annotations
 
-from citygrid.natsauth import NatsIdentity
+from citygrid.natsauth import Durable, NatsIdentity
 
 PUBLISHES = "muck"
 # Core NATS, outside the MUCK stream's subjects: the replicas' latest positions, at most once.
@@ -18,6 +18,8 @@ LATEST_POSITIONS_SUBJECT = "muck-live.positions"
 NATS_IDENTITY = NatsIdentity(
     user="muck",
     publishes=PUBLISHES,
+    # Site-gate cameras' alarms (services/muck/gates.py).
+    consumes=(Durable("vision", "muck-vision-alarm-confirmed", "vision.alarm.confirmed"),),
     publish=(LATEST_POSITIONS_SUBJECT,),
     subscribe=(LATEST_POSITIONS_SUBJECT,),
 )

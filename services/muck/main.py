@@ -16,7 +16,7 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
-from services.muck import partitions, retention
+from services.muck import gates, partitions, retention
 from services.muck.domain.windows import CITY_TZ
 from services.muck.events import PUBLISHES
 from services.muck.manifests import api as manifests_api
@@ -117,6 +117,11 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             ),
         ]
 
+    def holder_positions() -> Positions:
+        positions = holder["positions"]
+        assert isinstance(positions, Positions), "the runtime is not set up"
+        return positions
+
     app = create_service_app(
         settings,
         title="CityGrid muck service",
@@ -126,6 +131,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
         ),
         routers=[registry_api.router, positions_api.router, rules_api.router, manifests_api.router],
         publishes=PUBLISHES,
+        consumers=[gates.consumer(lambda: holder_positions().latest)],
         runtime_setup=setup,
         scopes=scopes.MUCK,
     )
