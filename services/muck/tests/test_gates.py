@@ -6,6 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import nats
+
+from citygrid.events import CloudEvent, EventData, envelope
+from citygrid.messaging import ensure_stream, stream_config
 from citygrid.testing import wait_until
 from contract import vision
 from contract.common import EvidenceRef, GeoPoint
@@ -13,9 +17,24 @@ from services.muck.gates import UNKNOWN_PLATE, truck_at
 from services.muck.positions.latest import Latest
 from services.muck.tests.conftest import PLATFORM, Muck
 from services.muck.tests.test_rules import FAST, LAT, PLATE, SITE_LON, fetch, issue_directly, ring
-from tests.test_case_intake import as_event, publish
 
 GATE = "44010608131310000001"
+
+
+def as_event(data: EventData) -> CloudEvent:
+    return envelope(data, source=data.domain(), aggregate_id=str(uuid.uuid4()), aggregate_version=1)
+
+
+async def publish(muck: Muck, event: CloudEvent, *, msg_id: str | None = None) -> None:
+    """Publish as the vision service's outbox relay does, onto the stream it declares."""
+    client = await nats.connect(muck.infrastructure.nats_url)
+    try:
+        await ensure_stream(client.jetstream(), stream_config("vision"))
+        await client.jetstream().publish(
+            event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id or event.id}
+        )
+    finally:
+        await client.close()
 
 
 def alarm(algorithm: str, camera: str = GATE, at: datetime | None = None) -> vision.AlarmConfirmed:
