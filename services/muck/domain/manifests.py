@@ -19,6 +19,9 @@ from typing import Final
 
 from citygrid.errors import Conflict
 
+# The statuses are the contract's: the events carry them as they are.
+from contract.muck import ManifestStatus
+
 __all__ = [
     "TRANSITIONS",
     "AbnormalReason",
@@ -42,17 +45,6 @@ __all__ = [
     "is_open",
     "is_overdue",
 ]
-
-
-class ManifestStatus(StrEnum):
-    ISSUED = "issued"
-    LOADED = "loaded"
-    IN_TRANSIT = "in_transit"
-    DELIVERED = "delivered"
-    CONFIRMED = "confirmed"
-    CLOSED = "closed"
-    ABNORMAL = "abnormal"
-    CANCELLED = "cancelled"
 
 
 class ManifestAction(StrEnum):
