@@ -64,6 +64,10 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     messaging_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def live_feed(self, name: str) -> LiveFeed:
+        """The live feed of that name the service set up (``live_feeds``)."""
+        return next(feed for feed in self.live_feeds if feed.name == name)
+
     @property
     def db(self) -> async_sessionmaker[AsyncSession]:
         assert self.sessions is not None, "the runtime is not started"

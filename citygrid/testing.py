@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -343,3 +344,75 @@ def conformance_dir(name: str) -> Path | None:
     base = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
     directory = base / name
     return directory if directory.is_dir() else None
+
+
+@dataclass
+class Sse:
+    """One server-sent event as a test reads it."""
+
+    id: int | None
+    event: str
+    data: str
+
+    def json(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.data)
+        return loaded
+
+
+class SseReader:
+    """Reads one server-sent-events response event by event; every wait is bounded."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+        self.comments: list[str] = []
+
+    async def next(self, timeout: float = 15.0) -> Sse:
+        fields: dict[str, str] = {}
+        data: list[str] = []
+        async with asyncio.timeout(timeout):
+            async for line in self.lines:
+                if line == "":
+                    if data:
+                        event_id = fields.get("id")
+                        return Sse(
+                            int(event_id) if event_id else None,
+                            fields.get("event", "message"),
+                            "\n".join(data),
+                        )
+                    fields = {}
+                elif line.startswith(":"):
+                    self.comments.append(line[1:].strip())
+                else:
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "data":
+                        data.append(value)
+                    else:
+                        fields[name] = value
+        raise AssertionError("the stream ended")
+
+    async def take(self, count: int) -> list[Sse]:
+        return [await self.next() for _ in range(count)]
+
+    async def next_of(self, kind: str, timeout: float = 15.0) -> Sse:
+        """The next event named ``kind``; the others are passed over."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.next(timeout)
+                if event.event == kind:
+                    return event
+
+    async def comment(self, timeout: float = 15.0) -> str:
+        async with asyncio.timeout(timeout):
+            async for line in self.lines:
+                if line.startswith(":"):
+                    return line[1:].strip()
+        raise AssertionError("the stream ended")
+
+    async def ends(self, timeout: float = 15.0) -> bool:
+        """True once the server ends the stream (whatever it still sent before)."""
+        async with asyncio.timeout(timeout):
+            async for _ in self.lines:
+                pass
+        return True

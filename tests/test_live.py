@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -31,7 +29,7 @@ from citygrid.live import (
 )
 from citygrid.messaging import ensure_stream, stream_config
 from citygrid.metrics import KitMetrics
-from citygrid.testing import serve_app, wait_until
+from citygrid.testing import SseReader, serve_app, wait_until
 from gateway.main import create_app as create_gateway_app
 from tests.conftest import Stack, case_settings, gateway_settings, register_consumers
 from tests.test_case_extensions import consumer
@@ -53,64 +51,8 @@ CHANGE_FIELDS = {
 YUEXIU = {**REPORT, "district_code": "440104", "location": {"type": "Point", "coordinates": [113.27, 23.13]}}
 
 
-@dataclass
-class Sse:
-    id: int | None
-    event: str
-    data: str
-
-    def json(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.data)
-        return loaded
-
-
-class EventReader:
-    """Reads one SSE response event by event; every wait is bounded."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.lines = response.aiter_lines()
-        self.comments: list[str] = []
-
-    async def next(self, timeout: float = 15.0) -> Sse:
-        fields: dict[str, str] = {}
-        data: list[str] = []
-        async with asyncio.timeout(timeout):
-            async for line in self.lines:
-                if line == "":
-                    if data:
-                        event_id = fields.get("id")
-                        return Sse(
-                            int(event_id) if event_id else None,
-                            fields.get("event", "message"),
-                            "\n".join(data),
-                        )
-                    fields = {}
-                    continue
-                if line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                else:
-                    fields[name] = value
-        raise AssertionError("the stream ended")
-
-    async def changes(self, count: int) -> list[Sse]:
-        return [await self.next() for _ in range(count)]
-
-    async def comment(self, timeout: float = 15.0) -> str:
-        async with asyncio.timeout(timeout):
-            async for line in self.lines:
-                if line.startswith(":"):
-                    return line[1:].strip()
-        raise AssertionError("the stream ended")
-
-
 @contextlib.asynccontextmanager
-async def follow(stack: Stack, consumer: str = "reader", **params: str) -> AsyncIterator[EventReader]:
+async def follow(stack: Stack, consumer: str = "reader", **params: str) -> AsyncIterator[SseReader]:
     last_event_id = params.pop("last_event_id", None)
     headers = stack.as_(consumer, **SSE)
     if last_event_id is not None:
@@ -118,7 +60,7 @@ async def follow(stack: Stack, consumer: str = "reader", **params: str) -> Async
     async with stack.client.stream("GET", LIVE, params=params, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        yield EventReader(response)
+        yield SseReader(response)
 
 
 def case_feed(stack: Stack) -> LiveFeed:
@@ -209,7 +151,7 @@ async def test_a_screen_following_a_district_receives_its_case_changes_only_and_
         assert (await step(live, yuexiu, "register", 1)).status_code == 200
         assert (await step(live, tianhe, "register", 1)).status_code == 200
         assert (await step(live, tianhe, "dispatch", 2, {"unit": "tianhe-sanitation"})).status_code == 200
-        received = await screen.changes(3)
+        received = await screen.take(3)
 
     # Yuexiu's two changes came between Tianhe's in the stream; none reached this screen.
     assert [(e.json()["case_id"], e.json()["status"]) for e in received] == [
@@ -242,7 +184,7 @@ async def test_a_screen_following_a_unit_receives_only_the_changes_of_cases_disp
         assert (await step(live, ours, "dispatch", 2, {"unit": "tianhe-sanitation"})).status_code == 200
         assert (await step(live, theirs, "accept", 3, consumer="yuexiu-handler")).status_code == 200
         assert (await step(live, ours, "accept", 3)).status_code == 200
-        received = await screen.changes(2)
+        received = await screen.take(2)
     assert [(e.json()["case_id"], e.json()["status"]) for e in received] == [
         (ours, "dispatched"),
         (ours, "accepted"),
@@ -253,7 +195,7 @@ async def test_a_screen_without_filters_receives_every_change(live):
     async with follow(live) as screen:
         first = (await report(live)).json()["id"]
         second = (await report(live, body=YUEXIU)).json()["id"]
-        received = await screen.changes(2)
+        received = await screen.take(2)
     assert [e.json()["case_id"] for e in received] == [first, second]
 
 
@@ -272,7 +214,7 @@ async def test_a_screen_that_reconnects_with_last_event_id_receives_what_it_miss
     await wait_until(lambda: (case_feed(live).position or 0) >= 1)
     async with follow(live, district="440106") as screen:
         assert (await step(live, case_id, "register", 1)).status_code == 200
-        (seen,) = await screen.changes(1)
+        (seen,) = await screen.take(1)
     await wait_until(lambda: not case_feed(live).listeners)
 
     # While the screen is away: two changes of its district, one of another.
@@ -283,9 +225,9 @@ async def test_a_screen_that_reconnects_with_last_event_id_receives_what_it_miss
     await wait_until(lambda: (case_feed(live).position or 0) >= 5)
 
     async with follow(live, district="440106", last_event_id=str(seen.id)) as screen:
-        missed = await screen.changes(2)
+        missed = await screen.take(2)
         assert (await step(live, case_id, "handle", 4)).status_code == 200
-        (after,) = await screen.changes(1)
+        (after,) = await screen.take(1)
     assert [e.json()["status"] for e in missed] == ["dispatched", "accepted"]
     assert after.json()["status"] == "handled"
     ids = [seen.id, *(e.id for e in missed), after.id]
@@ -300,15 +242,15 @@ async def test_a_long_absence_is_streamed_back_in_order_and_then_the_feed_goes_o
     case_feed(live).replay_direct_limit = 0  # every resume takes the streaming path
     async with follow(live, district="440106") as screen:
         first = (await report(live)).json()["id"]
-        (seen,) = await screen.changes(1)
+        (seen,) = await screen.take(1)
     await wait_until(lambda: not case_feed(live).listeners)
     missed = [(await report(live, body=body)).json()["id"] for body in (REPORT, YUEXIU, REPORT, REPORT)]
     await wait_until(lambda: (case_feed(live).position or 0) >= 5)
 
     async with follow(live, district="440106", last_event_id=str(seen.id)) as screen:
-        replayed = await screen.changes(3)
+        replayed = await screen.take(3)
         latest = (await report(live)).json()["id"]
-        (after,) = await screen.changes(1)
+        (after,) = await screen.take(1)
     assert seen.json()["case_id"] == first
     assert [e.json()["case_id"] for e in replayed] == [missed[0], missed[2], missed[3]]
     assert after.json()["case_id"] == latest
@@ -333,7 +275,7 @@ async def test_a_resume_the_stream_no_longer_holds_gets_a_gap_and_then_follows_l
     async with follow(live, last_event_id="1") as screen:
         gap = await screen.next()
         assert (await step(live, case_id, "accept", 3)).status_code == 200
-        (change,) = await screen.changes(1)
+        (change,) = await screen.take(1)
     assert gap.event == "gap"
     assert gap.id is None
     assert gap.json()["requested_after"] == 1
@@ -355,7 +297,7 @@ async def test_a_last_event_id_the_feed_never_sent_is_said_so_and_the_feed_conti
     async with follow(live, last_event_id="999999") as screen:
         gap = await screen.next()
         case_id = (await report(live)).json()["id"]
-        (change,) = await screen.changes(1)
+        (change,) = await screen.take(1)
     assert gap.event == "gap"
     assert gap.json()["requested_after"] == 999999
     assert change.json()["case_id"] == case_id
@@ -369,7 +311,7 @@ async def test_a_resume_further_behind_than_the_event_cap_gets_a_gap_and_then_li
         assert feed.max_replay_events == 2
         async with follow(running) as screen:
             await report(running)
-            (seen,) = await screen.changes(1)
+            (seen,) = await screen.take(1)
         await wait_until(lambda: not feed.listeners)
         for _ in range(3):
             await report(running)
@@ -379,14 +321,14 @@ async def test_a_resume_further_behind_than_the_event_cap_gets_a_gap_and_then_li
         async with follow(running, last_event_id=str(seen.id)) as screen:
             gap = await screen.next()
             latest = (await report(running)).json()["id"]
-            (live_change,) = await screen.changes(1)
+            (live_change,) = await screen.take(1)
         await wait_until(lambda: not feed.listeners)
 
         # Exactly as far behind as the cap: replayed.
         async with follow(running, last_event_id="3") as screen:
-            replayed = await screen.changes(2)
+            replayed = await screen.take(2)
             newest = (await report(running)).json()["id"]
-            (after,) = await screen.changes(1)
+            (after,) = await screen.take(1)
         gaps = await metric(running, 'citygrid_live_gaps_total{feed="cases",reason="too_many_events"}')
         replays = await metric(running, 'citygrid_live_replays_total{feed="cases"}')
 
@@ -414,7 +356,7 @@ async def test_a_resume_whose_first_missed_event_is_older_than_the_age_cap_gets_
         assert feed.max_replay_seconds == 60.0
         async with follow(running) as screen:
             await report(running)
-            (seen,) = await screen.changes(1)
+            (seen,) = await screen.take(1)
         await wait_until(lambda: not feed.listeners)
         missed = (await report(running)).json()["id"]
         await wait_until(lambda: feed.position == 2)
@@ -425,13 +367,13 @@ async def test_a_resume_whose_first_missed_event_is_older_than_the_age_cap_gets_
         async with follow(running, last_event_id=str(seen.id)) as screen:
             gap = await screen.next()
             latest = (await report(running)).json()["id"]
-            (live_change,) = await screen.changes(1)
+            (live_change,) = await screen.take(1)
         await wait_until(lambda: not feed.listeners)
 
         # 59 s old: within the cap, so it is replayed (with what came since).
         feed.clock = lambda: missed_at + timedelta(seconds=59)
         async with follow(running, last_event_id=str(seen.id)) as screen:
-            replayed = await screen.changes(2)
+            replayed = await screen.take(2)
         gaps = await metric(running, 'citygrid_live_gaps_total{feed="cases",reason="too_old"}')
 
     assert gap.event == "gap"
@@ -446,10 +388,10 @@ async def test_a_resume_whose_first_missed_event_is_older_than_the_age_cap_gets_
 async def test_an_event_stored_twice_reaches_a_following_screen_once(live):
     async with follow(live) as screen:
         first = (await report(live)).json()["id"]
-        (original,) = await screen.changes(1)
+        (original,) = await screen.take(1)
         assert await store_again(live, original.id or 0) == 2
         second = (await report(live)).json()["id"]
-        (following,) = await screen.changes(1)
+        (following,) = await screen.take(1)
     assert original.json()["case_id"] == first
     assert (following.id, following.json()["case_id"]) == (3, second)  # not the copy at 2
     assert await metric(live, 'citygrid_live_duplicate_events_total{feed="cases"}') == (
@@ -465,7 +407,7 @@ async def test_an_event_stored_twice_is_replayed_once_even_when_the_client_had_i
     feed.replay_direct_limit = direct_limit
     async with follow(live) as screen:
         await report(live)
-        (seen,) = await screen.changes(1)
+        (seen,) = await screen.take(1)
     await wait_until(lambda: not feed.listeners)
     b = (await report(live)).json()["id"]
     await wait_until(lambda: feed.position == 2)
@@ -476,9 +418,9 @@ async def test_an_event_stored_twice_is_replayed_once_even_when_the_client_had_i
     await wait_until(lambda: feed.position == 5)
 
     async with follow(live, last_event_id=str(seen.id)) as screen:
-        replayed = await screen.changes(2)
+        replayed = await screen.take(2)
         d = (await report(live)).json()["id"]
-        (after,) = await screen.changes(1)
+        (after,) = await screen.take(1)
     assert [(e.id, e.json()["case_id"]) for e in replayed] == [(2, b), (4, c)]
     assert (after.id, after.json()["case_id"]) == (6, d)
 
@@ -487,7 +429,7 @@ async def test_a_replica_that_did_not_see_an_event_stored_twice_still_replays_it
     feed = case_feed(live)
     async with follow(live) as screen:
         await report(live)
-        (seen,) = await screen.changes(1)
+        (seen,) = await screen.take(1)
     await wait_until(lambda: not feed.listeners)
     b = (await report(live)).json()["id"]
     await wait_until(lambda: feed.position == 2)
@@ -497,9 +439,9 @@ async def test_a_replica_that_did_not_see_an_event_stored_twice_still_replays_it
     feed._recent.clear()  # as a replica started after these events would be
 
     async with follow(live, last_event_id=str(seen.id)) as screen:
-        replayed = await screen.changes(2)
+        replayed = await screen.take(2)
         d = (await report(live)).json()["id"]
-        (after,) = await screen.changes(1)
+        (after,) = await screen.take(1)
     assert [(e.id, e.json()["case_id"]) for e in replayed] == [(2, b), (4, c)]
     assert (after.id, after.json()["case_id"]) == (5, d)
 
@@ -521,7 +463,7 @@ async def test_the_feed_picks_up_after_nats_restarts_on_a_quiet_stream_without_l
             await asyncio.to_thread(private_nats.start)
             after = [await screen.next(timeout=60) for _ in range(2)]
             later = (await report(running)).json()["id"]
-            (last,) = await screen.changes(1)
+            (last,) = await screen.take(1)
     assert [e.json()["case_id"] for e in after] == during
     assert [e.id for e in after] == [4, 5]
     assert (last.id, last.json()["case_id"]) == (6, later)
@@ -650,7 +592,7 @@ async def test_a_client_that_falls_behind_is_dropped_while_others_keep_receiving
     stalled.queue = asyncio.Queue(2)
     async with follow(live) as screen:
         created = [(await report(live)).json()["id"] for _ in range(4)]
-        received = await screen.changes(4)
+        received = await screen.take(4)
         await wait_until(lambda: stalled.dropped)
     assert [e.json()["case_id"] for e in received] == created
     assert stalled.queue.get_nowait() is None  # its stream ends at once; the browser reconnects
@@ -669,7 +611,7 @@ async def test_a_departed_client_releases_its_stream_and_does_not_block_the_othe
         await gone.__aexit__(None, None, None)  # the browser tab closes
         await wait_until(lambda: len(feed.listeners) == 1)
         case_id = (await report(live)).json()["id"]
-        (change,) = await staying.changes(1)
+        (change,) = await staying.take(1)
     assert change.json()["case_id"] == case_id
     await wait_until(lambda: not feed.listeners)
     metrics = (await live.client.get(f"{live.case_url}/metrics")).text
@@ -698,14 +640,14 @@ async def test_an_event_stream_outlives_the_gateways_read_timeout(live_stack_fac
             headers={PRINCIPAL_HEADER: running.infrastructure.token(clerk, "case")},
         )
         assert created.status_code == 201, created.text
-        (change,) = await screen.changes(1)
+        (change,) = await screen.take(1)
     assert change.json()["case_id"] == created.json()["id"]
 
 
 async def test_an_event_stream_is_counted_by_route_template_but_kept_out_of_the_latency_histogram(live):
     async with follow(live, district="440106") as screen:
         await report(live)
-        await screen.changes(1)
+        await screen.take(1)
     await wait_until(lambda: not case_feed(live).listeners)
     service = (await live.client.get(f"{live.case_url}/metrics")).text
     assert (
@@ -764,7 +706,7 @@ async def test_streams_over_the_replicas_cap_are_refused_with_503_until_one_clos
         await wait_until(lambda: not case_feed(running).listeners)
         async with follow(running) as screen:
             case_id = (await report(running)).json()["id"]
-            (change,) = await screen.changes(1)
+            (change,) = await screen.take(1)
         assert change.json()["case_id"] == case_id
 
 

@@ -39,7 +39,7 @@ def case_feed(settings: ServiceSettings, metrics: KitMetrics) -> LiveFeed:
 
 
 async def get_case_feed(runtime: RuntimeDep) -> LiveFeed:
-    return next(feed for feed in runtime.live_feeds if feed.name == FEED)
+    return runtime.live_feed(FEED)
 
 
 CaseFeed = Annotated[LiveFeed, Depends(get_case_feed)]
