@@ -20,6 +20,8 @@ NATS_IDENTITY = NatsIdentity(
     publishes=PUBLISHES,
     # Site-gate cameras' alarms (services/muck/gates.py).
     consumes=(Durable("vision", "muck-vision-alarm-confirmed", "vision.alarm.confirmed"),),
+    # Its own violations, read live by the command centre's map (services/muck/live/).
+    follows=(PUBLISHES,),
     publish=(LATEST_POSITIONS_SUBJECT,),
     subscribe=(LATEST_POSITIONS_SUBJECT,),
 )

@@ -19,6 +19,8 @@ from contract import scopes
 from services.muck import gates, partitions, retention
 from services.muck.domain.windows import CITY_TZ
 from services.muck.events import PUBLISHES
+from services.muck.live import api as live_api
+from services.muck.live.feed import LivePositions
 from services.muck.manifests import api as manifests_api
 from services.muck.manifests import service as manifests
 from services.muck.metrics import MuckMetrics
@@ -73,6 +75,9 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             runtime, metrics, RulesConfig(lease=timedelta(seconds=settings.rules_lease_seconds))
         )
         holder.update(metrics=metrics, positions=positions, listener=listener, rules=rules)
+        # The live map: violations from the MUCK stream, positions from the latest map.
+        runtime.live_feeds = [live_api.violation_feed(settings, runtime.metrics)]
+        holder["live"] = LivePositions.following(positions.latest, runtime.metrics, runtime.tasks)
 
         async def partitions_round() -> int:
             today = city_today().date()
@@ -129,7 +134,13 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             "Construction-waste transport: the register of companies, trucks, drivers, sites, routes and "
             "transport areas; trucks' positions over JT/T 808 and from vendors' platforms; tracks."
         ),
-        routers=[registry_api.router, positions_api.router, rules_api.router, manifests_api.router],
+        routers=[
+            registry_api.router,
+            positions_api.router,
+            rules_api.router,
+            manifests_api.router,
+            live_api.router,
+        ],
         publishes=PUBLISHES,
         consumers=[gates.consumer(lambda: holder_positions().latest)],
         runtime_setup=setup,
@@ -139,6 +150,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
     app.state.jt808 = holder["listener"]
     app.state.muck_metrics = holder["metrics"]
     app.state.rules = holder["rules"]
+    app.state.live = holder["live"]
     return app
 
 

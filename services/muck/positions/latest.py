@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +81,10 @@ class Latest:
 class LatestPositions:
     def __init__(self) -> None:
         self._by_plate: dict[str, Latest] = {}
+        # Called with every batch that changed the map: this replica's stored rows and the other
+        # replicas' messages alike (the live map follows it). It runs on the intake's path, inside
+        # the position writer's round, so it must only hand the batch on; None costs nothing.
+        self.on_changed: Callable[[list[Latest]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_plate)
@@ -101,6 +105,8 @@ class LatestPositions:
             if known is None or position.at > known.at:
                 self._by_plate[position.plate] = position
                 changed.append(position)
+        if changed and self.on_changed is not None:
+            self.on_changed(changed)
         return changed
 
     def apply_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Latest]:
