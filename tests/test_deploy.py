@@ -231,6 +231,8 @@ def exposed_metrics() -> set[str]:
     muck.positions_refused.labels(intake="http", reason="muck.position_not_fixed").inc()
     muck.batch_seconds.observe(0.01)
     muck.frames.labels(outcome="ok").inc()
+    muck.violations.labels(kind="off_route", severity="normal").inc()
+    muck.manifests.labels(status="issued").set(0)
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)

@@ -117,6 +117,7 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             PeriodicJob(
                 "muck-manifests-overdue", 60.0, lambda: manifests.flag_overdue(runtime), batch_size=500
             ),
+            PeriodicJob("muck-manifests-gauge", 60.0, lambda: manifests.show_unfinished(runtime, metrics)),
             PeriodicJob(
                 "muck-offline", settings.offline_check_seconds, lambda: offline_round(runtime, metrics)
             ),

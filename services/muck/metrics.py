@@ -72,6 +72,12 @@ class MuckMetrics:
             "Age of the newest position of the last round when the rules evaluated it (leader only).",
             registry=registry,
         )
+        self.manifests = Gauge(
+            "citygrid_muck_manifests",
+            "Unfinished manifests by status, counted in the database (every replica shows the same).",
+            ["status"],
+            registry=registry,
+        )
         self.violations = Counter(
             "citygrid_muck_violations_total",
             "Transport violations recorded, by kind and severity.",

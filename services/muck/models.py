@@ -246,6 +246,7 @@ class ManifestRow(Base):
             unique=True,
             postgresql_where=text("status IN ('issued', 'loaded', 'in_transit')"),
         ),
+        Index("ix_manifests_issued", "issued_at", "id"),
         Index("ix_manifests_site_issued", "origin_site", "issued_at", "id"),
         Index("ix_manifests_district_issued", "district_code", "issued_at", "id"),
         Index("ix_manifests_company_issued", "company_code", "issued_at", "id"),
@@ -254,6 +255,12 @@ class ManifestRow(Base):
             "ix_manifests_undelivered_window",
             "window_end",
             postgresql_where=text("status IN ('issued', 'loaded', 'in_transit')"),
+        ),
+        # The gauge of manifests by state: the unfinished ones, however many have finished.
+        Index(
+            "ix_manifests_unfinished_status",
+            "status",
+            postgresql_where=text("status NOT IN ('closed', 'cancelled')"),
         ),
         # Retention: finished manifests by when they finished.
         Index("ix_manifests_closed", "closed_at", postgresql_where=text("closed_at IS NOT NULL")),

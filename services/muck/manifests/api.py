@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy import Select, select, tuple_
 
 from citygrid.auth import CurrentPrincipal, district_scope
@@ -15,7 +16,8 @@ from citygrid.idempotency import Idempotency
 from citygrid.middleware import public_path
 from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
-from contract.muck import Plate
+from contract.common import KnownDistrict
+from contract.muck import ManifestStatus, Plate
 from services.muck.domain.manifests import ManifestAction
 from services.muck.manifests import service
 from services.muck.manifests.schemas import (
@@ -29,9 +31,11 @@ from services.muck.manifests.schemas import (
     StepOut,
 )
 from services.muck.models import ManifestRow
+from services.muck.positions.api import InvalidPeriod
 from services.muck.registry.schemas import Code
 
 router = APIRouter(prefix="/v1", tags=["muck manifests"])
+MAX_CLOSURE_PERIOD = timedelta(days=366)
 
 
 @router.post("/manifests", operation_id="issue_manifest", status_code=201, response_model=ManifestOut)
@@ -55,12 +59,15 @@ async def issue_manifest(
 async def manifest_closure(
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
-    since: datetime,
-    until: datetime,
+    since: AwareDatetime,
+    until: AwareDatetime,
     by: Literal["site", "company", "district"] = "district",
-    district: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    district: KnownDistrict | None = None,
 ) -> list[ClosureOut]:
-    """Closure rates of the manifests issued in ``[since, until)``, per site, company or district."""
+    """Closure rates of the manifests issued in ``[since, until)`` (at most a year), per site,
+    company or district."""
+    if not since < until <= since + MAX_CLOSURE_PERIOD:
+        raise InvalidPeriod("until must be after since, and the period at most 366 days")
     async with runtime.analytics() as session:
         rows = await service.closure(session, by, since, until, district_scope(principal, district))
     return [ClosureOut(key=key, due=due, closed=closed, rate=rate) for key, due, closed, rate in rows]
@@ -70,10 +77,10 @@ async def manifest_closure(
 async def list_manifests(
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
-    status: Annotated[str | None, Query(pattern=r"^[a-z_]{1,16}$")] = None,
+    status: ManifestStatus | None = None,
     plate: Annotated[Plate | None, Query()] = None,
     origin_site: Annotated[Code | None, Query()] = None,
-    district: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    district: KnownDistrict | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[ManifestOut]:
@@ -84,7 +91,7 @@ async def list_manifests(
     if (scoped := district_scope(principal, district)) is not None:
         query = query.where(ManifestRow.district_code == scoped)
     for column, value in (
-        (ManifestRow.status, status),
+        (ManifestRow.status, status.value if status is not None else None),
         (ManifestRow.plate, plate),
         (ManifestRow.origin_site, origin_site),
     ):
@@ -126,7 +133,7 @@ async def _act(
 ) -> ManifestOut:
     async with runtime.uow() as uow:
         row = await service.locked(uow.session, manifest_id, principal)
-        at = arguments.pop("at", None) or await uow.now()
+        at = service.step_time(row, arguments.pop("at", None), await uow.now())
         await service.advance(uow, row, action, at=at, actor=principal.subject, **arguments)
         return ManifestOut.model_validate(row)
 

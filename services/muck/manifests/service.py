@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from services.muck.domain import manifests as domain
 from services.muck.domain.manifests import AbnormalReason, ManifestAction, ManifestStatus, Outcome
 from services.muck.domain.windows import CITY_TZ
 from services.muck.manifests.schemas import ManifestIn
+from services.muck.metrics import MuckMetrics
 from services.muck.models import Driver, ManifestRow, ManifestStep, Route, Site, SiteKind, Truck
 
 UNDELIVERED = (ManifestStatus.ISSUED, ManifestStatus.LOADED, ManifestStatus.IN_TRANSIT)
@@ -218,6 +219,53 @@ def refused(code: str, detail: str) -> ManifestRefused:
 class TruckHasOpenManifest(Conflict):
     code = "muck.truck_has_open_manifest"
     title = "The truck carries another load"
+
+
+class StepTimeInvalid(InvalidInput):
+    code = "muck.step_time_invalid"
+    title = "The step's time is not possible"
+
+
+# A gate scanner's clock may run this far ahead of the platform's.
+STEP_CLOCK_TOLERANCE = timedelta(minutes=5)
+
+
+def step_time(row: ManifestRow, at: datetime | None, now: datetime) -> datetime:
+    """When a step reported by a device (a gate scan) happened: ``at`` if it says, else now.
+    StepTimeInvalid when it is before the manifest was issued or ahead of the platform's clock."""
+    if at is None:
+        return now
+    if at < row.issued_at:
+        raise StepTimeInvalid(
+            f"{at.isoformat()} is before the manifest was issued ({row.issued_at.isoformat()})"
+        )
+    if at > now + STEP_CLOCK_TOLERANCE:
+        raise StepTimeInvalid(f"{at.isoformat()} is ahead of the platform's clock ({now.isoformat()})")
+    return at
+
+
+async def unfinished_by_status(session: AsyncSession) -> dict[ManifestStatus, int]:
+    """How many manifests are in each unfinished status (a partial index: finished ones are not read)."""
+    unfinished = [status for status in ManifestStatus if status not in domain.FINAL]
+    counted = dict(
+        (
+            await session.execute(
+                select(ManifestRow.status, func.count())
+                .where(ManifestRow.status.not_in([status.value for status in domain.FINAL]))
+                .group_by(ManifestRow.status)
+            )
+        ).all()
+    )
+    return {status: int(counted.get(status.value, 0)) for status in unfinished}
+
+
+async def show_unfinished(runtime: Runtime, metrics: MuckMetrics) -> int:
+    """Set the gauge of manifests by state from the database (each replica, each minute)."""
+    async with runtime.reads() as session:
+        counts = await unfinished_by_status(session)
+    for status, count in counts.items():
+        metrics.manifests.labels(status=status.value).set(count)
+    return 0
 
 
 class UnknownManifest(NotFound):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from citygrid.testing import wait_until
+from services.muck.manifests import service as manifests
 from services.muck.tests.conftest import PLATFORM, READER, Muck
 from services.muck.tests.test_rules import FAST, PLATE, fetch, register_sites, trip
 
@@ -143,3 +144,60 @@ async def test_a_district_sees_and_issues_its_own_manifests_only(muck: Muck) -> 
     assert listed.json()["items"] == []
     own = await muck.get("/v1/manifests", scopes=READER, district="440106")
     assert [item["id"] for item in own.json()["items"]] == [created["id"]]
+
+
+async def test_a_gate_scan_at_an_impossible_time_is_refused_and_moves_nothing(muck: Muck) -> None:
+    await muck.register_fleet(1)
+    await register_sites(muck)
+    issued = (await muck.post("/v1/manifests", manifest())).json()
+    now = datetime.now(UTC)
+    for at in (now + timedelta(hours=1), now - timedelta(days=1)):
+        scanned = await muck.post(f"/v1/manifests/{issued['id']}/load", {"at": at.isoformat()})
+        assert scanned.status_code == 422, scanned.text
+        assert scanned.json()["code"] == "muck.step_time_invalid"
+    shown = (await muck.get(f"/v1/manifests/{issued['id']}", scopes=READER)).json()
+    assert (shown["status"], [step["action"] for step in shown["steps"]]) == ("issued", ["issue"])
+
+    at = datetime.fromisoformat(issued["issued_at"]) + timedelta(milliseconds=10)
+    loaded = await muck.post(f"/v1/manifests/{issued['id']}/load", {"at": at.isoformat()})
+    assert loaded.status_code == 200, loaded.text
+    assert datetime.fromisoformat(loaded.json()["loaded_at"]) == at
+
+
+async def test_filters_and_periods_the_routes_cannot_serve_are_422s(muck: Muck) -> None:
+    for path, code in (
+        ("/v1/manifests?status=lost", "validation_failed"),
+        ("/v1/manifests?district=999999", "validation_failed"),
+        ("/v1/manifests/closure?since=2026-01-01T00:00:00&until=2026-02-01T00:00:00", "validation_failed"),
+        (
+            "/v1/manifests/closure?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "muck.invalid_period",
+        ),
+        (
+            "/v1/manifests/closure?since=2024-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "muck.invalid_period",
+        ),
+    ):
+        answered = await muck.get(path, scopes=READER)
+        assert answered.status_code == 422, (path, answered.text)
+        assert answered.json()["code"] == code, (path, answered.text)
+
+
+async def test_the_gauge_counts_unfinished_manifests_by_state(muck: Muck) -> None:
+    await muck.register_fleet(2)
+    await register_sites(muck)
+    first = (await muck.post("/v1/manifests", manifest())).json()
+    assert (await muck.post("/v1/manifests", manifest(plate="粤A00002D"))).status_code == 201
+    assert (await muck.post(f"/v1/manifests/{first['id']}/cancel", None)).status_code == 200
+    listed = await muck.get("/v1/manifests?status=issued", scopes=READER)
+    assert [item["plate"] for item in listed.json()["items"]] == ["粤A00002D"]
+
+    await manifests.show_unfinished(muck.runtime, muck.app.state.muck_metrics)
+
+    registry = muck.runtime.metrics.registry
+    shown = {
+        status: registry.get_sample_value("citygrid_muck_manifests", {"status": status})
+        for status in ("issued", "loaded", "in_transit", "delivered", "confirmed", "abnormal")
+    }
+    assert shown == {"issued": 1, "loaded": 0, "in_transit": 0, "delivered": 0, "confirmed": 0, "abnormal": 0}
+    assert registry.get_sample_value("citygrid_muck_manifests", {"status": "cancelled"}) is None
