@@ -9,12 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import DomainError
 
@@ -78,3 +82,34 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if any(isinstance(part, str) and "\x00" in part for part in key):
         raise InvalidCursor("the cursor is not one this API issued")
     return key
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class NewestFirst:
+    """Keyset paging newest first by a time and a UUID id (the tie-breaker), the commonest order of
+    a record list: each page is one range scan of an index on ``(time, id)`` (or a filter's column
+    before them)."""
+
+    time: InstrumentedAttribute[datetime]
+    id: InstrumentedAttribute[uuid.UUID]
+
+    def page_query(self, query: Select[Any], limit: int, cursor: str | None) -> Select[Any]:
+        """``query`` ordered newest first, from after ``cursor``, one row beyond the page."""
+        query = query.order_by(self.time.desc(), self.id.desc()).limit(limit + 1)
+        if cursor:
+            at, after = decode_cursor(cursor, 2)
+            query = query.where(
+                tuple_(self.time, self.id) < (cursor_time(at), cursor_value(uuid.UUID, after))
+            )
+        return query
+
+    def page(self, found: Sequence[R], limit: int) -> tuple[list[R], str | None]:
+        """The page's rows and the cursor of the next page (None on the last)."""
+        if len(found) <= limit:
+            return list(found), None
+        last = found[limit - 1]
+        time: datetime = getattr(last, self.time.key)
+        return list(found[:limit]), encode_cursor(time.isoformat(), str(getattr(last, self.id.key)))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from citygrid.pagination import cursor_time, cursor_value, decode_cursor, encode_cursor
+from citygrid.pagination import NewestFirst
 from services.gas.models import Anomaly, AnomalyKind, Cylinder
+
+ANOMALIES_PAGE = NewestFirst(Anomaly.detected_at, Anomaly.id)
 
 
 async def list_anomalies(
@@ -21,26 +22,12 @@ async def list_anomalies(
     cursor: str | None,
 ) -> tuple[list[Anomaly], str | None]:
     """Newest first (the kind's index, or the cylinder's)."""
-    query = select(Anomaly).order_by(Anomaly.detected_at.desc(), Anomaly.id.desc()).limit(limit + 1)
+    query = ANOMALIES_PAGE.page_query(select(Anomaly), limit, cursor)
     if kind is not None:
         query = query.where(Anomaly.kind == kind.value)
     if cylinder is not None:
         query = query.where(Anomaly.cylinder_code == cylinder)
-    if cursor:
-        at, anomaly_id = decode_cursor(cursor, 2)
-        before = cursor_time(at)
-        query = query.where(
-            or_(
-                Anomaly.detected_at < before,
-                and_(Anomaly.detected_at == before, Anomaly.id < cursor_value(uuid.UUID, anomaly_id)),
-            )
-        )
-    found = list((await session.scalars(query)).all())
-    next_cursor = None
-    if len(found) > limit:
-        last = found[limit - 1]
-        next_cursor = encode_cursor(last.detected_at.isoformat(), str(last.id))
-    return found[:limit], next_cursor
+    return ANOMALIES_PAGE.page((await session.scalars(query)).all(), limit)
 
 
 async def inspections_due_by_owner(session: AsyncSession, until: date) -> list[tuple[str, int, date]]:

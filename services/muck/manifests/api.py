@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 
 from citygrid.auth import CurrentPrincipal, district_scope
 from citygrid.idempotency import Idempotency
 from citygrid.middleware import public_path
-from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
+from citygrid.pagination import Cursor, Limit, NewestFirst, Page
 from citygrid.runtime import RuntimeDep
 from contract.common import KnownDistrict
 from contract.muck import ManifestStatus, Plate
@@ -36,6 +36,7 @@ from services.muck.registry.schemas import Code
 
 router = APIRouter(prefix="/v1", tags=["muck manifests"])
 MAX_CLOSURE_PERIOD = timedelta(days=366)
+MANIFESTS_PAGE = NewestFirst(ManifestRow.issued_at, ManifestRow.id)
 
 
 @router.post("/manifests", operation_id="issue_manifest", status_code=201, response_model=ManifestOut)
@@ -85,9 +86,7 @@ async def list_manifests(
     cursor: Cursor = None,
 ) -> Page[ManifestOut]:
     """Manifests newest first, by status, truck, origin site or district (yours, if bound to one)."""
-    query: Select[Any] = (
-        select(ManifestRow).order_by(ManifestRow.issued_at.desc(), ManifestRow.id.desc()).limit(limit + 1)
-    )
+    query: Select[Any] = MANIFESTS_PAGE.page_query(select(ManifestRow), limit, cursor)
     if (scoped := district_scope(principal, district)) is not None:
         query = query.where(ManifestRow.district_code == scoped)
     for column, value in (
@@ -97,20 +96,10 @@ async def list_manifests(
     ):
         if value is not None:
             query = query.where(column == value)
-    if cursor:
-        at, after = decode_cursor(cursor, 2)
-        query = query.where(
-            tuple_(ManifestRow.issued_at, ManifestRow.id) < (cursor_time(at), cursor_value(uuid.UUID, after))
-        )
     async with runtime.reads() as session:
-        found = list((await session.scalars(query)).all())
-    next_cursor = (
-        encode_cursor(found[limit - 1].issued_at.isoformat(), str(found[limit - 1].id))
-        if len(found) > limit
-        else None
-    )
+        found, next_cursor = MANIFESTS_PAGE.page((await session.scalars(query)).all(), limit)
     return Page[ManifestOut](
-        items=[ManifestOut.model_validate(row) for row in found[:limit]], next_cursor=next_cursor
+        items=[ManifestOut.model_validate(row) for row in found], next_cursor=next_cursor
     )
 
 

@@ -7,18 +7,20 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, select, tuple_
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+from sqlalchemy import Select, select
 
 from citygrid.auth import CurrentPrincipal, Principal, district_scope, require_district
 from citygrid.errors import NotFound
-from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
+from citygrid.pagination import Cursor, Limit, NewestFirst, Page
 from citygrid.runtime import Runtime, RuntimeDep
+from contract.common import KnownDistrict
 from contract.muck import Plate, TransportViolation
 from services.muck.models import Violation
 from services.muck.rules.service import track_document
 
 router = APIRouter(prefix="/v1", tags=["muck violations"])
+VIOLATIONS_PAGE = NewestFirst(Violation.at, Violation.id)
 GEOJSON = "application/geo+json"
 
 
@@ -63,16 +65,16 @@ def violation_out(row: Violation) -> ViolationOut:
 async def list_violations(
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
-    district: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    district: KnownDistrict | None = None,
     plate: Annotated[Plate | None, Query()] = None,
     kind: TransportViolation | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[ViolationOut]:
     """Violations newest first: by district (yours, if you are bound to one), truck, kind, period."""
-    query: Select[Any] = select(Violation).order_by(Violation.at.desc(), Violation.id.desc()).limit(limit + 1)
+    query: Select[Any] = VIOLATIONS_PAGE.page_query(select(Violation), limit, cursor)
     if (scoped := district_scope(principal, district)) is not None:
         query = query.where(Violation.district_code == scoped)
     if plate is not None:
@@ -83,19 +85,9 @@ async def list_violations(
         query = query.where(Violation.at >= since)
     if until is not None:
         query = query.where(Violation.at < until)
-    if cursor:
-        at, after = decode_cursor(cursor, 2)
-        query = query.where(
-            tuple_(Violation.at, Violation.id) < (cursor_time(at), cursor_value(uuid.UUID, after))
-        )
     async with runtime.reads() as session:
-        found = list((await session.scalars(query)).all())
-    next_cursor = (
-        encode_cursor(found[limit - 1].at.isoformat(), str(found[limit - 1].id))
-        if len(found) > limit
-        else None
-    )
-    return Page[ViolationOut](items=[violation_out(row) for row in found[:limit]], next_cursor=next_cursor)
+        found, next_cursor = VIOLATIONS_PAGE.page((await session.scalars(query)).all(), limit)
+    return Page[ViolationOut](items=[violation_out(row) for row in found], next_cursor=next_cursor)
 
 
 async def _one(runtime: Runtime, principal: Principal, violation_id: uuid.UUID) -> Violation:

@@ -201,3 +201,21 @@ async def test_the_gauge_counts_unfinished_manifests_by_state(muck: Muck) -> Non
     }
     assert shown == {"issued": 1, "loaded": 0, "in_transit": 0, "delivered": 0, "confirmed": 0, "abnormal": 0}
     assert registry.get_sample_value("citygrid_muck_manifests", {"status": "cancelled"}) is None
+
+
+async def test_manifests_page_newest_first_by_cursor(muck: Muck) -> None:
+    await muck.register_fleet(3)
+    await register_sites(muck)
+    plates = [f"粤A{number:05d}D" for number in (1, 2, 3)]
+    for plate in plates:
+        assert (await muck.post("/v1/manifests", manifest(plate=plate))).status_code == 201
+
+    first = (await muck.get("/v1/manifests?limit=2", scopes=READER)).json()
+    second = (await muck.get(f"/v1/manifests?limit=2&cursor={first['next_cursor']}", scopes=READER)).json()
+
+    assert [item["plate"] for item in first["items"] + second["items"]] == plates[::-1]
+    assert second["next_cursor"] is None
+    forged = await muck.get("/v1/manifests?cursor=WyJub3QgYSB0aW1lIiwiMSJd", scopes=READER)
+    assert (forged.status_code, forged.json()["code"]) == (400, "pagination.invalid_cursor")
+    violations = await muck.get("/v1/violations?cursor=WyJub3QgYSB0aW1lIiwiMSJd", scopes=READER)
+    assert (violations.status_code, violations.json()["code"]) == (400, "pagination.invalid_cursor")
