@@ -199,6 +199,9 @@ class Scan(Base):
         PrimaryKeyConstraint("at", "id", name="pk_scans"),
         Index("ix_scans_cylinder", "cylinder_code", "at"),
         Index("ix_scans_fill_batch", "fill_batch", postgresql_where=text("fill_batch IS NOT NULL")),
+        # EPCIS queries by readPoint and by bizStep, in time order.
+        Index("ix_scans_enterprise", "enterprise_code", "at", "id"),
+        Index("ix_scans_kind", "kind", "at", "id"),
         {"postgresql_partition_by": "RANGE (at)"},
     )
 
