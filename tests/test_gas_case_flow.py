@@ -131,6 +131,18 @@ async def test_a_leak_report_becomes_an_urgent_case_and_its_drill_goes_in_order(
     listed = await gas_stack.client.get(f"{GAS}/incidents", headers=gas_stack.as_("responder"))
     assert listed.json() == []
 
+    # The case is told the incident is over; it stays where it was for its unit and inspector.
+    async def noted() -> list[dict[str, Any]]:
+        shown = await gas_stack.client.get(f"{CASES}/{case['id']}", headers=gas_stack.as_("clerk"))
+        return [entry for entry in shown.json()["history"] if entry["action"] == "origin_closed"]
+
+    await wait_until(noted, timeout=15)
+    (note,) = await noted()
+    assert (note["from_status"], note["to_status"]) == (case["status"], case["status"])
+    assert incident["id"] in note["note"]
+    shown = await gas_stack.client.get(f"{CASES}/{case['id']}", headers=gas_stack.as_("clerk"))
+    assert shown.json()["status"] == case["status"]
+
 
 async def test_a_cylinder_file_larger_than_a_json_body_goes_through_the_gateway(gas_stack: GasStack) -> None:
     imported = await gas_stack.client.post(

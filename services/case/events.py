@@ -43,6 +43,7 @@ NATS_IDENTITY = NatsIdentity(
         Durable("muck", "case-muck-violation-detected", "muck.violation.detected"),
         Durable("waste", "case-waste-violation-detected", "waste.violation.detected"),
         Durable("vision", "case-vision-recheck-completed", "vision.recheck.completed"),
+        Durable("gas", "case-gas-incident-closed", "gas.incident.closed"),
     ),
     follows=(PUBLISHES,),
 )

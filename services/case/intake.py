@@ -238,6 +238,41 @@ async def apply_recheck(uow: UnitOfWork, event: CloudEvent, calendars: CalendarH
     )
 
 
+class OriginCaseNotYetRaised(Exception):
+    """The event follows up a problem whose case this service has not opened yet: the two arrive by
+    different consumers, so the follow-up can come first. Not a ``DomainError``: it is retried with
+    the inbox's backoff (and dead-lettered, replayable, if the case never comes)."""
+
+
+async def note_incident_closed(uow: UnitOfWork, event: CloudEvent) -> None:
+    """Write in the leak incident's case that the gas service closed the incident.
+
+    The case itself moves on as any case does: its unit handles it and an inspector verifies it;
+    the platform does not close a case for them. A case already finished gets the note all the same.
+    """
+    closed = parse(event, gas.IncidentClosed)
+    session = uow.session
+    case = await session.scalar(
+        select(Case)
+        .where(Case.origin_service == "gas", Case.origin_reference == str(closed.incident_id))
+        .with_for_update()
+    )
+    if case is None:
+        raise OriginCaseNotYetRaised(f"no case yet for gas incident {closed.incident_id}")
+    session.add(
+        CaseHistory(
+            case_id=case.id,
+            action="origin_closed",
+            from_status=case.status,
+            to_status=case.status,
+            actor="service:gas",
+            actor_name="gas",
+            note=f"gas incident {closed.incident_id} closed at {closed.closed_at.isoformat()}: "
+            "repaired and measured safe",
+        )
+    )
+
+
 def consumers(calendars: CalendarHolder, grid: GridHolder, duplicate_radius_m: float) -> list[ConsumerSpec]:
     """The case service's consumers of other services' events."""
 
@@ -265,6 +300,14 @@ def consumers(calendars: CalendarHolder, grid: GridHolder, duplicate_radius_m: f
             domain=vision.RecheckCompleted.domain(),
             subject=vision.RecheckCompleted.subject,
             handler=rechecking,
+        )
+    )
+    specs.append(
+        ConsumerSpec(
+            name=consumer_name(gas.IncidentClosed),
+            domain=gas.IncidentClosed.domain(),
+            subject=gas.IncidentClosed.subject,
+            handler=note_incident_closed,
         )
     )
     return specs
