@@ -141,7 +141,7 @@ async def test_a_district_key_evaluates_and_follows_its_own_district(stack):
     async with follow(stack, consumer="tianhe-reader") as screen:
         await report(stack, body=YUEXIU)
         latest = (await report(stack)).json()["id"]
-        (change,) = await screen.changes(1)
+        (change,) = await screen.take(1)
     assert (change.json()["case_id"], change.json()["district_code"]) == (latest, TIANHE)
     assert tianhe != latest
 
