@@ -16,19 +16,21 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, event, func, select
+import asyncpg
+from sqlalchemy import ClauseElement, MetaData, event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from citygrid.errors import DomainError
 from citygrid.events import CloudEvent, EventData, envelope
@@ -385,3 +387,60 @@ async def unit_of_work(
         await uow.flush_events()
     if uow.events_written and on_events_committed is not None:
         on_events_committed()
+
+
+# -- reads on the driver ------------------------------------------------------------------------
+
+_ASYNCPG_DIALECT = create_async_engine("postgresql+asyncpg://", hide_parameters=True).dialect
+
+
+@dataclass(frozen=True)
+class DriverRead:
+    """A read on a hot path, compiled once to the driver's SQL and run on a pooled connection's
+    asyncpg connection directly, as a prepared statement asyncpg keeps per connection.
+
+    It skips what SQLAlchemy costs per execution (a session, its transaction state, the result's
+    processing and, for the ORM, building instances: about 0.5 ms of CPU a request on the case
+    detail, against 0.1 ms for the driver). Rows come back as asyncpg ``Record``s, values as the
+    driver decodes them (an enum as its text, JSON as Python through the codecs SQLAlchemy's
+    dialect installs). Writes keep the unit of work.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> DriverRead:
+        compiled = statement.compile(dialect=_ASYNCPG_DIALECT)
+        assert isinstance(compiled, SQLCompiler), "a DriverRead is a SQL statement"
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection of a connection checked out of ``engine``'s pool (an autocommit
+    engine: nothing opens a transaction). A database error is what it would be through SQLAlchemy:
+    a time limit or a lost connection becomes the kit's 503 problem, and a lost connection is
+    invalidated so the pool does not hand it out again."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except _LOST as error:
+            await connection.invalidate()
+            raise DatabaseUnavailable(
+                "the connection to the database was lost; read the resource again",
+                headers={"Retry-After": "2"},
+                retry_after_seconds=2,
+            ) from error
+        except asyncpg.PostgresError as error:
+            mapped = database_problem(error)
+            if mapped is None:
+                raise
+            raise mapped from error

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -22,7 +23,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from citygrid.auth import PrincipalVerifier
-from citygrid.db import Role, UnitOfWork, create_engine, create_sessionmaker, unit_of_work
+from citygrid.db import (
+    DriverRead,
+    Role,
+    UnitOfWork,
+    create_engine,
+    create_sessionmaker,
+    driver_connection,
+    unit_of_work,
+)
 from citygrid.inbox import ConsumerRunner, ConsumerSpec, cancelling
 from citygrid.jobs import PeriodicJob, run_forever
 from citygrid.live import LiveFeed
@@ -54,6 +63,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession] | None = None
     # One-statement reads: no transaction around them (no BEGIN, no ROLLBACK), the same pool.
     read_sessions: async_sessionmaker[AsyncSession] | None = None
+    # The same pool in autocommit: the one-statement reads' sessions and the driver reads.
+    read_engine: AsyncEngine | None = None
     # Evaluations and report-style reads: longer time limits, a small pool (citygrid.db.Role).
     analytics_engine: AsyncEngine | None = None
     analytics_sessions: async_sessionmaker[AsyncSession] | None = None
@@ -63,6 +74,20 @@ class Runtime:
     consumers: dict[str, ConsumerRunner] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     messaging_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def fetch_row(self, read: DriverRead, **params: Any) -> asyncpg.Record | None:
+        """One row of a hot-path read on the driver (``citygrid.db.DriverRead``), or None."""
+        assert self.read_engine is not None, "the runtime is not started"
+        async with driver_connection(self.read_engine) as connection:
+            row: asyncpg.Record | None = await connection.fetchrow(read.sql, *read.arguments(params))
+            return row
+
+    async def fetch_rows(self, read: DriverRead, **params: Any) -> list[asyncpg.Record]:
+        """Every row of a hot-path read on the driver."""
+        assert self.read_engine is not None, "the runtime is not started"
+        async with driver_connection(self.read_engine) as connection:
+            rows: list[asyncpg.Record] = await connection.fetch(read.sql, *read.arguments(params))
+            return rows
 
     def live_feed(self, name: str) -> LiveFeed:
         """The live feed of that name the service set up (``live_feeds``)."""
@@ -111,7 +136,8 @@ class Runtime:
     async def start(self) -> None:
         self.engine = create_engine(self.settings)
         self.sessions = create_sessionmaker(self.engine)
-        self.read_sessions = create_sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessions = create_sessionmaker(self.read_engine)
         # Connects only when first used: a service without analytics holds no connection for it.
         self.analytics_engine = create_engine(self.settings, Role.ANALYTICS)
         self.analytics_sessions = create_sessionmaker(self.analytics_engine)

@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select, text
+from sqlalchemy import bindparam, column, event, select, table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -26,10 +26,12 @@ from citygrid.auth import PRINCIPAL_HEADER, Principal
 from citygrid.db import (
     DatabaseTimeout,
     DatabaseUnavailable,
+    DriverRead,
     Role,
     create_engine,
     create_sessionmaker,
     database_problem,
+    driver_connection,
     install_database_problem_handlers,
     transaction_time,
 )
@@ -514,3 +516,44 @@ async def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_dead_one_fails
         async with engine.connect() as one, engine.connect() as two:
             renewed = {await backend_pids(one), await backend_pids(two)}
         assert not renewed & pids
+
+
+# -- reads on the driver ------------------------------------------------------------------------
+
+PROBE_BY_ID = DriverRead.of(
+    select(column("phone"), column("name"))
+    .select_from(table("probe"))
+    .where(column("id") == bindparam("probe_id"))
+)
+
+
+async def test_a_driver_read_answers_like_the_orm_and_keeps_the_time_limits(probe_url):
+    settings = probe_settings(probe_url, db_statement_timeout_seconds=0.2)
+    async with kit_engine(settings) as engine:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with driver_connection(autocommit) as connection:
+            row = await connection.fetchrow(PROBE_BY_ID.sql, *PROBE_BY_ID.arguments({"probe_id": 1}))
+        assert (row["phone"], row["name"]) == (PHONE, NAME)
+        with pytest.raises(DatabaseTimeout) as timed_out:
+            async with driver_connection(autocommit) as connection:
+                await connection.fetchval("SELECT pg_sleep(5)")
+        assert timed_out.value.extra["limit"] == "statement"
+        # The connection went back to the pool in working order.
+        async with driver_connection(autocommit) as connection:
+            assert await connection.fetchval("SELECT count(*) FROM probe") == 1
+
+
+async def test_a_driver_read_on_a_dropped_connection_is_a_503_and_the_pool_renews_it(probe_url):
+    settings = probe_settings(probe_url, db_pool_size=1, db_max_overflow=0, db_ping_after_idle_seconds=3600)
+    async with kit_engine(settings) as engine:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as connection:
+            first = await backend_pids(connection)
+        await terminate(probe_url, first)
+        with pytest.raises(DatabaseUnavailable):
+            async with driver_connection(autocommit) as connection:
+                await connection.fetchrow(PROBE_BY_ID.sql, 1)
+        async with driver_connection(autocommit) as connection:
+            assert await connection.fetchval("SELECT pg_backend_pid()") != first
+            row = await connection.fetchrow(PROBE_BY_ID.sql, 1)
+        assert row["phone"] == PHONE
