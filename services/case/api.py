@@ -44,7 +44,7 @@ from services.case.schemas import (
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
-def case_out(case: Case, principal: Principal) -> CaseOut:
+def case_out(case: Case | service.CaseRow, principal: Principal) -> CaseOut:
     # Free text and a household address may name or locate a person: masked without pii:read.
     reveal = principal.has_scope(PII_SCOPE)
     return CaseOut(
@@ -139,17 +139,16 @@ async def list_cases(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[CaseOut]:
-    async with runtime.db() as session:
-        cases, next_cursor = await service.list_cases(
-            session,
-            limit=limit,
-            cursor=cursor,
-            status=status,
-            district_code=district_scope(principal, district),
-            category_code=category,
-            reported_from=reported_from,
-            reported_to=reported_to,
-        )
+    cases, next_cursor = await service.list_cases(
+        runtime,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        district_code=district_scope(principal, district),
+        category_code=category,
+        reported_from=reported_from,
+        reported_to=reported_to,
+    )
     return Page[CaseOut](items=[case_out(case, principal) for case in cases], next_cursor=next_cursor)
 
 
@@ -157,8 +156,7 @@ async def list_cases(
 async def get_case(
     case_id: uuid.UUID, response: Response, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> CaseDetailOut:
-    async with runtime.reads() as session:
-        record = await service.visible_case_record(session, case_id, principal)
+    record = await service.visible_case_record(runtime, case_id, principal)
     response.headers["ETag"] = etag(record.case.version)
     return detail_out(record, principal)
 

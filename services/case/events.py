@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citygrid.auth import Principal
 from citygrid.db import UnitOfWork
@@ -26,6 +26,9 @@ from contract.case import (
 from contract.common import GeoPoint, Origin
 from services.case.domain.workflow import Action
 from services.case.models import Case
+
+if TYPE_CHECKING:
+    from services.case.service import CaseRow
 
 PUBLISHES = "case"
 
@@ -64,7 +67,7 @@ EVENT_OF_ACTION: dict[Action, type[CaseEvent]] = {
 }
 
 
-def origin_of(case: Case) -> Origin | None:
+def origin_of(case: Case | CaseRow) -> Origin | None:
     """The service and record that raised the case, if another service raised it."""
     if case.origin_service is None or case.origin_reference is None:
         return None

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import ScalarSelect, and_, bindparam, func, literal_column, or_, select
+from sqlalchemy import ScalarSelect, bindparam, func, literal_column, select, tuple_
 from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.auth import Principal, require_district
 from citygrid.clock import within_range
-from citygrid.db import UnitOfWork, transaction_time
+from citygrid.db import DriverRead, UnitOfWork, transaction_time
 from citygrid.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from citygrid.ids import new_id
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
+from citygrid.runtime import Runtime
 from contract.case import CaseSource, CaseStatus
 from contract.common import Origin
 from services.case import events, units
@@ -203,28 +206,85 @@ HISTORY_AS_JSON = _rows_as_json(CaseHistory, CaseHistory.at, CaseHistory.id)
 EVIDENCE_AS_JSON = _rows_as_json(CaseEvidence, CaseEvidence.uploaded_at, CaseEvidence.id)
 
 
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A case as a read on the driver returns it (``citygrid.db.DriverRead``): its columns, no ORM
+    object (building one costs more than the read). A test holds its fields to the table's."""
+
+    id: uuid.UUID
+    number: str
+    status: CaseStatus
+    category_code: str
+    description: str
+    lon: float
+    lat: float
+    address: str | None
+    district_code: str
+    street_code: str | None
+    community_code: str | None
+    grid_code: str | None
+    likely_duplicate_of: uuid.UUID | None
+    source: CaseSource
+    origin_service: str | None
+    origin_reference: str | None
+    reporter_name: str | None
+    reporter_phone: str | None
+    reporter_email: str | None
+    unit: str | None
+    accepted_by: str | None
+    merged_into: uuid.UUID | None
+    merged_into_number: str | None
+    stage: str | None
+    stage_started_at: datetime | None
+    deadline_at: datetime | None
+    paused_remaining_seconds: float | None
+    overdue_at: datetime | None
+    registered_at: datetime | None
+    dispatched_at: datetime | None
+    handled_at: datetime | None
+    closed_at: datetime | None
+    version: int
+    reported_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> CaseRow:
+        values = {name: row[name] for name in CASE_COLUMNS}
+        values["status"] = CaseStatus(values["status"])
+        values["source"] = CaseSource(values["source"])
+        return cls(**values)
+
+
+CASE_COLUMNS: tuple[str, ...] = tuple(column.name for column in Case.__table__.columns)
+
+
 @dataclass(frozen=True)
 class CaseRecord:
     """A case with its history and evidence, oldest first, as JSON objects of their rows."""
 
-    case: Case
+    case: Case | CaseRow
     history: list[dict[str, Any]]
     evidence: list[dict[str, Any]]
 
 
 # Built once: a statement made per call costs SQLAlchemy its cache key again on every request.
-CASE_RECORD = select(Case, HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == bindparam("case_id"))
+CASE_RECORD = DriverRead.of(
+    select(Case, HISTORY_AS_JSON.label("history"), EVIDENCE_AS_JSON.label("evidence")).where(
+        Case.id == bindparam("case_id")
+    )
+)
 CASE_RECORD_BESIDE = select(HISTORY_AS_JSON, EVIDENCE_AS_JSON).where(Case.id == bindparam("case_id"))
 
 
-async def visible_case_record(session: AsyncSession, case_id: uuid.UUID, principal: Principal) -> CaseRecord:
-    """The case and everything its detail shows in one statement (one round trip, not three)."""
-    row = (await session.execute(CASE_RECORD, {"case_id": case_id})).one_or_none()
+async def visible_case_record(runtime: Runtime, case_id: uuid.UUID, principal: Principal) -> CaseRecord:
+    """The case and everything its detail shows in one statement (one round trip, not three), read
+    on the driver: the detail is the hottest read of the service."""
+    row = await runtime.fetch_row(CASE_RECORD, case_id=case_id)
     if row is None:
         raise CaseNotFound(f"no case {case_id}")
-    case, history, evidence = row
-    require_district(principal, case.district_code)
-    return CaseRecord(case=case, history=history, evidence=evidence)
+    require_district(principal, row["district_code"])
+    return CaseRecord(case=CaseRow.of(row), history=row["history"], evidence=row["evidence"])
 
 
 async def case_record(session: AsyncSession, case: Case) -> CaseRecord:
@@ -385,8 +445,33 @@ async def _merge_target(
     return target
 
 
+_LIST_FILTERS = {
+    "status": lambda: Case.status == bindparam("status"),
+    "district_code": lambda: Case.district_code == bindparam("district_code"),
+    "category_code": lambda: Case.category_code == bindparam("category_code"),
+    "reported_from": lambda: Case.created_at >= bindparam("reported_from"),
+    "reported_to": lambda: Case.created_at < bindparam("reported_to"),
+    "after": lambda: (
+        tuple_(Case.created_at, Case.id) < tuple_(bindparam("after_time"), bindparam("after_id"))
+    ),
+}
+
+
+@functools.cache
+def _case_list(filters: frozenset[str]) -> DriverRead:
+    """The page read for one set of filters, compiled once (there are at most 64 sets)."""
+    query = (
+        select(*Case.__table__.columns)
+        .order_by(Case.created_at.desc(), Case.id.desc())
+        .limit(bindparam("limit"))
+    )
+    for name in sorted(filters):
+        query = query.where(_LIST_FILTERS[name]())
+    return DriverRead.of(query)
+
+
 async def list_cases(
-    session: AsyncSession,
+    runtime: Runtime,
     *,
     limit: int,
     cursor: str | None,
@@ -395,27 +480,28 @@ async def list_cases(
     category_code: str | None = None,
     reported_from: datetime | None = None,
     reported_to: datetime | None = None,
-) -> tuple[list[Case], str | None]:
-    """Newest first; each filter has an index ending in (created_at, id)."""
-    query = select(Case).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)
-    if status is not None:
-        query = query.where(Case.status == status)
-    if district_code is not None:
-        query = query.where(Case.district_code == district_code)
-    if category_code is not None:
-        query = query.where(Case.category_code == category_code)
-    if reported_from is not None:
-        query = query.where(Case.created_at >= reported_from)
-    if reported_to is not None:
-        query = query.where(Case.created_at < reported_to)
+) -> tuple[list[CaseRow], str | None]:
+    """Newest first; each filter has an index ending in (created_at, id). Read on the driver."""
+    params: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("status", status.value if status is not None else None),
+            ("district_code", district_code),
+            ("category_code", category_code),
+            ("reported_from", reported_from),
+            ("reported_to", reported_to),
+        )
+        if value is not None
+    }
     if cursor is not None:
         created, last_id = decode_cursor(cursor, 2)
-        after_time = cursor_value(lambda raw: within_range(datetime.fromisoformat(str(raw))), created)
-        after_id = cursor_value(lambda raw: uuid.UUID(str(raw)), last_id)
-        query = query.where(
-            or_(Case.created_at < after_time, and_(Case.created_at == after_time, Case.id < after_id))
+        params["after_time"] = cursor_value(
+            lambda raw: within_range(datetime.fromisoformat(str(raw))), created
         )
-    rows = list((await session.scalars(query)).all())
+        params["after_id"] = cursor_value(lambda raw: uuid.UUID(str(raw)), last_id)
+        params["after"] = True
+    read = _case_list(frozenset(params) - {"after_time", "after_id"})
+    rows = [CaseRow.of(row) for row in await runtime.fetch_rows(read, limit=limit + 1, **params)]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
