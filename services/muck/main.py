@@ -51,6 +51,7 @@ class MuckSettings(ServiceSettings):
     offline_check_seconds: float = Field(default=60.0, gt=0)
     # Violations and finished manifests: a regulator's records.
     record_retention_days: int = Field(default=retention.RECORD_DAYS, ge=365)
+    retention_check_seconds: float = Field(default=600.0, gt=0)
 
 
 def city_today() -> datetime:
@@ -118,6 +119,12 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
                 "muck-manifests-overdue", 60.0, lambda: manifests.flag_overdue(runtime), batch_size=500
             ),
             PeriodicJob("muck-manifests-gauge", 60.0, lambda: manifests.show_unfinished(runtime, metrics)),
+            PeriodicJob(
+                "muck-retention",
+                settings.retention_check_seconds,
+                lambda: retention.purge_once(runtime.db, record_days=settings.record_retention_days),
+                batch_size=retention.BATCH_SIZE,
+            ),
             PeriodicJob(
                 "muck-offline", settings.offline_check_seconds, lambda: offline_round(runtime, metrics)
             ),

@@ -189,6 +189,7 @@ async def test_violations_older_than_the_record_retention_are_deleted_and_newer_
     finally:
         await connection.close()
     assert await retention.purge_once(muck.runtime.db) == 1
+    assert "muck-retention" in {job.name for job in muck.runtime.jobs}, "the service runs it"
     assert [row["plate"] for row in await violations(muck)] == ["粤A00002D"]
 
 
