@@ -408,15 +408,18 @@ class DriverRead:
 
     sql: str
     names: tuple[str, ...]
+    # The statement's own values (a literal SQLAlchemy made a parameter: a time zone's name, say).
+    fixed: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, statement: ClauseElement) -> DriverRead:
         compiled = statement.compile(dialect=_ASYNCPG_DIALECT)
         assert isinstance(compiled, SQLCompiler), "a DriverRead is a SQL statement"
-        return cls(str(compiled), tuple(compiled.positiontup or ()))
+        fixed = {name: value for name, value in compiled.params.items() if not compiled.binds[name].required}
+        return cls(str(compiled), tuple(compiled.positiontup or ()), fixed)
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        return [params[name] for name in self.names]
+        return [params[name] if name in params else self.fixed[name] for name in self.names]
 
 
 _LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)

@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import bindparam, column, event, select, table, text
+from sqlalchemy import bindparam, column, event, func, select, table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -557,3 +557,11 @@ async def test_a_driver_read_on_a_dropped_connection_is_a_503_and_the_pool_renew
             assert await connection.fetchval("SELECT pg_backend_pid()") != first
             row = await connection.fetchrow(PROBE_BY_ID.sql, 1)
         assert row["phone"] == PHONE
+
+
+def test_a_driver_read_keeps_the_values_its_statement_carries_and_asks_for_the_rest():
+    read = DriverRead.of(select(func.timezone("Asia/Shanghai", bindparam("moment"))))
+    assert read.sql.count("$") == 2
+    assert read.arguments({"moment": "2026-12-03T00:00:00Z"}) == ["Asia/Shanghai", "2026-12-03T00:00:00Z"]
+    with pytest.raises(KeyError):
+        read.arguments({})

@@ -10,15 +10,18 @@ the scale asks again, on whichever replica.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import Date, bindparam, cast, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from citygrid.auth import Principal, require_district
-from citygrid.db import UnitOfWork
+from citygrid.db import DriverRead, UnitOfWork, driver_connection
 from citygrid.errors import Forbidden
+from citygrid.ids import new_id
 from citygrid.runtime import Runtime
 from contract.common import GeoPoint
 from contract.gas import RefusalReason, ViolationDetected
@@ -57,11 +60,34 @@ ENTRUSTED = (
     )
     .scalar_subquery()
 )
-# Built once (a statement per request would cost SQLAlchemy its cache key each time).
-STATION_AND_CYLINDER = (
-    select(Enterprise, Cylinder, ENTRUSTED, func.now())
+# Built once and read on the driver (citygrid.db.DriverRead): the fill check is the service's hot path.
+STATION_AND_CYLINDER = DriverRead.of(
+    select(
+        Enterprise.code.label("station_code"),
+        Enterprise.kind.label("station_kind"),
+        Enterprise.name.label("station_name"),
+        Enterprise.company_code.label("station_company"),
+        Enterprise.licence_valid_until.label("station_licence_valid_until"),
+        Enterprise.district_code.label("station_district"),
+        Enterprise.lon.label("station_lon"),
+        Enterprise.lat.label("station_lat"),
+        Enterprise.locked_at.label("station_locked_at"),
+        Cylinder.code.label("cylinder_code"),
+        Cylinder.status.label("cylinder_status"),
+        Cylinder.owner_code.label("cylinder_owner"),
+        Cylinder.manufactured_on.label("cylinder_manufactured_on"),
+        Cylinder.last_passed_inspection_on.label("cylinder_last_passed_inspection_on"),
+        Cylinder.tare_kg.label("cylinder_tare_kg"),
+        ENTRUSTED.label("entrusted"),
+        func.now().label("now"),
+    )
+    .select_from(Enterprise)
     .outerjoin(Cylinder, Cylinder.code == bindparam("cylinder_code"))
     .where(Enterprise.code == bindparam("station_code"))
+)
+_RECORD_COLUMNS = ("id", "at", "cylinder_code", "station_code", "scale_id", "operator", "allowed", "reasons")
+RECORD_CHECK_ON_DRIVER = DriverRead.of(
+    insert(FillCheck).values({name: bindparam(name) for name in _RECORD_COLUMNS}).returning(FillCheck.id)
 )
 RECORD_CHECK = insert(FillCheck).returning(FillCheck.id)
 _violation = insert(Violation)
@@ -103,6 +129,59 @@ def station_facts(station: Enterprise, entrusted_by: list[str]) -> rules.Station
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Station:
+    """What the fill check reads of the station."""
+
+    code: str
+    kind: str
+    name: str
+    company_code: str | None
+    licence_valid_until: date | None
+    district_code: str | None
+    lon: float | None
+    lat: float | None
+    locked: bool
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Station:
+        return cls(
+            code=row["station_code"],
+            kind=row["station_kind"],
+            name=row["station_name"],
+            company_code=row["station_company"],
+            licence_valid_until=row["station_licence_valid_until"],
+            district_code=row["station_district"],
+            lon=row["station_lon"],
+            lat=row["station_lat"],
+            locked=row["station_locked_at"] is not None,
+        )
+
+    def facts(self, entrusted_by: list[str]) -> rules.StationFacts:
+        return rules.StationFacts(
+            code=self.code,
+            enterprise=self.company_code or self.code,
+            licence_valid_until=self.licence_valid_until,
+            locked=self.locked,
+            entrusted_by=frozenset(entrusted_by),
+        )
+
+
+def cylinder_facts(row: Mapping[str, Any]) -> rules.CylinderFacts | None:
+    """The cylinder's side of the read; None for a code the registry does not know."""
+    if row["cylinder_code"] is None:
+        return None
+    tare = row["cylinder_tare_kg"]
+    return rules.CylinderFacts(
+        code=row["cylinder_code"],
+        status=CylinderStatus(row["cylinder_status"]),
+        owner_enterprise=row["cylinder_owner"],
+        manufactured_on=row["cylinder_manufactured_on"],
+        last_passed_inspection_on=row["cylinder_last_passed_inspection_on"],
+        tare_kg=float(tare) if tare is not None else None,
+    )
+
+
 # Who may ask for any station: the regulator's own checks (a scale's credential names its station).
 OFFICIAL_ROLES = frozenset({"regulator", "supervisor"})
 
@@ -121,28 +200,32 @@ def require_own_station(principal: Principal, station_code: str) -> None:
 
 
 async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principal) -> CheckAnswer:
-    """Two round trips for an allowed fill (the facts, then the record, each committing as it runs);
-    a refusal records itself, counts the day's violation and publishes in one unit of work."""
+    """Two statements on one connection for an allowed fill (the facts, then the record, each
+    committing as it runs, on the driver); a refusal records itself, counts the day's violation
+    and publishes in one unit of work."""
     require_own_station(principal, request.station_code)
-    async with runtime.autocommit() as session:
-        row = (
-            await session.execute(
-                STATION_AND_CYLINDER,
-                {"station_code": request.station_code, "cylinder_code": request.cylinder_code},
-            )
-        ).one_or_none()
+    assert runtime.read_engine is not None, "the runtime is not started"
+    async with driver_connection(runtime.read_engine) as connection:
+        row = await connection.fetchrow(
+            STATION_AND_CYLINDER.sql,
+            *STATION_AND_CYLINDER.arguments(
+                {"station_code": request.station_code, "cylinder_code": request.cylinder_code}
+            ),
+        )
         if row is None:
             raise UnknownEnterprise(f"no filling station {request.station_code}")
-        station, cylinder, entrusted, now = row
+        station = Station.of(row)
         require_district(principal, station.district_code)
         if station.kind != EnterpriseKind.FILLING_STATION.value:
             raise NotAStation(f"{station.code} is a {station.kind}, not a filling station")
+        now: datetime = row["now"]
         today = rules_today(now)
         observed = rules.Observations(**request.observations.model_dump())
-        facts = facts_of(cylinder) if cylinder is not None else None
-        reasons = rules.fill_refusals(facts, station_facts(station, entrusted), today, observed)
-        status = CylinderStatus(cylinder.status) if cylinder is not None else None
+        facts = cylinder_facts(row)
+        reasons = rules.fill_refusals(facts, station.facts(row["entrusted"]), today, observed)
+        status = facts.status if facts is not None else None
         record = {
+            "id": new_id(),
             "at": now,
             "cylinder_code": request.cylinder_code,
             "station_code": station.code,
@@ -152,7 +235,9 @@ async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principa
             "reasons": ",".join(reasons),
         }
         if not reasons:
-            check_id = await session.scalar(RECORD_CHECK, record)
+            check_id = await connection.fetchval(
+                RECORD_CHECK_ON_DRIVER.sql, *RECORD_CHECK_ON_DRIVER.arguments(record)
+            )
             return CheckAnswer(check_id, True, [], status, now, None, False)
     async with runtime.uow() as uow:
         check_id = await uow.session.scalar(RECORD_CHECK, record)
@@ -171,14 +256,14 @@ async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principa
         first = refusals == 1
         if first:
             _publish_violation(uow, station, request.cylinder_code, reasons, reference, now, today)
-            if RefusalReason.NOT_OWNED_BY_FILLER in reasons and cylinder is not None:
+            if RefusalReason.NOT_OWNED_BY_FILLER in reasons and facts is not None:
                 uow.session.add(
                     Anomaly(
                         kind=AnomalyKind.FILLED_OUTSIDE_NETWORK.value,
-                        cylinder_code=cylinder.code,
+                        cylinder_code=facts.code,
                         enterprise_code=station.code,
                         detected_at=now,
-                        details={"owner": cylinder.owner_code, "station_company": station.company_code},
+                        details={"owner": facts.owner_enterprise, "station_company": station.company_code},
                     )
                 )
     return CheckAnswer(check_id, False, reasons, status, now, reference, first)
@@ -186,7 +271,7 @@ async def check_fill(runtime: Runtime, request: FillCheckIn, principal: Principa
 
 def _publish_violation(
     uow: UnitOfWork,
-    station: Enterprise,
+    station: Station,
     cylinder_code: str,
     reasons: list[RefusalReason],
     reference: str,
