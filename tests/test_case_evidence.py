@@ -4,6 +4,7 @@ and handling that needs an after-photo of the current round."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from tests.images import jpeg, png
 from tests.test_case_flow import add_photo, report, step
@@ -180,19 +181,28 @@ async def test_a_case_with_its_history_and_photos_is_read_in_one_statement_and_a
     # A step answers with the case as its transaction left it, read through the ORM.
     accepted_answer = await step(stack, case_id, "accept", 3)
     assert accepted_answer.status_code == 200, accepted_answer.text
-    engine = stack.case_runtime.engine
+    pool = stack.case_runtime.engine.sync_engine.pool
     statements: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):
-        # Only this read's statements: background jobs share the engine, never with this case's id.
-        if case_id in str(parameters):
-            statements.append(statement)
+    def record(query: Any) -> None:
+        # Only this read's statements: background jobs share the pool, never with this case's id.
+        if case_id in str(query.args):
+            statements.append(query.query)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    # Counted on the driver, under SQLAlchemy and beside it: every statement a connection runs.
+    def watch(dbapi_connection: Any, record_: Any, proxy: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(record)
+
+    def unwatch(dbapi_connection: Any, record_: Any) -> None:
+        dbapi_connection.driver_connection.remove_query_logger(record)
+
+    event.listen(pool, "checkout", watch)
+    event.listen(pool, "checkin", unwatch)
     try:
         detail = await stack.client.get(f"/api/case/v1/cases/{case_id}", headers=stack.as_("reader"))
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(pool, "checkout", watch)
+        event.remove(pool, "checkin", unwatch)
     assert detail.status_code == 200, detail.text
     assert len(statements) == 1, statements
     body = detail.json()
