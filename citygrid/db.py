@@ -173,6 +173,11 @@ def ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
 
 
 def hide_row_values(context: ExceptionContext) -> None:
+    """SQLAlchemy's hook for ``drop_row_values``: every statement through an engine of the kit."""
+    drop_row_values(context.original_exception)
+
+
+def drop_row_values(error: BaseException) -> None:
     """Drop the DETAIL of a constraint violation from the driver's error before anyone formats it.
 
     PostgreSQL explains a unique or foreign-key violation with the key's values (``Key
@@ -181,7 +186,7 @@ def hide_row_values(context: ExceptionContext) -> None:
     constraint, table and column names stay on the error.
     """
     seen: set[int] = set()
-    current: BaseException | None = context.original_exception
+    current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         sqlstate = getattr(current, "sqlstate", None)
@@ -429,8 +434,9 @@ _LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     """The asyncpg connection of a connection checked out of ``engine``'s pool (an autocommit
     engine: nothing opens a transaction). A database error is what it would be through SQLAlchemy:
-    a time limit or a lost connection becomes the kit's 503 problem, and a lost connection is
-    invalidated so the pool does not hand it out again."""
+    a time limit or a lost connection becomes the kit's 503 problem, a lost connection is
+    invalidated so the pool does not hand it out again, and a constraint violation loses the row
+    values PostgreSQL quotes in it."""
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         try:
@@ -443,6 +449,7 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
                 retry_after_seconds=2,
             ) from error
         except asyncpg.PostgresError as error:
+            drop_row_values(error)
             mapped = database_problem(error)
             if mapped is None:
                 raise

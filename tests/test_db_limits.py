@@ -565,3 +565,13 @@ def test_a_driver_read_keeps_the_values_its_statement_carries_and_asks_for_the_r
     assert read.arguments({"moment": "2026-12-03T00:00:00Z"}) == ["Asia/Shanghai", "2026-12-03T00:00:00Z"]
     with pytest.raises(KeyError):
         read.arguments({})
+
+
+async def test_a_constraint_violation_on_the_driver_carries_no_row_values(probe_url):
+    async with kit_engine(probe_settings(probe_url)) as engine:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(asyncpg.UniqueViolationError) as duplicate:
+            async with driver_connection(autocommit) as connection:
+                await connection.execute("INSERT INTO probe VALUES (2, $1, 'x')", PHONE)
+    assert PHONE not in everything_printed(duplicate.value)
+    assert duplicate.value.constraint_name == "probe_phone_key"
