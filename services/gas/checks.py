@@ -120,13 +120,8 @@ def facts_of(cylinder: Cylinder) -> rules.CylinderFacts:
 
 
 def station_facts(station: Enterprise, entrusted_by: list[str]) -> rules.StationFacts:
-    return rules.StationFacts(
-        code=station.code,
-        enterprise=station.company_code or station.code,
-        licence_valid_until=station.licence_valid_until,
-        locked=station.locked_at is not None,
-        entrusted_by=frozenset(entrusted_by),
-    )
+    """The rules' view of a station the ORM loaded (a scan's), the same as a fill check's."""
+    return Station.of_enterprise(station).facts(entrusted_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +150,20 @@ class Station:
             lon=row["station_lon"],
             lat=row["station_lat"],
             locked=row["station_locked_at"] is not None,
+        )
+
+    @classmethod
+    def of_enterprise(cls, station: Enterprise) -> Station:
+        return cls(
+            code=station.code,
+            kind=station.kind,
+            name=station.name,
+            company_code=station.company_code,
+            licence_valid_until=station.licence_valid_until,
+            district_code=station.district_code,
+            lon=station.lon,
+            lat=station.lat,
+            locked=station.locked_at is not None,
         )
 
     def facts(self, entrusted_by: list[str]) -> rules.StationFacts:
