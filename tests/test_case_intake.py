@@ -384,3 +384,32 @@ async def test_two_replicas_raising_the_same_alarm_at_once_open_one_case(stack):
 
     case = await the_one_case(stack)
     assert case["origin"] == {"service": "vision", "reference": reference}
+
+
+async def test_an_incident_closed_before_its_case_was_opened_is_written_into_it_once_it_is(stack):
+    incident_id = uuid.uuid4()
+    reported = gas.IncidentReported(
+        **problem(str(incident_id), category_code="20406", description="Gas smell in a restaurant kitchen"),
+        incident_id=incident_id,
+        premises_type=gas.PremisesType.RESTAURANT,
+        source=gas.LeakSource.CYLINDER,
+    )
+    closed = gas.IncidentClosed(incident_id=incident_id, closed_at=datetime.now(UTC))
+    # The close comes first (the two come by different consumers): there is no case to write into yet.
+    await publish(stack, as_event(closed, str(incident_id)))
+    await publish(stack, as_event(reported, str(incident_id)))
+
+    async def noted() -> list[dict[str, Any]]:
+        raised = [
+            case
+            for case in await cases(stack)
+            if case["origin"] == {"service": "gas", "reference": str(incident_id)}
+        ]
+        if not raised:
+            return []
+        shown = await stack.client.get(f"/api/case/v1/cases/{raised[0]['id']}", headers=stack.as_("reader"))
+        return [entry for entry in shown.json()["history"] if entry["action"] == "origin_closed"]
+
+    await wait_until(noted, timeout=30)
+    assert len(await noted()) == 1
+    assert await dead_letters(stack) == []
