@@ -178,11 +178,20 @@ class LiveEvent:
     sequence: int
     subject: str
     event: CloudEvent
+    # Its frame per renderer: a replica's thousand clients of one route share one rendering.
+    _frames: dict[Render, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def frame(self, render: Render) -> str:
+        """The event's SSE frame as ``render`` shows it, rendered once however many clients it goes to."""
+        known = self._frames.get(render)
+        if known is None:
+            known = self._frames[render] = sse_frame(render(self), event_id=self.sequence)
+        return known
 
 
 Matches = Callable[[LiveEvent], bool]
 # The SSE ``data`` of an event for clients (JSON text): what they may see of it, nothing more.
-Render = Callable[[LiveEvent], str]
+Render = Callable[["LiveEvent"], str]
 
 
 def sse_frame(data: str, *, event_id: int | None = None, event: str | None = None) -> str:
@@ -437,7 +446,7 @@ class LiveFeed:
 
     def _frame(self, item: LiveEvent, render: Render) -> str | None:
         try:
-            return sse_frame(render(item), event_id=item.sequence)
+            return item.frame(render)
         except Exception:
             # An event the renderer does not know (a newer type, say) must not end every stream.
             log.exception("live feed %s cannot render event %d; skipped", self.name, item.sequence)

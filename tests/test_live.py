@@ -762,3 +762,21 @@ def test_an_sse_frame_carries_every_line_of_its_data_and_ends_with_a_blank_line(
     assert sse_frame('{"a":1}\nsecond', event_id=7, event="gap") == (
         'id: 7\nevent: gap\ndata: {"a":1}\ndata: second\n\n'
     )
+
+
+def test_an_event_is_rendered_once_however_many_clients_it_goes_to() -> None:
+    rendered: list[int] = []
+
+    def render(item: LiveEvent) -> str:
+        rendered.append(item.sequence)
+        return '{"n": 7}'
+
+    item = LiveEvent(
+        7,
+        "case.case.reported",
+        CloudEvent(id="e-7", source="citygrid/case", type="case.case.reported.v1", time=datetime.now(UTC)),
+    )
+    frames = {item.frame(render) for _ in range(1000)}
+
+    assert frames == {sse_frame('{"n": 7}', event_id=7)}
+    assert rendered == [7]
