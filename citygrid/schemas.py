@@ -7,32 +7,57 @@ database error into a 422 naming the field.
 
 from __future__ import annotations
 
-from typing import Any
+from enum import Enum
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
-def _no_nul(value: Any) -> Any:
+def _no_nul(value: Any, name: str) -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError("text may not contain the NUL character")
+            raise ValueError(f"{name}: text may not contain the NUL character")
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _no_nul(item)
+            _no_nul(item, name)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    return value
+            _no_nul(key, name)
+            _no_nul(item, name)
+
+
+def may_hold_text(annotation: Any) -> bool:
+    """Whether a field of this type can carry free text once parsed: ``str`` and ``Any``, alone or in
+    a union, a list or a dict. An enum, a literal, a number, a time or a nested model cannot (a
+    nested request model checks its own fields)."""
+    if annotation is str or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return False
+    if isinstance(annotation, type):
+        return issubclass(annotation, str) and not issubclass(annotation, Enum)
+    return any(may_hold_text(argument) for argument in get_args(annotation))
 
 
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    @field_validator("*", mode="after")
+    # The fields that can hold text, found once per model class (not a validator call per field
+    # of every item of a batch).
+    _text_fields: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
-    def _refuse_nul(cls, value: Any) -> Any:
-        return _no_nul(value)
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._text_fields = tuple(
+            name for name, field in cls.model_fields.items() if may_hold_text(field.annotation)
+        )
+
+    @model_validator(mode="after")
+    def _refuse_nul(self) -> Self:
+        for name in self._text_fields:
+            _no_nul(getattr(self, name), name)
+        return self
 
 
 class Refusal(BaseModel):
