@@ -369,3 +369,46 @@ async def test_many_terminals_keep_reporting_while_one_sends_garbage(listener):
     assert len(recorder.stored) == 200 * 10
     assert server.counters.frames.get("bad", 0) > 0
     await asyncio.gather(*(terminal.close() for terminal in terminals), hostile.close())
+
+
+async def test_frames_sent_without_waiting_are_answered_in_order_each_after_the_one_before(listener):
+    server, recorder = listener
+    recorder.known.add("013800000014")
+    terminal = await Terminal.connect(server, "013800000014")
+    await terminal.log_in()
+    frames = [
+        encode_frame(terminal.header(POSITION), position(1).encode(2013)),
+        encode_frame(terminal.header(HEARTBEAT), b""),
+        encode_frame(terminal.header(POSITION), position(2).encode(2013)),
+    ]
+    terminal.writer.write(b"".join(frames))  # one chunk: the second waits for the first's store
+    answers = [await terminal.general_reply() for _ in frames]
+    assert [answer.ack_msg_id for answer in answers] == [POSITION, HEARTBEAT, POSITION]
+    assert [answer.result for answer in answers] == [OK, OK, OK]
+    assert len(recorder.stored) == 2
+    await terminal.close()
+
+
+async def test_a_handler_may_answer_positions_with_a_batch_writers_future():
+    class FutureHandler(Recorder):
+        def positions(  # type: ignore[override]
+            self, header: Header, positions: Sequence[Position], *, blind_area: bool
+        ) -> asyncio.Future[None]:
+            stored = asyncio.get_running_loop().create_future()
+            # Committed a moment later, with the rest of its batch.
+            asyncio.get_running_loop().call_later(0.05, stored.set_result, None)
+            self.stored.extend((header.phone, position, blind_area) for position in positions)
+            return stored
+
+    handler = FutureHandler(known={"013800000015"})
+    server = Jt808Listener(handler, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        terminal = await Terminal.connect(server, "013800000015")
+        await terminal.log_in()
+        await terminal.send(POSITION, position().encode(2013))
+        assert (await terminal.general_reply()).result == OK
+        assert server.counters.positions == 1
+        await terminal.close()
+    finally:
+        await server.close()

@@ -352,26 +352,49 @@ def encode_frame(header: Header, body: bytes) -> bytes:
     A phone shorter than the header's width is left-padded with zeros; a body over 1023 bytes, a
     phone that does not fit or an unknown version is a ``ValueError`` of the caller.
     """
+    return _encode(
+        header.msg_id,
+        header.phone,
+        header.serial,
+        header.version,
+        header.protocol_version,
+        header.encryption,
+        header.subpackage,
+        body,
+    )
+
+
+def _encode(
+    msg_id: int,
+    phone: str,
+    serial: int,
+    version: int,
+    protocol_version: int,
+    encryption: int,
+    subpackage: tuple[int, int] | None,
+    body: bytes,
+) -> bytes:
+    # Without a Header to build: a platform's every reply goes through here.
     if len(body) > MAX_BODY:
         raise ValueError(f"a {len(body)}-byte body needs sub-packages (at most {MAX_BODY} per frame)")
-    if header.version not in (2013, 2019):
-        raise ValueError(f"header version {header.version} is neither 2013 nor 2019")
-    if not 0 <= header.encryption <= 0x07:
-        raise ValueError(f"encryption {header.encryption} does not fit bits 10-12")
-    width = 20 if header.version == 2019 else 12
-    if not (header.phone.isascii() and header.phone.isdigit()) or len(header.phone) > width:
-        raise ValueError(f"phone {header.phone!r} is not at most {width} digits")
-    phone = bytes.fromhex(header.phone.rjust(width, "0"))
-    properties = len(body) | (header.encryption << _ENCRYPTION_SHIFT)
-    if header.subpackage is not None:
+    if version not in (2013, 2019):
+        raise ValueError(f"header version {version} is neither 2013 nor 2019")
+    if not 0 <= encryption <= 0x07:
+        raise ValueError(f"encryption {encryption} does not fit bits 10-12")
+    width = 20 if version == 2019 else 12
+    if not (phone.isascii() and phone.isdigit()) or len(phone) > width:
+        raise ValueError(f"phone {phone!r} is not at most {width} digits")
+    phone_bcd = bytes.fromhex(phone.rjust(width, "0"))
+    properties = len(body) | (encryption << _ENCRYPTION_SHIFT)
+    if subpackage is not None:
         properties |= _SUBPACKAGE_BIT
-    if header.version == 2019:
+    if version == 2019:
         properties |= _VERSION_2019_BIT
-        head = _HEADER_2019.pack(header.msg_id, properties, header.protocol_version, phone, header.serial)
+        head = _HEADER_2019.pack(msg_id, properties, protocol_version, phone_bcd, serial)
     else:
-        head = _HEADER_2013.pack(header.msg_id, properties, phone, header.serial)
-    if header.subpackage is not None:
-        head += _PACKAGE.pack(*header.subpackage)
+        head = _HEADER_2013.pack(msg_id, properties, phone_bcd, serial)
+    if subpackage is not None:
+        head += _PACKAGE.pack(*subpackage)
     content = head + body
     return b"\x7e" + escape(content + bytes((checksum(content),))) + b"\x7e"
 
@@ -973,14 +996,15 @@ def decode_message(frame: Frame) -> Message:
 def reply_frame(request: Header, msg_id: int, body: bytes, serial: int) -> bytes:
     """A platform frame to the terminal of ``request``: its phone digit for digit, its header version
     (and 2019 protocol version byte), and the platform's own ``serial``."""
-    header = Header(msg_id, request.phone, serial, request.version, request.protocol_version)
-    return encode_frame(header, body)
+    return _encode(msg_id, request.phone, serial, request.version, request.protocol_version, 0, None, body)
 
 
 def general_reply(request: Header, serial: int, result: int = OK) -> bytes:
     """The 0x8001 acknowledging ``request`` (its serial and message id) with ``result``."""
-    body = GeneralReply(request.serial, request.msg_id, result).encode(request.version)
-    return reply_frame(request, PLATFORM_REPLY, body, serial)
+    body = _GENERAL_REPLY.pack(request.serial, request.msg_id, result)  # GeneralReply's layout
+    return _encode(
+        PLATFORM_REPLY, request.phone, serial, request.version, request.protocol_version, 0, None, body
+    )
 
 
 def registration_reply(request: Header, serial: int, result: int, auth_code: str | None = None) -> bytes:

@@ -16,6 +16,12 @@ its replies; a frame longer than ``max_frame`` is discarded without being buffer
 authenticated terminal's sub-packages are held (a bounded amount), so a hostile peer holds little
 memory. The last part of a sub-packaged message is answered with the message's own result, once
 it is handled.
+
+The listener runs on asyncio's protocol callbacks, not streams: each chunk received is split into
+frames at once, the frames of a chunk are answered with one write, and a connection's timeouts are
+timers rescheduled only when they fire, so a report costs no read wake-up, no timeout object and
+no drain of its own. A connection handles one message at a time, in order: frames that arrive
+while a message waits for its handler are held (reading pauses past a bound) and handled after it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from citygrid.jt808.codec import (
     FAILURE,
@@ -56,6 +63,9 @@ from citygrid.jt808.codec import (
 log = logging.getLogger("citygrid.jt808")
 
 READ_CHUNK = 4096
+# Frames received beyond the one being handled, at most this many bytes of them before reading
+# pauses: a terminal that sends without waiting for its answers is slowed, not buffered.
+HELD_BYTES = READ_CHUNK * 4
 
 
 class TerminalHandler(Protocol):
@@ -69,8 +79,12 @@ class TerminalHandler(Protocol):
 
     async def authenticate(self, header: Header, authentication: Authentication) -> bool: ...
 
-    async def positions(self, header: Header, positions: Sequence[Position], *, blind_area: bool) -> None:
-        """Store the positions; return only once they are stored (the reply acknowledges them)."""
+    def positions(
+        self, header: Header, positions: Sequence[Position], *, blind_area: bool
+    ) -> Awaitable[None]:
+        """Store the positions; the awaitable completes only once they are stored (the reply
+        acknowledges them). An ``async def`` does; so does a plain method returning the future of a
+        batch writer, which spares a task per report."""
         ...
 
 
@@ -90,20 +104,330 @@ class ListenerCounters:
             self.on_frame(outcome)
 
 
-@dataclass
-class _Connection:
-    peer: str
-    writer: asyncio.StreamWriter
-    authenticated_phone: str | None = None
-    serial: int = 0
-    # A terminal's blind-area upload in sub-packages; bounded per connection.
-    assembler: SubpackageAssembler = field(
-        default_factory=lambda: SubpackageAssembler(max_messages=4, max_bytes=256 * 1024)
-    )
+class _Session(asyncio.Protocol):
+    """One terminal's connection: frames in as they arrive, one message handled at a time."""
 
-    def next_serial(self) -> int:
+    def __init__(self, listener: Jt808Listener) -> None:
+        self.listener = listener
+        self.handler = listener.handler
+        self.counters = listener.counters
+        self.peer = "?"
+        self.authenticated_phone: str | None = None
+        self.serial = 0
+        self.frames = FrameReader(max_frame=listener.max_frame)
+        # A terminal's blind-area upload in sub-packages; bounded per connection.
+        self.assembler = SubpackageAssembler(max_messages=4, max_bytes=256 * 1024)
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self._counted = False
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._busy: asyncio.Future[Any] | None = None
+        self._out: list[bytes] = []
+        self._reading_paused = False
+        self._writing_paused = False
+        self._last = 0.0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio's callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, asyncio's or uvloop's (which does not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
+        listener = self.listener
+        if len(listener._sessions) >= listener.max_connections:
+            self.closing = True
+            self.transport.close()
+            return
+        listener._sessions.add(self)
+        self._counted = True
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.counters.connections += 1
+        self.counters.connected += 1
+        loop = listener._loop()
+        self._last = loop.time()
+        # One timer each, moved on only when it fires: nothing to reschedule per frame.
+        self._timers = [
+            loop.call_at(self._last + listener.idle_timeout, self._idle_check),
+            loop.call_at(self._last + listener.auth_timeout, self._auth_check),
+        ]
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._last = self.listener._loop().time()
+        for raw in self.frames.feed(data):
+            self._queue.append(raw)
+            self._queued_bytes += len(raw)
+        self._pump()
+
+    def pause_writing(self) -> None:
+        # A peer that does not read its replies: read no more of it, and close it if it stays so.
+        self._writing_paused = True
+        self._pause_reading()
+        self._write_timer = self.listener._loop().call_later(self.listener.idle_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self._queued_bytes <= HELD_BYTES:
+            self._resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        for timer in self._timers:
+            timer.cancel()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+        self._queue.clear()
+        if self._counted:
+            self._counted = False
+            self.counters.connected -= 1
+            self.listener._sessions.discard(self)
+            self.listener._session_ended()
+
+    # --- Timers ----------------------------------------------------------------------------------
+
+    def _idle_check(self) -> None:
+        loop = self.listener._loop()
+        due = self._last + self.listener.idle_timeout
+        if self._busy is None and loop.time() >= due:
+            log.info("terminal %s silent for %.0f s: closed", self.peer, self.listener.idle_timeout)
+            self.close()
+            return
+        # A message being handled is not silence: look again once it could be.
+        self._timers[0] = loop.call_at(max(due, loop.time() + 0.1), self._idle_check)
+
+    def _auth_check(self) -> None:
+        if self.authenticated_phone is not None or self.closing:
+            return
+        if self._busy is not None:  # an authentication may be on its way: look again shortly
+            self._timers[1] = self.listener._loop().call_later(0.1, self._auth_check)
+            return
+        log.info("terminal %s not authenticated in time: closed", self.peer)
+        self.close()
+
+    def _write_stalled(self) -> None:
+        log.info("terminal %s does not read its replies: closed", self.peer)
+        self.abort()
+
+    # --- Reading and answering -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closing:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._writing_paused and self.transport is not None:
+            self._reading_paused = False
+            if not self.closing:
+                self.transport.resume_reading()
+
+    def _pump(self) -> None:
+        """Handle the frames held, in order, until one waits for its handler; then write the
+        answers of them all at once."""
+        try:
+            while self._queue and self._busy is None and not self.closing:
+                raw = self._queue.popleft()
+                self._queued_bytes -= len(raw)
+                self._frame(raw)
+        except Exception:
+            log.exception("connection of terminal %s ended by an error", self.peer)
+            self._flush()
+            self.abort()
+            return
+        self._flush()
+        if self._queued_bytes > HELD_BYTES:
+            self._pause_reading()
+        elif self._reading_paused:
+            self._resume_reading()
+
+    def _flush(self) -> None:
+        if self._out:
+            out = self._out
+            self._out = []
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _reply(self, frame: bytes) -> None:
+        self._out.append(frame)
+
+    def _next_serial(self) -> int:
         self.serial = (self.serial + 1) & 0xFFFF
         return self.serial
+
+    def _wait(self, awaitable: Awaitable[Any], then: Callable[[asyncio.Future[Any]], None]) -> None:
+        """Hold this connection's next frames until ``awaitable`` completes, then call ``then``."""
+        future = asyncio.ensure_future(awaitable)
+        self._busy = future
+
+        def done(future: asyncio.Future[Any]) -> None:
+            self._busy = None
+            if future.cancelled() or self.closing:
+                if not future.cancelled():
+                    future.exception()  # read, so that nothing is reported as never retrieved
+                return
+            try:
+                then(future)
+            except Exception:
+                log.exception("connection of terminal %s ended by an error", self.peer)
+                self.abort()
+                return
+            self._pump()
+
+        future.add_done_callback(done)
+
+    def _frame(self, raw: bytes) -> None:
+        try:
+            frame = decode_frame(raw)
+        except FrameError as error:
+            self.counters.count("bad")
+            header = peek_header(raw)
+            log.info("terminal %s sent a bad frame (%s)", self.peer, error.code)
+            if header is not None:
+                self._reply(general_reply(header, self._next_serial(), MESSAGE_ERROR))
+            return
+        if frame.header.subpackage is None:
+            self._message(frame, frame.header)
+            return
+        # Only an authenticated terminal's parts are held: a stranger's would be memory for nothing.
+        if self.authenticated_phone != frame.header.phone:
+            self.counters.count("rejected")
+            self._reply(general_reply(frame.header, self._next_serial(), FAILURE))
+            return
+        now = time.monotonic()
+        self.assembler.expire(now)
+        try:
+            whole = self.assembler.add(frame, now)
+        except FrameError as error:
+            self.counters.count("bad")
+            log.info("terminal %s sent a bad sub-package (%s)", self.peer, error.code)
+            self._reply(general_reply(frame.header, self._next_serial(), MESSAGE_ERROR))
+            return
+        if whole is None:
+            # A part is acknowledged as it comes (the terminal sends the next one on the reply) ...
+            self._reply(general_reply(frame.header, self._next_serial(), OK))
+            return
+        # ... but the last one only once the whole message is handled: its answer is the message's.
+        self._message(whole, frame.header)
+
+    def _message(self, frame: Frame, reply_to: Header) -> None:
+        """Handle one whole message; ``reply_to`` is the frame the answer acknowledges (the last
+        part of a sub-packaged one)."""
+        header = frame.header
+        try:
+            message = decode_message(frame)
+        except UnsupportedMessage:
+            self.counters.count("unsupported")
+            self._reply(general_reply(reply_to, self._next_serial(), UNSUPPORTED))
+            return
+        except FrameError as error:
+            self.counters.count("bad")
+            log.info("terminal %s sent a bad %#06x body (%s)", self.peer, header.msg_id, error.code)
+            self._reply(general_reply(reply_to, self._next_serial(), MESSAGE_ERROR))
+            return
+        if isinstance(message, Position | PositionBatch):
+            self._positions(header, message, reply_to)
+        elif isinstance(message, Registration):
+            self._register(header, message)
+        elif isinstance(message, Authentication):
+            self._authenticate(header, message)
+        elif isinstance(message, Heartbeat):
+            self.counters.count("ok")
+            self._reply(general_reply(header, self._next_serial(), OK))
+        elif isinstance(message, Logout):
+            self.counters.count("ok")
+            self._reply(general_reply(header, self._next_serial(), OK))
+            self._flush()
+            self.close()  # once the answer is written
+        else:  # a terminal's own general reply (0x0001) to something we sent: nothing to answer
+            self.counters.count("ok")
+
+    def _register(self, header: Header, registration: Registration) -> None:
+        def answered(future: asyncio.Future[Any]) -> None:
+            error = future.exception()
+            if error is not None:
+                # No answer: the terminal asks again after its own timeout. Any 0x8100 result would
+                # be an answer it may take as final.
+                log.warning("registration of terminal %s not answered (%s)", header.phone, error)
+                return
+            result, auth_code = future.result()
+            self.counters.count("ok" if result == REGISTERED else "rejected")
+            self._reply(
+                registration_reply(
+                    header, self._next_serial(), result, auth_code if result == REGISTERED else None
+                )
+            )
+
+        self._wait(self.handler.register(header, registration), answered)
+
+    def _authenticate(self, header: Header, authentication: Authentication) -> None:
+        def answered(future: asyncio.Future[Any]) -> None:
+            error = future.exception()
+            if error is not None:
+                log.warning("authentication of terminal %s not answered (%s)", header.phone, error)
+                return  # as for a registration: it asks again
+            accepted = bool(future.result())
+            if accepted:
+                self.authenticated_phone = header.phone
+            self.counters.count("ok" if accepted else "rejected")
+            self._reply(general_reply(header, self._next_serial(), OK if accepted else FAILURE))
+
+        self._wait(self.handler.authenticate(header, authentication), answered)
+
+    def _positions(self, header: Header, message: Position | PositionBatch, reply_to: Header) -> None:
+        # A terminal speaks for its own phone number only: another number on this connection is not it.
+        if self.authenticated_phone != header.phone:
+            self.counters.count("rejected")
+            self._reply(general_reply(reply_to, self._next_serial(), FAILURE))
+            return
+        positions = message.positions if isinstance(message, PositionBatch) else (message,)
+        blind_area = isinstance(message, PositionBatch) and message.kind == 1
+
+        def stored(future: asyncio.Future[Any]) -> None:
+            self._stored(header, reply_to, len(positions), future.exception())
+
+        try:
+            pending = self.handler.positions(header, positions, blind_area=blind_area)
+        except Exception as error:
+            self._stored(header, reply_to, len(positions), error)
+            return
+        self._wait(pending, stored)
+
+    def _stored(self, header: Header, reply_to: Header, count: int, error: BaseException | None) -> None:
+        if error is not None:
+            log.warning(
+                "positions of terminal %s not stored (%s): refused, it will send them again",
+                header.phone,
+                error,
+            )
+            self.counters.count("rejected")
+            self._reply(general_reply(reply_to, self._next_serial(), FAILURE))
+            return
+        self.counters.count("ok")
+        self.counters.positions += count
+        self._reply(general_reply(reply_to, self._next_serial(), OK))
+
+    def cancel(self) -> None:
+        """The listener closes: what this connection waits for is abandoned, the connection closed."""
+        if self._busy is not None:
+            self._busy.cancel()
+        self.close()
 
 
 class Jt808Listener:
@@ -130,7 +454,9 @@ class Jt808Listener:
         self.max_connections = max_connections
         self.counters = ListenerCounters(on_frame=on_frame)
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._sessions: set[_Session] = set()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._all_ended: asyncio.Event | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -139,8 +465,17 @@ class Jt808Listener:
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self._event_loop is not None
+        return self._event_loop
+
+    def _session_ended(self) -> None:
+        if not self._sessions and self._all_ended is not None:
+            self._all_ended.set()
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=READ_CHUNK * 4)
+        self._event_loop = asyncio.get_running_loop()
+        self._server = await self._event_loop.create_server(lambda: _Session(self), self.host, self.port)
 
     async def serve_forever(self) -> None:
         """Serve until cancelled, then close the listener and every connection."""
@@ -154,183 +489,15 @@ class Jt808Listener:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=5.0)
+        if self._sessions:
+            self._all_ended = asyncio.Event()
+            for session in list(self._sessions):
+                session.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._all_ended.wait()
+            self._all_ended = None
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self._connections) >= self.max_connections:
-            writer.close()
-            return
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        connection = _Connection(peer=f"{peer[0]}:{peer[1]}" if peer else "?", writer=writer)
-        self.counters.connections += 1
-        self.counters.connected += 1
-        try:
-            await self._serve(connection, reader)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        except Exception:
-            log.exception("connection of terminal %s ended by an error", connection.peer)
-        finally:
-            self.counters.connected -= 1
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
-        frames = FrameReader(max_frame=self.max_frame)
-        # A connection that has not authenticated by then is closed: a slot held by a stranger.
-        authenticate_by = time.monotonic() + self.auth_timeout
-        while True:
-            wait = self.idle_timeout
-            if connection.authenticated_phone is None:
-                wait = min(wait, authenticate_by - time.monotonic())
-            try:
-                async with asyncio.timeout(max(wait, 0.0)):
-                    data = await reader.read(READ_CHUNK)
-            except TimeoutError:
-                log.info("terminal %s silent or not authenticated in time: closed", connection.peer)
-                return
-            if not data:
-                return
-            for raw in frames.feed(data):
-                if not await self._frame(connection, raw):
-                    return
-            # A peer that does not read its replies is closed rather than held.
-            async with asyncio.timeout(self.idle_timeout):
-                await connection.writer.drain()
-
-    async def _frame(self, connection: _Connection, raw: bytes) -> bool:
-        """Answer one frame; False when the connection ends (logout)."""
-        try:
-            frame = decode_frame(raw)
-        except FrameError as error:
-            self.counters.count("bad")
-            header = peek_header(raw)
-            log.info("terminal %s sent a bad frame (%s)", connection.peer, error.code)
-            if header is not None:
-                self._reply(connection, general_reply(header, connection.next_serial(), MESSAGE_ERROR))
-            return True
-        if frame.header.subpackage is None:
-            return await self._message(connection, frame, frame.header)
-        # Only an authenticated terminal's parts are held: a stranger's would be memory for nothing.
-        if connection.authenticated_phone != frame.header.phone:
-            self.counters.count("rejected")
-            self._reply(connection, general_reply(frame.header, connection.next_serial(), FAILURE))
-            return True
-        now = time.monotonic()
-        connection.assembler.expire(now)
-        try:
-            whole = connection.assembler.add(frame, now)
-        except FrameError as error:
-            self.counters.count("bad")
-            log.info("terminal %s sent a bad sub-package (%s)", connection.peer, error.code)
-            self._reply(connection, general_reply(frame.header, connection.next_serial(), MESSAGE_ERROR))
-            return True
-        if whole is None:
-            # A part is acknowledged as it comes (the terminal sends the next one on the reply) ...
-            self._reply(connection, general_reply(frame.header, connection.next_serial(), OK))
-            return True
-        # ... but the last one only once the whole message is handled: its answer is the message's.
-        return await self._message(connection, whole, frame.header)
-
-    async def _message(self, connection: _Connection, frame: Frame, reply_to: Header) -> bool:
-        """Handle one whole message; ``reply_to`` is the frame the answer acknowledges (the last
-        part of a sub-packaged one)."""
-        header = frame.header
-        try:
-            message = decode_message(frame)
-        except UnsupportedMessage:
-            self.counters.count("unsupported")
-            self._reply(connection, general_reply(reply_to, connection.next_serial(), UNSUPPORTED))
-            return True
-        except FrameError as error:
-            self.counters.count("bad")
-            log.info("terminal %s sent a bad %#06x body (%s)", connection.peer, header.msg_id, error.code)
-            self._reply(connection, general_reply(reply_to, connection.next_serial(), MESSAGE_ERROR))
-            return True
-        if isinstance(message, Registration):
-            await self._register(connection, header, message)
-        elif isinstance(message, Authentication):
-            await self._authenticate(connection, header, message)
-        elif isinstance(message, Heartbeat):
-            self.counters.count("ok")
-            self._reply(connection, general_reply(header, connection.next_serial(), OK))
-        elif isinstance(message, Logout):
-            self.counters.count("ok")
-            self._reply(connection, general_reply(header, connection.next_serial(), OK))
-            await connection.writer.drain()
-            return False
-        elif isinstance(message, Position | PositionBatch):
-            await self._positions(connection, header, message, reply_to)
-        else:  # a terminal's own general reply (0x0001) to something we sent: nothing to answer
-            self.counters.count("ok")
-        return True
-
-    async def _register(self, connection: _Connection, header: Header, registration: Registration) -> None:
-        try:
-            result, auth_code = await self.handler.register(header, registration)
-        except Exception as error:
-            # No answer: the terminal asks again after its own timeout. Any 0x8100 result would be
-            # an answer it may take as final.
-            log.warning("registration of terminal %s not answered (%s)", header.phone, error)
-            return
-        self.counters.count("ok" if result == REGISTERED else "rejected")
-        self._reply(
-            connection,
-            registration_reply(
-                header, connection.next_serial(), result, auth_code if result == REGISTERED else None
-            ),
-        )
-
-    async def _authenticate(
-        self, connection: _Connection, header: Header, authentication: Authentication
-    ) -> None:
-        try:
-            accepted = await self.handler.authenticate(header, authentication)
-        except Exception as error:
-            log.warning("authentication of terminal %s not answered (%s)", header.phone, error)
-            return  # as for a registration: it asks again
-        if accepted:
-            connection.authenticated_phone = header.phone
-        self.counters.count("ok" if accepted else "rejected")
-        self._reply(connection, general_reply(header, connection.next_serial(), OK if accepted else FAILURE))
-
-    async def _positions(
-        self, connection: _Connection, header: Header, message: Position | PositionBatch, reply_to: Header
-    ) -> None:
-        # A terminal speaks for its own phone number only: another number on this connection is not it.
-        if connection.authenticated_phone != header.phone:
-            self.counters.count("rejected")
-            self._reply(connection, general_reply(reply_to, connection.next_serial(), FAILURE))
-            return
-        positions = message.positions if isinstance(message, PositionBatch) else (message,)
-        blind_area = isinstance(message, PositionBatch) and message.kind == 1
-        try:
-            await self.handler.positions(header, positions, blind_area=blind_area)
-        except Exception as error:
-            log.warning(
-                "positions of terminal %s not stored (%s): refused, it will send them again",
-                header.phone,
-                error,
-            )
-            self.counters.count("rejected")
-            self._reply(connection, general_reply(reply_to, connection.next_serial(), FAILURE))
-            return
-        self.counters.count("ok")
-        self.counters.positions += len(positions)
-        self._reply(connection, general_reply(reply_to, connection.next_serial(), OK))
-
-    @staticmethod
-    def _reply(connection: _Connection, frame: bytes) -> None:
-        connection.writer.write(frame)
