@@ -340,14 +340,15 @@ class BenchTerminal:
         return decode_frame(self.pending.pop(0))
 
 
-def start_sampler(into: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
-    """py-spy on the service while the terminals report (``--profile DIR``); read with
-    ``python -m bench.hotpath --top DIR/jt808-service.txt``."""
-    if into is None or shutil.which("py-spy") is None:
+def start_sampler(into: Path | None, pid: int, intake: str) -> subprocess.Popen[bytes] | None:
+    """py-spy on the service while an intake runs (``--profile DIR``); read with
+    ``python -m bench.hotpath --top DIR/<intake>-service.txt``."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if into is None or spy is None:
         return None
     into.mkdir(parents=True, exist_ok=True)
-    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
-    return subprocess.Popen([*command, "-o", str(into / "jt808-service.txt")])
+    command = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"]
+    return subprocess.Popen([*command, "-o", str(into / f"{intake}-service.txt")])
 
 
 def stop_sampler(sampler: subprocess.Popen[bytes] | None) -> None:
@@ -389,7 +390,7 @@ async def jt808_intake(
             if GeneralReply.decode(frame.body, frame.header).result == OK:
                 acknowledged += 1
 
-    sampler = start_sampler(profile_into, pid)
+    sampler = start_sampler(profile_into, pid, "jt808")
     cpu_before = cpu_seconds([pid])
     started = time.perf_counter()
     await asyncio.gather(*(report(terminal) for terminal in terminals))
@@ -458,8 +459,10 @@ def run(
             ) as child:
                 wait_healthy(service_url, child, log)  # its partitions exist from here on
                 results["raw_copy"] = asyncio.run(raw_copy(url, trucks, positions))
+                sampler = start_sampler(profile_into, child.pid, "http")
                 before = cpu_seconds([child.pid])
                 results["http"] = asyncio.run(http_intake(service_url, headers, trucks, positions, senders))
+                stop_sampler(sampler)
                 results["http"]["service_cpu_us_per_position"] = (
                     1e6 * (cpu_seconds([child.pid]) - before) / max(results["http"]["positions"], 1)
                 )

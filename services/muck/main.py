@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -65,12 +66,21 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
     def setup(runtime: Runtime) -> None:
         metrics = MuckMetrics(runtime.metrics.registry)
         positions = Positions(runtime, metrics, days_back=partitions.DAYS_BACK)
+        # The frame counter's series looked up once each (when first seen), not per frame.
+        frames: dict[str, Any] = {}
+
+        def count_frame(outcome: str) -> None:
+            counter = frames.get(outcome)
+            if counter is None:
+                counter = frames[outcome] = metrics.frames.labels(outcome)
+            counter.inc()
+
         listener = Jt808Listener(
             MuckTerminals(runtime, positions),
             host=settings.jt808_host,
             port=settings.jt808_port,
             idle_timeout=settings.jt808_idle_seconds,
-            on_frame=lambda outcome: metrics.frames.labels(outcome).inc(),
+            on_frame=count_frame,
         )
         rules = TransportRules(
             runtime, metrics, RulesConfig(lease=timedelta(seconds=settings.rules_lease_seconds))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from sqlalchemy import select
+from sqlalchemy import ARRAY, String, any_, bindparam, select
 
 from citygrid.auth import CurrentPrincipal, require_city_wide
 from citygrid.clock import EARLIEST, LATEST
@@ -27,6 +27,12 @@ router = APIRouter(prefix="/v1", tags=["muck positions"])
 LOAD_NAMES = {code: name for name, code in LOAD_CODES.items()}
 LONGEST_TRACK = timedelta(days=1)
 TRACK_POINTS = 20_000
+
+
+# Built once, the plates as one array parameter: an IN list would be a bind per plate, compiled
+# again for every batch size.
+KNOWN_PLATES = select(Truck.plate).where(Truck.plate == any_(bindparam("plates", type_=ARRAY(String))))
+KNOWN_PLATES_OF_COMPANY = KNOWN_PLATES.where(Truck.company_code == bindparam("company"))
 
 
 class UnknownTruck(NotFound):
@@ -66,12 +72,15 @@ async def report_positions(
     of a truck not in the register, without a fix, out of range or out of time is refused alone. A
     platform's key bound to a transport company (its ``unit``) relays that company's trucks only."""
     require_city_wide(principal, "the fleet's positions")
-    plates = {item.plate for item in body.positions}
-    query = select(Truck.plate).where(Truck.plate.in_(plates))
-    if principal.unit is not None:
-        query = query.where(Truck.company_code == principal.unit)
+    plates = list({item.plate for item in body.positions})
     async with runtime.reads() as session:
-        known = set((await session.scalars(query)).all())
+        if principal.unit is None:
+            found = await session.scalars(KNOWN_PLATES, {"plates": plates})
+        else:
+            found = await session.scalars(
+                KNOWN_PLATES_OF_COMPANY, {"plates": plates, "company": principal.unit}
+            )
+        known = set(found.all())
     refused: list[Refusal] = []
     reports: list[Report] = []
     indexes: list[int] = []
@@ -87,19 +96,20 @@ async def report_positions(
             )
             continue
         indexes.append(index)
+        location = item.location
         reports.append(
             Report(
-                plate=item.plate,
-                at=item.at,
-                lon=item.location.lon,
-                lat=item.location.lat,
-                speed_kmh=item.speed_kmh,
-                direction=item.direction,
-                altitude_m=item.altitude_m,
-                alarm=item.alarm,
-                status=item.status,
-                load=LOAD_CODES[item.load] if item.load else None,
-                mileage_km=item.mileage_km,
+                item.plate,
+                item.at,
+                location.lon,
+                location.lat,
+                item.speed_kmh,
+                item.direction,
+                item.altitude_m,
+                item.alarm,
+                item.status,
+                LOAD_CODES[item.load] if item.load else None,
+                item.mileage_km,
             )
         )
     not_stored = await positions_of(request).store(

@@ -4,11 +4,10 @@ over a terminal's JT/T 808 connection or from a vendor's platform over HTTP."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NamedTuple
 
-from services.muck.models import POSITION_COLUMNS, PositionSource
+from services.muck.models import POSITION_COLUMNS
 
 # Where a fix in mainland China can be (a wider box than the country, narrower than the globe): a
 # terminal without a fix sends zeros, and some send latitude and longitude swapped.
@@ -25,8 +24,10 @@ def known_altitude(metres: int) -> int | None:
     return metres if ALTITUDE_RANGE[0] <= metres <= ALTITUDE_RANGE[1] else None
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
+    """One reported position. A tuple whose first fields are a row's, in the table's column order,
+    so a row is a slice of it and three values: this runs for every position."""
+
     plate: str
     at: datetime
     lon: float
@@ -63,27 +64,21 @@ ROW_ORDER = (
     "plate", "at", "lon", "lat", "speed_kmh", "direction", "altitude_m", "alarm", "status", "load",
     "mileage_km", "source", "blind_area", "received_at",
 )  # fmt: skip
-if ROW_ORDER != POSITION_COLUMNS:
+REPORT_COLUMNS = 11
+# A row of ``positions`` is a report's first REPORT_COLUMNS values, then source, blind_area and
+# received_at.
+if ROW_ORDER != POSITION_COLUMNS or Report._fields[:REPORT_COLUMNS] != ROW_ORDER[:REPORT_COLUMNS]:
     raise RuntimeError("row() must build its tuple in the positions table's column order")
 
 
-def row(
-    report: Report, *, source: PositionSource, blind_area: bool, received_at: datetime
-) -> tuple[Any, ...]:
-    """A row of ``positions`` in COPY's column order (built directly: this runs for every position)."""
+def acceptable(report: Report, *, earliest: datetime, latest: datetime) -> bool:
+    """The common case of :func:`refusal` in one expression (NaN compares false, so it is refused
+    there with its reason); ``latest`` is now plus the tolerance."""
     return (
-        report.plate,
-        report.at,
-        report.lon,
-        report.lat,
-        report.speed_kmh,
-        report.direction,
-        report.altitude_m,
-        report.alarm,
-        report.status,
-        report.load,
-        report.mileage_km,
-        source.value,
-        blind_area,
-        received_at,
+        report.fixed
+        and LON_RANGE[0] <= report.lon <= LON_RANGE[1]
+        and LAT_RANGE[0] <= report.lat <= LAT_RANGE[1]
+        and 0 <= report.direction <= 359
+        and 0 <= report.speed_kmh <= 250
+        and earliest <= report.at <= latest
     )

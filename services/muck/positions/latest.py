@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ _INDEX = {name: POSITION_COLUMNS.index(name) for name in POSITION_COLUMNS}
 # More trucks than the city has: a bound on the map, whatever arrives.
 MAX_TRUCKS = 100_000
 LATEST_FIELDS = ("plate", "at", "lon", "lat", "speed_kmh", "direction", "load", "received_at")
+_LATEST_OF_ROW = operator.itemgetter(*(_INDEX[name] for name in LATEST_FIELDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +112,20 @@ class LatestPositions:
         return changed
 
     def apply_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Latest]:
-        newest: dict[str, Latest] = {}
+        # The newest row per truck first, on the rows themselves: a Latest is built only for a row
+        # that will change the map, a few thousand a batch rather than every row.
+        plate_at, at_at = _INDEX["plate"], _INDEX["at"]
+        newest: dict[str, tuple[Any, ...]] = {}
         for row in rows:
-            position = Latest(*(row[_INDEX[name]] for name in LATEST_FIELDS))
-            current = newest.get(position.plate)
-            if current is None or position.at > current.at:
-                newest[position.plate] = position
-        return self.apply(newest.values())
+            current = newest.get(row[plate_at])
+            if current is None or row[at_at] > current[at_at]:
+                newest[row[plate_at]] = row
+        by_plate = self._by_plate
+        return self.apply(
+            Latest(*_LATEST_OF_ROW(row))
+            for plate, row in newest.items()
+            if (known := by_plate.get(plate)) is None or row[at_at] > known.at
+        )
 
     @staticmethod
     def encode(positions: Iterable[Latest]) -> bytes:

@@ -18,7 +18,7 @@ from citygrid.runtime import Runtime
 from services.muck.events import LATEST_POSITIONS_SUBJECT
 from services.muck.metrics import MuckMetrics
 from services.muck.models import PositionSource
-from services.muck.positions.intake import Report, refusal, row
+from services.muck.positions.intake import FUTURE_TOLERANCE, REPORT_COLUMNS, Report, acceptable, refusal
 from services.muck.positions.latest import LatestPositions
 from services.muck.positions.writer import PositionWriter, StoreUnavailable
 
@@ -50,19 +50,23 @@ class Positions:
         once the stored ones are committed; raises when they could not be."""
         now = datetime.now(UTC)
         earliest = now - timedelta(days=self.days_back)
+        latest = now + FUTURE_TOLERANCE
         rows: list[tuple[Any, ...]] = []
         refused: list[tuple[int, str, str]] = []
         seen: set[tuple[str, datetime]] = set()
+        tail = (source.value, blind_area, now)
         for index, report in enumerate(reports):
-            why = refusal(report, now=now, earliest=earliest)
-            if why is None:
-                # The same report twice in one upload (blind-area data often has it) is one row.
-                if (report.plate, report.at) not in seen:
-                    seen.add((report.plate, report.at))
-                    rows.append(row(report, source=source, blind_area=blind_area, received_at=now))
-            else:
-                refused.append((index, *why))
-                self.metrics.positions_refused.labels(source.value, why[0]).inc()
+            if not acceptable(report, earliest=earliest, latest=latest):
+                why = refusal(report, now=now, earliest=earliest)
+                if why is not None:
+                    refused.append((index, *why))
+                    self.metrics.positions_refused.labels(source.value, why[0]).inc()
+                    continue
+            # The same report twice in one upload (blind-area data often has it) is one row.
+            key = (report.plate, report.at)
+            if key not in seen:
+                seen.add(key)
+                rows.append(report[:REPORT_COLUMNS] + tail)
         try:
             await self.writer.write(rows)
         except DomainError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,7 @@ class PositionWriter:
     max_pending: int = 200_000
     # Called with each committed batch (the latest positions, the metrics).
     on_committed: Callable[[Sequence[tuple[Any, ...]], float], Awaitable[None]] | None = None
-    _waiting: list[_Waiting] = field(default_factory=list)
+    _waiting: deque[_Waiting] = field(default_factory=deque)
     _pending_rows: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -120,7 +121,7 @@ class PositionWriter:
         batch: list[_Waiting] = []
         rows = 0
         while self._waiting and (not batch or rows + len(self._waiting[0].rows) <= self.max_rows):
-            waiting = self._waiting.pop(0)
+            waiting = self._waiting.popleft()
             batch.append(waiting)
             rows += len(waiting.rows)
         return batch
