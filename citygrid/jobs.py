@@ -20,6 +20,9 @@ class PeriodicJob:
     every_seconds: float
     run: Callable[[], Awaitable[int]]  # returns how many items it handled
     batch_size: int = 500  # a full batch means there is more: run again at once
+    # Run once as the process stops, after the job's task has ended (a lease given back, say, so
+    # another replica takes over at once rather than when the lease lapses).
+    on_stop: Callable[[], Awaitable[None]] | None = None
 
 
 async def run_forever(job: PeriodicJob, metrics: KitMetrics | None = None) -> None:

@@ -46,6 +46,8 @@ log = logging.getLogger("citygrid.runtime")
 
 # How long a stopping process lets its consumers finish the events they hold.
 DRAIN_SECONDS = 10.0
+# What a job's stop may take at the most (it must not hold the process up).
+JOB_STOP_SECONDS = 2.0
 
 
 @dataclass
@@ -251,6 +253,13 @@ class Runtime:
         )
         await cancel_all(self.tasks)
         self.tasks.clear()
+        for job in self.jobs:
+            if job.on_stop is not None:
+                try:
+                    async with asyncio.timeout(JOB_STOP_SECONDS):
+                        await job.on_stop()
+                except Exception as error:
+                    log.warning("job %s: its stop did not finish: %s", job.name, error)
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 await self.nats.close()

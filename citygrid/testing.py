@@ -89,6 +89,17 @@ class Infrastructure:
         name, password = access.credentials(user)
         return {"nats_url": access.server_url, "nats_user": name, "nats_password": password}
 
+    def service_settings(self, user: str, database: str, nats_url: str | None = None) -> dict[str, Any]:
+        """The settings every service has under test: its test database, NATS as its own user, the
+        session's signing key and a quick outbox relay; a service's own are added to them."""
+        return {
+            "environment": "test",
+            "database_url": database,
+            **self.nats_settings(user, nats_url),
+            "internal_token_public_key": self.public_key,
+            "outbox_poll_seconds": 0.2,
+        }
+
     def database(self, package: str) -> str:
         """URL of the test database of a package with migrations (created and migrated once)."""
         if package not in self.migrated:

@@ -185,6 +185,42 @@ async def register_consumers(gateway_database: str) -> dict[str, str]:
     return await register_test_consumers(gateway_database, CONSUMERS)
 
 
+@dataclass
+class ServiceStack:
+    """A domain service and the case service behind one gateway, and a client of the gateway."""
+
+    client: httpx.AsyncClient
+    keys: dict[str, str]
+
+    def as_(self, consumer: str) -> dict[str, str]:
+        return {"X-API-Key": self.keys[consumer]}
+
+
+@contextlib.asynccontextmanager
+async def service_with_cases(
+    infrastructure: Infrastructure,
+    databases: dict[str, str],
+    name: str,
+    service_app: FastAPI,
+    consumers: dict[str, SuiteConsumer],
+) -> AsyncIterator[ServiceStack]:
+    """Serve ``service_app`` as upstream ``name`` with the case service behind one gateway, the given
+    consumers registered, once both services are connected to NATS."""
+    case_app = create_case_app(case_settings(infrastructure, databases))
+    async with serve_app(case_app) as case_url, serve_app(service_app) as service_url:
+        settings = gateway_settings(
+            infrastructure, databases, case_url, upstreams={"case": case_url, name: service_url}
+        )
+        keys = await register_test_consumers(databases["gateway"], consumers)
+        async with (
+            serve_app(create_gateway_app(settings)) as gateway_url,
+            httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
+        ):
+            await wait_until(service_app.state.kit.messaging_ready.is_set)
+            await wait_until(case_app.state.kit.messaging_ready.is_set)
+            yield ServiceStack(client, keys)
+
+
 @pytest.fixture
 async def stack_factory(infrastructure: Infrastructure, databases: dict[str, str], clean: None):
     """Start the case service (optionally on another NATS) behind a gateway."""

@@ -6,26 +6,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
-from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
-from gateway.main import create_app as create_gateway_app
-from services.case.main import create_app as create_case_app
+from citygrid.testing import Infrastructure, truncate_all, wait_until
 from services.muck.events import NATS_IDENTITY as MUCK_NATS
 from services.muck.main import MuckSettings
 from services.muck.main import create_app as create_muck_app
 from tests.conftest import (
     CLERK_ROLES,
     CLERK_UNIT,
+    ServiceStack,
     SuiteConsumer,
-    case_settings,
-    gateway_settings,
-    register_test_consumers,
+    service_with_cases,
 )
 
 MUCK = "/api/muck/v1"
@@ -38,13 +33,7 @@ CONSUMERS: dict[str, SuiteConsumer] = {
 }
 
 
-@dataclass
-class Stack:
-    client: httpx.AsyncClient
-    keys: dict[str, str]
-
-    def as_(self, consumer: str) -> dict[str, str]:
-        return {"X-API-Key": self.keys[consumer]}
+Stack = ServiceStack
 
 
 @pytest.fixture
@@ -52,31 +41,16 @@ async def muck_case_stack(
     infrastructure: Infrastructure, databases: dict[str, str], muck_database: str, clean: None
 ) -> AsyncIterator[Stack]:
     await truncate_all(muck_database)
-    case_app = create_case_app(case_settings(infrastructure, databases))
     muck_app = create_muck_app(
         MuckSettings(
-            environment="test",
-            database_url=muck_database,
-            **infrastructure.nats_settings(MUCK_NATS.user),
-            internal_token_public_key=infrastructure.public_key,
-            outbox_poll_seconds=0.2,
+            **infrastructure.service_settings(MUCK_NATS.user, muck_database),
             jt808_host="127.0.0.1",
             jt808_port=0,
             rules_round_seconds=0.1,
         )
     )
-    async with serve_app(case_app) as case_url, serve_app(muck_app) as muck_url:
-        settings = gateway_settings(
-            infrastructure, databases, case_url, upstreams={"case": case_url, "muck": muck_url}
-        )
-        keys = await register_test_consumers(databases["gateway"], CONSUMERS)
-        async with (
-            serve_app(create_gateway_app(settings)) as gateway_url,
-            httpx.AsyncClient(base_url=gateway_url, timeout=20.0) as client,
-        ):
-            await wait_until(muck_app.state.kit.messaging_ready.is_set)
-            await wait_until(case_app.state.kit.messaging_ready.is_set)
-            yield Stack(client, keys)
+    async with service_with_cases(infrastructure, databases, "muck", muck_app, CONSUMERS) as running:
+        yield running
 
 
 def speeding(count: int) -> list[dict[str, Any]]:

@@ -94,14 +94,7 @@ def gas_database(infrastructure: Infrastructure) -> str:
 
 
 def gas_settings(infrastructure: Infrastructure, database: str, **overrides: Any) -> GasSettings:
-    values: dict[str, Any] = {
-        "environment": "test",
-        "database_url": database,
-        **infrastructure.nats_settings(NATS_IDENTITY.user),
-        "internal_token_public_key": infrastructure.public_key,
-        "outbox_poll_seconds": 0.2,
-        "figures_seconds": 0.5,
-    }
+    values = infrastructure.service_settings(NATS_IDENTITY.user, database) | {"figures_seconds": 0.5}
     return GasSettings(**(values | overrides))
 
 
