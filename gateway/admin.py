@@ -53,7 +53,8 @@ class IssuedConsumer(ConsumerOut):
     api_key: str = Field(description="Shown once; only its hash is stored.")
 
 
-async def _admin(request: Request) -> Principal:
+async def require_admin(request: Request) -> Principal:
+    """The caller, when it holds the scope ``admin`` for the whole city; counted against its limit."""
     state = request.app.state.gateway
     client = state.admit(request)
     principal: Principal
@@ -68,7 +69,7 @@ async def _admin(request: Request) -> Principal:
 
 @router.post("/consumers", status_code=201, operation_id="register_consumer")
 async def create_consumer(body: NewConsumer, request: Request, runtime: RuntimeDep) -> IssuedConsumer:
-    await _admin(request)
+    await require_admin(request)
     async with runtime.uow() as uow:
         consumer, plaintext = await register_consumer(
             uow.session,
@@ -87,7 +88,7 @@ async def create_consumer(body: NewConsumer, request: Request, runtime: RuntimeD
 async def list_consumers(
     request: Request, runtime: RuntimeDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[ConsumerOut]:
-    await _admin(request)
+    await require_admin(request)
     query = select(ApiConsumer).order_by(ApiConsumer.id).limit(limit + 1)
     if cursor:
         (after,) = decode_cursor(cursor, 1)
@@ -102,7 +103,7 @@ async def list_consumers(
 
 @router.post("/consumers/{consumer_id}/revoke", operation_id="revoke_consumer")
 async def revoke(consumer_id: uuid.UUID, request: Request, runtime: RuntimeDep) -> ConsumerOut:
-    await _admin(request)
+    await require_admin(request)
     async with runtime.uow() as uow:
         consumer = await revoke_consumer(uow.session, consumer_id)
         out = ConsumerOut.model_validate(consumer)

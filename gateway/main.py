@@ -3,17 +3,21 @@
 What a request meets, in order: CORS (a preflight from a configured frontend is answered here,
 without credentials), the kit's request context and body limit, the per-address limit (before
 authentication, so a flood costs no lookup), authentication, the scope, the per-principal limit,
-and the upstream's own connection pool. ``/metrics`` is not on this listener: the gateway serves it
-on ``CITYGRID_INTERNAL_PORT``, which only operators reach.
+and the upstream's own connection pool. Every call answered once the principal is known, a refusal
+too, is recorded in the message log (``gateway.message_log``) without waiting for the database.
+``/metrics`` is not on this listener: the gateway serves it on ``CITYGRID_INTERNAL_PORT``, which
+only operators reach.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,7 +28,10 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from citygrid.auth import MissingScope, Principal, PrincipalVerifier
+from citygrid.errors import DomainError
 from citygrid.http import create_base_app
+from citygrid.jobs import PeriodicJob
+from citygrid.logging import request_id_var
 from citygrid.metrics import KitMetrics, metrics_endpoint
 from citygrid.middleware import RequestContextMiddleware
 from citygrid.runtime import Runtime
@@ -40,6 +47,11 @@ from gateway.authn import (
 )
 from gateway.clients import IPNetwork, client_address, limit_key, parse_networks
 from gateway.cors import CorsMiddleware
+from gateway.message_log import api as message_log_api
+from gateway.message_log import capture
+from gateway.message_log import partitions as message_log_partitions
+from gateway.message_log.chain import Hasher
+from gateway.message_log.recorder import Call, MessageLog
 from gateway.metrics import GatewayMetrics
 from gateway.people import PeopleTokens
 from gateway.routing import UPSTREAMS, is_routable, required_scope
@@ -61,6 +73,8 @@ class GatewayState:
     proxies: tuple[IPNetwork, ...]
     openapi: openapi.OpenApiCache
     metrics: GatewayMetrics
+    message_log: MessageLog
+    message_log_hashers: tuple[Hasher, ...]  # the current key's first; earlier keys verify older chains
 
     def client_address(self, request: Request) -> str:
         """The caller's address: the socket's peer, or what trusted proxies say it is."""
@@ -121,6 +135,37 @@ class GatewayState:
             self.metrics.refused.labels(reason="too_many_uploads").inc()
             raise
 
+    def record_call(
+        self,
+        request: Request,
+        *,
+        service: str,
+        path: str,
+        principal: Principal,
+        status: int,
+        started: float,
+    ) -> None:
+        """Put a call answered for ``principal`` in the message log (``path`` after ``/api/<service>/``).
+
+        No body is read and no query value is kept."""
+        try:
+            self.message_log.record(
+                Call(
+                    request_id=request_id_var.get(),
+                    consumer=principal.subject,
+                    dataset=capture.dataset_of(service, path),
+                    action=capture.action_of(request.method),
+                    method=request.method,
+                    path=capture.public_path(request.url.path),
+                    query_keys=capture.query_keys(request.scope.get("query_string", b"")),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000),
+                )
+            )
+        except Exception:
+            # The call is answered whatever happens here; a fault is logged, never the caller's.
+            log.exception("message log: a call could not be recorded")
+
     async def aclose(self) -> None:
         await self.openapi.close()
         await self.authenticator.aclose()
@@ -141,20 +186,43 @@ def _proxy_route(service: str) -> Any:
         client = state.admit(request)
         principal, per_minute = await state.authenticate(request, client)
         request.state.principal = principal
-        if not is_routable(path):
-            raise proxy.UnknownService(f"no such path: /api/{service}/{path}")
-        scope = required_scope(upstream, request.method, path)
-        if not principal.has_scope(scope):
-            raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
-        quota = state.count(principal.subject, per_minute)
-        return await state.forward(
+        # From here on the call is answered for a principal: the message log records it, refusals too.
+        started = time.perf_counter()
+        try:
+            if not is_routable(path):
+                raise proxy.UnknownService(f"no such path: /api/{service}/{path}")
+            scope = required_scope(upstream, request.method, path)
+            if not principal.has_scope(scope):
+                raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
+            quota = state.count(principal.subject, per_minute)
+            response = await state.forward(
+                request,
+                service,
+                path=path,
+                principal=principal,
+                forwarded_prefix=f"/api/{service}",
+                response_headers=quota.headers(),
+            )
+        except Exception as error:
+            status = error.status if isinstance(error, DomainError) else 500
+            state.record_call(
+                request,
+                service=service,
+                path=path,
+                principal=principal,
+                status=status,
+                started=started,
+            )
+            raise
+        state.record_call(
             request,
-            service,
+            service=service,
             path=path,
             principal=principal,
-            forwarded_prefix=f"/api/{service}",
-            response_headers=quota.headers(),
+            status=response.status_code,
+            started=started,
         )
+        return response
 
     route_to_service.__name__ = f"route_to_{service}"
     return route_to_service
@@ -187,6 +255,29 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         messaging=False,
     )
     metrics = GatewayMetrics(runtime.metrics.registry)
+    hashers = tuple(Hasher.of(key) for key in [settings.message_log_key, *settings.message_log_previous_keys])
+
+    async def message_log_partitions_round() -> int:
+        # The replica's clock, which stamps the records.
+        today = datetime.now(UTC).date()
+        return await message_log_partitions.maintain(runtime.db, today, settings.message_log_retention_days)
+
+    async def prepare_message_log() -> None:
+        # This month's partition before the first call; a database that is down now is retried by the job.
+        try:
+            await message_log_partitions_round()
+        except Exception as error:
+            log.warning("message log: partitions not checked at start (%s); the job retries", error)
+
+    runtime.on_startup = [prepare_message_log]
+    runtime.jobs = [
+        PeriodicJob(
+            "gateway-message-log-partitions",
+            settings.message_log_partition_check_seconds,
+            message_log_partitions_round,
+            batch_size=10_000,
+        )
+    ]
 
     @asynccontextmanager
     async def gateway_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -201,6 +292,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             service: proxy.UpstreamPool.open(service, base_url, settings)
             for service, base_url in settings.upstreams.items()
         }
+        message_log = MessageLog(
+            hasher=hashers[0],
+            sessions=lambda: runtime.db,
+            metrics=metrics,
+            batch_size=settings.message_log_batch_size,
+            flush_seconds=settings.message_log_flush_seconds,
+            max_pending=settings.message_log_max_pending,
+            shutdown_seconds=settings.message_log_shutdown_seconds,
+        )
+        message_log.start()
+
+        async def message_log_gauges() -> None:
+            metrics.message_log_pending.set(message_log.pending)
+            metrics.message_log_oldest_pending_age.set(message_log.oldest_pending_age())
+
+        runtime.metrics.scrape_hooks.append(message_log_gauges)
         own_document = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
@@ -240,11 +347,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 ).inc(),
             ),
             metrics=metrics,
+            message_log=message_log,
+            message_log_hashers=hashers,
         )
         app.state.gateway = state
         try:
             yield
         finally:
+            # Before the engine goes: what is buffered is written first.
+            await message_log.stop()
+            runtime.metrics.scrape_hooks.remove(message_log_gauges)
             await state.aclose()
 
     app = create_base_app(
@@ -271,6 +383,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
 
     app.include_router(admin.router)
+    app.include_router(message_log_api.router)
     for service in sorted(settings.upstreams):
         app.add_api_route(
             f"/api/{service}/{{path:path}}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GatewayMetrics:
@@ -35,5 +35,37 @@ class GatewayMetrics:
             "citygrid_gateway_people_jwks_fetches",
             "Fetches of the identity provider's keys (JWKS), by outcome (ok, failed).",
             ["outcome"],
+            registry=registry,
+        )
+        # The message log (gateway.message_log): this replica's writer.
+        self.message_log_written = Counter(
+            "citygrid_gateway_message_log_written_records",
+            "Message-log records written to the database.",
+            registry=registry,
+        )
+        self.message_log_dropped = Counter(
+            "citygrid_gateway_message_log_dropped_records",
+            "Calls not recorded because the message log's buffer was full (the database away too long).",
+            registry=registry,
+        )
+        self.message_log_pending = Gauge(
+            "citygrid_gateway_message_log_pending_records",
+            "Message-log records buffered in this replica, not yet written.",
+            registry=registry,
+        )
+        self.message_log_oldest_pending_age = Gauge(
+            "citygrid_gateway_message_log_oldest_pending_age_seconds",
+            "How long the oldest buffered message-log record has waited to be written (0: none waits).",
+            registry=registry,
+        )
+        self.message_log_flush_seconds = Histogram(
+            "citygrid_gateway_message_log_flush_seconds",
+            "Time to write one batch of message-log records (COPY and the writer's seal, one transaction).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=registry,
+        )
+        self.message_log_flush_failures = Counter(
+            "citygrid_gateway_message_log_flush_failures",
+            "Message-log batches that could not be written (retried until they are).",
             registry=registry,
         )

@@ -164,6 +164,21 @@ class GatewaySettings(ServiceSettings):
     # A second listener for the operators only: /metrics (0: not served at all).
     internal_port: int = Field(default=9000, ge=0, le=65535)
 
+    # The message log (docs/exchange.md#message-log): every call answered for a principal, chained per
+    # replica under an HMAC key (required in production: without it whoever can write the table can
+    # recompute the chain). Keys used before stay listed so the chains written with them still verify.
+    message_log_key: str = Field(default="", repr=False)
+    message_log_previous_keys: list[str] = Field(default_factory=list, repr=False)
+    # Written every flush_seconds, or sooner once batch_size records wait; at most max_pending wait
+    # (the database away), then calls are still answered but not recorded (counted, and said in the chain).
+    message_log_flush_seconds: float = Field(default=0.1, gt=0)
+    message_log_batch_size: int = Field(default=500, ge=1, le=10_000)
+    message_log_max_pending: int = Field(default=50_000, ge=1)
+    message_log_shutdown_seconds: float = Field(default=5.0, ge=0)
+    # Whole monthly partitions older than this are dropped.
+    message_log_retention_days: int = Field(default=400, ge=31)
+    message_log_partition_check_seconds: float = Field(default=3600.0, gt=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
@@ -225,6 +240,8 @@ class GatewaySettings(ServiceSettings):
     def _refuse_unsigned_production(self) -> GatewaySettings:
         if self.environment == "production" and not self.internal_token_private_key:
             raise ValueError("CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY is required in production")
+        if self.environment == "production" and len(self.message_log_key) < 32:
+            raise ValueError("CITYGRID_MESSAGE_LOG_KEY (32 characters or more) is required in production")
         if self.internal_port and self.internal_port == self.port:
             raise ValueError("CITYGRID_INTERNAL_PORT must differ from CITYGRID_PORT")
         unknown = set(self.upstream_connection_limits) - set(self.upstreams)

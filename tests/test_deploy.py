@@ -31,6 +31,7 @@ from citygrid.devstack.stack import GATEWAY, SERVICES, deployed_identities, serv
 from citygrid.metrics import KitMetrics
 from citygrid.natsauth import NatsIdentity, authorization_config
 from citygrid.settings import ServiceSettings
+from gateway.metrics import GatewayMetrics
 from gateway.routing import UPSTREAMS
 from services.gas.metrics import GasMetrics
 from services.muck.metrics import MuckMetrics
@@ -233,6 +234,7 @@ def exposed_metrics() -> set[str]:
     muck.frames.labels(outcome="ok").inc()
     muck.violations.labels(kind="off_route", severity="normal").inc()
     muck.manifests.labels(status="issued").set(0)
+    GatewayMetrics(metrics.registry)
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
