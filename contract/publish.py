@@ -32,6 +32,7 @@ SERVICE_APPS = {
     "case": "services.case.main",
     "gas": "services.gas.main",
     "muck": "services.muck.main",
+    "waste": "services.waste.main",
     "vision": "services.vision.main",
     "gateway": "gateway.main",
 }

@@ -25,7 +25,13 @@ GAS = ScopeRules(
     # Stations' scales and couriers' handsets (fill checks, scans), enterprises' EPCIS systems.
     ingest_paths=frozenset({"v1/fill-checks", "v1/scans", "v1/epcis/capture"}),
 )
-WASTE = ScopeRules(service="waste", dataset="waste")
+WASTE = ScopeRules(
+    service="waste",
+    dataset="waste",
+    # Drop-off points' AI boxes (bin-side supervision): their batches of events. Vehicles' platforms
+    # and facilities' weighbridges (the collection chain): pickups, movements, weighings.
+    ingest_paths=frozenset({"v1/bin-events", "v1/pickups", "v1/movements", "v1/weighings"}),
+)
 MUCK = ScopeRules(
     service="muck",
     dataset="muck",

@@ -253,7 +253,8 @@ async def stack(stack_factory) -> AsyncIterator[Stack]:
 
 # The vision flows' fixture lives in tests/vision_stack.py; importing it here makes it visible to tests/.
 # The gas flows' fixture lives in tests/gas_stack.py.
-# The muck service's database, as its own tests have it.
+# The muck and waste services' databases, as their own tests have them.
 from services.muck.tests.conftest import muck_database  # noqa: E402, F401
+from services.waste.tests.conftest import waste_database  # noqa: E402, F401
 from tests.gas_stack import gas_database, gas_stack  # noqa: E402, F401
 from tests.vision_stack import vision_database, vision_stack  # noqa: E402, F401

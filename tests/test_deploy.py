@@ -36,6 +36,7 @@ from gateway.routing import UPSTREAMS
 from services.gas.metrics import GasMetrics
 from services.muck.metrics import MuckMetrics
 from services.vision.metrics import VisionMetrics
+from services.waste.metrics import ChainMetrics, WasteMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -232,6 +233,15 @@ def exposed_metrics() -> set[str]:
     muck.positions_refused.labels(intake="http", reason="muck.position_not_fixed").inc()
     muck.batch_seconds.observe(0.01)
     muck.frames.labels(outcome="ok").inc()
+    waste = WasteMetrics(metrics.registry)
+    waste.bin_events.labels(outcome="refused").inc()
+    waste.violations.labels(kind="smoke_or_fire", severity="urgent", source="box").inc()
+    chain = ChainMetrics(metrics.registry)
+    chain.records.labels(kind="pickup", outcome="stored").inc()
+    chain.checks.labels(check="mixed_load").inc()
+    chain.violations.labels(kind="mixed_load").inc()
+    chain.trips.labels(state="open").set(0)
+    chain.tonnage_today.labels(stream="food").set(0)
     muck.violations.labels(kind="off_route", severity="normal").inc()
     muck.manifests.labels(status="issued").set(0)
     GatewayMetrics(metrics.registry)
@@ -400,7 +410,7 @@ def test_kustomize_builds_valid_objects(path):
 
 
 def test_there_is_a_deployment_for_each_service_and_the_gateway():
-    assert set(deployment_ids()) == {"case", "gas", "muck", "vision", "gateway"}
+    assert set(deployment_ids()) == {"case", "gas", "muck", "waste", "vision", "gateway"}
 
 
 @pytest.mark.parametrize("name", deployment_ids())
@@ -939,6 +949,7 @@ def test_the_namespace_denies_all_traffic_by_default():
     for target, port in (
         ("case", 8000),
         ("muck", 8000),
+        ("waste", 8000),
         ("vision", 8000),
         ("gateway", 8000),
         ("nats", 4222),

@@ -24,12 +24,14 @@ from services.gas.models import Base as GasBase
 from services.muck.models import Base as MuckBase
 from services.muck.partitions import PARTITIONS
 from services.vision.models import Base as VisionBase
+from services.waste.models import Base as WasteBase
 
 SERVICES = {
     "services.case": CaseBase.metadata,
     "services.vision": VisionBase.metadata,
     "services.gas": GasBase.metadata,
     "services.muck": MuckBase.metadata,
+    "services.waste": WasteBase.metadata,
     "gateway": GatewayBase.metadata,
 }
 

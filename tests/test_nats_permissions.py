@@ -38,6 +38,9 @@ from services.vision.events import INTAKE_SUBJECT, engine_identity, engine_subje
 from services.vision.events import NATS_IDENTITY as VISION
 from services.vision.main import VisionSettings
 from services.vision.main import create_app as create_vision_app
+from services.waste.events import NATS_IDENTITY as WASTE
+from services.waste.main import WasteSettings
+from services.waste.main import create_app as create_waste_app
 from tests.test_vision_case_flow import burst_to_one_alarm, confirm, the_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,6 +407,7 @@ def test_each_service_declares_the_nats_identity_of_what_it_does(infrastructure,
     apps = (
         (CASE, create_case_app(CaseSettings(**common, blob_dir=tmp_path / "case"))),
         (VISION, create_vision_app(VisionSettings(**common, blob_dir=tmp_path / "vision"))),
+        (WASTE, create_waste_app(WasteSettings(**common))),
     )
     for identity, app in apps:
         runtime = app.state.kit

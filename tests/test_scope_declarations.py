@@ -36,6 +36,9 @@ from services.case.main import create_app as create_case_app
 from services.vision.events import NATS_IDENTITY as VISION_NATS
 from services.vision.main import VisionSettings
 from services.vision.main import create_app as create_vision_app
+from services.waste.events import NATS_IDENTITY as WASTE_NATS
+from services.waste.main import WasteSettings
+from services.waste.main import create_app as create_waste_app
 from tests.conftest import case_settings, gateway_settings
 from tests.test_bad_input import assert_problem
 
@@ -109,9 +112,10 @@ class Platform:
 
 @pytest.fixture
 async def platform(
-    infrastructure, databases, vision_database, clean, tmp_path: Path
+    infrastructure, databases, vision_database, waste_database, clean, tmp_path: Path
 ) -> AsyncIterator[Platform]:
     await truncate_all(vision_database)
+    await truncate_all(waste_database)
     apps = {
         "case": create_case_app(case_settings(infrastructure, databases)),
         "vision": create_vision_app(
@@ -123,11 +127,23 @@ async def platform(
                 blob_dir=tmp_path / "blobs",
             )
         ),
+        "waste": create_waste_app(
+            WasteSettings(
+                environment="test",
+                database_url=waste_database,
+                **infrastructure.nats_settings(WASTE_NATS.user),
+                internal_token_public_key=infrastructure.public_key,
+            )
+        ),
     }
     wanted = {frozenset(every_scope() - {rules.required_scope(m, p)}) for rules, m, p in probes(apps)}
     keys = await register_keys(databases["gateway"], wanted)
-    async with serve_app(apps["case"]) as case_url, serve_app(apps["vision"]) as vision_url:
-        upstreams = {"case": case_url, "vision": vision_url}
+    async with (
+        serve_app(apps["case"]) as case_url,
+        serve_app(apps["vision"]) as vision_url,
+        serve_app(apps["waste"]) as waste_url,
+    ):
+        upstreams = {"case": case_url, "vision": vision_url, "waste": waste_url}
         settings = gateway_settings(infrastructure, databases, case_url, upstreams=upstreams)
         async with (
             serve_app(create_gateway_app(settings)) as gateway_url,
@@ -196,7 +212,7 @@ async def test_the_openapi_documents_have_the_routes_each_kind_of_scope_guards(p
         assert required_scope(UPSTREAMS[o.service], o.method, o.path.lstrip("/")) == o.declared, o
 
 
-@pytest.mark.parametrize("service", ["case", "vision"])
+@pytest.mark.parametrize("service", ["case", "vision", "waste"])
 async def test_every_route_is_refused_by_the_gateway_without_its_declared_scope(platform, service):
     for operation in operations(service, platform.apps[service]):
         key = platform.keys[all_but(operation.declared)]
@@ -206,7 +222,7 @@ async def test_every_route_is_refused_by_the_gateway_without_its_declared_scope(
         assert refused_scope(response) == operation.declared, operation
 
 
-@pytest.mark.parametrize("service", ["case", "vision"])
+@pytest.mark.parametrize("service", ["case", "vision", "waste"])
 async def test_every_route_is_refused_by_the_service_itself_without_its_declared_scope(platform, service):
     rules = declaration_of(platform.apps[service], service)
     assert rules is SERVICES[service]

@@ -77,6 +77,7 @@ DEV_PEOPLE_GROUPS: dict[str, dict[str, object]] = {
     },
     "citygrid-gas-regulators": {"roles": ["regulator"], "scopes": ["gas:read", "gas:write"]},
     "citygrid-muck-regulators": {"roles": ["regulator"], "scopes": ["muck:read", "muck:write"]},
+    "citygrid-waste-regulators": {"roles": ["regulator"], "scopes": ["waste:read", "waste:write"]},
     "citygrid-admins": {"scopes": ["admin"]},
     "tianhe-district": {"district": "440106"},
 }

@@ -1,0 +1,1 @@
+"""The collection chain: pickups, weighings and movements in, trips and their checks, figures."""

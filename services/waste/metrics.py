@@ -1,0 +1,88 @@
+"""The waste service's own metrics, beside the kit's RED metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class WasteMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.bin_events = Counter(
+            "citygrid_waste_bin_events_total",
+            "AI boxes' events by outcome (new, repeat, ignored, duplicate, refused).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.violations = Counter(
+            "citygrid_waste_violations_total",
+            "Violations recorded at drop-off points, by kind, severity and source (box, camera).",
+            ["kind", "severity", "source"],
+            registry=registry,
+        )
+
+
+class ChainMetrics:
+    """The collection chain's: records taken in, checks run, violations found, trips, today's figures
+    (computed by one replica, shown by all)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "citygrid_waste_chain_records_total",
+            "Collection-chain records received, by kind (pickup, weighing, movement) and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.checks = Counter(
+            "citygrid_waste_chain_checks_total",
+            "Trips (or scheduled visits, for missed_collection) checked by the chain round, by check.",
+            ["check"],
+            registry=registry,
+        )
+        self.violations = Counter(
+            "citygrid_waste_chain_violations_total",
+            "Collection-chain violations recorded, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.vehicles_failed = Counter(
+            "citygrid_waste_chain_vehicles_failed_total",
+            "Vehicles whose trips the chain round could not assemble (noted again for the next round).",
+            registry=registry,
+        )
+        self.round_leader = Gauge(
+            "citygrid_waste_chain_round_leader",
+            "1 while this replica holds the chain round's lease.",
+            registry=registry,
+        )
+        self.trips = Gauge(
+            "citygrid_waste_trips",
+            "Trips open now, and closed among those started today (city time).",
+            ["state"],
+            registry=registry,
+        )
+        self.tonnage_today = Gauge(
+            "citygrid_waste_tonnage_today_tonnes",
+            "Tonnes weighed today (net, city time), by the unloading vehicle's stream.",
+            ["stream"],
+            registry=registry,
+        )
+        self.recycling_rate_today = Gauge(
+            "citygrid_waste_recycling_rate_today",
+            "Recyclable tonnage over all tonnage weighed today (target 0.35); NaN before any weighing.",
+            registry=registry,
+        )
+        self.resource_utilisation_rate_today = Gauge(
+            "citygrid_waste_resource_utilisation_rate_today",
+            "Recyclable and food-treated tonnage over all tonnage today (target 0.60).",
+            registry=registry,
+        )
+        self.coverage_today = Gauge(
+            "citygrid_waste_collection_coverage_today",
+            "Scheduled point visits done in the windows of today closed so far, over those due.",
+            registry=registry,
+        )
+        self.figures_age = Gauge(
+            "citygrid_waste_chain_figures_age_seconds",
+            "Age of the stored figures the gauges show.",
+            registry=registry,
+        )
