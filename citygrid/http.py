@@ -3,7 +3,9 @@
 Routers given to the factory are served behind the internal principal (401 without it, or when the
 token was issued for another request) and the service's scope declaration (403
 ``auth.missing_scope``: the same ``citygrid.scopes.ScopeRules`` the gateway checks), and accept only
-JSON bodies (415 otherwise); ``open_routers`` skip the JSON rule (e.g. form-encoded APIs).
+JSON bodies (415 otherwise); ``open_routers`` skip the JSON rule (e.g. form-encoded APIs). Both
+refuse a NUL in the path or the query string (422 ``http.nul_character``) before the route's own
+dependencies and parameters see it.
 """
 
 from __future__ import annotations
@@ -52,16 +54,20 @@ async def require_json_body(request: Request) -> None:
         raise UnsupportedMediaType(f"send the body as application/json, not '{content_type or 'nothing'}'")
 
 
-class NulInQuery(InvalidInput):
+class NulCharacter(InvalidInput):
     code = "http.nul_character"
     title = "NUL character"
 
 
-async def refuse_nul_in_query(request: Request) -> None:
-    """No query parameter, name or value, may carry NUL: PostgreSQL refuses it in text, so it would
-    otherwise surface as a 500 wherever a parameter reaches a query unchecked."""
+async def refuse_nul(request: Request) -> None:
+    """Neither the path (a path parameter, decoded) nor a query parameter, name or value, may carry
+    NUL: PostgreSQL refuses it in text, so it would otherwise surface as a 500 wherever a parameter
+    reaches a query unchecked. A dependency rather than a middleware, so a route that renders its
+    errors in a shape of its own (Open311) renders this one too."""
+    if "\x00" in request.scope["path"]:
+        raise NulCharacter("the path may not contain the NUL character (%00)")
     if any("\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()):
-        raise NulInQuery("the query string may not contain the NUL character (%00)")
+        raise NulCharacter("the query string may not contain the NUL character (%00)")
 
 
 def create_base_app(
@@ -157,10 +163,10 @@ def create_service_app(
         runtime, title=title, version=version, description=description, body_limits=body_limits
     )
     app.state.scope_rules = scopes
-    # The principal first (401), then the query, then the route's declared scope (403).
+    # The principal first (401), then the path and the query, then the route's declared scope (403).
     protected = [
         Depends(current_principal),
-        Depends(refuse_nul_in_query),
+        Depends(refuse_nul),
         Depends(require_declared_scope),
     ]
     for router in routers:
