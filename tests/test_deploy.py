@@ -230,7 +230,7 @@ def exposed_metrics() -> set[str]:
     gas.cylinders.labels(status="in_stock").set(0)
     muck = MuckMetrics(metrics.registry)
     muck.positions.labels(intake="jt808").inc()
-    muck.positions_refused.labels(intake="http", reason="muck.position_not_fixed").inc()
+    muck.positions_refused.labels(intake="http", reason="fleet.position_not_fixed").inc()
     muck.batch_seconds.observe(0.01)
     muck.frames.labels(outcome="ok").inc()
     waste = WasteMetrics(metrics.registry)

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from citygrid.db import make_metadata
+from citygrid.fleet.reports import check_columns
 from citygrid.ids import new_id
 
 
@@ -202,6 +203,7 @@ class Position(Base):
 POSITION_COLUMNS: tuple[str, ...] = tuple(
     column.name for column in Position.__table__.columns if column.name != "txid"
 )
+check_columns(POSITION_COLUMNS)
 
 
 class ManifestRow(Base):

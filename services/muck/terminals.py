@@ -19,6 +19,7 @@ from datetime import UTC
 
 from sqlalchemy import func, select
 
+from citygrid.fleet.reports import LOAD_CODES, Report, known_altitude
 from citygrid.jt808.codec import (
     REGISTERED,
     TERMINAL_TAKEN,
@@ -31,7 +32,6 @@ from citygrid.jt808.codec import (
 )
 from citygrid.runtime import Runtime
 from services.muck.models import PositionSource, Truck
-from services.muck.positions.intake import LOAD_CODES, Report, known_altitude
 from services.muck.positions.service import Positions
 from services.muck.registry.schemas import full_phone
 from services.muck.registry.service import auth_code_digest

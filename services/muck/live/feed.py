@@ -31,9 +31,9 @@ from operator import attrgetter
 from prometheus_client import Counter
 
 from citygrid.clock import city_time
+from citygrid.fleet.reports import LOAD_CODES
 from citygrid.live import sse_frame
 from citygrid.metrics import KitMetrics
-from services.muck.positions.intake import LOAD_CODES
 from services.muck.positions.latest import Latest, LatestPositions
 
 log = logging.getLogger("services.muck.live")

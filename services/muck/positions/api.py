@@ -11,6 +11,7 @@ from sqlalchemy import ARRAY, String, any_, bindparam, select
 from citygrid.auth import CurrentPrincipal, require_city_wide
 from citygrid.clock import EARLIEST, LATEST
 from citygrid.errors import InvalidInput, NotFound
+from citygrid.fleet.reports import LOAD_CODES, Report
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import Refusal
@@ -19,7 +20,6 @@ from contract.muck import Plate
 from services.muck.domain.tracks import simplify
 from services.muck.models import PositionSource, Truck
 from services.muck.positions import service
-from services.muck.positions.intake import LOAD_CODES, Report
 from services.muck.positions.latest import Latest
 from services.muck.positions.schemas import IntakeResult, LatestOut, PositionBatchIn, TrackOut, TrackPoint
 

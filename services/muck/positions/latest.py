@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from citygrid.fleet.reports import FUTURE_TOLERANCE, LAT_RANGE, LON_RANGE
 from services.muck.models import POSITION_COLUMNS
-from services.muck.positions.intake import FUTURE_TOLERANCE, LAT_RANGE, LON_RANGE
 
 _INDEX = {name: POSITION_COLUMNS.index(name) for name in POSITION_COLUMNS}
 # More trucks than the city has: a bound on the map, whatever arrives.

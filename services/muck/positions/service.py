@@ -14,13 +14,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.errors import DomainError
+from citygrid.fleet.reports import FUTURE_TOLERANCE, REPORT_COLUMNS, Report, acceptable, refusal
+from citygrid.fleet.writer import PositionWriter, StoreUnavailable
 from citygrid.runtime import Runtime
 from services.muck.events import LATEST_POSITIONS_SUBJECT
 from services.muck.metrics import MuckMetrics
-from services.muck.models import PositionSource
-from services.muck.positions.intake import FUTURE_TOLERANCE, REPORT_COLUMNS, Report, acceptable, refusal
+from services.muck.models import POSITION_COLUMNS, PositionSource
 from services.muck.positions.latest import LatestPositions
-from services.muck.positions.writer import PositionWriter, StoreUnavailable
 
 log = logging.getLogger("services.muck.positions")
 SHARE_TIMEOUT = 0.5
@@ -41,7 +41,9 @@ class Positions:
 
     def __post_init__(self) -> None:
         self._stored = {source: self.metrics.positions.labels(source.value) for source in PositionSource}
-        self.writer = PositionWriter(lambda: self.runtime.db, on_committed=self._committed)
+        self.writer = PositionWriter(
+            lambda: self.runtime.db, "positions", POSITION_COLUMNS, on_committed=self._committed
+        )
 
     async def store(
         self, reports: Sequence[Report], *, source: PositionSource, blind_area: bool = False

@@ -180,8 +180,8 @@ async def test_relayed_positions_are_stored_and_each_bad_one_refused_alone(muck:
     assert (result["received"], result["stored"]) == (6, 3)
     assert [(r["index"], r["code"]) for r in result["refused"]] == [
         (3, "muck.unknown_truck"),
-        (4, "muck.position_out_of_range"),
-        (5, "muck.position_too_old"),
+        (4, "fleet.position_out_of_range"),
+        (5, "fleet.position_too_old"),
     ]
     rows = await stored_positions(muck)
     assert [(row["plate"], row["source"], row["load"]) for row in rows] == [
@@ -498,7 +498,7 @@ async def test_with_the_store_unreachable_a_platform_gets_503_and_a_terminal_fai
     try:
         response = await muck.post("/v1/positions", {"positions": [report()]}, scopes=PLATFORM)
         assert response.status_code == 503, response.text
-        assert response.json()["code"] == "muck.store_unavailable"
+        assert response.json()["code"] == "fleet.store_unavailable"
         assert response.headers["retry-after"] == "5"
         await terminal.send(POSITION, fix(113_361_000).encode(2013))
         assert (await terminal.general_reply()).result == FAILURE

@@ -1,13 +1,12 @@
-"""A reported position checked and turned into a row of ``positions``: the same rules whether it came
-over a terminal's JT/T 808 connection or from a vendor's platform over HTTP."""
+"""A reported position checked and turned into a row of a service's positions table: the same rules
+whether it came over a terminal's JT/T 808 connection or from a vendor's platform over HTTP, in
+every service that keeps a fleet's positions. Refusals carry kit codes (``fleet.…``)."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
 from typing import NamedTuple
-
-from services.muck.models import POSITION_COLUMNS
 
 # Where a fix in mainland China can be (a wider box than the country, narrower than the globe): a
 # terminal without a fix sends zeros, and some send latitude and longitude swapped.
@@ -45,18 +44,18 @@ class Report(NamedTuple):
 def refusal(report: Report, *, now: datetime, earliest: datetime) -> tuple[str, str] | None:
     """Why the report cannot be stored (problem code, detail), or None."""
     if not report.fixed or not (math.isfinite(report.lon) and math.isfinite(report.lat)):
-        return "muck.position_not_fixed", "the terminal had no satellite fix"
+        return "fleet.position_not_fixed", "the terminal had no satellite fix"
     if not (LON_RANGE[0] <= report.lon <= LON_RANGE[1] and LAT_RANGE[0] <= report.lat <= LAT_RANGE[1]):
-        return "muck.position_out_of_range", f"({report.lon}, {report.lat}) is not a place in China"
+        return "fleet.position_out_of_range", f"({report.lon}, {report.lat}) is not a place in China"
     if not 0 <= report.direction <= 359 or not 0 <= report.speed_kmh <= 250:
-        return "muck.position_invalid", "direction or speed is outside what a truck can report"
+        return "fleet.position_invalid", "direction or speed is outside what a truck can report"
     if report.at < earliest:
         return (
-            "muck.position_too_old",
+            "fleet.position_too_old",
             f"{report.at.isoformat()} is before {earliest.isoformat()}, the oldest kept",
         )
     if report.at > now + FUTURE_TOLERANCE:
-        return "muck.position_in_future", f"{report.at.isoformat()} is ahead of the platform's clock"
+        return "fleet.position_in_future", f"{report.at.isoformat()} is ahead of the platform's clock"
     return None
 
 
@@ -65,10 +64,17 @@ ROW_ORDER = (
     "mileage_km", "source", "blind_area", "received_at",
 )  # fmt: skip
 REPORT_COLUMNS = 11
-# A row of ``positions`` is a report's first REPORT_COLUMNS values, then source, blind_area and
-# received_at.
-if ROW_ORDER != POSITION_COLUMNS or Report._fields[:REPORT_COLUMNS] != ROW_ORDER[:REPORT_COLUMNS]:
-    raise RuntimeError("row() must build its tuple in the positions table's column order")
+# A row of a positions table is a report's first REPORT_COLUMNS values, then source, blind_area and
+# received_at: a service's table has these columns in this order (``check_columns``).
+if Report._fields[:REPORT_COLUMNS] != ROW_ORDER[:REPORT_COLUMNS]:
+    raise RuntimeError("a report's first fields must be a row's, in the row's order")
+
+
+def check_columns(columns: tuple[str, ...]) -> None:
+    """Refuse, at import, a positions table whose columns are not ``ROW_ORDER``: rows are built as
+    tuples in that order and copied without names."""
+    if columns != ROW_ORDER:
+        raise RuntimeError(f"a positions table must have the columns {ROW_ORDER}, not {columns}")
 
 
 def acceptable(report: Report, *, earliest: datetime, latest: datetime) -> bool:

@@ -21,25 +21,24 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.errors import DomainError
-from services.muck.models import POSITION_COLUMNS
 
-log = logging.getLogger("services.muck.positions")
+log = logging.getLogger("citygrid.fleet")
 
 
 class IntakeOverloaded(DomainError):
-    code = "muck.intake_overloaded"
+    code = "fleet.intake_overloaded"
     status = 503
     title = "Position intake overloaded"
 
 
 class StoreUnavailable(DomainError):
-    code = "muck.store_unavailable"
+    code = "fleet.store_unavailable"
     status = 503
     title = "Position store unavailable"
 
 
 class PositionsUnstorable(DomainError):
-    code = "muck.positions_unstorable"
+    code = "fleet.positions_unstorable"
     status = 422
     title = "Positions the store refused"
 
@@ -66,6 +65,9 @@ class _Waiting:
 class PositionWriter:
     # The database's sessions, once the runtime has started.
     sessions: Callable[[], async_sessionmaker[AsyncSession]]
+    # The service's positions table and its columns (``reports.ROW_ORDER``).
+    table: str
+    columns: Sequence[str]
     max_rows: int = 5_000
     max_wait: float = 0.05
     max_pending: int = 200_000
@@ -132,7 +134,7 @@ class PositionWriter:
         started = time.perf_counter()
         try:
             try:
-                await copy_positions(self.sessions(), records)
+                await self._copy(records)
                 stored = batch
             except DATA_ERRORS:
                 if len(batch) == 1:
@@ -155,12 +157,15 @@ class PositionWriter:
             except Exception:
                 log.exception("after storing %d positions", len(records))
 
+    async def _copy(self, records: Sequence[tuple[Any, ...]]) -> None:
+        await copy_positions(self.sessions(), self.table, self.columns, records)
+
     async def _one_by_one(self, batch: list[_Waiting]) -> list[_Waiting]:
         """Each caller's rows on their own: those the store refuses fail only their caller."""
         stored = []
         for waiting in batch:
             try:
-                await copy_positions(self.sessions(), waiting.rows)
+                await self._copy(waiting.rows)
             except DATA_ERRORS as error:
                 log.warning("%d positions refused by the store: %s", len(waiting.rows), error)
                 _answer(waiting, PositionsUnstorable(f"the store refused these positions: {error}"))
@@ -181,7 +186,10 @@ def _answer(waiting: _Waiting, error: BaseException | None) -> None:
 
 
 async def copy_positions(
-    sessions: async_sessionmaker[AsyncSession], records: Sequence[tuple[Any, ...]]
+    sessions: async_sessionmaker[AsyncSession],
+    table: str,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
 ) -> None:
     """One transaction, one COPY: PostgreSQL routes each row to its day's partition."""
     async with sessions() as session, session.begin():
@@ -190,5 +198,5 @@ async def copy_positions(
         driver = raw.driver_connection
         assert driver is not None
         await driver.copy_records_to_table(
-            "positions", records=records, columns=list(POSITION_COLUMNS), timeout=COPY_TIMEOUT
+            table, records=records, columns=list(columns), timeout=COPY_TIMEOUT
         )
