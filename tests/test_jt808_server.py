@@ -40,7 +40,7 @@ from citygrid.jt808.codec import (
     decode_frame,
     encode_frame,
 )
-from citygrid.jt808.server import Jt808Listener
+from citygrid.jt808.server import Jt808Listener, LoginLimiter
 
 
 @dataclass
@@ -412,3 +412,60 @@ async def test_a_handler_may_answer_positions_with_a_batch_writers_future():
         await terminal.close()
     finally:
         await server.close()
+
+
+async def test_an_address_that_fails_to_log_in_too_often_is_answered_no_more_and_closed():
+    recorder = Recorder(known={"013800000020"})
+    server = Jt808Listener(
+        recorder, host="127.0.0.1", port=0, logins=LoginLimiter(max_failures=3, window=60.0)
+    )
+    await server.start()
+    try:
+        guesser = await Terminal.connect(server, "013800000020")
+        for guess in range(3):
+            await guesser.send(AUTHENTICATE, Authentication(f"guess-{guess}").encode(2013))
+            assert (await guesser.general_reply()).result == FAILURE
+        # The fourth attempt, even with the right code, gets no answer: the connection is closed.
+        await guesser.send(AUTHENTICATE, Authentication("code-0020").encode(2013))
+        async with asyncio.timeout(5):
+            assert await guesser.reader.read(1) == b""
+        assert server.counters.frames["limited"] == 1
+        # From the same address a registration is held back too, on a new connection.
+        again = await Terminal.connect(server, "013800000020")
+        await again.send(REGISTER, Registration(44, 100, "X", "Y", "Z", 2, "粤A12345").encode(2013))
+        async with asyncio.timeout(5):
+            assert await again.reader.read(1) == b""
+    finally:
+        await server.close()
+
+
+def test_the_login_limiter_counts_failures_in_its_window_and_forgets_them_after():
+    limiter = LoginLimiter(max_failures=2, window=10.0, max_addresses=3)
+    limiter.failed("10.0.0.1", now=0.0)
+    assert not limiter.blocked("10.0.0.1", now=1.0)
+    limiter.failed("10.0.0.1", now=2.0)
+    assert limiter.blocked("10.0.0.1", now=3.0)
+    assert not limiter.blocked("10.0.0.2", now=3.0)  # another address is not held back
+    assert not limiter.blocked("10.0.0.1", now=10.5)  # the first failure left the window
+    assert not limiter.blocked("10.0.0.1", now=12.5)
+    # Bounded: a flood of addresses never holds more than max_addresses.
+    for n in range(50):
+        limiter.failed(f"10.1.0.{n}", now=20.0 + n)
+    assert len(limiter._failures) <= 3
+
+
+async def test_disconnect_closes_the_connections_of_one_phone_only(listener):
+    server, recorder = listener
+    recorder.known |= {"013800000021", "013800000022"}
+    released = await Terminal.connect(server, "013800000021")
+    await released.log_in()
+    kept = await Terminal.connect(server, "013800000022")
+    await kept.log_in()
+    assert server.authenticated_phones() == {"013800000021", "013800000022"}
+    assert server.disconnect("013800000021") == 1
+    async with asyncio.timeout(5):
+        assert await released.reader.read(1) == b""
+    await kept.send(HEARTBEAT)
+    assert (await kept.general_reply()).result == OK
+    assert server.authenticated_phones() == {"013800000022"}
+    await kept.close()

@@ -89,6 +89,44 @@ class TerminalHandler(Protocol):
 
 
 @dataclass
+class LoginLimiter:
+    """Failed registrations and authentications per address: past ``max_failures`` within ``window``
+    seconds, an address's further attempts get no answer and their connection is closed until the
+    window has moved on. Only failures count, so the many terminals behind one carrier NAT address
+    are not held back by their own logins, and a peer guessing phone numbers or codes is slowed to
+    ``max_failures`` guesses a window on each replica. Bounded: at most ``max_addresses`` are kept."""
+
+    max_failures: int = 20
+    window: float = 600.0
+    max_addresses: int = 100_000
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+
+    def blocked(self, address: str, now: float) -> bool:
+        failures = self._failures.get(address)
+        if failures is None:
+            return False
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+            return False
+        return len(failures) >= self.max_failures
+
+    def failed(self, address: str, now: float) -> None:
+        failures = self._failures.get(address)
+        if failures is None:
+            if len(self._failures) >= self.max_addresses:
+                self._forget_stale(now)
+            failures = self._failures[address] = deque(maxlen=self.max_failures)
+        failures.append(now)
+
+    def _forget_stale(self, now: float) -> None:
+        stale = [address for address, failures in self._failures.items() if failures[-1] <= now - self.window]
+        for address in stale or list(self._failures)[: self.max_addresses // 2]:
+            del self._failures[address]
+
+
+@dataclass
 class ListenerCounters:
     """What the listener did, for a service's metrics (read at scrape time)."""
 
@@ -112,6 +150,7 @@ class _Session(asyncio.Protocol):
         self.handler = listener.handler
         self.counters = listener.counters
         self.peer = "?"
+        self.address = "?"
         self.authenticated_phone: str | None = None
         self.serial = 0
         self.frames = FrameReader(max_frame=listener.max_frame)
@@ -144,6 +183,7 @@ class _Session(asyncio.Protocol):
         self._counted = True
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.address = str(peer[0]) if peer else "?"
         self.counters.connections += 1
         self.counters.connected += 1
         loop = listener._loop()
@@ -358,7 +398,23 @@ class _Session(asyncio.Protocol):
         else:  # a terminal's own general reply (0x0001) to something we sent: nothing to answer
             self.counters.count("ok")
 
+    def _limited(self, header: Header) -> bool:
+        """Whether this address has failed to log in too often: then no answer (the terminal asks
+        again after its own timeout, as when the database is down) and the connection is closed."""
+        if not self.listener.logins.blocked(self.address, self.listener._loop().time()):
+            return False
+        self.counters.count("limited")
+        log.info("terminal %s: too many failed logins from its address; closed", header.phone)
+        self.close()
+        return True
+
+    def _login_failed(self) -> None:
+        self.listener.logins.failed(self.address, self.listener._loop().time())
+
     def _register(self, header: Header, registration: Registration) -> None:
+        if self._limited(header):
+            return
+
         def answered(future: asyncio.Future[Any]) -> None:
             error = future.exception()
             if error is not None:
@@ -368,6 +424,8 @@ class _Session(asyncio.Protocol):
                 return
             result, auth_code = future.result()
             self.counters.count("ok" if result == REGISTERED else "rejected")
+            if result != REGISTERED:
+                self._login_failed()
             self._reply(
                 registration_reply(
                     header, self._next_serial(), result, auth_code if result == REGISTERED else None
@@ -377,6 +435,9 @@ class _Session(asyncio.Protocol):
         self._wait(self.handler.register(header, registration), answered)
 
     def _authenticate(self, header: Header, authentication: Authentication) -> None:
+        if self._limited(header):
+            return
+
         def answered(future: asyncio.Future[Any]) -> None:
             error = future.exception()
             if error is not None:
@@ -385,6 +446,8 @@ class _Session(asyncio.Protocol):
             accepted = bool(future.result())
             if accepted:
                 self.authenticated_phone = header.phone
+            else:
+                self._login_failed()
             self.counters.count("ok" if accepted else "rejected")
             self._reply(general_reply(header, self._next_serial(), OK if accepted else FAILURE))
 
@@ -444,6 +507,7 @@ class Jt808Listener:
         max_frame: int = 4096,
         max_connections: int = 20_000,
         on_frame: Callable[[str], None] | None = None,
+        logins: LoginLimiter | None = None,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -453,6 +517,7 @@ class Jt808Listener:
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.counters = ListenerCounters(on_frame=on_frame)
+        self.logins = logins or LoginLimiter()
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -472,6 +537,18 @@ class Jt808Listener:
     def _session_ended(self) -> None:
         if not self._sessions and self._all_ended is not None:
             self._all_ended.set()
+
+    def authenticated_phones(self) -> set[str]:
+        """The phone numbers (as their headers carry them) authenticated on this listener's connections."""
+        return {s.authenticated_phone for s in self._sessions if s.authenticated_phone is not None}
+
+    def disconnect(self, phone: str) -> int:
+        """Close the connections authenticated as ``phone`` (a terminal the register released or gave
+        to another vehicle); how many. The terminal must log in again, and is then judged afresh."""
+        closing = [session for session in self._sessions if session.authenticated_phone == phone]
+        for session in closing:
+            session.cancel()
+        return len(closing)
 
     async def start(self) -> None:
         self._event_loop = asyncio.get_running_loop()

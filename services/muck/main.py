@@ -12,7 +12,7 @@ from pydantic import Field
 
 from citygrid.http import create_service_app
 from citygrid.jobs import PeriodicJob
-from citygrid.jt808.server import Jt808Listener
+from citygrid.jt808.server import Jt808Listener, LoginLimiter
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
@@ -43,6 +43,11 @@ class MuckSettings(ServiceSettings):
     jt808_port: int = Field(default=8808, ge=0, le=65535)
     # A terminal sends a heartbeat every minute or so; a connection silent this long is closed.
     jt808_idle_seconds: float = Field(default=300.0, gt=0)
+    # Failed registrations and authentications an address may make in the window (per replica),
+    # and how often each replica closes the connections of terminals released by the register.
+    jt808_max_failed_logins: int = Field(default=20, ge=1)
+    jt808_failed_login_window_seconds: float = Field(default=600.0, gt=0)
+    terminal_sweep_seconds: float = Field(default=30.0, gt=0)
     position_retention_days: int = Field(default=180, ge=partitions.MINIMUM_RETENTION_DAYS)
     partition_check_seconds: float = 3600.0
     # The transport rules: how often the leading replica evaluates new positions, how long its lease
@@ -75,12 +80,17 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
                 counter = frames[outcome] = metrics.frames.labels(outcome)
             counter.inc()
 
+        terminals = MuckTerminals(runtime, positions)
         listener = Jt808Listener(
-            MuckTerminals(runtime, positions),
+            terminals,
             host=settings.jt808_host,
             port=settings.jt808_port,
             idle_timeout=settings.jt808_idle_seconds,
             on_frame=count_frame,
+            logins=LoginLimiter(
+                max_failures=settings.jt808_max_failed_logins,
+                window=settings.jt808_failed_login_window_seconds,
+            ),
         )
         rules = TransportRules(
             runtime, metrics, RulesConfig(lease=timedelta(seconds=settings.rules_lease_seconds))
@@ -137,6 +147,10 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
             ),
             PeriodicJob(
                 "muck-offline", settings.offline_check_seconds, lambda: offline_round(runtime, metrics)
+            ),
+            # Every replica its own connections.
+            PeriodicJob(
+                "muck-terminal-sweep", settings.terminal_sweep_seconds, lambda: terminals.sweep(listener)
             ),
         ]
 

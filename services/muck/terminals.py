@@ -30,6 +30,7 @@ from citygrid.jt808.codec import (
     Position,
     Registration,
 )
+from citygrid.jt808.server import Jt808Listener
 from citygrid.runtime import Runtime
 from services.muck.models import PositionSource, Truck
 from services.muck.positions.service import Positions
@@ -45,8 +46,10 @@ class MuckTerminals:
     def __init__(self, runtime: Runtime, positions: Positions) -> None:
         self.runtime = runtime
         self.intake = positions
-        # Phones authenticated on this replica's connections, and their trucks.
+        # Phones authenticated on this replica's connections, their trucks, and the code's digest
+        # each logged in with (a release, or a registration since, changes it: ``sweep``).
         self._plates: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
 
     async def register(self, header: Header, registration: Registration) -> tuple[int, str | None]:
         phone = full_phone(header.phone)
@@ -81,7 +84,38 @@ class MuckTerminals:
         if not hmac.compare_digest(found.auth_code_sha256, auth_code_digest(authentication.auth_code)):
             return False
         self._plates[header.phone] = found.plate
+        self._digests[header.phone] = found.auth_code_sha256
         return True
+
+    async def sweep(self, listener: Jt808Listener) -> int:
+        """Close the connections whose terminal no longer holds the code it logged in with (released
+        by the register, registered again since, or its phone given to another truck), on this
+        replica; how many. A released terminal so stops reporting within a sweep, on every replica,
+        with no message between them that could be lost."""
+        connected = listener.authenticated_phones()
+        for gone in set(self._plates) - connected:
+            self._plates.pop(gone, None)
+            self._digests.pop(gone, None)
+        if not connected:
+            return 0
+        by_full = {full_phone(phone): phone for phone in connected}
+        async with self.runtime.reads() as session:
+            current = {
+                row.terminal_phone: (row.plate, row.auth_code_sha256)
+                for row in await session.execute(
+                    select(Truck.terminal_phone, Truck.plate, Truck.auth_code_sha256).where(
+                        Truck.terminal_phone.in_(list(by_full))
+                    )
+                )
+            }
+        closed = 0
+        for full, phone in by_full.items():
+            if current.get(full) != (self._plates.get(phone), self._digests.get(phone)):
+                closed += listener.disconnect(phone)
+                self._plates.pop(phone, None)
+                self._digests.pop(phone, None)
+                log.info("terminal %s no longer holds its code: disconnected", phone)
+        return closed
 
     async def positions(self, header: Header, positions: Sequence[Position], *, blind_area: bool) -> None:
         plate = self._plates[header.phone]

@@ -3,6 +3,7 @@ both intakes stored and shared between replicas, tracks, and bad input refused w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from citygrid.jt808.codec import (
 )
 from citygrid.settings import to_libpq_url
 from citygrid.testing import wait_until
+from services.muck.terminals import MuckTerminals
 from services.muck.tests.conftest import PLATFORM, READER, TIANHE, Muck, truck
 from tests.test_jt808_server import Terminal
 
@@ -510,3 +512,25 @@ async def test_with_the_store_unreachable_a_platform_gets_503_and_a_terminal_fai
     assert (await terminal.general_reply()).result == OK
     await terminal.close()
     assert len(await stored_positions(muck)) == 1
+
+
+async def test_a_released_terminal_is_disconnected_on_every_replica_by_the_sweep(muck_factory) -> None:
+    async with muck_factory() as first, muck_factory() as second:
+        await first.register_fleet(2)
+        released = await Terminal.connect(second.listener, "013800000001")
+        await log_in(released)
+        kept = await Terminal.connect(second.listener, "013800000002")
+        await log_in(kept)
+        # The register (through the first replica) releases the first truck's terminal.
+        answer = await first.post(f"/v1/trucks/{PLATE}/terminal/release", {})
+        assert answer.status_code == 200, answer.text
+
+        terminals = second.listener.handler
+        assert isinstance(terminals, MuckTerminals)
+        assert await terminals.sweep(second.listener) == 1
+        async with asyncio.timeout(5):
+            assert await released.reader.read(1) == b""
+        await kept.send(POSITION, fix(113_370_000).encode(2013))
+        assert (await kept.general_reply()).result == OK
+        assert await terminals.sweep(second.listener) == 0
+        await kept.close()
