@@ -44,11 +44,6 @@ Line = Annotated[list[Point], Field(min_length=2, max_length=5000)]
 Window = Annotated[str, AfterValidator(_window)]
 
 
-def full_phone(phone: str) -> str:
-    """A terminal phone as the register keeps it: the 20 digits of a 2019 header."""
-    return phone.rjust(20, "0")
-
-
 class CompanyIn(RequestModel):
     code: Code
     name: Name

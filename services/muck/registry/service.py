@@ -3,7 +3,6 @@ reason), lists by keyset, one record by key."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
+from citygrid.fleet.terminals import full_phone
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from citygrid.schemas import ImportResult, Refusal
 from services.muck.domain.geofences import Corridor, CorridorIndex, SiteIndex
@@ -26,7 +26,6 @@ from services.muck.registry.schemas import (
     RouteIn,
     SiteIn,
     TruckIn,
-    full_phone,
 )
 
 Row = TypeVar("Row", bound=Base)
@@ -39,10 +38,6 @@ class UnknownRecord(NotFound):
 
 class UnknownCompany(NotFound):
     code = "muck.unknown_company"
-
-
-def auth_code_digest(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 async def _upsert(session: AsyncSession, model: type[Base], key: str, rows: Sequence[dict[str, Any]]) -> int:

@@ -42,11 +42,6 @@ def _window(text: str) -> str:
 Window = Annotated[str, AfterValidator(_window)]
 
 
-def full_phone(phone: str) -> str:
-    """A terminal phone as the register keeps it: the 20 digits of a 2019 header."""
-    return phone.rjust(20, "0")
-
-
 def _distinct(values: list[str], what: str) -> None:
     if len(set(values)) != len(values):
         raise ValueError(f"the same {what} is given twice")

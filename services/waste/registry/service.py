@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
+from citygrid.fleet.terminals import full_phone
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from citygrid.schemas import ImportResult, Refusal
 from services.waste.models import (
@@ -30,7 +31,6 @@ from services.waste.registry.schemas import (
     PointIn,
     RouteIn,
     VehicleIn,
-    full_phone,
 )
 
 Row = TypeVar("Row", bound=Base)
