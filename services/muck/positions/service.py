@@ -7,15 +7,15 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from citygrid.errors import DomainError
-from citygrid.fleet.reports import FUTURE_TOLERANCE, REPORT_COLUMNS, Report, acceptable, refusal
-from citygrid.fleet.writer import PositionWriter, StoreUnavailable
+from citygrid.fleet.intake import PositionIntake
+from citygrid.fleet.reports import Report
+from citygrid.fleet.writer import PositionWriter
 from citygrid.runtime import Runtime
 from services.muck.events import LATEST_POSITIONS_SUBJECT
 from services.muck.metrics import MuckMetrics
@@ -38,47 +38,24 @@ class Positions:
     latest: LatestPositions = field(default_factory=LatestPositions)
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)
     writer: PositionWriter = field(init=False)
+    intake: PositionIntake = field(init=False)
 
     def __post_init__(self) -> None:
         self._stored = {source: self.metrics.positions.labels(source.value) for source in PositionSource}
         self.writer = PositionWriter(
             lambda: self.runtime.db, "positions", POSITION_COLUMNS, on_committed=self._committed
         )
+        self.intake = PositionIntake(self.writer, self.days_back)
 
     async def store(
         self, reports: Sequence[Report], *, source: PositionSource, blind_area: bool = False
     ) -> list[tuple[int, str, str]]:
         """Store the acceptable reports; returns (index, code, detail) of each refused one. Returns
         once the stored ones are committed; raises when they could not be."""
-        now = datetime.now(UTC)
-        earliest = now - timedelta(days=self.days_back)
-        latest = now + FUTURE_TOLERANCE
-        rows: list[tuple[Any, ...]] = []
-        refused: list[tuple[int, str, str]] = []
-        seen: set[tuple[str, datetime]] = set()
-        tail = (source.value, blind_area, now)
-        for index, report in enumerate(reports):
-            if not acceptable(report, earliest=earliest, latest=latest):
-                why = refusal(report, now=now, earliest=earliest)
-                if why is not None:
-                    refused.append((index, *why))
-                    self.metrics.positions_refused.labels(source.value, why[0]).inc()
-                    continue
-            # The same report twice in one upload (blind-area data often has it) is one row.
-            key = (report.plate, report.at)
-            if key not in seen:
-                seen.add(key)
-                rows.append(report[:REPORT_COLUMNS] + tail)
-        try:
-            await self.writer.write(rows)
-        except DomainError:
-            raise
-        except Exception as error:
-            # The database down or slow: the caller sends them again (503, or FAILURE to a terminal).
-            raise StoreUnavailable(
-                "the positions could not be stored; send them again shortly", headers={"Retry-After": "5"}
-            ) from error
-        self._stored[source].inc(len(rows))
+        stored, refused = await self.intake.store(reports, source=source.value, blind_area=blind_area)
+        for _, code, _ in refused:
+            self.metrics.positions_refused.labels(source.value, code).inc()
+        self._stored[source].inc(stored)
         return refused
 
     async def _committed(self, rows: Sequence[tuple[Any, ...]], seconds: float) -> None:
