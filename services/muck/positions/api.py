@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -11,10 +12,11 @@ from sqlalchemy import ARRAY, String, any_, bindparam, select
 from citygrid.auth import CurrentPrincipal, require_city_wide
 from citygrid.clock import EARLIEST, LATEST
 from citygrid.errors import InvalidInput, NotFound
+from citygrid.fleet.intake import Refused
 from citygrid.fleet.reports import LOAD_CODES, Report
+from citygrid.fleet.schemas import relay
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
-from citygrid.schemas import Refusal
 from contract.common import GeoPoint
 from contract.muck import Plate
 from services.muck.domain.tracks import simplify
@@ -81,46 +83,17 @@ async def report_positions(
                 KNOWN_PLATES_OF_COMPANY, {"plates": plates, "company": principal.unit}
             )
         known = set(found.all())
-    refused: list[Refusal] = []
-    reports: list[Report] = []
-    indexes: list[int] = []
-    for index, item in enumerate(body.positions):
-        if item.plate not in known:
-            refused.append(
-                Refusal(
-                    index=index,
-                    key=item.plate,
-                    code="muck.unknown_truck",
-                    detail=f"no truck {item.plate} in the register",
-                )
-            )
-            continue
-        indexes.append(index)
-        location = item.location
-        reports.append(
-            Report(
-                item.plate,
-                item.at,
-                location.lon,
-                location.lat,
-                item.speed_kmh,
-                item.direction,
-                item.altitude_m,
-                item.alarm,
-                item.status,
-                LOAD_CODES[item.load] if item.load else None,
-                item.mileage_km,
-            )
-        )
-    not_stored = await positions_of(request).store(
-        reports, source=PositionSource.HTTP, blind_area=body.blind_area
-    )
-    for position, code, detail in not_stored:
-        index = indexes[position]
-        refused.append(Refusal(index=index, key=body.positions[index].plate, code=code, detail=detail))
-    refused.sort(key=lambda refusal: refusal.index)
-    return IntakeResult(
-        received=len(body.positions), stored=len(body.positions) - len(refused), refused=refused
+    positions = positions_of(request)
+
+    async def store(reports: Sequence[Report]) -> list[Refused]:
+        return await positions.store(reports, source=PositionSource.HTTP, blind_area=body.blind_area)
+
+    return await relay(
+        body.positions,
+        known,
+        store,
+        unknown_code="muck.unknown_truck",
+        unknown="no truck {plate} in the register",
     )
 
 

@@ -3,42 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from citygrid.schemas import Refusal, RequestModel
+from citygrid.fleet.schemas import IntakeResult, Load, PositionFields
+from citygrid.schemas import RequestModel
 from contract.common import GeoPoint
 from contract.muck import Plate
 
-Load = Literal["empty", "half", "full"]
 
-
-class PositionIn(RequestModel):
-    """One position as a vendor's platform relays it from a terminal."""
+class PositionIn(PositionFields):
+    """One position of a truck as a vendor's platform relays it from its terminal."""
 
     plate: Plate
-    at: AwareDatetime
-    location: GeoPoint
-    speed_kmh: Annotated[float, Field(ge=0, le=250)] = 0.0
-    direction: Annotated[int, Field(ge=0, le=359)] = 0
-    altitude_m: Annotated[int, Field(ge=-500, le=9000)] | None = None
-    load: Load | None = None
-    mileage_km: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
-    alarm: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
-    status: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
 
 
 class PositionBatchIn(RequestModel):
     positions: list[PositionIn] = Field(min_length=1, max_length=1000)
     # Positions a terminal kept while it had no network, sent late (as 0x0704 type 1).
     blind_area: bool = False
-
-
-class IntakeResult(BaseModel):
-    received: int
-    stored: int
-    refused: list[Refusal]
 
 
 class LatestOut(BaseModel):
@@ -67,3 +50,6 @@ class TrackOut(BaseModel):
     simplified_from: int | None
     points: list[TrackPoint]
     truncated: bool
+
+
+__all__ = ["IntakeResult", "LatestOut", "Load", "PositionBatchIn", "PositionIn", "TrackOut", "TrackPoint"]
