@@ -252,6 +252,17 @@ TIMEOUT_SQLSTATES = {
     "25P03": "idle_in_transaction",  # idle_in_transaction_session_timeout
 }
 UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})  # shutdown, crash, not accepting yet
+# The transaction lost to another one it waited on: rolled back whole, and safe to run again.
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+class DatabaseConflict(DomainError):
+    """Two transactions waited on each other (a deadlock) and the database ended this one."""
+
+    code = "database.conflict"
+    status = 503
+    title = "Database conflict"
+
 
 _DETAILS = {
     "statement": "the database ended a statement that ran past its time limit",
@@ -295,6 +306,13 @@ def database_problem(error: BaseException) -> DomainError | None:
             retry_after_seconds=int(_RETRY_AFTER[limit]),
         )
     sqlstate = _sqlstate(error)
+    if sqlstate in CONFLICT_SQLSTATES:
+        return DatabaseConflict(
+            "this request's transaction and another one waited on each other, and the database "
+            "ended this one: nothing of it was committed. Send it again",
+            headers={"Retry-After": "1"},
+            retry_after_seconds=1,
+        )
     lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
     if lost or (sqlstate is not None and (sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES)):
         return DatabaseUnavailable(

@@ -7,6 +7,7 @@ are set small only so that the tests do not wait long.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import traceback
@@ -575,3 +576,32 @@ async def test_a_constraint_violation_on_the_driver_carries_no_row_values(probe_
                 await connection.execute("INSERT INTO probe VALUES (2, $1, 'x')", PHONE)
     assert PHONE not in everything_printed(duplicate.value)
     assert duplicate.value.constraint_name == "probe_phone_key"
+
+
+async def test_a_deadlock_ends_one_transaction_and_it_is_a_503_to_send_again(probe_url):
+    """Two batches taking the same rows in opposite orders: the database ends one of them, which is
+    no fault of the request's and safe to send again."""
+    seed = await asyncpg.connect(to_libpq_url(probe_url))
+    try:
+        await seed.execute("INSERT INTO probe VALUES (2, '13900000000', 'b') ON CONFLICT DO NOTHING")
+    finally:
+        await seed.close()
+    settings = probe_settings(probe_url, db_lock_timeout_seconds=0)
+    both_locked = asyncio.Barrier(2)
+
+    async def in_order(first: int, second: int) -> BaseException | None:
+        async with kit_engine(settings) as engine, engine.connect() as connection:
+            try:
+                await connection.execute(text("UPDATE probe SET name = 'x' WHERE id = :id"), {"id": first})
+                await both_locked.wait()
+                await connection.execute(text("UPDATE probe SET name = 'y' WHERE id = :id"), {"id": second})
+                await connection.commit()
+            except DBAPIError as error:
+                return error
+        return None
+
+    outcomes = await asyncio.gather(in_order(1, 2), in_order(2, 1))
+    (ended,) = [outcome for outcome in outcomes if outcome is not None]
+    problem = database_problem(ended)
+    assert problem is not None
+    assert (problem.status, problem.code, problem.headers) == (503, "database.conflict", {"Retry-After": "1"})
