@@ -56,6 +56,8 @@ class Pickup(Base):
     rfid: Mapped[str] = mapped_column(String(32))
     point_code: Mapped[str] = mapped_column(String(32))
     stream: Mapped[str] = mapped_column(String(16))
+    # The vehicle's stream when it lifted the bin: what a mixed load is judged against.
+    load_stream: Mapped[str | None] = mapped_column(String(16))
     weight_kg: Mapped[float] = mapped_column(Float)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -147,6 +149,8 @@ class TripRow(Base):
         Index("ix_trips_started", "started_at", "id"),
         Index("ix_trips_plate_started", "plate", "started_at", "id"),
         Index("ix_trips_facility_started", "facility_code", "started_at", "id"),
+        # A district's trips, newest first.
+        Index("ix_trips_district_started", "district_code", "started_at", "id"),
         Index("ix_trips_open_started", "started_at", "id", postgresql_where=text("ending = 'open'")),
         Index("ix_trips_recheck", "recheck_at", postgresql_where=text("recheck_at IS NOT NULL")),
     )
@@ -179,6 +183,9 @@ class ChainViolation(Base):
         Index("ix_chain_violations_at", "at", "id"),
         # A vehicle's violations, newest first, page by page (``GET /v1/chain-violations?plate=``).
         Index("ix_chain_violations_plate_at", "plate", "at", "id"),
+        # A district's, and one kind's, newest first.
+        Index("ix_chain_violations_district_at", "district_code", "at", "id"),
+        Index("ix_chain_violations_kind_at", "kind", "at", "id"),
         Index("ix_chain_violations_point_at", "point_code", "at"),
         Index("ix_chain_violations_trip", "trip_id"),
         Index("ix_chain_violations_created", "created_at"),

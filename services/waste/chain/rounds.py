@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.db import UnitOfWork
@@ -82,6 +82,12 @@ CHECKS: Final = (
     ViolationKind.UNLOADED_AT_UNREGISTERED_PLACE,
 )
 RECORDS_PER_VEHICLE: Final = 20_000
+TRIPS_PER_STATEMENT: Final = 1_000
+MIN_MISSED_STEP: Final = timedelta(minutes=5)
+
+
+class TooManyRecords(ValueError):
+    """More records of a vehicle than a round assembles at once."""
 
 
 def category_of(kind: ViolationKind, stream: str | None) -> str:
@@ -146,6 +152,7 @@ class ChainRound:
         self.owner = replica_name()
         self.routes: list[Route] = []
         self.routes_fingerprint: str | None = None
+        self.missed_step = self.config.missed_step
         self.last: RoundResult = RoundResult()
 
     async def round(self) -> int:
@@ -187,7 +194,7 @@ class ChainRound:
             return result
         result.leader = True
         await self._trips(uow, now, result)
-        cursor.missed_until = await self._missed(uow, now, cursor.missed_until, result)
+        cursor.missed_until = await self._missed_apart(uow, now, cursor.missed_until, result)
         cursor.owner = self.owner
         cursor.lease_until = now + self.config.lease
         cursor.updated_at = now
@@ -220,15 +227,20 @@ class ChainRound:
             )
             for plate, at in taken:
                 since[plate] = min(since.get(plate, at), at)
+        room = limit - len(since)
         due = (
-            await session.execute(
-                select(TripRow.plate, func.min(TripRow.started_at))
-                .where(TripRow.recheck_at <= now)
-                .group_by(TripRow.plate)
-                .order_by(TripRow.plate)
-                .limit(limit)
-            )
-        ).all()
+            (
+                await session.execute(
+                    select(TripRow.plate, func.min(TripRow.started_at))
+                    .where(TripRow.recheck_at <= now)
+                    .group_by(TripRow.plate)
+                    .order_by(TripRow.plate)
+                    .limit(room)
+                )
+            ).all()
+            if room > 0
+            else []
+        )
         for plate, at in due:
             since[plate] = min(since.get(plate, at), at)
         if not since:
@@ -252,7 +264,7 @@ class ChainRound:
                         trips, register.vehicles, register.facilities, now=now, settings=self.config.checks
                     )
                     recorded = await record_new(uow, found, {trip.id: trip for trip in trips}, facilities)
-            except (DBAPIError, ValueError, TypeError):
+            except (DBAPIError, InterfaceError, ValueError, TypeError):
                 del uow.pending_events[queued:]
                 log.exception("chain round: the trips of vehicle %s are not assembled; noted again", plate)
                 if self.metrics is not None:
@@ -288,33 +300,48 @@ class ChainRound:
         # A stored trip running across the anchor (no boundary in the lookback, or a boundary that
         # came late) is assembled again whole, from its own start: cut there it would come back
         # as a second trip beside the stored one.
-        straddling = await session.scalar(
-            select(func.min(TripRow.started_at)).where(
-                TripRow.plate == plate,
-                TripRow.started_at < anchor,
-                or_(TripRow.ended_at.is_(None), TripRow.ended_at > anchor),
+        # Only the vehicle's last trip before the anchor can run across it: one row from the
+        # (plate, started_at) index, however long the vehicle's history.
+        before = (
+            await session.execute(
+                select(TripRow.started_at, TripRow.ended_at)
+                .where(TripRow.plate == plate, TripRow.started_at < anchor)
+                .order_by(TripRow.started_at.desc())
+                .limit(1)
+            )
+        ).first()
+        if before is not None and (before.ended_at is None or before.ended_at > anchor):
+            anchor = before.started_at
+        pickups = list(
+            await session.scalars(
+                select(Pickup)
+                .where(Pickup.plate == plate, Pickup.at >= anchor)
+                .order_by(Pickup.at)
+                .limit(RECORDS_PER_VEHICLE + 1)
             )
         )
-        if straddling is not None:
-            anchor = straddling
-        pickups = await session.scalars(
-            select(Pickup)
-            .where(Pickup.plate == plate, Pickup.at >= anchor)
-            .order_by(Pickup.at)
-            .limit(RECORDS_PER_VEHICLE)
+        weighings = list(
+            await session.scalars(
+                select(Weighing)
+                .where(Weighing.plate == plate, Weighing.at >= anchor)
+                .order_by(Weighing.at)
+                .limit(RECORDS_PER_VEHICLE + 1)
+            )
         )
-        weighings = await session.scalars(
-            select(Weighing)
-            .where(Weighing.plate == plate, Weighing.at >= anchor)
-            .order_by(Weighing.at)
-            .limit(RECORDS_PER_VEHICLE)
+        movements = list(
+            await session.scalars(
+                select(Movement)
+                .where(Movement.plate == plate, Movement.at >= anchor)
+                .order_by(Movement.at)
+                .limit(RECORDS_PER_VEHICLE + 1)
+            )
         )
-        movements = await session.scalars(
-            select(Movement)
-            .where(Movement.plate == plate, Movement.at >= anchor)
-            .order_by(Movement.at)
-            .limit(RECORDS_PER_VEHICLE)
-        )
+        if max(len(pickups), len(weighings), len(movements)) > RECORDS_PER_VEHICLE:
+            # Trips assembled from the first records only would drop the newest, acknowledged
+            # ones: the vehicle fails (noted again, counted, alerted on) rather than that.
+            raise TooManyRecords(
+                f"more than {RECORDS_PER_VEHICLE} records of one kind since {anchor.isoformat()}"
+            )
         # One row per id, whatever the records: the upsert below cannot touch a row twice.
         trips = list(
             {
@@ -331,13 +358,15 @@ class ChainRound:
         if kept:
             superseded = superseded.where(TripRow.id.not_in(kept))
         await session.execute(superseded)
-        if trips:
-            rows = [self._trip_row(trip, vehicle, now) for trip in trips]
-            statement = insert(TripRow).values(rows)
+        rows = [self._trip_row(trip, vehicle, now) for trip in trips]
+        # In pieces: one statement's parameters are bounded (32,767 in PostgreSQL's protocol).
+        for start in range(0, len(rows), TRIPS_PER_STATEMENT):
+            piece = rows[start : start + TRIPS_PER_STATEMENT]
+            statement = insert(TripRow).values(piece)
             await session.execute(
                 statement.on_conflict_do_update(
                     index_elements=[TripRow.id],
-                    set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
+                    set_={name: statement.excluded[name] for name in piece[0] if name != "id"},
                 )
             )
         return trips
@@ -364,10 +393,30 @@ class ChainRound:
 
     # -- missed collections ----------------------------------------------------------------------
 
-    async def _missed(self, uow: UnitOfWork, now: datetime, since: datetime, result: RoundResult) -> datetime:
+    async def _missed_apart(
+        self, uow: UnitOfWork, now: datetime, since: datetime, result: RoundResult
+    ) -> datetime:
+        """The missed collections in a savepoint of their own: a step that fails (a statement timeout
+        after a long stop) costs the vehicles' work nothing, and the next round tries a step half as
+        long."""
+        queued = len(uow.pending_events)
+        try:
+            async with uow.session.begin_nested():
+                until = await self._missed(uow, now, since, result, self.missed_step)
+        except DBAPIError:
+            del uow.pending_events[queued:]
+            log.exception("chain round: missed collections from %s not checked; a shorter step next", since)
+            self.missed_step = max(self.missed_step / 2, MIN_MISSED_STEP)
+            return since
+        self.missed_step = self.config.missed_step
+        return until
+
+    async def _missed(
+        self, uow: UnitOfWork, now: datetime, since: datetime, result: RoundResult, step: timedelta
+    ) -> datetime:
         """Check the windows that closed in ``(since, until]``; returns ``until``."""
         session = uow.session
-        until = min(now - self.config.missed_grace, since + self.config.missed_step)
+        until = min(now - self.config.missed_grace, since + step)
         if until <= since:
             return since
         # A window closes at most a day after the date it opens on.
@@ -464,11 +513,16 @@ def route_of(row: RouteRow) -> Route | None:
 
 
 def pickup_of(row: Pickup) -> chain.Pickup:
-    return chain.Pickup(row.plate, row.point_code, row.rfid, chain.Stream(row.stream), row.weight_kg, row.at)
+    load = chain.Stream(row.load_stream) if row.load_stream is not None else None
+    return chain.Pickup(
+        row.plate, row.point_code, row.rfid, chain.Stream(row.stream), row.weight_kg, row.at, load
+    )
 
 
 def _weighing(row: Weighing) -> chain.Weighing:
-    return chain.Weighing(row.plate, row.facility_code, row.gross_kg, row.tare_kg, row.at)
+    return chain.Weighing(
+        row.plate, row.facility_code, row.gross_kg, row.tare_kg, row.at, chain.Stream(row.stream)
+    )
 
 
 def _movement(row: Movement) -> chain.Movement:
@@ -500,10 +554,11 @@ def recheck_at(trip: chain.Trip, now: datetime, settings: CheckSettings) -> date
     pending: list[datetime] = []
     if trip.end is chain.TripEnd.OPEN and now - loaded <= settings.open_trip_limit:
         pending.append(loaded + settings.open_trip_limit + timedelta(seconds=1))
+    wait = settings.stop_limit + settings.open_stop_grace
     pending += [
-        stop.at + settings.stop_limit
+        stop.at + wait
         for stop in trip.stops
-        if stop.ended_at is None and stop.at >= loaded and now - stop.at < settings.stop_limit
+        if stop.ended_at is None and stop.at >= loaded and now - stop.at < wait
     ]
     return min(pending, default=None)
 

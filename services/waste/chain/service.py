@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import literal_column, select
+from sqlalchemy import literal_column, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -112,6 +112,46 @@ class _Batch:
         )
 
 
+def _in_key_order(batch: _Batch, key: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The batch's rows sorted by their table's key: two batches overlapping in any order take the
+    rows' locks in the same order, so they wait for each other rather than deadlock."""
+    return sorted(
+        (row for _, _, row in batch.rows.values()), key=lambda row: tuple(row[name] for name in key)
+    )
+
+
+async def _conflicts(
+    session: AsyncSession,
+    batch: _Batch,
+    stored: dict[Hashable, str],
+    model: Any,
+    key: tuple[str, ...],
+    values: tuple[str, ...],
+) -> None:
+    """Refuse the records already stored with other values under the same key (a tare corrected
+    and sent again): answered ``duplicate`` they would read as kept, while the store keeps the first."""
+    again = [(identity, row) for identity, (_, _, row) in batch.rows.items() if identity not in stored]
+    if not again:
+        return
+    columns = [getattr(model, name) for name in (*key, *values)]
+    found = await session.execute(
+        select(*columns).where(
+            tuple_(*columns[: len(key)]).in_([tuple(row[name] for name in key) for _, row in again])
+        )
+    )
+    kept = {tuple(row[: len(key)]): tuple(row[len(key) :]) for row in found.all()}
+    for identity, row in again:
+        before = kept.get(tuple(row[name] for name in key))
+        if before is not None and before != tuple(row[name] for name in values):
+            index, item_key, _ = batch.rows.pop(identity)
+            batch.refuse(
+                index,
+                item_key,
+                "waste.conflicting_record",
+                "a record of this vehicle, time and place is stored with other values; the first is kept",
+            )
+
+
 def _out_of_time(at: datetime, now: datetime) -> tuple[str, str] | None:
     if at > now + LATEST_AHEAD:
         return "waste.record_in_the_future", f"{at.isoformat()} is ahead of the service's clock"
@@ -194,23 +234,34 @@ async def ingest_pickups(
                 f"collection point {item.point_code} does not collect {bin_.stream} waste",
             )
         else:
+            point_district = (
+                at_collection_point.district_code
+                if at_collection_point is not None
+                else drop_off[item.point_code]
+            )
             problem = _other_district(principal, vehicle.district_code, f"vehicle {item.plate}")
+            problem = problem or _other_district(principal, point_district, f"point {item.point_code}")
             problem = problem or _out_of_time(item.at, now)
         if problem is not None:
             batch.refuse(index, key, *problem)
             continue
-        assert bin_ is not None  # the checks above refused an item without one
+        # The checks above refused an item without them.
+        assert bin_ is not None
+        assert vehicle is not None
         row = {
             "plate": item.plate,
             "at": item.at,
             "rfid": item.rfid,
             "point_code": item.point_code,
             "stream": bin_.stream,
+            # The load's stream when the bin was lifted: a later change of the vehicle's stream in
+            # the register does not make this lift a mixed load when its trip is checked again.
+            "load_stream": stream_of(vehicle),
             "weight_kg": item.weight_kg,
         }
         batch.take(index, key, (item.plate, item.at, item.rfid), row)
     stored: dict[Hashable, str] = {}
-    rows = [row for _, _, row in batch.rows.values()]
+    rows = _in_key_order(batch, ("plate", "at", "rfid"))
     if rows:
         written = await session.execute(
             insert(Pickup)
@@ -219,6 +270,7 @@ async def ingest_pickups(
             .returning(Pickup.plate, Pickup.at, Pickup.rfid)
         )
         stored = {(plate, at, rfid): "stored" for plate, at, rfid in written.all()}
+        await _conflicts(session, batch, stored, Pickup, ("plate", "at", "rfid"), ("point_code", "weight_kg"))
         await mark_dirty(session, _earliest(r for r in rows if (r["plate"], r["at"], r["rfid"]) in stored))
     return batch.answered(stored, tally)
 
@@ -262,6 +314,7 @@ async def ingest_weighings(
             )
         else:
             problem = _other_district(principal, facility.district_code, f"facility {facility.code}")
+            problem = problem or _other_district(principal, vehicle.district_code, f"vehicle {item.plate}")
             problem = problem or _out_of_time(item.at, now)
         if problem is not None:
             batch.refuse(index, key, *problem)
@@ -280,7 +333,7 @@ async def ingest_weighings(
         }
         batch.take(index, key, (item.plate, item.at, item.facility_code), row)
     stored: dict[Hashable, str] = {}
-    rows = [row for _, _, row in batch.rows.values()]
+    rows = _in_key_order(batch, ("plate", "at", "facility_code"))
     if rows:
         written = await session.execute(
             insert(Weighing)
@@ -289,6 +342,14 @@ async def ingest_weighings(
             .returning(Weighing.plate, Weighing.at, Weighing.facility_code)
         )
         stored = {(plate, at, code): "stored" for plate, at, code in written.all()}
+        await _conflicts(
+            session,
+            batch,
+            stored,
+            Weighing,
+            ("plate", "at", "facility_code"),
+            ("weighbridge", "gross_kg", "tare_kg"),
+        )
         await mark_dirty(
             session, _earliest(r for r in rows if (r["plate"], r["at"], r["facility_code"]) in stored)
         )
@@ -351,7 +412,7 @@ async def ingest_movements(
             continue
         batch.take(index, key, (item.plate, item.at, item.kind, row["place"]), row)
     stored: dict[Hashable, str] = {}
-    rows = [row for _, _, row in batch.rows.values()]
+    rows = _in_key_order(batch, ("plate", "at", "kind", "place"))
     if rows:
         statement = insert(Movement).values(rows)
         # A stop stored under way takes its end; nothing else a record sent again says changes it.

@@ -117,6 +117,9 @@ class Pickup:
     stream: Stream
     weight_kg: float
     at: datetime
+    # The vehicle's stream when it lifted the bin, as the register had it then (None: not known,
+    # judged against the vehicle's stream now).
+    load_stream: Stream | None = None
 
     def __post_init__(self) -> None:
         _aware(self.at, "a pickup's time")
@@ -132,6 +135,8 @@ class Weighing:
     gross_kg: float
     tare_kg: float
     at: datetime
+    # The vehicle's stream when it was weighed, as the register had it then.
+    load_stream: Stream | None = None
 
     def __post_init__(self) -> None:
         _aware(self.at, "a weighing's time")

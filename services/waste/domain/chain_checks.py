@@ -72,6 +72,9 @@ class CheckSettings:
     weight_floor_kg: float = 200.0
     open_trip_limit: timedelta = timedelta(hours=12)
     stop_limit: timedelta = timedelta(minutes=10)
+    # A stop reported under way, with nothing of the vehicle since, is judged only this long after
+    # the stop limit: its end may be in the platform's next upload, or lost with it.
+    open_stop_grace: timedelta = timedelta(minutes=20)
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight_tolerance < 1 or math.isnan(self.weight_tolerance):
@@ -80,6 +83,8 @@ class CheckSettings:
             raise ValueError(f"a weight floor is a non-negative number of kg, not {self.weight_floor_kg}")
         if self.open_trip_limit <= timedelta(0) or self.stop_limit <= timedelta(0):
             raise ValueError("open_trip_limit and stop_limit must be positive durations")
+        if self.open_stop_grace < timedelta(0):
+            raise ValueError("open_stop_grace must not be negative")
 
 
 DEFAULT_CHECKS: Final = CheckSettings()
@@ -101,8 +106,11 @@ def mixed_loads(
 ) -> list[Violation]:
     """Bins of another stream than the vehicle's, and unloadings at a facility that refuses it.
 
-    One violation per bin lift (at its point) and per unloading (at its facility). A vehicle or a
-    facility the register does not know is not judged: the service refuses such records at intake.
+    One violation per bin lift (at its point) and per unloading (at its facility). The vehicle's
+    stream is the one it had when it lifted the bin or was weighed (``load_stream``), so a change in
+    the register judges no earlier load again; only a record without it is judged by the register's
+    stream now. A vehicle or a facility the register does not know is not judged: the service refuses
+    such records at intake.
     """
     found: list[Violation] = []
     for trip in trips:
@@ -110,7 +118,8 @@ def mixed_loads(
         if vehicle is None:
             continue
         for pickup in trip.pickups:
-            if pickup.stream != vehicle.stream:
+            load = pickup.load_stream or vehicle.stream
+            if pickup.stream != load:
                 found.append(
                     Violation(
                         kind=ViolationKind.MIXED_LOAD,
@@ -118,15 +127,16 @@ def mixed_loads(
                         point=pickup.point,
                         facility=None,
                         at=pickup.at,
-                        details=f"a {vehicle.stream} vehicle lifted {pickup.stream} bin {pickup.tag}",
+                        details=f"a {load} vehicle lifted {pickup.stream} bin {pickup.tag}",
                         dedup_key=f"mixed_load|{trip.plate}|bin|{pickup.tag}|{instant(pickup.at)}",
                         trip_id=trip.id,
-                        stream=vehicle.stream,
+                        stream=load,
                     )
                 )
         unloading = trip.unloading
         facility = facilities.get(unloading.facility) if unloading is not None else None
-        if unloading is not None and facility is not None and vehicle.stream not in facility.accepts:
+        load = (unloading.load_stream if unloading is not None else None) or vehicle.stream
+        if unloading is not None and facility is not None and load not in facility.accepts:
             accepted = ", ".join(sorted(facility.accepts)) or "nothing"
             found.append(
                 Violation(
@@ -135,10 +145,10 @@ def mixed_loads(
                     point=None,
                     facility=facility.code,
                     at=unloading.at,
-                    details=f"a {vehicle.stream} load unloaded at {facility.code}, which accepts {accepted}",
+                    details=f"a {load} load unloaded at {facility.code}, which accepts {accepted}",
                     dedup_key=f"mixed_load|{trip.plate}|facility|{facility.code}|{instant(unloading.at)}",
                     trip_id=trip.id,
-                    stream=vehicle.stream,
+                    stream=load,
                 )
             )
     return found
@@ -192,14 +202,20 @@ def unfinished_trips(
 ) -> list[Violation]:
     """Loaded trips back at the depot, and loaded trips still open ``open_trip_limit`` after their
     first pickup (at that moment, so the time does not depend on when the check ran). One per load:
-    both share the key of the load's first bin, and the service keeps the first it stored."""
+    a trip found overdue and then back at the depot keeps the overdue one's key, and the service
+    keeps the first it stored."""
     found: list[Violation] = []
     for trip in trips:
         loaded_at = trip.loaded_at
         if loaded_at is None:
             continue
+        # Keyed by what does not move when a late record comes: the return to the depot, or the load's
+        # first bin for a trip overdue (an overdue trip that then returns keeps the overdue key).
+        key = f"trip_not_unloaded|{trip.plate}|{instant(loaded_at)}"
         if trip.end is TripEnd.RETURNED_TO_DEPOT and trip.ended_at is not None:
             at = trip.ended_at
+            if at - loaded_at <= settings.open_trip_limit:
+                key = f"trip_not_unloaded|{trip.plate}|returned|{instant(at)}"
             details = f"returned to the depot with {trip.picked_up_kg:.0f} kg from {_count(len(trip.points), 'point')}"
             if trip.arrivals:
                 seen = ", ".join(dict.fromkeys(arrival.facility for arrival in trip.arrivals))
@@ -217,8 +233,7 @@ def unfinished_trips(
                 facility=None,
                 at=at,
                 details=details,
-                # By the first bin of the load, not the trip's id (see weight_mismatches).
-                dedup_key=f"trip_not_unloaded|{trip.plate}|{instant(loaded_at)}",
+                dedup_key=key,
                 trip_id=trip.id,
             )
         )
@@ -229,19 +244,35 @@ def unregistered_unloadings(
     trips: Iterable[Trip], now: datetime, settings: CheckSettings = DEFAULT_CHECKS
 ) -> list[Violation]:
     """Stops of a loaded vehicle (after its trip's first pickup) outside every registered place that
-    lasted at least ``stop_limit``; a stop still under way counts up to ``now``."""
+    lasted at least ``stop_limit``.
+
+    A stop reported without its end ended, at the latest, at the vehicle's next record of the trip
+    (a lift, an arrival, another stop, its unloading). With no record since, it counts up to ``now``
+    but is judged only ``open_stop_grace`` after the stop limit: its end may still come.
+    """
     found: list[Violation] = []
     for trip in trips:
         loaded_at = trip.loaded_at
         if loaded_at is None:
             continue
+        later = sorted(
+            [
+                *(pickup.at for pickup in trip.pickups),
+                *(arrival.at for arrival in trip.arrivals),
+                *(other.at for other in trip.stops),
+                *([trip.unloading.at] if trip.unloading is not None else []),
+            ]
+        )
         for stop in trip.stops:
             if stop.at < loaded_at:
                 continue
-            lasted = (stop.ended_at or now) - stop.at
+            ended_at = stop.ended_at or next((at for at in later if at > stop.at), None)
+            if ended_at is None and now - stop.at < settings.stop_limit + settings.open_stop_grace:
+                continue
+            lasted = (ended_at or now) - stop.at
             if lasted < settings.stop_limit:
                 continue
-            still = " and still there" if stop.ended_at is None else ""
+            still = " and still there" if ended_at is None else ""
             found.append(
                 Violation(
                     kind=ViolationKind.UNLOADED_AT_UNREGISTERED_PLACE,

@@ -311,3 +311,40 @@ async def test_records_older_than_their_retention_are_purged(waste: Waste, waste
     finally:
         await connection.close()
     assert (deleted, kept, weighings) == (1, 1, 1)  # a weighing is kept five years
+
+
+async def test_a_district_bound_platform_may_not_record_at_another_districts_point_or_vehicle(
+    waste: Waste,
+):
+    """Its own vehicle at another district's point would mark that district's visits done; another
+    district's vehicle weighed at its facility would add to that district's tonnage."""
+    await register(waste)
+    await waste.register_points(point("TH-0009", district="440106"))
+    at_other_point = await report(
+        waste, "pickups", lift(NOW - timedelta(hours=1), "TH-0009"), district=HUANGPU
+    )
+    assert outcomes(at_other_point) == [("refused", "auth.other_district")]
+    tianhe_truck = vehicle("粤A9009T", "food", 1009) | {"district_code": "440106"}
+    response = await waste.post("/v1/vehicles/import", {"vehicles": [tianhe_truck]})
+    assert response.json()["refused"] == [], response.text
+    weighed_here = await report(
+        waste, "weighings", weighed(NOW - timedelta(hours=1), 9.0, 1.0, plate="粤A9009T"), district=HUANGPU
+    )
+    assert outcomes(weighed_here) == [("refused", "auth.other_district")]
+
+
+async def test_a_record_sent_again_with_other_values_is_refused_and_the_first_is_kept(
+    waste: Waste, waste_database: str
+):
+    await register(waste)
+    at = NOW - timedelta(hours=1)
+    assert outcomes(await report(waste, "weighings", weighed(at, 10_400.0, 10_000.0))) == [("stored", None)]
+    same = await report(waste, "weighings", weighed(at, 10_400.0, 10_000.0))
+    assert outcomes(same) == [("duplicate", None)]
+    corrected = await report(waste, "weighings", weighed(at, 10_400.0, 10_050.0))  # not taken silently
+    assert outcomes(corrected) == [("refused", "waste.conflicting_record")]
+    connection = await asyncpg.connect(to_libpq_url(waste_database))
+    try:
+        assert await connection.fetchval("SELECT tare_kg FROM weighings") == 10_000.0
+    finally:
+        await connection.close()

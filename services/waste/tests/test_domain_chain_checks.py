@@ -93,6 +93,19 @@ def test_the_kinds_the_contract_knows_keep_its_values() -> None:
 # -- mixed loads ---------------------------------------------------------------------------------------
 
 
+def test_loads_are_judged_by_the_vehicles_stream_when_it_lifted_them_not_the_registers_now() -> None:
+    """The register corrects a vehicle's stream; its earlier trips, assembled again after a late
+    record, must not turn into one mixed load per bin."""
+    lifted = Pickup(PLATE, "HP-0001", "BIN-1", Stream.OTHER, 100.0, at(10), load_stream=Stream.OTHER)
+    unloaded = Weighing(PLATE, "F-BURN", 8_100.0, 8_000.0, at(60), load_stream=Stream.OTHER)
+    assembled = assemble_trips([lifted], [unloaded], [depart()])
+    # VEHICLES has the plate as a food vehicle now.
+    assert mixed_loads(assembled, VEHICLES, FACILITIES) == []
+    # Without the stream it had, the register's is all there is.
+    unknown = assemble_trips([Pickup(PLATE, "HP-0001", "BIN-1", Stream.OTHER, 100.0, at(10))], [], [depart()])
+    assert [v.kind for v in mixed_loads(unknown, VEHICLES, FACILITIES)] == [K.MIXED_LOAD]
+
+
 def test_a_food_vehicle_lifting_a_recyclable_bin_is_a_mixed_load_at_that_point() -> None:
     assembled = trips(
         depart(),
@@ -227,7 +240,7 @@ def test_a_loaded_vehicle_back_at_the_depot_never_unloaded_its_trip() -> None:
         found.details
         == "returned to the depot with 100 kg from 1 point; at F-FOOD without a weighbridge record"
     )
-    assert found.dedup_key == f"trip_not_unloaded|{PLATE}|2026-11-30T21:10:00.000000+00:00"
+    assert found.dedup_key == f"trip_not_unloaded|{PLATE}|returned|2026-11-30T22:30:00.000000+00:00"
 
 
 def test_a_trip_loaded_for_more_than_twelve_hours_is_found_at_the_twelfth_hour() -> None:
@@ -272,6 +285,10 @@ def test_a_late_record_that_moves_a_trips_start_keeps_its_violations_keys() -> N
     assert [v.dedup_key for v in unfinished_trips(trips(*never), now=at(100))] == [
         v.dedup_key for v in unfinished_trips(trips(depart(), *never), now=at(100))
     ]
+    # A bin lifted before the first, sent late, moves the load's start, not its return.
+    assert [v.dedup_key for v in unfinished_trips(trips(*never), now=at(100))] == [
+        v.dedup_key for v in unfinished_trips(trips(pickup(5, "BIN-0"), *never), now=at(100))
+    ]
 
 
 # -- unloading at an unregistered place ----------------------------------------------------------------
@@ -301,14 +318,28 @@ def test_a_stop_before_the_first_pickup_is_of_an_empty_vehicle() -> None:
     assert unregistered_unloadings(trips(depart(), stop(2, 40), pickup(50, "BIN-1")), now=at(90)) == []
 
 
-def test_a_stop_still_under_way_counts_up_to_now() -> None:
+def test_a_stop_still_under_way_is_judged_after_the_limit_and_its_grace() -> None:
+    """Its end may be in the platform's next upload: judged only 20 minutes after the stop limit."""
     assembled = trips(depart(), pickup(10, "BIN-1"), stop(20, None))
-    assert unregistered_unloadings(assembled, now=at(29)) == []
-    (found,) = unregistered_unloadings(assembled, now=at(30))
+    assert unregistered_unloadings(assembled, now=at(49)) == []
+    (found,) = unregistered_unloadings(assembled, now=at(50))
     assert found.details.endswith("outside every registered place and still there")
+    assert "for 30 min" in found.details
+    prompt = CheckSettings(open_stop_grace=timedelta(0))
+    assert len(unregistered_unloadings(assembled, now=at(30), settings=prompt)) == 1
     # Once it ends, it is the same violation.
     ended = trips(depart(), pickup(10, "BIN-1"), stop(20, 45))
     assert [v.dedup_key for v in unregistered_unloadings(ended, now=at(90))] == [found.dedup_key]
+
+
+def test_a_stop_without_its_end_ended_at_the_vehicles_next_record() -> None:
+    """The end of a stop lost with an upload: the next lift shows the vehicle moved on."""
+    moved_on = trips(depart(), pickup(10, "BIN-1"), stop(20, None), pickup(25, "BIN-2"))
+    assert unregistered_unloadings(moved_on, now=at(600)) == []
+    long_gone = trips(depart(), pickup(10, "BIN-1"), stop(20, None), pickup(45, "BIN-2"))
+    (found,) = unregistered_unloadings(long_gone, now=at(600))
+    assert "for 25 min" in found.details
+    assert "still there" not in found.details
 
 
 def test_the_stop_limit_is_a_setting() -> None:

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("rfid", sa.String(length=32), nullable=False),
         sa.Column("point_code", sa.String(length=32), nullable=False),
         sa.Column("stream", sa.String(length=16), nullable=False),
+        sa.Column("load_stream", sa.String(length=16), nullable=True),
         sa.Column("weight_kg", sa.Float(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
         sa.PrimaryKeyConstraint("plate", "at", "rfid", name="pk_pickups"),
@@ -84,6 +85,7 @@ def upgrade() -> None:
     op.create_index("ix_trips_started", "trips", ["started_at", "id"])
     op.create_index("ix_trips_plate_started", "trips", ["plate", "started_at", "id"])
     op.create_index("ix_trips_facility_started", "trips", ["facility_code", "started_at", "id"])
+    op.create_index("ix_trips_district_started", "trips", ["district_code", "started_at", "id"])
     op.create_index(
         "ix_trips_open_started", "trips", ["started_at", "id"], postgresql_where=sa.text("ending = 'open'")
     )
@@ -112,6 +114,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_chain_violations_at", "chain_violations", ["at", "id"])
     op.create_index("ix_chain_violations_plate_at", "chain_violations", ["plate", "at", "id"])
+    op.create_index("ix_chain_violations_district_at", "chain_violations", ["district_code", "at", "id"])
+    op.create_index("ix_chain_violations_kind_at", "chain_violations", ["kind", "at", "id"])
     op.create_index("ix_chain_violations_point_at", "chain_violations", ["point_code", "at"])
     op.create_index("ix_chain_violations_trip", "chain_violations", ["trip_id"])
     op.create_index("ix_chain_violations_created", "chain_violations", ["created_at"])
