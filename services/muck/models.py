@@ -21,8 +21,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    PrimaryKeyConstraint,
-    SmallInteger,
     String,
     UniqueConstraint,
     func,
@@ -32,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from citygrid.db import make_metadata
-from citygrid.fleet.reports import check_columns
+from citygrid.fleet.models import PositionColumns, position_columns
 from citygrid.ids import new_id
 
 
@@ -156,54 +154,13 @@ class PositionSource(StrEnum):
     HTTP = "http"  # a vendor's platform relaying its terminals
 
 
-class Position(Base):
-    """One reported position of one truck: append-only, partitioned by day of ``at`` (the fix's
-    time). A terminal sends a report again when its acknowledgement was lost, so a track may hold a
-    time twice; reads take one row per time."""
-
-    __tablename__ = "positions"
-
-    plate: Mapped[str] = mapped_column(String(12))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    lon: Mapped[float] = mapped_column(Float)
-    lat: Mapped[float] = mapped_column(Float)
-    speed_kmh: Mapped[float] = mapped_column(Float)
-    direction: Mapped[int] = mapped_column(SmallInteger)
-    # None: not known (some terminals send 0xFFFF for it).
-    altitude_m: Mapped[int | None] = mapped_column(Integer)
-    # JT/T 808's DWORD bit fields: up to 2**32 - 1.
-    alarm: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[int] = mapped_column(BigInteger)
-    # 0 empty, 1 half, 3 full (status bits 8-9); None when the terminal does not say.
-    load: Mapped[int | None] = mapped_column(SmallInteger)
-    mileage_km: Mapped[float | None] = mapped_column(Float)
-    source: Mapped[str] = mapped_column(String(8))
-    # A 0x0704 re-upload of positions a terminal kept while it had no network.
-    blind_area: Mapped[bool] = mapped_column(Boolean)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # The id of the transaction that stored the row, set by the database: the transport rules read
-    # positions in the order their transactions ended (services/muck/rules/cursor.py), so a batch
-    # that commits late, after PostgreSQL was away, is still read. None for rows stored before.
-    txid: Mapped[int | None] = mapped_column(
-        BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint")
-    )
-
-    __table_args__ = (
-        # A track is a range of (plate, at). ``received_at`` makes a resent report a row of its own
-        # rather than a conflict that would fail its whole COPY batch.
-        PrimaryKeyConstraint("plate", "at", "received_at", name="pk_positions"),
-        # Rows are appended in nearly the order of their transactions: a BRIN index of a few pages
-        # per partition finds a range of them, at no cost to the COPY that a B-tree would have.
-        Index("ix_positions_txid", "txid", postgresql_using="brin"),
-        {"postgresql_partition_by": "RANGE (at)"},
-    )
+class Position(PositionColumns, Base):
+    """One reported position of one truck (the kit's positions table): the transport rules read
+    positions in the order their transactions ended (services/muck/rules/cursor.py)."""
 
 
 # What the intake writes: every column but the one the database fills.
-POSITION_COLUMNS: tuple[str, ...] = tuple(
-    column.name for column in Position.__table__.columns if column.name != "txid"
-)
-check_columns(POSITION_COLUMNS)
+POSITION_COLUMNS = position_columns(Position)
 
 
 class ManifestRow(Base):
