@@ -69,6 +69,14 @@ class Refusal(BaseModel):
     detail: str
 
 
+class IntakeResult(BaseModel):
+    """What a batch of reports did: how many were received and stored, each refused with its reason."""
+
+    received: int
+    stored: int
+    refused: list[Refusal]
+
+
 class ImportResult(BaseModel):
     """What a batch import did: every item created, updated or refused with its reason."""
 

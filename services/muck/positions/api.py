@@ -13,8 +13,8 @@ from citygrid.auth import CurrentPrincipal, require_city_wide
 from citygrid.clock import EARLIEST, LATEST
 from citygrid.errors import InvalidInput, NotFound
 from citygrid.fleet.intake import Refused
+from citygrid.fleet.relay import relay
 from citygrid.fleet.reports import LOAD_CODES, Report
-from citygrid.fleet.schemas import relay
 from citygrid.pagination import Cursor, Limit, Page, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
 from contract.common import GeoPoint

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from citygrid.fleet.schemas import IntakeResult, Load, PositionFields
-from citygrid.schemas import RequestModel
+from citygrid.schemas import IntakeResult, RequestModel
 from contract.common import GeoPoint
+from contract.fleet import Load, PositionFields
 from contract.muck import Plate
 
 

@@ -1,52 +1,49 @@
-"""What a fleet's HTTP intake takes and answers: positions relayed by terminal vendors' platforms,
-each refused alone (a vehicle the register does not know, no fix, out of range, out of time)."""
+"""A fleet's HTTP intake: positions relayed by terminal vendors' platforms, each refused alone (a
+vehicle the register does not know, no fix, out of range, out of time). What it takes is the
+contract's (``contract.fleet``); what it answers the kit's ``IntakeResult``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Literal, Protocol
-
-from pydantic import AwareDatetime, BaseModel, Field
+from datetime import datetime
+from typing import Protocol
 
 from citygrid.fleet.intake import Refused
 from citygrid.fleet.reports import LOAD_CODES, Report
-from citygrid.schemas import Refusal, RequestModel
-from contract.common import GeoPoint
-
-Load = Literal["empty", "half", "full"]
+from citygrid.schemas import IntakeResult, Refusal
 
 
-class PositionFields(RequestModel):
-    """One position as a vendor's platform relays it from a terminal; a service adds its ``plate``."""
-
-    at: AwareDatetime
-    location: GeoPoint
-    speed_kmh: Annotated[float, Field(ge=0, le=250)] = 0.0
-    direction: Annotated[int, Field(ge=0, le=359)] = 0
-    altitude_m: Annotated[int, Field(ge=-500, le=9000)] | None = None
-    load: Load | None = None
-    mileage_km: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
-    alarm: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
-    status: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
+class Located(Protocol):
+    @property
+    def lon(self) -> float: ...
+    @property
+    def lat(self) -> float: ...
 
 
 class RelayedPosition(Protocol):
-    plate: str
-    at: AwareDatetime
-    location: GeoPoint
-    speed_kmh: float
-    direction: int
-    altitude_m: int | None
-    load: Load | None
-    mileage_km: float | None
-    alarm: int
-    status: int
+    """A position as a service's request model has it (``contract.fleet.PositionFields`` and the
+    service's ``plate``)."""
 
-
-class IntakeResult(BaseModel):
-    received: int
-    stored: int
-    refused: list[Refusal]
+    @property
+    def plate(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def location(self) -> Located: ...
+    @property
+    def speed_kmh(self) -> float: ...
+    @property
+    def direction(self) -> int: ...
+    @property
+    def altitude_m(self) -> int | None: ...
+    @property
+    def load(self) -> str | None: ...
+    @property
+    def mileage_km(self) -> float | None: ...
+    @property
+    def alarm(self) -> int: ...
+    @property
+    def status(self) -> int: ...
 
 
 async def relay(
