@@ -509,6 +509,9 @@ def service_env(
         **os.environ,
         "CITYGRID_ENVIRONMENT": "development",
         "CITYGRID_PORT": str(port),
+        # The fleet's JT/T 808 listener, unused here, on a port of its own too.
+        "CITYGRID_JT808_HOST": "127.0.0.1",
+        "CITYGRID_JT808_PORT": str(free_port()),
         "CITYGRID_DATABASE_URL": database_url(server_url, DB),
         "CITYGRID_NATS_URL": nats.server_url,
         "CITYGRID_NATS_USER": user,

@@ -29,8 +29,9 @@ WASTE = ScopeRules(
     service="waste",
     dataset="waste",
     # Drop-off points' AI boxes (bin-side supervision): their batches of events. Vehicles' platforms
-    # and facilities' weighbridges (the collection chain): pickups, movements, weighings.
-    ingest_paths=frozenset({"v1/bin-events", "v1/pickups", "v1/movements", "v1/weighings"}),
+    # and facilities' weighbridges (the collection chain): pickups, movements, weighings, and the
+    # positions terminal vendors relay (terminals themselves speak JT/T 808 over TCP).
+    ingest_paths=frozenset({"v1/bin-events", "v1/pickups", "v1/movements", "v1/weighings", "v1/positions"}),
 )
 MUCK = ScopeRules(
     service="muck",

@@ -44,6 +44,8 @@ async def waste_case_stack(
     waste_app = create_waste_app(
         WasteSettings(
             **infrastructure.service_settings(WASTE_NATS.user, waste_database),
+            jt808_host="127.0.0.1",
+            jt808_port=0,
         )
     )
     async with service_with_cases(infrastructure, databases, "waste", waste_app, CONSUMERS) as running:

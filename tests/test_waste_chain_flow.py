@@ -57,6 +57,8 @@ async def waste_chain_stack(
         WasteSettings(
             **infrastructure.service_settings(WASTE_NATS.user, waste_database),
             chain_round_seconds=0.5,
+            jt808_host="127.0.0.1",
+            jt808_port=0,
         )
     )
     async with service_with_cases(infrastructure, databases, "waste", waste_app, CONSUMERS) as running:

@@ -54,6 +54,8 @@ async def waste_stack(
             database_url=waste_database,
             **infrastructure.nats_settings(WASTE_NATS.user),
             internal_token_public_key=infrastructure.public_key,
+            jt808_host="127.0.0.1",
+            jt808_port=0,
         )
     )
     async with serve_app(waste_app) as waste_url:

@@ -19,6 +19,9 @@ from services.waste.chain import retention as chain_retention
 from services.waste.chain.jobs import ChainPart
 from services.waste.chain.rounds import ChainConfig
 from services.waste.events import PUBLISHES
+from services.waste.fleet import api as fleet_api
+from services.waste.fleet import models as fleet_models
+from services.waste.fleet.listener import Fleet
 from services.waste.metrics import WasteMetrics
 from services.waste.registry import api as registry_api
 from services.waste.supervision import api as supervision_api
@@ -39,11 +42,21 @@ class WasteSettings(ServiceSettings):
     # How long after a collection window closes it is judged: a pickup sent later than this (a
     # terminal offline for longer) comes after its missed collection was raised.
     missed_collection_grace_minutes: float = Field(default=120.0, ge=0, le=7 * 24 * 60)
+    # The fleet's JT/T 808 listener (its own Kubernetes Service), its limits, and the positions.
+    jt808_host: str = "0.0.0.0"
+    jt808_port: int = Field(default=8809, ge=0, le=65535)
+    jt808_idle_seconds: float = Field(default=300.0, gt=0)
+    jt808_max_failed_logins: int = Field(default=20, ge=1)
+    jt808_failed_login_window_seconds: float = Field(default=600.0, gt=0)
+    terminal_sweep_seconds: float = Field(default=30.0, gt=0)
+    position_retention_days: int = Field(default=90, ge=fleet_models.MINIMUM_RETENTION_DAYS)
+    partition_check_seconds: float = Field(default=3600.0, gt=0)
 
 
 def create_app(settings: WasteSettings | None = None) -> FastAPI:
     settings = settings or WasteSettings()
     metrics_holder: dict[str, WasteMetrics] = {}
+    fleet_holder: dict[str, Fleet] = {}
     chain = ChainPart(
         round_seconds=settings.chain_round_seconds,
         figures_seconds=settings.chain_figures_seconds,
@@ -64,7 +77,11 @@ def create_app(settings: WasteSettings | None = None) -> FastAPI:
 
     def setup(runtime: Runtime) -> None:
         metrics_holder["metrics"] = WasteMetrics(runtime.metrics.registry)
+        fleet = fleet_holder["fleet"] = Fleet.of(runtime, settings)
+        runtime.on_startup = [fleet.start]
+        runtime.metrics.scrape_hooks.append(fleet.gauges)
         runtime.jobs = [
+            *fleet.jobs(settings),
             PeriodicJob(
                 "waste-retention",
                 settings.retention_check_seconds,
@@ -92,6 +109,7 @@ def create_app(settings: WasteSettings | None = None) -> FastAPI:
             supervision_api.router,
             chain_api.intake_router(chain.counted),
             chain_api.router,
+            fleet_api.router,
         ],
         publishes=PUBLISHES,
         consumers=[cameras.consumer(counted)],
@@ -99,6 +117,8 @@ def create_app(settings: WasteSettings | None = None) -> FastAPI:
         scopes=scopes.WASTE,
     )
     app.state.waste_metrics = metrics_holder["metrics"]
+    app.state.fleet = fleet_holder["fleet"]
+    app.state.fleet_positions = fleet_holder["fleet"].positions
     app.state.chain = chain
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class WasteMetrics:
@@ -84,5 +84,46 @@ class ChainMetrics:
         self.figures_age = Gauge(
             "citygrid_waste_chain_figures_age_seconds",
             "Age of the stored figures the gauges show.",
+            registry=registry,
+        )
+
+
+class FleetMetrics:
+    """The sanitation fleet's positions: stored and refused by intake, the writer's batches and what
+    waits for it, the terminals connected and their frames."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.positions = Counter(
+            "citygrid_waste_positions_total",
+            "Vehicle positions stored, by intake (jt808 or http).",
+            ["intake"],
+            registry=registry,
+        )
+        self.positions_refused = Counter(
+            "citygrid_waste_positions_refused_total",
+            "Vehicle positions refused, by intake and reason (the problem code).",
+            ["intake", "reason"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "citygrid_waste_position_batch_seconds",
+            "Time to store one batch of positions (one COPY).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "citygrid_waste_positions_pending",
+            "Positions this replica holds for its writer, not yet stored.",
+            registry=registry,
+        )
+        self.terminals_connected = Gauge(
+            "citygrid_waste_terminals_connected",
+            "JT/T 808 connections open on this replica.",
+            registry=registry,
+        )
+        self.frames = Counter(
+            "citygrid_waste_jt808_frames_total",
+            "JT/T 808 frames by outcome (ok, rejected, bad, unsupported, limited).",
+            ["outcome"],
             registry=registry,
         )

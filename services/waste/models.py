@@ -126,6 +126,10 @@ class Vehicle(Base):
     terminal_phone: Mapped[str] = mapped_column(String(20), unique=True)
     driver_name: Mapped[str | None] = mapped_column(String(100))
     driver_phone: Mapped[str | None] = mapped_column(String(32))
+    # The JT/T 808 auth code issued at the terminal's registration, as its SHA-256; None until it
+    # registers, and again once the register releases it or gives the vehicle another terminal.
+    auth_code_sha256: Mapped[str | None] = mapped_column(String(64))
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -244,3 +248,4 @@ class Violation(Base):
 # The collection chain's tables are declared in its feature package, on this Base: imported here so
 # the metadata (Alembic, the migration tests) holds them wherever the models are imported from.
 from services.waste.chain import models as chain_models  # noqa: E402, F401
+from services.waste.fleet import models as fleet_models  # noqa: E402, F401

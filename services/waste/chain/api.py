@@ -25,12 +25,12 @@ from services.waste.chain.schemas import (
     ChainViolationOut,
     CoverageOut,
     FacilityIntakeOut,
-    IntakeResult,
     MovementBatch,
     PickupBatch,
     PickupOut,
     PointRateOut,
     RatesOut,
+    RecordsResult,
     TonnageOut,
     TripDetailOut,
     TripOut,
@@ -61,7 +61,7 @@ def intake_router(counted: Callable[[service.Tally], None]) -> APIRouter:
     @intake.post("/pickups", operation_id="report_pickups")
     async def report_pickups(
         body: PickupBatch, runtime: RuntimeDep, principal: CurrentPrincipal
-    ) -> IntakeResult:
+    ) -> RecordsResult:
         """Up to 1,000 bin lifts reported by vehicles' platforms (vehicle, point, bin tag, on-truck
         weight, time), each answered on its own: stored, a duplicate of one stored before (the same
         vehicle, tag and time), or refused with a problem code."""
@@ -74,7 +74,7 @@ def intake_router(counted: Callable[[service.Tally], None]) -> APIRouter:
     @intake.post("/weighings", operation_id="report_weighings")
     async def report_weighings(
         body: WeighingBatch, runtime: RuntimeDep, principal: CurrentPrincipal
-    ) -> IntakeResult:
+    ) -> RecordsResult:
         """Up to 1,000 weighbridge records of facilities (facility, weighbridge, vehicle, gross, tare,
         time; the net is gross − tare), each answered on its own; the same vehicle, facility and time
         is a duplicate."""
@@ -87,7 +87,7 @@ def intake_router(counted: Callable[[service.Tally], None]) -> APIRouter:
     @intake.post("/movements", operation_id="report_movements")
     async def report_movements(
         body: MovementBatch, runtime: RuntimeDep, principal: CurrentPrincipal
-    ) -> IntakeResult:
+    ) -> RecordsResult:
         """Up to 1,000 movements of vehicles reported by their platforms: left or back at the depot,
         arrived at a facility, stopped outside every registered place (sent again with its end once
         it ended: ``updated``)."""

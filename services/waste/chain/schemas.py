@@ -104,7 +104,7 @@ class ItemResult(BaseModel):
     detail: str | None = None
 
 
-class IntakeResult(BaseModel):
+class RecordsResult(BaseModel):
     received: int
     stored: int
     duplicates: int
@@ -244,7 +244,6 @@ __all__ = [
     "CoverageOut",
     "DepartedIn",
     "FacilityIntakeOut",
-    "IntakeResult",
     "ItemResult",
     "MovementBatch",
     "MovementIn",
@@ -253,6 +252,7 @@ __all__ = [
     "PickupOut",
     "PointRateOut",
     "RatesOut",
+    "RecordsResult",
     "ReturnedIn",
     "StoppedIn",
     "TonnageOut",

@@ -38,10 +38,10 @@ from services.waste.chain.models import (
 from services.waste.chain.schemas import (
     ArrivedIn,
     DepartedIn,
-    IntakeResult,
     ItemResult,
     MovementIn,
     PickupIn,
+    RecordsResult,
     ReturnedIn,
     StoppedIn,
     WeighingIn,
@@ -94,7 +94,7 @@ class _Batch:
             return
         self.rows[identity] = (index, key, row)
 
-    def answered(self, stored: dict[Hashable, str], tally: Tally) -> IntakeResult:
+    def answered(self, stored: dict[Hashable, str], tally: Tally) -> RecordsResult:
         """``stored``: the identities the insert wrote, each ``stored`` or ``updated``."""
         for identity, (index, key, _) in self.rows.items():
             outcome = stored.get(identity, "duplicate")
@@ -103,7 +103,7 @@ class _Batch:
         counts = Counter(result.outcome for result in listed)
         for outcome, count in counts.items():
             tally.records[self.kind, outcome] += count
-        return IntakeResult(
+        return RecordsResult(
             received=self.size,
             stored=counts["stored"] + counts["updated"],
             duplicates=counts["duplicate"],
@@ -194,7 +194,7 @@ def _earliest(rows: Iterable[dict[str, Any]]) -> dict[str, datetime]:
 
 async def ingest_pickups(
     uow: UnitOfWork, items: Sequence[PickupIn], principal: Principal, tally: Tally
-) -> IntakeResult:
+) -> RecordsResult:
     """Bins lifted at points. The tag names the bin, and the register gives its stream: a tag not
     registered, or registered at another drop-off point, is refused; at a collection point, a bin of
     a stream the point does not collect is."""
@@ -280,7 +280,7 @@ async def ingest_pickups(
 
 async def ingest_weighings(
     uow: UnitOfWork, items: Sequence[WeighingIn], principal: Principal, tally: Tally
-) -> IntakeResult:
+) -> RecordsResult:
     """Weighbridge records at facilities: a weighbridge the facility has not registered, a tare above
     the gross, an unknown vehicle or facility is refused."""
     session = uow.session
@@ -382,7 +382,7 @@ def _movement_row(item: MovementIn) -> dict[str, Any]:
 
 async def ingest_movements(
     uow: UnitOfWork, items: Sequence[MovementIn], principal: Principal, tally: Tally
-) -> IntakeResult:
+) -> RecordsResult:
     """Movements reported by the vehicles' platforms. A stop sent again with its end is ``updated``;
     anything else sent again is a duplicate."""
     session = uow.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import (
@@ -188,6 +189,8 @@ class VehicleOut(BaseModel):
     # Personal data: masked without ``pii:read``.
     driver_name: str | None
     driver_phone: str | None
+    # When its terminal registered over JT/T 808; None until it does, and once released.
+    registered_at: datetime | None = None
     version: int
 
 

@@ -156,7 +156,19 @@ async def import_vehicles(session: AsyncSession, items: Sequence[VehicleIn]) -> 
             continue
         taken[phone] = item.plate
         rows[item.plate] = {**item.model_dump(mode="json"), "terminal_phone": phone}
-    created = await _upsert(session, Vehicle, "plate", list(rows.values()))
+    # Another terminal for a vehicle: the old one's code is void, and the new one registers.
+    table = cast(Table, Vehicle.__table__)
+    new_terminal = table.c.terminal_phone.is_distinct_from(insert(table).excluded.terminal_phone)
+    created = await _upsert(
+        session,
+        Vehicle,
+        "plate",
+        list(rows.values()),
+        also_set={
+            "auth_code_sha256": case((new_terminal, None), else_=table.c.auth_code_sha256),
+            "registered_at": case((new_terminal, None), else_=table.c.registered_at),
+        },
+    )
     return _result(len(items), len(rows), created, refused)
 
 

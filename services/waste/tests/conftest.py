@@ -60,13 +60,18 @@ def point(code: str, district: str = HUANGPU, **changes: Any) -> dict[str, Any]:
     }
 
 
+# The JT/T 808 listener on a port of the system's choosing, on loopback: tests run side by side.
+LOOPBACK_LISTENER = {"jt808_host": "127.0.0.1", "jt808_port": 0}
+
+
 @pytest.fixture(scope="session")
 def waste_database(infrastructure: Infrastructure) -> str:
     return infrastructure.database("services.waste")
 
 
 def waste_settings(infrastructure: Infrastructure, database: str, **overrides: Any) -> WasteSettings:
-    return WasteSettings(**(infrastructure.service_settings(NATS_IDENTITY.user, database) | overrides))
+    values = infrastructure.service_settings(NATS_IDENTITY.user, database) | LOOPBACK_LISTENER
+    return WasteSettings(**(values | overrides))
 
 
 @pytest.fixture
