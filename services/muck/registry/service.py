@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
 from citygrid.fleet.terminals import full_phone
+from citygrid.imports import import_result, terminal_change_voids_code, upsert_by_key
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from citygrid.schemas import ImportResult, Refusal
 from services.muck.domain.geofences import Corridor, CorridorIndex, SiteIndex
@@ -40,32 +41,10 @@ class UnknownCompany(NotFound):
     code = "muck.unknown_company"
 
 
-async def _upsert(session: AsyncSession, model: type[Base], key: str, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert or update by ``key``; returns how many were created."""
-    if not rows:
-        return 0
-    table = cast(Table, model.__table__)
-    values = insert(table).values(list(rows))
-    changed = [name for name in rows[0] if name != key]
-    upsert = values.on_conflict_do_update(
-        index_elements=[key],
-        set_={
-            **{name: values.excluded[name] for name in changed},
-            "version": table.c.version + 1,
-            "updated_at": func.now(),
-        },
-    ).returning(table.c.version)
-    return sum(1 for version in (await session.scalars(upsert)).all() if version == 1)
-
-
-def _result(received: int, rows: int, created: int, refused: list[Refusal]) -> ImportResult:
-    return ImportResult(received=received, created=created, updated=rows - created, refused=refused)
-
-
 async def import_companies(session: AsyncSession, items: Sequence[CompanyIn]) -> ImportResult:
     rows = {item.code: item.model_dump() for item in items}
-    created = await _upsert(session, Company, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, [])
+    created = await upsert_by_key(session, Company, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, [])
 
 
 async def import_trucks(session: AsyncSession, items: Sequence[TruckIn]) -> ImportResult:
@@ -114,8 +93,11 @@ async def import_trucks(session: AsyncSession, items: Sequence[TruckIn]) -> Impo
         else:
             seen_phones[phone] = item.plate
             rows[item.plate] = {**item.model_dump(), "terminal_phone": phone}
-    created = await _upsert(session, Truck, "plate", list(rows.values()))
-    return _result(len(items), len(rows), created, refused)
+    # Another terminal for a truck: the old one's code is void, and the new one registers.
+    created = await upsert_by_key(
+        session, Truck, "plate", list(rows.values()), also_set=terminal_change_voids_code(Truck)
+    )
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def import_sites(session: AsyncSession, items: Sequence[SiteIn]) -> ImportResult:
@@ -132,8 +114,8 @@ async def import_sites(session: AsyncSession, items: Sequence[SiteIn]) -> Import
         row = item.model_dump(mode="json")
         row["permit_valid_from"], row["permit_valid_until"] = item.permit_valid_from, item.permit_valid_until
         rows[item.code] = row
-    created = await _upsert(session, Site, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, refused)
+    created = await upsert_by_key(session, Site, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> ImportResult:
@@ -146,8 +128,8 @@ async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> Impo
             refused.append(Refusal(index=index, key=item.code, code="muck.invalid_route", detail=str(error)))
             continue
         rows[item.code] = item.model_dump(mode="json")
-    created = await _upsert(session, Route, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, refused)
+    created = await upsert_by_key(session, Route, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def import_areas(session: AsyncSession, items: Sequence[AreaIn]) -> ImportResult:
@@ -162,8 +144,8 @@ async def import_areas(session: AsyncSession, items: Sequence[AreaIn]) -> Import
             )
             continue
         rows[item.code] = item.model_dump(mode="json")
-    created = await _upsert(session, TransportArea, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, refused)
+    created = await upsert_by_key(session, TransportArea, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def release_terminal(session: AsyncSession, plate: str) -> Truck:

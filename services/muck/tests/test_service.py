@@ -534,3 +534,19 @@ async def test_a_released_terminal_is_disconnected_on_every_replica_by_the_sweep
         assert (await kept.general_reply()).result == OK
         assert await terminals.sweep(second.listener) == 0
         await kept.close()
+
+
+async def test_a_truck_given_another_terminal_voids_the_old_ones_code(muck: Muck) -> None:
+    await muck.register_fleet(1)
+    first = await Terminal.connect(muck.listener, "013800000001")
+    code = await log_in(first)
+    await first.close()
+    moved = await muck.post("/v1/trucks/import", {"trucks": [truck(1, terminal_phone="013800000099")]})
+    assert moved.status_code == 200, moved.text
+    new = await Terminal.connect(muck.listener, "013800000099")
+    await new.send(AUTHENTICATE, Authentication(code).encode(2013))
+    assert (await new.general_reply()).result == FAILURE
+    await new.send(REGISTER, Registration(44, 100, "CGRID", "MT-1", "T1", 2, PLATE).encode(2013))
+    frame = await new.reply()
+    assert RegistrationReply.decode(frame.body, frame.header).result == REGISTERED
+    await new.close()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
 from citygrid.fleet.terminals import full_phone
+from citygrid.imports import import_result, terminal_change_voids_code, upsert_by_key
 from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from citygrid.schemas import ImportResult, Refusal
 from services.waste.models import (
@@ -52,40 +53,6 @@ def _located(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "lon": lon, "lat": lat}
 
 
-async def _upsert(
-    session: AsyncSession,
-    model: type[Base],
-    key: str,
-    rows: Sequence[dict[str, Any]],
-    also_set: dict[str, Any] | None = None,
-) -> int:
-    """Insert or update by ``key``; returns how many were created.
-
-    A row sent again unchanged is left alone: its version and ``updated_at`` move only when a value
-    differs, so a nightly re-import of the whole register changes nothing that reads them.
-    """
-    if not rows:
-        return 0
-    table = cast(Table, model.__table__)
-    values = insert(table).values(list(rows))
-    changed = [name for name in rows[0] if name != key]
-    upsert = values.on_conflict_do_update(
-        index_elements=[key],
-        set_={
-            **{name: values.excluded[name] for name in changed},
-            **(also_set or {}),
-            "version": table.c.version + 1,
-            "updated_at": func.now(),
-        },
-        where=or_(*(table.c[name].is_distinct_from(values.excluded[name]) for name in changed)),
-    ).returning(table.c.version)
-    return sum(1 for version in (await session.scalars(upsert)).all() if version == 1)
-
-
-def _result(received: int, rows: int, created: int, refused: list[Refusal]) -> ImportResult:
-    return ImportResult(received=received, created=created, updated=rows - created, refused=refused)
-
-
 async def import_points(session: AsyncSession, items: Sequence[PointIn]) -> ImportResult:
     """Points with their bins: a point's bins are replaced by the ones given. A bin's RFID tag is
     one bin's: a tag registered at another point is refused."""
@@ -115,18 +82,18 @@ async def import_points(session: AsyncSession, items: Sequence[PointIn]) -> Impo
         rows[item.code] = row
         for bin_ in item.bins:
             bins[bin_.rfid] = {**bin_.model_dump(mode="json"), "point_code": item.code}
-    created = await _upsert(session, DropOffPoint, "code", list(rows.values()))
+    created = await upsert_by_key(session, DropOffPoint, "code", list(rows.values()))
     if rows:
         await session.execute(delete(Bin).where(Bin.point_code.in_(rows)))
     if bins:
         await session.execute(insert(Bin).values(list(bins.values())))
-    return _result(len(items), len(rows), created, refused)
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def import_collection_points(session: AsyncSession, items: Sequence[CollectionPointIn]) -> ImportResult:
     rows = {item.code: _located(item.model_dump(mode="json")) for item in items}
-    created = await _upsert(session, CollectionPoint, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, [])
+    created = await upsert_by_key(session, CollectionPoint, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, [])
 
 
 async def import_vehicles(session: AsyncSession, items: Sequence[VehicleIn]) -> ImportResult:
@@ -157,25 +124,16 @@ async def import_vehicles(session: AsyncSession, items: Sequence[VehicleIn]) -> 
         taken[phone] = item.plate
         rows[item.plate] = {**item.model_dump(mode="json"), "terminal_phone": phone}
     # Another terminal for a vehicle: the old one's code is void, and the new one registers.
-    table = cast(Table, Vehicle.__table__)
-    new_terminal = table.c.terminal_phone.is_distinct_from(insert(table).excluded.terminal_phone)
-    created = await _upsert(
-        session,
-        Vehicle,
-        "plate",
-        list(rows.values()),
-        also_set={
-            "auth_code_sha256": case((new_terminal, None), else_=table.c.auth_code_sha256),
-            "registered_at": case((new_terminal, None), else_=table.c.registered_at),
-        },
+    created = await upsert_by_key(
+        session, Vehicle, "plate", list(rows.values()), also_set=terminal_change_voids_code(Vehicle)
     )
-    return _result(len(items), len(rows), created, refused)
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def import_facilities(session: AsyncSession, items: Sequence[FacilityIn]) -> ImportResult:
     rows = {item.code: _located(item.model_dump(mode="json")) for item in items}
-    created = await _upsert(session, Facility, "code", list(rows.values()))
-    return _result(len(items), len(rows), created, [])
+    created = await upsert_by_key(session, Facility, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, [])
 
 
 async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> ImportResult:
@@ -230,7 +188,7 @@ async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> Impo
     schedule_changed = or_(
         *(table.c[name].is_distinct_from(excluded[name]) for name in ROUTE_SCHEDULE_FIELDS)
     )
-    created = await _upsert(
+    created = await upsert_by_key(
         session,
         Route,
         "code",
@@ -239,7 +197,7 @@ async def import_routes(session: AsyncSession, items: Sequence[RouteIn]) -> Impo
             "schedule_changed_at": case((schedule_changed, func.now()), else_=table.c.schedule_changed_at)
         },
     )
-    return _result(len(items), len(rows), created, refused)
+    return import_result(len(items), len(rows), created, refused)
 
 
 async def one(session: AsyncSession, model: type[Row], key: str) -> Row:
