@@ -17,10 +17,12 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import DomainError
+
+RowT = TypeVar("RowT")
 
 MAX_LIMIT = 500
 
@@ -113,3 +115,23 @@ class NewestFirst:
         last = found[limit - 1]
         time: datetime = getattr(last, self.time.key)
         return list(found[:limit]), encode_cursor(time.isoformat(), str(getattr(last, self.id.key)))
+
+
+async def page_by_key(
+    session: Any,
+    model: type[RowT],
+    key: Any,
+    *,
+    limit: int,
+    cursor: str | None,
+    where: Sequence[Any] = (),
+) -> tuple[list[RowT], str | None]:
+    """One keyset page of ``model``'s rows in the order of ``key`` (a text column, unique), after the
+    cursor; the next page's cursor, or None. ``session`` is an ``AsyncSession``."""
+    query = select(model).where(*where).order_by(key).limit(limit + 1)
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(key > cursor_value(str, after))
+    found = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(getattr(found[limit - 1], key.key)) if len(found) > limit else None
+    return found[:limit], next_cursor

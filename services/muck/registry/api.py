@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from citygrid.auth import CurrentPrincipal, Principal, district_scope, require_city_wide, require_district
 from citygrid.masking import mask_id_number, mask_name, mask_phone
-from citygrid.pagination import Cursor, Limit, Page
+from citygrid.pagination import Cursor, Limit, Page, page_by_key
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import ImportResult
 from citygrid.versioning import etag
@@ -72,7 +72,7 @@ async def import_companies(
 @router.get("/companies", operation_id="list_companies")
 async def list_companies(runtime: RuntimeDep, limit: Limit = 50, cursor: Cursor = None) -> Page[CompanyOut]:
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(session, Company, Company.code, limit=limit, cursor=cursor)
+        found, next_cursor = await page_by_key(session, Company, Company.code, limit=limit, cursor=cursor)
     return Page[CompanyOut](items=[CompanyOut.model_validate(c) for c in found], next_cursor=next_cursor)
 
 
@@ -94,7 +94,7 @@ async def list_trucks(
 ) -> Page[TruckOut]:
     where = [Truck.company_code == company] if company else []
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, Truck, Truck.plate, limit=limit, cursor=cursor, where=where
         )
     return Page[TruckOut](items=[truck_out(t, principal) for t in found], next_cursor=next_cursor)
@@ -167,7 +167,7 @@ async def list_sites(
     if kind is not None:
         where.append(Site.kind == kind.value)
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, Site, Site.code, limit=limit, cursor=cursor, where=where
         )
     return Page[SiteOut](items=[SiteOut.model_validate(s) for s in found], next_cursor=next_cursor)
@@ -209,7 +209,7 @@ async def import_areas(body: AreaImport, runtime: RuntimeDep, principal: Current
 @router.get("/areas", operation_id="list_areas")
 async def list_areas(runtime: RuntimeDep, limit: Limit = 50, cursor: Cursor = None) -> Page[AreaOut]:
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, TransportArea, TransportArea.code, limit=limit, cursor=cursor
         )
     return Page[AreaOut](items=[AreaOut.model_validate(a) for a in found], next_cursor=next_cursor)

@@ -7,10 +7,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
 from citygrid.fleet.terminals import full_phone
@@ -184,25 +183,6 @@ async def one(session: AsyncSession, model: type[Row], key: str) -> Row:
     if found is None:
         raise UnknownRecord(f"no {model.__tablename__[:-1]} {key}")
     return found
-
-
-async def page(
-    session: AsyncSession,
-    model: type[Row],
-    key: InstrumentedAttribute[str],
-    *,
-    limit: int,
-    cursor: str | None,
-    where: Sequence[Any] = (),
-) -> tuple[list[Row], str | None]:
-    """One keyset page by ``key``."""
-    query: Select[Row] = select(model).where(*where).order_by(key).limit(limit + 1)
-    if cursor:
-        (after,) = decode_cursor(cursor, 1)
-        query = query.where(key > cursor_value(str, after))
-    found = list((await session.scalars(query)).all())
-    next_cursor = encode_cursor(getattr(found[limit - 1], key.key)) if len(found) > limit else None
-    return found[:limit], next_cursor
 
 
 async def drivers_page(

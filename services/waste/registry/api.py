@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from citygrid.auth import CurrentPrincipal, Principal, district_scope, require_city_wide, require_district
 from citygrid.masking import PII_SCOPE, mask_name, mask_phone
-from citygrid.pagination import Cursor, Limit, Page
+from citygrid.pagination import Cursor, Limit, Page, page_by_key
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import ImportResult
 from contract.common import KnownDistrict
@@ -89,7 +89,7 @@ async def list_points(
     if community is not None:
         where.append(DropOffPoint.community == community)
     async with runtime.db() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, DropOffPoint, DropOffPoint.code, limit=limit, cursor=cursor, where=where
         )
         bins = await service.bins_of(session, [p.code for p in found])
@@ -130,7 +130,7 @@ async def list_collection_points(
 ) -> Page[CollectionPointOut]:
     where = in_district(principal, CollectionPoint.district_code, district)
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, CollectionPoint, CollectionPoint.code, limit=limit, cursor=cursor, where=where
         )
     return Page[CollectionPointOut](
@@ -174,7 +174,7 @@ async def list_vehicles(
     if stream is not None:
         where.append(Vehicle.stream == stream.value)
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, Vehicle, Vehicle.plate, limit=limit, cursor=cursor, where=where
         )
     return Page[VehicleOut](items=[vehicle_out(v, principal) for v in found], next_cursor=next_cursor)
@@ -215,7 +215,7 @@ async def list_facilities(
     if kind is not None:
         where.append(Facility.kind == kind.value)
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, Facility, Facility.code, limit=limit, cursor=cursor, where=where
         )
     return Page[FacilityOut](items=[FacilityOut.model_validate(f) for f in found], next_cursor=next_cursor)
@@ -254,7 +254,7 @@ async def list_routes(
     if plate is not None:
         where.append(Route.plate == plate)
     async with runtime.reads() as session:
-        found, next_cursor = await service.page(
+        found, next_cursor = await page_by_key(
             session, Route, Route.code, limit=limit, cursor=cursor, where=where
         )
     return Page[RouteOut](items=[RouteOut.model_validate(r) for r in found], next_cursor=next_cursor)

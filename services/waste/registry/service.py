@@ -6,15 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, Table, case, delete, func, or_, select
+from sqlalchemy import Table, case, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from citygrid.errors import NotFound
 from citygrid.fleet.terminals import full_phone
 from citygrid.imports import import_result, terminal_change_voids_code, upsert_by_key
-from citygrid.pagination import cursor_value, decode_cursor, encode_cursor
 from citygrid.schemas import ImportResult, Refusal
 from services.waste.models import (
     Base,
@@ -215,22 +213,3 @@ async def bins_of(session: AsyncSession, points: Sequence[str]) -> dict[str, lis
         ):
             found[bin_.point_code].append(bin_)
     return found
-
-
-async def page(
-    session: AsyncSession,
-    model: type[Row],
-    key: InstrumentedAttribute[str],
-    *,
-    limit: int,
-    cursor: str | None,
-    where: Sequence[Any] = (),
-) -> tuple[list[Row], str | None]:
-    """One keyset page by ``key``."""
-    query: Select[Row] = select(model).where(*where).order_by(key).limit(limit + 1)
-    if cursor:
-        (after,) = decode_cursor(cursor, 1)
-        query = query.where(key > cursor_value(str, after))
-    found = list((await session.scalars(query)).all())
-    next_cursor = encode_cursor(getattr(found[limit - 1], key.key)) if len(found) > limit else None
-    return found[:limit], next_cursor
