@@ -18,10 +18,10 @@ import os
 import shutil
 import tempfile
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import asyncpg
 import httpx
@@ -158,6 +158,32 @@ class ServiceUnderTest:
 
     async def get(self, path: str, **as_: Any) -> httpx.Response:
         return await self.client.get(path, headers=self.as_(**as_))
+
+
+UnderTest = TypeVar("UnderTest", bound=ServiceUnderTest)
+
+
+async def service_factory(
+    infrastructure: Infrastructure,
+    database: str,
+    build: Callable[..., FastAPI],
+    under_test: type[UnderTest],
+) -> Callable[..., contextlib.AbstractAsyncContextManager[UnderTest]]:
+    """A service's test fixture: its database emptied and the streams deleted once, then ``start``,
+    which serves ``build(**overrides)`` on loopback and yields it as ``under_test`` once it is
+    connected to NATS (called more than once, it starts replicas of the service)."""
+    await truncate_all(database)
+    await delete_streams(infrastructure.nats_url)
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[UnderTest]:
+        app = build(**overrides)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+            running = under_test(infrastructure, app, url, client)
+            await wait_until(running.runtime.messaging_ready.is_set)
+            yield running
+
+    return start
 
 
 async def truncate_all(url: str) -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from citygrid.testing import (
     Infrastructure,
     ServiceUnderTest,
-    delete_streams,
-    serve_app,
-    truncate_all,
-    wait_until,
+    service_factory,
 )
 from services.gas.events import NATS_IDENTITY
 from services.gas.main import GasSettings, create_app
@@ -100,18 +95,12 @@ def gas_settings(infrastructure: Infrastructure, database: str, **overrides: Any
 
 @pytest.fixture
 async def gas_factory(infrastructure: Infrastructure, gas_database: str):
-    await truncate_all(gas_database)
-    await delete_streams(infrastructure.nats_url)
-
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Gas]:
-        app = create_app(gas_settings(infrastructure, gas_database, **overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
-            running = Gas(infrastructure, app, url, client)
-            await wait_until(running.runtime.messaging_ready.is_set)
-            yield running
-
-    return start
+    return await service_factory(
+        infrastructure,
+        gas_database,
+        lambda **overrides: create_app(gas_settings(infrastructure, gas_database, **overrides)),
+        Gas,
+    )
 
 
 @pytest.fixture

@@ -3,22 +3,17 @@ its JT/T 808 listener on a port of its own."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from citygrid.jt808.server import Jt808Listener
 from citygrid.testing import (
     Infrastructure,
     ServiceUnderTest,
-    delete_streams,
-    serve_app,
-    truncate_all,
-    wait_until,
+    service_factory,
 )
 from services.muck.events import NATS_IDENTITY
 from services.muck.main import MuckSettings, create_app
@@ -81,18 +76,12 @@ def muck_settings(infrastructure: Infrastructure, database: str, **overrides: An
 
 @pytest.fixture
 async def muck_factory(infrastructure: Infrastructure, muck_database: str):
-    await truncate_all(muck_database)
-    await delete_streams(infrastructure.nats_url)
-
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Muck]:
-        app = create_app(muck_settings(infrastructure, muck_database, **overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
-            running = Muck(infrastructure, app, url, client)
-            await wait_until(running.runtime.messaging_ready.is_set)
-            yield running
-
-    return start
+    return await service_factory(
+        infrastructure,
+        muck_database,
+        lambda **overrides: create_app(muck_settings(infrastructure, muck_database, **overrides)),
+        Muck,
+    )
 
 
 @pytest.fixture

@@ -3,20 +3,15 @@ tokens; a few Huangpu drop-off points and the rest of the register to start from
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from citygrid.testing import (
     Infrastructure,
     ServiceUnderTest,
-    delete_streams,
-    serve_app,
-    truncate_all,
-    wait_until,
+    service_factory,
 )
 from services.waste.events import NATS_IDENTITY
 from services.waste.main import WasteSettings, create_app
@@ -76,18 +71,12 @@ def waste_settings(infrastructure: Infrastructure, database: str, **overrides: A
 
 @pytest.fixture
 async def waste_factory(infrastructure: Infrastructure, waste_database: str):
-    await truncate_all(waste_database)
-    await delete_streams(infrastructure.nats_url)
-
-    @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Waste]:
-        app = create_app(waste_settings(infrastructure, waste_database, **overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30.0) as client:
-            running = Waste(infrastructure, app, url, client)
-            await wait_until(running.runtime.messaging_ready.is_set)
-            yield running
-
-    return start
+    return await service_factory(
+        infrastructure,
+        waste_database,
+        lambda **overrides: create_app(waste_settings(infrastructure, waste_database, **overrides)),
+        Waste,
+    )
 
 
 @pytest.fixture
