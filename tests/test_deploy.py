@@ -36,7 +36,7 @@ from gateway.routing import UPSTREAMS
 from services.gas.metrics import GasMetrics
 from services.muck.metrics import MuckMetrics
 from services.vision.metrics import VisionMetrics
-from services.waste.metrics import ChainMetrics, WasteMetrics
+from services.waste.metrics import ChainMetrics, FleetMetrics, WasteMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -242,6 +242,11 @@ def exposed_metrics() -> set[str]:
     chain.violations.labels(kind="mixed_load").inc()
     chain.trips.labels(state="open").set(0)
     chain.tonnage_today.labels(stream="food").set(0)
+    fleet = FleetMetrics(metrics.registry)
+    fleet.positions.labels(intake="jt808").inc()
+    fleet.positions_refused.labels(intake="http", reason="fleet.position_not_fixed").inc()
+    fleet.batch_seconds.observe(0.01)
+    fleet.frames.labels(outcome="ok").inc()
     muck.violations.labels(kind="off_route", severity="normal").inc()
     muck.manifests.labels(status="issued").set(0)
     GatewayMetrics(metrics.registry)
@@ -427,8 +432,10 @@ def test_deployment_probes_health_and_readiness_on_the_served_port(name):
     container = main_container(by_name("Deployment", name))
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     # The gateway's /metrics is on an internal listener of its own; services serve it on "http".
-    # The muck service listens for its trucks' JT/T 808 terminals as well.
-    beside_http = {"gateway": {"metrics": 9000}, "muck": {"jt808": 8808}}.get(name, {})
+    # The muck and waste services listen for their vehicles' JT/T 808 terminals as well.
+    beside_http = {"gateway": {"metrics": 9000}, "muck": {"jt808": 8808}, "waste": {"jt808": 8809}}.get(
+        name, {}
+    )
     assert ports == {"http": 8000, **beside_http}
     probes = {
         kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
@@ -981,8 +988,13 @@ def test_only_the_gateway_calls_the_services_and_only_from_the_ingress():
         assert not any(reaches(pod(other), pod(name), 8000) for other in services if other != name)
 
 
-def test_the_trucks_terminals_reach_the_muck_jt808_listener_from_outside_and_nothing_else():
-    deployment = by_name("Deployment", "muck")
+# The services whose vehicles' JT/T 808 terminals connect from outside, and the Service they do it through.
+JT808_LISTENERS = (("muck", "muck-jt808"), ("waste", "waste-jt808"))
+
+
+@pytest.mark.parametrize(("name", "service_name"), JT808_LISTENERS, ids=[n for n, _ in JT808_LISTENERS])
+def test_the_terminals_reach_the_jt808_listener_from_outside_and_nothing_else(name, service_name):
+    deployment = by_name("Deployment", name)
     container = main_container(deployment)
     environment = container_environment(deployment)
     fields = settings_class(served_module(container)).model_fields
@@ -992,7 +1004,7 @@ def test_the_trucks_terminals_reach_the_muck_jt808_listener_from_outside_and_not
     assert (listener["containerPort"], listener.get("protocol", "TCP")) == (listener_port, "TCP")
 
     # A Service of its own, outside the cluster, that keeps the terminals' source addresses.
-    service = by_name("Service", "muck-jt808")
+    service = by_name("Service", service_name)
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["externalTrafficPolicy"] == "Local"
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
@@ -1002,25 +1014,25 @@ def test_the_trucks_terminals_reach_the_muck_jt808_listener_from_outside_and_not
     exposed = {
         s["metadata"]["name"] for s in of_kind("Service") if s["spec"].get("type", "ClusterIP") != "ClusterIP"
     }
-    assert exposed == {"muck-jt808"}, "HTTP stays inside the cluster, behind the gateway"
-    assert [p["targetPort"] for p in by_name("Service", "muck")["spec"]["ports"]] == ["http"]
+    assert exposed == {"muck-jt808", "waste-jt808"}, "HTTP stays inside the cluster, behind the gateway"
+    assert [p["targetPort"] for p in by_name("Service", name)["spec"]["ports"]] == ["http"]
     (scraped,) = by_name("ServiceMonitor", "citygrid")["spec"]["selector"]["matchExpressions"]
     assert service["metadata"]["labels"]["app.kubernetes.io/component"] not in scraped["values"]
 
-    # Terminals from anywhere reach the listener of the muck pods, over TCP; nothing else of theirs.
-    assert reaches(INTERNET, pod("muck"), listener_port)
-    assert not reaches(INTERNET, pod("muck"), listener_port, "UDP")
-    assert not reaches(INTERNET, pod("muck"), 8000)
+    # Terminals from anywhere reach the listener of the service's pods, over TCP; nothing else of theirs.
+    assert reaches(INTERNET, pod(name), listener_port)
+    assert not reaches(INTERNET, pod(name), listener_port, "UDP")
+    assert not reaches(INTERNET, pod(name), 8000)
     clusters = [cluster["metadata"]["name"] for cluster in of_kind("Cluster")]
-    for name in [*deployment_ids(), "nats", *clusters]:
-        if name != "muck":
-            assert not reaches(INTERNET, pod(name), listener_port), name
-        assert not reaches(INTERNET, pod(name), 8000), name
+    for other in [*deployment_ids(), "nats", *clusters]:
+        if other != name:
+            assert not reaches(INTERNET, pod(other), listener_port), other
+        assert not reaches(INTERNET, pod(other), 8000), other
     # Its HTTP port, as every service's: from the gateway (and Prometheus) only.
-    assert not reaches(outside("ingress-nginx"), pod("muck"), 8000)
-    assert not reaches(INTRUDER, pod("muck"), 8000)
-    for name in deployment_ids():
-        assert reaches(pod(name), pod("muck"), 8000) == (name == "gateway"), name
+    assert not reaches(outside("ingress-nginx"), pod(name), 8000)
+    assert not reaches(INTRUDER, pod(name), 8000)
+    for other in deployment_ids():
+        assert reaches(pod(other), pod(name), 8000) == (other == "gateway"), other
 
     # Long-lived connections: the load balancer stops sending new ones before the process closes
     # the open ones (their terminals reconnect to another replica), within the grace period.

@@ -13,7 +13,9 @@ from citygrid.natsauth import ADMIN, OPERATOR, NatsIdentity
 class ListenerSpec:
     """A listener of a process beside its HTTP port (a TCP protocol its devices speak)."""
 
-    label: str  # as ``make run`` prints it: "JT/T 808"
+    # As ``make run`` prints it: unique across processes (the muck and waste services both speak
+    # JT/T 808), since it names the listener's line.
+    label: str  # "muck JT/T 808"
     setting: str  # the process's variable for its port
     preferred_port: int
     scheme: str = "tcp"
@@ -64,7 +66,7 @@ SERVICES: tuple[ProcessSpec, ...] = (
         "services.muck.demo:seed",
         "services.muck.events:NATS_IDENTITY",
         listeners=(
-            ListenerSpec("JT/T 808", "CITYGRID_JT808_PORT", 8808, host_setting="CITYGRID_JT808_HOST"),
+            ListenerSpec("muck JT/T 808", "CITYGRID_JT808_PORT", 8808, host_setting="CITYGRID_JT808_HOST"),
         ),
     ),
     ProcessSpec(
@@ -75,6 +77,9 @@ SERVICES: tuple[ProcessSpec, ...] = (
         8104,
         "services.waste.demo:seed",
         "services.waste.events:NATS_IDENTITY",
+        listeners=(
+            ListenerSpec("waste JT/T 808", "CITYGRID_JT808_PORT", 8809, host_setting="CITYGRID_JT808_HOST"),
+        ),
     ),
     ProcessSpec(
         "vision",
