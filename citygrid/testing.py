@@ -186,6 +186,18 @@ async def service_factory(
     return start
 
 
+async def first_runs_done(runtime: Runtime, *jobs: str, timeout: float = 15.0) -> None:
+    """Wait until each of the service's periodic ``jobs`` has run once (they start a few seconds
+    after the service): a test that then does a job's work itself is not raced by the job."""
+
+    def ran(name: str) -> bool:
+        counted = runtime.metrics.job_runs
+        return any(counted.labels(job=name, outcome=outcome)._value.get() >= 1 for outcome in ("ok", "error"))
+
+    for name in jobs:
+        await wait_until(lambda name=name: ran(name), timeout=timeout)  # type: ignore[misc]
+
+
 async def truncate_all(url: str) -> None:
     connection = await asyncpg.connect(to_libpq_url(url))
     try:
