@@ -1,5 +1,5 @@
-"""The waste service's collection chain over a whole day of the fleet, each figure beside a baseline
-from the same run.
+"""The waste service's collection chain over a whole day of the fleet, and its vehicles' positions
+over a sample window of that day, each figure beside a baseline from the same run.
 
 ``python -m bench.waste`` (defaults a tenth of the city; the city's fleet is ``--vehicles 4000
 --cleaning 1800 --points 4000 --collection-points 1000``):
@@ -15,6 +15,16 @@ from the same run.
   30 % off the lifts, a trip back at the depot loaded, a long stop of a loaded vehicle) posted to
   ``/v1/pickups``, ``/v1/weighings`` and ``/v1/movements`` by a few concurrent clients, rows/s and
   the service's CPU per row, beside a raw COPY of the very same rows into the same tables;
+- **positions**: a sample window of the day (``--positions-from 08:00 --positions-minutes 3`` by
+  default, when the whole fleet is out) in which every collection and cleaning vehicle reports a
+  position a second while it moves (out of its depot and not lifting at a point, at a facility or
+  stopped, as the day's records have it), posted to ``/v1/positions`` in batches of 1,000 by
+  ``--senders`` clients, then sent by each vehicle's terminal over its own JT/T 808 connection
+  (registered with its plate and authenticated first, untimed; then one 0x0200 at a time, each on
+  the acknowledgement of the one before), each beside a raw COPY of the very same rows into the
+  positions table of the second database; rows/s, the service's CPU per position, whether both
+  databases hold the same rows, and a projection to the city's fleet (``--projection-fleet``
+  vehicles at 1 Hz while moving, ``--moving-hours`` a day) against the per-core capacity measured;
 - **round**: the service started again with its round due every second, timed until it has assembled
   and checked every vehicle (no note left in ``chain_dirty_vehicles``), vehicles/s and trips/s
   beside the domain's own ``assemble_trips`` + ``check_trips`` over the same records in one
@@ -25,20 +35,23 @@ from the same run.
   hand-written SQL query run with asyncpg, and whether both answered the same;
 - **memory**: the service's resident set at the end, beside the same process idle at its start.
 
-Vehicles' positions are not part of it: the service has no position intake yet (movements come
+The positions are stored only: the service does not turn them into movements yet (movements come
 from the platforms). Missed collections are not judged in the run (the grace is set to its 7-day
 maximum): the routes are registered at the start of the run, and today's windows have no lifts.
 Fixtures, not timed: the routes' schedules backdated a year (so the day's windows count in the
-coverage), and the intake replica's lease on the round ended before the round replica starts (a
-replica that stops gives it back; one killed keeps it 60 s). Timings are for comparison within one run only.
+coverage), the intake replica's lease on the round ended before the round replica starts (a
+replica that stops gives it back; one killed keeps it 60 s), and the second database's position
+partitions made as the service makes its own. Timings are for comparison within one run only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -47,29 +60,52 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
 import asyncpg
 import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench.gas import rss_mib
 from bench.hotpath import cpu_seconds, process, wait_healthy
-from bench.muck import start_sampler, stop_sampler
+from bench.muck import BenchTerminal, start_sampler, stop_sampler
 from bench.stack import percentile
 from citygrid.auth import PRINCIPAL_HEADER, Principal, generate_keypair, sign_principal
 from citygrid.clock import CITY_TIMEZONE
 from citygrid.devstack.servers import create_databases, database_url, free_port, servers_for
 from citygrid.devstack.stack import dev_identities
+from citygrid.fleet.reports import LOAD_CODES, REPORT_COLUMNS, Report
+from citygrid.jt808.codec import (
+    ACC_ON,
+    AUTHENTICATE,
+    BEIJING,
+    EXTRA_MILEAGE,
+    FIXED,
+    OK,
+    PLATFORM_REPLY,
+    POSITION,
+    REGISTER,
+    REGISTERED,
+    Authentication,
+    GeneralReply,
+    Header,
+    Position,
+    Registration,
+    RegistrationReply,
+    encode_frame,
+)
 from citygrid.migrate import upgrade
 from citygrid.natsauth import NatsAccess
-from citygrid.settings import to_libpq_url
+from citygrid.settings import to_asyncpg_url, to_libpq_url
 from contract.common import GUANGZHOU_DISTRICTS
+from services.waste.fleet.models import PARTITIONS, POSITION_COLUMNS
 
 DB, RAW_DB = "bench_waste", "bench_waste_raw"
 PRINCIPAL = Principal(
@@ -500,7 +536,7 @@ def generate(
 
 
 def service_env(
-    server_url: str, nats: NatsAccess, public_key: str, port: int, round_seconds: float
+    server_url: str, nats: NatsAccess, public_key: str, port: int, jt808_port: int, round_seconds: float
 ) -> dict[str, str]:
     from services.waste.events import NATS_IDENTITY
 
@@ -509,9 +545,9 @@ def service_env(
         **os.environ,
         "CITYGRID_ENVIRONMENT": "development",
         "CITYGRID_PORT": str(port),
-        # The fleet's JT/T 808 listener, unused here, on a port of its own too.
+        # The fleet's JT/T 808 listener, on loopback and a port of its own too.
         "CITYGRID_JT808_HOST": "127.0.0.1",
-        "CITYGRID_JT808_PORT": str(free_port()),
+        "CITYGRID_JT808_PORT": str(jt808_port),
         "CITYGRID_DATABASE_URL": database_url(server_url, DB),
         "CITYGRID_NATS_URL": nats.server_url,
         "CITYGRID_NATS_USER": user,
@@ -692,12 +728,21 @@ async def wait_for_first_round(url: str, timeout: float = 30.0) -> None:
 
 
 async def post_batches(
-    service_url: str, headers: dict[str, str], path: str, key: str, items: list[dict[str, Any]],
+    service_url: str, headers: dict[str, str], path: str, key: str, items: Iterable[dict[str, Any]],
     batch: int, senders: int, pid: int,
 ) -> dict[str, Any]:  # fmt: skip
-    bodies = deque(
-        json.dumps({key: items[first : first + batch]}).encode() for first in range(0, len(items), batch)
-    )
+    # Encoded a batch at a time: the items need not all be held as dicts at once.
+    bodies: deque[bytes] = deque()
+    rows = 0
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == batch:
+            bodies.append(json.dumps({key: chunk}).encode())
+            rows, chunk = rows + batch, []
+    if chunk:
+        bodies.append(json.dumps({key: chunk}).encode())
+        rows += len(chunk)
     outcomes: Counter[str] = Counter()
     refused: Counter[str] = Counter()
     errors: Counter[int] = Counter()
@@ -714,6 +759,10 @@ async def post_batches(
                     samples.append(f"{path} {response.status}: {text[:300].decode(errors='replace')}")
                 continue
             answer = json.loads(text)
+            if isinstance(answer["refused"], list):  # the kit's IntakeResult (positions): each refusal
+                outcomes.update(stored=answer["stored"], refused=len(answer["refused"]))
+                refused.update(r["code"] for r in answer["refused"])
+                continue
             outcomes.update(
                 stored=answer["stored"], duplicates=answer["duplicates"], refused=answer["refused"]
             )
@@ -733,10 +782,10 @@ async def post_batches(
         seconds = time.perf_counter() - started
         cpu = cpu_seconds([pid]) - cpu_before
     return {
-        "rows": len(items),
+        "rows": rows,
         "seconds": seconds,
-        "per_s": len(items) / seconds,
-        "service_cpu_us_per_row": 1e6 * cpu / max(len(items), 1),
+        "per_s": rows / seconds,
+        "service_cpu_us_per_row": 1e6 * cpu / max(rows, 1),
         "stored": outcomes["stored"],
         "duplicates": outcomes["duplicates"],
         "refused": dict(refused),
@@ -781,6 +830,368 @@ async def raw_copy(raw_url: str, day: Day) -> dict[str, Any]:
     seconds = sum(figures[kind]["seconds"] for kind, _ in INTAKES)
     figures["all"] = {"rows": day.rows, "seconds": seconds, "per_s": day.rows / seconds}
     return figures
+
+
+# -- positions ------------------------------------------------------------------------------------
+
+
+POSITION_BATCH = 1000  # the most /v1/positions takes in one request
+# A vehicle stands still this long before its first lift at a point and after its last, and leaves
+# the weighbridge this long after it is weighed.
+DWELL, OFF_BRIDGE = timedelta(seconds=30), timedelta(minutes=2)
+# Speeds while moving (km/h): a collection vehicle between points, a sweeper at work.
+SPEEDS = {"collection": (15.0, 45.0), "cleaning": (5.0, 15.0)}
+CITY_BOX = ((113.00, 113.90), (22.60, 23.90))  # where a track turns back
+LOAD_NAMES = {code: name for name, code in LOAD_CODES.items()}
+CITY_FLEET = 5_800  # the docstring's city: 4,000 collection and 1,800 cleaning vehicles
+TERMINAL_WAVE = 500  # terminals connecting at once: a listen backlog is finite
+
+
+def moving_spans(day: Day) -> dict[str, list[tuple[datetime, datetime]]]:
+    """When each vehicle moves: out of its depot, and not lifting at a point (from ``DWELL`` before
+    its first lift there to ``DWELL`` after its last), at a facility (from its arrival until
+    ``OFF_BRIDGE`` after it is weighed) or stopped."""
+    lifts: dict[str, list[PickupRow]] = defaultdict(list)
+    for lift in day.pickups:
+        lifts[lift.plate].append(lift)
+    weighed: dict[str, list[datetime]] = defaultdict(list)
+    for weighing in day.weighings:
+        weighed[weighing.plate].append(weighing.at)
+    moves: dict[str, list[MovementRow]] = defaultdict(list)
+    for move in day.movements:
+        moves[move.plate].append(move)
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
+    for vehicle in day.register.vehicles:
+        plate = vehicle["plate"]
+        departed = next(m.at for m in moves[plate] if m.kind == "departed_depot")
+        returned = next(m.at for m in moves[plate] if m.kind == "returned_to_depot")
+        still: list[tuple[datetime, datetime]] = []
+        at_point: list[Any] = []  # [point, first lift, last lift]
+        for lift in lifts[plate]:
+            if at_point and at_point[0] == lift.point_code:
+                at_point[2] = lift.at
+                continue
+            if at_point:
+                still.append((at_point[1] - DWELL, at_point[2] + DWELL))
+            at_point = [lift.point_code, lift.at, lift.at]
+        if at_point:
+            still.append((at_point[1] - DWELL, at_point[2] + DWELL))
+        for move in moves[plate]:
+            if move.kind == "arrived_at_facility":
+                weighed_at = next((at for at in weighed[plate] if at >= move.at), move.at)
+                still.append((move.at, weighed_at + OFF_BRIDGE))
+            elif move.kind == "stopped" and move.ended_at is not None:
+                still.append((move.at, move.ended_at))
+        moving: list[tuple[datetime, datetime]] = []
+        at = departed
+        for begins, ends in sorted(still):
+            if begins > at:
+                moving.append((at, min(begins, returned)))
+            at = max(at, ends)
+        if at < returned:
+            moving.append((at, returned))
+        spans[plate] = [(begins, ends) for begins, ends in moving if begins < ends]
+    return spans
+
+
+def generate_positions(seed: int, day: Day, start: datetime, seconds: int) -> list[Report]:
+    """A position a second of every vehicle while it moves in ``[start, start + seconds)``, as its
+    terminal reports it (degrees to 10⁻⁶, km/h and km to a tenth, whole seconds: what JT/T 808
+    carries, so both intakes store the same values), in the order they happened, the fleet mixed."""
+    chance = random.Random(seed * 1_000_003 + 808)  # a stream of its own: the day's records stay as they are
+    spans = moving_spans(day)
+    end = start + timedelta(seconds=seconds)
+    second = timedelta(seconds=1)
+    lifted: dict[str, list[datetime]] = defaultdict(list)
+    for lift in day.pickups:
+        lifted[lift.plate].append(lift.at)
+    emptied: dict[str, list[datetime]] = defaultdict(list)
+    for move in day.movements:
+        if move.kind in ("departed_depot", "arrived_at_facility"):
+            emptied[move.plate].append(move.at)
+    (west, east), (south, north) = CITY_BOX
+    reports: list[Report] = []
+    for vehicle in day.register.vehicles:
+        plate, kind = vehicle["plate"], vehicle["kind"]
+        lon, lat = _lon_lat(chance)
+        heading = chance.uniform(0, 360)
+        low, high = SPEEDS[kind]
+        speed = chance.uniform(low, high)
+        altitude = chance.randint(5, 40)
+        odometer = chance.uniform(20_000, 300_000)
+        lifts, resets = lifted[plate], emptied[plate]
+        for begins, ends in spans[plate]:
+            at = max(begins, start)
+            last = min(ends, end)
+            while at < last:
+                speed = min(high, max(low, speed + chance.uniform(-2.0, 2.0)))
+                heading = (heading + chance.uniform(-8.0, 8.0)) % 360
+                metres, bearing = speed / 3.6, math.radians(heading)
+                lat += metres * math.cos(bearing) / 110_540
+                lon += metres * math.sin(bearing) / (111_320 * math.cos(math.radians(lat)))
+                if not (west <= lon <= east and south <= lat <= north):
+                    heading = (heading + 180) % 360
+                    lon, lat = min(east, max(west, lon)), min(north, max(south, lat))
+                odometer += metres / 1000
+                if kind == "cleaning":
+                    load = LOAD_CODES["half"]
+                else:
+                    # Loaded once a lift came after the last departure or unloading.
+                    lifted_at = bisect.bisect_left(lifts, at)
+                    reset_at = bisect.bisect_left(resets, at)
+                    loaded = lifted_at > 0 and (reset_at == 0 or lifts[lifted_at - 1] > resets[reset_at - 1])
+                    load = LOAD_CODES["full" if loaded else "empty"]
+                reports.append(
+                    Report(
+                        plate, at.astimezone(UTC), round(lon, 6), round(lat, 6), round(speed, 1),
+                        int(heading) % 360, altitude, 0, ACC_ON | FIXED | load << 8, load, round(odometer, 1),
+                    )
+                )  # fmt: skip
+                at += second
+    reports.sort(key=lambda report: (report.at, report.plate))
+    return reports
+
+
+def position_item(report: Report) -> dict[str, Any]:
+    """A position as a vendor's platform relays it (``contract.fleet.PositionFields``)."""
+    return {
+        "plate": report.plate,
+        "at": report.at.astimezone(CITY_TIMEZONE).isoformat(),
+        "location": _location(report.lon, report.lat),
+        "speed_kmh": report.speed_kmh,
+        "direction": report.direction,
+        "altitude_m": report.altitude_m,
+        "load": LOAD_NAMES[report.load] if report.load is not None else None,
+        "mileage_km": report.mileage_km,
+        "alarm": report.alarm,
+        "status": report.status,
+    }
+
+
+def position_body(report: Report) -> bytes:
+    """The same position as its terminal's 0x0200 body (mileage as extra 0x01, in tenths of a km)."""
+    extras = (
+        {} if report.mileage_km is None else {EXTRA_MILEAGE: round(report.mileage_km * 10).to_bytes(4, "big")}
+    )
+    return Position(
+        report.alarm, report.status, round(report.lat * 1e6), round(report.lon * 1e6), report.altitude_m or 0,
+        round(report.speed_kmh * 10), report.direction, report.at.astimezone(BEIJING), extras,
+    ).encode(2013)  # fmt: skip
+
+
+def position_rows(reports: Sequence[Report], source: str) -> list[tuple[Any, ...]]:
+    """The rows the intake writes for these reports (``citygrid.fleet.intake.accept``)."""
+    tail = (source, False, datetime.now(UTC))
+    return [report[:REPORT_COLUMNS] + tail for report in reports]
+
+
+async def raw_partitions(raw_url: str) -> int:
+    """Fixture: the second database's position partitions, made as the service makes its own."""
+    engine = create_async_engine(to_asyncpg_url(raw_url))
+    try:
+        return await PARTITIONS.ensure(async_sessionmaker(engine), datetime.now(CITY_TIMEZONE).date())
+    finally:
+        await engine.dispose()
+
+
+async def raw_positions(raw_url: str, reports: Sequence[Report], source: str) -> dict[str, Any]:
+    """The same positions straight into the second database's positions table, one client, in
+    COPYs as large as the service's writer makes (``max_rows``)."""
+    rows = position_rows(reports, source)
+    connection = await connect(raw_url)
+    try:
+        started = time.perf_counter()
+        await copy_rows(connection, "positions", rows, list(POSITION_COLUMNS))
+        seconds = time.perf_counter() - started
+    finally:
+        await connection.close()
+    return {"rows": len(rows), "seconds": seconds, "per_s": len(rows) / seconds}
+
+
+# Each source's rows as one digest: both databases hold the same positions when the digests agree.
+POSITIONS_DIGEST = """
+SELECT count(*) AS rows, md5(string_agg(concat_ws('|', plate, extract(epoch FROM at)::bigint, lon, lat,
+       speed_kmh, direction, altitude_m, alarm, status, load, mileage_km, blind_area), ',' ORDER BY plate, at)) AS digest
+FROM positions WHERE source = $1
+"""
+
+
+async def positions_digest(url: str, source: str) -> tuple[int, str | None]:
+    connection = await connect(url)
+    try:
+        row = await connection.fetchrow(POSITIONS_DIGEST, source)
+    finally:
+        await connection.close()
+    return int(row["rows"]), row["digest"]
+
+
+class FleetTerminal(BenchTerminal):
+    """``bench.muck``'s terminal (its reading of replies), speaking for a vehicle of this register:
+    its phone is the vehicle's ``terminal_phone``."""
+
+    def __init__(
+        self, n: int, phone: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        super().__init__(n, reader, writer)
+        self.phone = phone
+
+    def frame(self, msg_id: int, body: bytes) -> bytes:
+        self.serial = (self.serial + 1) & 0xFFFF
+        return encode_frame(Header(msg_id, self.phone, self.serial), body)
+
+    async def send(self, msg_id: int, body: bytes) -> None:
+        self.writer.write(self.frame(msg_id, body))
+
+
+async def log_in(address: tuple[str, int], n: int, vehicle: dict[str, Any]) -> FleetTerminal | str:
+    """A vehicle's terminal connected, registered (0x0100 naming its plate) and authenticated (0x0102);
+    what went wrong otherwise."""
+    try:
+        async with asyncio.timeout(60):
+            reader, writer = await asyncio.open_connection(*address)
+    except (TimeoutError, OSError) as error:
+        return f"connection failed: {error!r}"
+    terminal = FleetTerminal(n, vehicle["terminal_phone"], reader, writer)
+    try:
+        async with asyncio.timeout(60):
+            registration = Registration(44, 100, "BENCH", "M1", f"T{n}", 2, vehicle["plate"])
+            await terminal.send(REGISTER, registration.encode(2013))
+            frame = await terminal.reply()
+            answer = RegistrationReply.decode(frame.body, frame.header)
+            if answer.result != REGISTERED:
+                writer.close()
+                return f"registration result {answer.result}"
+            await terminal.send(AUTHENTICATE, Authentication(answer.auth_code or "").encode(2013))
+            frame = await terminal.reply()
+            if GeneralReply.decode(frame.body, frame.header).result != OK:
+                writer.close()
+                return "authentication refused"
+    except (TimeoutError, OSError) as error:
+        writer.close()
+        return f"login failed: {error!r}"
+    return terminal
+
+
+async def jt808_positions(
+    address: tuple[str, int], vehicles: list[dict[str, Any]], reports: Sequence[Report], pid: int
+) -> dict[str, Any]:
+    """Every vehicle's terminal logged in (untimed), its window's positions encoded (untimed), then
+    each terminal sending them one 0x0200 at a time, each on its acknowledgement: the reports timed."""
+    logged: list[FleetTerminal | str] = []
+    for first in range(0, len(vehicles), TERMINAL_WAVE):
+        wave = range(first, min(first + TERMINAL_WAVE, len(vehicles)))
+        logged += await asyncio.gather(*(log_in(address, n, vehicles[n]) for n in wave))
+    terminals = {vehicles[n]["plate"]: t for n, t in enumerate(logged) if isinstance(t, FleetTerminal)}
+    login_errors = Counter(t for t in logged if isinstance(t, str))
+    frames: dict[str, list[bytes]] = defaultdict(list)
+    unsent = 0
+    for report in reports:
+        terminal = terminals.get(report.plate)
+        if terminal is None:
+            unsent += 1
+            continue
+        frames[report.plate].append(terminal.frame(POSITION, position_body(report)))
+    answers: Counter[str] = Counter()
+
+    async def send(terminal: FleetTerminal, frames: list[bytes]) -> None:
+        for frame in frames:
+            terminal.writer.write(frame)
+            reply = await terminal.reply()
+            ok = (
+                reply.header.msg_id == PLATFORM_REPLY
+                and GeneralReply.decode(reply.body, reply.header).result == OK
+            )
+            answers["acknowledged" if ok else "failed"] += 1
+
+    cpu_before = cpu_seconds([pid])
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(
+        *(send(terminals[plate], sent) for plate, sent in frames.items()), return_exceptions=True
+    )
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds([pid]) - cpu_before
+    for terminal in terminals.values():
+        terminal.writer.close()
+    broken = [repr(outcome) for outcome in outcomes if isinstance(outcome, BaseException)]
+    acknowledged = answers["acknowledged"]
+    return {
+        "terminals": len(vehicles),
+        "logged_in": len(terminals),
+        "login_errors": dict(login_errors),
+        "reporting": len(frames),
+        "rows": len(reports) - unsent,
+        "acknowledged": acknowledged,
+        "failed": answers["failed"],
+        "connections_broken": len(broken),
+        "broken_samples": broken[:3],
+        "seconds": seconds,
+        "per_s": acknowledged / seconds if seconds else None,
+        "service_cpu_us_per_row": 1e6 * cpu / max(acknowledged, 1),
+    }
+
+
+def _writer_batches(exposition: str) -> tuple[float, float]:
+    """The group writer's COPYs so far, and the seconds they took."""
+    return (
+        metric(exposition, "citygrid_waste_position_batch_seconds_count"),
+        metric(exposition, "citygrid_waste_position_batch_seconds_sum"),
+    )
+
+
+async def positions_intake(
+    service_url: str, headers: dict[str, str], jt808: tuple[str, int], day: Day, reports: list[Report],
+    senders: int, pid: int, profile_into: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The window's positions over HTTP, then over JT/T 808; the writer's COPYs of each."""
+    figures: dict[str, Any] = {}
+    before = _writer_batches(await scrape(service_url))
+    items = (position_item(report) for report in reports)
+    sampler = start_sampler(profile_into, pid, "positions-http")
+    figures["http"] = await post_batches(
+        service_url, headers, "/v1/positions", "positions", items, POSITION_BATCH, senders, pid
+    )
+    stop_sampler(sampler)
+    exposition = await scrape(service_url)
+    after = _writer_batches(exposition)
+    figures["http"]["writer"] = {"copies": after[0] - before[0], "seconds": after[1] - before[1]}
+    sampler = start_sampler(profile_into, pid, "positions-jt808")
+    figures["jt808"] = await jt808_positions(jt808, day.register.vehicles, reports, pid)
+    stop_sampler(sampler)
+    exposition = await scrape(service_url)
+    done = _writer_batches(exposition)
+    figures["jt808"]["writer"] = {"copies": done[0] - after[0], "seconds": done[1] - after[1]}
+    refused = re.findall(
+        r"^citygrid_waste_positions_refused_total\{([^}]*)\} (\S+)$", exposition, re.MULTILINE
+    )
+    figures["refused_metric"] = {labels: float(value) for labels, value in refused if float(value)}
+    for intake in ("http", "jt808"):
+        figures[intake]["stored_metric"] = metric(exposition, "citygrid_waste_positions_total", intake=intake)
+    return figures
+
+
+async def compare_positions(url: str, raw_url: str) -> dict[str, Any]:
+    """Whether the service's positions table holds, source by source, the rows the raw COPY wrote."""
+    compared: dict[str, Any] = {}
+    for source in ("http", "jt808"):
+        (rows, digest), (raw_rows, raw_digest) = await asyncio.gather(
+            positions_digest(url, source), positions_digest(raw_url, source)
+        )
+        compared[source] = {"service_rows": rows, "raw_rows": raw_rows, "same": digest == raw_digest}
+    return compared
+
+
+async def positions_size(raw_url: str) -> dict[str, float]:
+    """What a position takes on disk (heap, index, TOAST of every partition), in the second database."""
+    connection = await connect(raw_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT (SELECT count(*) FROM positions) AS rows, "
+            "(SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('positions')) AS bytes"
+        )
+    finally:
+        await connection.close()
+    rows, size = int(row["rows"]), int(row["bytes"])
+    return {"rows": rows, "bytes": size, "bytes_per_row": size / rows if rows else 0.0}
 
 
 # -- the round ------------------------------------------------------------------------------------
@@ -1194,6 +1605,10 @@ def run(
     senders: int,
     year_days: int,
     calls: int,
+    positions_from: dt_time = dt_time(8, 0),
+    positions_minutes: float = 3.0,
+    moving_hours: float = 8.0,
+    projection_fleet: int = CITY_FLEET,
     profile_into: Path | None = None,
 ) -> dict[str, Any]:
     began = time.perf_counter()
@@ -1202,6 +1617,11 @@ def run(
         seed, day_of, points=points, collection_points=collection_points, vehicles=vehicles,
         cleaning=cleaning, violation_share=violation_share,
     )  # fmt: skip
+    window_start = datetime.combine(day_of, positions_from, tzinfo=CITY_TIMEZONE)
+    window_seconds = round(positions_minutes * 60)
+    generated = time.perf_counter()
+    reports = generate_positions(seed, day, window_start, window_seconds)
+    generated = time.perf_counter() - generated
     results: dict[str, Any] = {
         "day": day_of.isoformat(),
         "seed": seed,
@@ -1209,6 +1629,10 @@ def run(
                   "collection_points": collection_points, "facilities": len(day.register.facilities),
                   "routes": len(day.register.routes)},
         "records": {"pickups": len(day.pickups), "weighings": len(day.weighings), "movements": len(day.movements)},
+        "window": {"from": window_start.isoformat(), "seconds": window_seconds, "positions": len(reports),
+                   "vehicles_moving": len({report.plate for report in reports}),
+                   "moving_share": len(reports) / max(window_seconds * len(day.register.vehicles), 1)},
+        "projection_input": {"fleet": projection_fleet, "moving_hours": moving_hours},
     }  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix="citygrid-bench-waste-"))
     try:
@@ -1223,13 +1647,13 @@ def run(
                     PRINCIPAL, private_key=private_key, audience="waste", ttl_seconds=7200
                 )
             }
-            port = free_port()
+            port, jt808_port = free_port(), free_port()
             service_url = f"http://127.0.0.1:{port}"
             # The intake with the round held off (it runs once at the start, then an hour later).
             log = workdir / "waste-intake.log"
             with process(
                 [sys.executable, "-m", "services.waste.main"],
-                service_env(server_url, nats, public_key, port, round_seconds=3600),
+                service_env(server_url, nats, public_key, port, jt808_port, round_seconds=3600),
                 log,
             ) as child:
                 wait_healthy(service_url, child, log)
@@ -1243,13 +1667,35 @@ def run(
                 results["ingest"] = asyncio.run(ingest(service_url, headers, day, batch, senders, child.pid))
                 stop_sampler(sampler)
                 results["ingest_rss_mib"] = rss_mib(child.pid)
+                # The positions, with the chain's records in: its partitions exist since the start.
+                positions_began = time.perf_counter()
+                results["positions"] = asyncio.run(
+                    positions_intake(
+                        service_url, headers, ("127.0.0.1", jt808_port), day, reports, senders, child.pid,
+                        profile_into,
+                    )
+                )  # fmt: skip
+                results["positions_rss_mib"] = rss_mib(child.pid)
+                positions_seconds = time.perf_counter() - positions_began
+            results["intake_log_errors"] = log_errors(log)
             results["raw_copy"] = asyncio.run(raw_copy(raw_url, day))
+            positions_began = time.perf_counter()
+            results["raw_partitions"] = asyncio.run(raw_partitions(raw_url))
+            results["positions_raw"] = {
+                source: asyncio.run(raw_positions(raw_url, reports, source)) for source in ("http", "jt808")
+            }
+            results["positions_compared"] = asyncio.run(compare_positions(url, raw_url))
+            results["positions_size"] = asyncio.run(positions_size(raw_url))
+            # With the window's generation: the section's share of the run.
+            results["positions_seconds"] = (
+                positions_seconds + time.perf_counter() - positions_began + generated
+            )
             results["notes"] = asyncio.run(hand_over(url))
             # The round alone: the service again, its round due every second.
             log = workdir / "waste-round.log"
             with process(
                 [sys.executable, "-m", "services.waste.main"],
-                service_env(server_url, nats, public_key, port, round_seconds=1),
+                service_env(server_url, nats, public_key, port, jt808_port, round_seconds=1),
                 log,
             ) as child:
                 wait_healthy(service_url, child, log)
@@ -1291,13 +1737,17 @@ def run(
                     time_figures(service_url, headers, url, day_of, year_days, calls)
                 )
                 results["service_rss_mib"] = rss_mib(child.pid)
-                results["service_log_errors"] = [
-                    line for line in log.read_text(errors="replace").splitlines() if "Traceback" in line or "ERROR" in line
-                ][:5]  # fmt: skip
+                results["service_log_errors"] = log_errors(log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["run_seconds"] = time.perf_counter() - began
     return results
+
+
+def log_errors(log: Path) -> list[str]:
+    """The first few errors (and warnings: a position not stored is one) a service logged."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if any(word in line for word in ("Traceback", "ERROR", "WARNING"))][:5]
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -1331,7 +1781,7 @@ def report(results: dict[str, Any]) -> list[str]:
             if got["http_errors"]:
                 line += f"; HTTP ERRORS {got['http_errors']} {got['error_samples']}"
         lines.append(line)
-    lines.append("waste ingest   positions: not measured (the service has no position intake yet)")
+    lines += positions_report(results)
     chain_round, domain, expected = results["round"], results["domain"], results["expected"]
     if chain_round["seconds"] is None:
         lines.append(
@@ -1386,12 +1836,92 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(
         f"waste memory   service RSS {results['service_rss_mib']:.0f} MiB at the end vs {results['idle_rss_mib']:.0f} MiB "
         f"idle at its start ({_ratio(results['service_rss_mib'], results['idle_rss_mib'])}); "
-        f"{results['ingest_rss_mib']:.0f} MiB after the intake"
+        f"{results['ingest_rss_mib']:.0f} MiB after the intake, {results['positions_rss_mib']:.0f} MiB after the positions"
     )
-    if results["service_log_errors"]:
-        lines.append(f"waste log      {results['service_log_errors']}")
-    lines.append(f"waste run      {results['run_seconds']:.0f} s in all")
+    for which, replica in (("intake", "intake"), ("service", "round")):
+        if results[f"{which}_log_errors"]:
+            lines.append(f"waste log      the {replica} replica: {results[f'{which}_log_errors']}")
+    lines.append(
+        f"waste run      {results['run_seconds']:.0f} s in all, {results['positions_seconds']:.0f} s of it the positions"
+    )
     return lines
+
+
+def positions_report(results: dict[str, Any]) -> list[str]:
+    window, figures, raw = results["window"], results["positions"], results["positions_raw"]
+    fleet = results["fleet"]["collection"] + results["fleet"]["cleaning"]
+    lines = [
+        f"waste positions window {window['from']} + {window['seconds']} s: {window['vehicles_moving']} of {fleet} "
+        f"vehicles moving, {window['positions']} positions at 1 Hz ({window['moving_share']:.0%} of the "
+        f"vehicle-seconds)"
+    ]
+    per_core: dict[str, float] = {}
+    for intake in ("http", "jt808"):
+        got, base = figures[intake], raw[intake]
+        per_core[intake] = 1e6 / max(got["service_cpu_us_per_row"], 1e-9)
+        writer = got["writer"]
+        copies = writer["copies"]
+        line = (
+            f"waste positions {intake:<6} {got['rows']:>7} rows {got['per_s'] or 0:>6.0f}/s vs raw COPY {base['per_s']:>7.0f}/s "
+            f"({intake}/raw {_ratio(got['per_s'], base['per_s'])}), service CPU {got['service_cpu_us_per_row']:.1f} µs/position "
+            f"= {per_core[intake]:.0f} positions/s per core; "
+        )
+        if intake == "http":
+            line += f"stored {got['stored']}, refused {got['refused'] or 0}"
+            if got["http_errors"]:
+                line += f"; HTTP ERRORS {got['http_errors']} {got['error_samples']}"
+        else:
+            line += (
+                f"{got['logged_in']}/{got['terminals']} terminals logged in, {got['reporting']} reporting one 0x0200 "
+                f"at a time; acknowledged {got['acknowledged']}, failed {got['failed']}"
+            )
+            if got["login_errors"] or got["connections_broken"]:
+                line += f"; LOGIN ERRORS {got['login_errors']}, {got['connections_broken']} connections broken {got['broken_samples']}"
+        if copies:
+            line += (
+                f"; the writer's {copies:.0f} COPYs of {got['rows'] / copies:.0f} rows, "
+                f"{1000 * writer['seconds'] / copies:.1f} ms each"
+            )
+        lines.append(line)
+    compared = results["positions_compared"]
+    lines.append(
+        "waste positions stored "
+        + ", ".join(
+            f"{source} {c['service_rows']} rows in the service vs {c['raw_rows']} raw: "
+            + ("the same" if c["same"] else "ROWS DIFFER")
+            for source, c in compared.items()
+        )
+        + (f"; REFUSED (metric) {figures['refused_metric']}" if figures["refused_metric"] else "")
+        + "".join(
+            f"; {intake} METRIC COUNTS {figures[intake]['stored_metric']:.0f} STORED"
+            for intake in ("http", "jt808")
+            if figures[intake]["stored_metric"] != compared[intake]["service_rows"]
+        )
+    )
+    wanted, size = results["projection_input"], results["positions_size"]
+    peak = float(wanted["fleet"])  # every vehicle moving at once, a position a second each
+    per_day = peak * wanted["moving_hours"] * 3600
+    mean = per_day / 86_400
+    lines.append(
+        f"waste positions PROJECTION {wanted['fleet']} vehicles at 1 Hz while moving, {wanted['moving_hours']:g} h a day: "
+        f"{peak:.0f} positions/s at the peak (all moving; {peak * window['moving_share']:.0f}/s at the window's share), "
+        f"{mean:.0f}/s over the day, {per_day / 1e6:.0f} M rows "
+        f"and ~{per_day * size['bytes_per_row'] / 2**30:.0f} GiB a day ({size['bytes_per_row']:.0f} B/row on disk); "
+        + ", ".join(
+            f"{intake} {per_core[intake]:.0f}/s per core: {peak / per_core[intake]:.2f} cores at the peak, "
+            f"{mean / per_core[intake]:.2f} over the day"
+            for intake in ("http", "jt808")
+        )
+        + f"; raw COPY (one client) {raw['http']['per_s']:.0f}/s = ×{raw['http']['per_s'] / peak:.1f} the peak"
+    )
+    return lines
+
+
+def _clock(text: str) -> dt_time:
+    try:
+        return dt_time.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time of day (HH:MM)") from None
 
 
 def cli() -> None:
@@ -1407,6 +1937,17 @@ def cli() -> None:
     parser.add_argument("--senders", type=int, default=4, help="intake requests in flight")
     parser.add_argument("--year-days", type=int, default=365, help="days of weighings the figures read")
     parser.add_argument("--calls", type=int, default=20, help="calls per figure")
+    parser.add_argument(
+        "--positions-from",
+        type=_clock,
+        default=dt_time(8, 0),
+        help="the positions' sample window starts at this time of the day (HH:MM)",
+    )
+    parser.add_argument("--positions-minutes", type=float, default=3.0, help="the sample window's length")
+    parser.add_argument(
+        "--projection-fleet", type=int, default=CITY_FLEET, help="vehicles the projection is for"
+    )
+    parser.add_argument("--moving-hours", type=float, default=8.0, help="hours a day a vehicle moves")
     parser.add_argument("--profile", type=Path, help="sample the service with py-spy into this directory")
     parser.add_argument("--json", action="store_true", help="print the results as JSON before the report")
     arguments = parser.parse_args()
@@ -1414,6 +1955,8 @@ def cli() -> None:
         parser.error("--points must be at least 80: a vehicle's route serves up to 64 distinct points")
     if not 1 <= arguments.batch <= 1000 or not 1 <= arguments.year_days <= 366:
         parser.error("--batch is 1 to 1000, --year-days 1 to 366")
+    if not 0 < arguments.positions_minutes <= 24 * 60 or not 0 < arguments.moving_hours <= 24:
+        parser.error("--positions-minutes is more than 0 to 1440, --moving-hours more than 0 to 24")
     results = run(
         seed=arguments.seed,
         vehicles=arguments.vehicles,
@@ -1425,6 +1968,10 @@ def cli() -> None:
         senders=arguments.senders,
         year_days=arguments.year_days,
         calls=arguments.calls,
+        positions_from=arguments.positions_from,
+        positions_minutes=arguments.positions_minutes,
+        moving_hours=arguments.moving_hours,
+        projection_fleet=arguments.projection_fleet,
         profile_into=arguments.profile,
     )
     if arguments.json:
