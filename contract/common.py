@@ -94,6 +94,14 @@ class Origin(BaseModel):
 
 CategoryCode = Annotated[str, StringConstraints(pattern=r"^[12][0-9]{4}$")]
 
+# The fields every register has: a record's code, its name, a person's phone, a camera's GB/T 28181
+# id, and a terminal's SIM number as its JT/T 808 header carries it (12 BCD digits in 2013, 20 in 2019).
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{1,31}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9\- ]{4,30}$")]
+CameraId = Annotated[str, StringConstraints(pattern=r"^\d{20}$")]
+TerminalPhone = Annotated[str, StringConstraints(pattern=r"^(\d{12}|\d{20})$")]
+
 
 class ProblemDetected(EventData):
     """A problem another service found that the case service turns into a registered case.

@@ -16,7 +16,7 @@ from citygrid.idempotency import Idempotency
 from citygrid.middleware import public_path
 from citygrid.pagination import Cursor, Limit, NewestFirst, Page
 from citygrid.runtime import RuntimeDep
-from contract.common import KnownDistrict
+from contract.common import Code, KnownDistrict
 from contract.muck import ManifestStatus, Plate
 from services.muck.domain.manifests import ManifestAction
 from services.muck.manifests import service
@@ -32,7 +32,6 @@ from services.muck.manifests.schemas import (
 )
 from services.muck.models import ManifestRow
 from services.muck.positions.api import InvalidPeriod
-from services.muck.registry.schemas import Code
 
 router = APIRouter(prefix="/v1", tags=["muck manifests"])
 MAX_CLOSURE_PERIOD = timedelta(days=366)

@@ -9,8 +9,8 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from citygrid.schemas import RequestModel
+from contract.common import Code
 from contract.muck import Plate
-from services.muck.registry.schemas import Code
 
 MAX_WINDOW = timedelta(hours=24)
 Quantity = Annotated[float, Field(gt=0, le=100)]  # cubic metres: a truck carries tens at most

@@ -12,13 +12,13 @@ from citygrid.pagination import Cursor, Limit, Page, page_by_key
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import ImportResult
 from citygrid.versioning import etag
+from contract.common import Code
 from contract.muck import Plate
 from services.muck.models import Company, Driver, Route, Site, SiteKind, TransportArea, Truck
 from services.muck.registry import service
 from services.muck.registry.schemas import (
     AreaImport,
     AreaOut,
-    Code,
     CompanyImport,
     CompanyOut,
     DriverIn,

@@ -8,20 +8,13 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from citygrid.schemas import RequestModel
-from contract.common import KnownDistrict, Latitude, Longitude
+from contract.common import CameraId, Code, KnownDistrict, Latitude, Longitude, Name, Phone, TerminalPhone
 from contract.muck import Plate
 from services.muck.domain.windows import parse_window
 from services.muck.models import SiteKind
 
-Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{1,31}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-# A terminal's SIM number as its header carries it: 12 BCD digits (2013) or 20 (2019), zeros kept.
-TerminalPhone = Annotated[str, StringConstraints(pattern=r"^(\d{12}|\d{20})$")]
-# A GB/T 28181 device id: 20 digits.
-CameraId = Annotated[str, StringConstraints(pattern=r"^\d{20}$")]
 RecordDate = Annotated[date, Field(ge=date(1970, 1, 1), le=date(2199, 12, 31))]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9\- ]{4,30}$")]
 IdNumber = Annotated[str, StringConstraints(pattern=r"^\d{17}[\dXx]$")]
 Point = tuple[Longitude, Latitude]
 

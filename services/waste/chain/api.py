@@ -16,7 +16,7 @@ from citygrid.auth import CurrentPrincipal, district_scope, require_district
 from citygrid.clock import EARLIEST, LATEST
 from citygrid.pagination import Cursor, Limit, NewestFirst, Page
 from citygrid.runtime import RuntimeDep
-from contract.common import KnownDistrict
+from contract.common import Code, KnownDistrict
 from contract.waste import WasteStream, WasteViolation
 from services.waste import periods
 from services.waste.chain import figures, service
@@ -39,7 +39,7 @@ from services.waste.chain.schemas import (
 )
 from services.waste.domain.chain_figures import RECYCLING_TARGET, RESOURCE_UTILISATION_TARGET
 from services.waste.periods import InvalidPeriod, within_records
-from services.waste.registry.schemas import Code, Plate
+from services.waste.registry.schemas import Plate
 
 router = APIRouter(prefix="/v1", tags=["waste collection chain"])
 TRIPS_PAGE = NewestFirst(TripRow.started_at, TripRow.id)

@@ -10,9 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
 from citygrid.clock import CityTime
 from citygrid.schemas import RequestModel
-from contract.common import GeoPoint
+from contract.common import Code, GeoPoint
 from contract.waste import WasteStream, WasteViolation
-from services.waste.registry.schemas import Code, Plate, Rfid
+from services.waste.registry.schemas import Plate, Rfid
 
 # On-truck scales and weighbridges: a bin is under 5 t, a load under 100 t.
 BinKg = Annotated[float, Field(ge=0, le=5_000, allow_inf_nan=False)]

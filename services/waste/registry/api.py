@@ -13,13 +13,12 @@ from citygrid.masking import PII_SCOPE, mask_name, mask_phone
 from citygrid.pagination import Cursor, Limit, Page, page_by_key
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import ImportResult
-from contract.common import KnownDistrict
+from contract.common import Code, KnownDistrict
 from contract.waste import WasteStream
 from services.waste.models import Bin, CollectionPoint, DropOffPoint, Facility, FacilityKind, Route, Vehicle
 from services.waste.registry import service
 from services.waste.registry.schemas import (
     BinOut,
-    Code,
     CollectionPointImport,
     CollectionPointOut,
     FacilityImport,

@@ -16,23 +16,16 @@ from pydantic import (
 )
 
 from citygrid.schemas import RequestModel
-from contract.common import GeoPoint, KnownDistrict
+from contract.common import CameraId, Code, GeoPoint, KnownDistrict, Name, Phone, TerminalPhone
 from contract.waste import WasteStream
 from services.waste.domain.hours import parse_window
 from services.waste.models import FacilityKind, VehicleKind
 
-Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{1,31}$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ShortName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Plate = Annotated[str, StringConstraints(strip_whitespace=True, min_length=5, max_length=12)]
 # An RFID tag's id as its reader gives it: EPC hex or a vendor's serial.
 Rfid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-]{4,32}$")]
-# A GB/T 28181 device id: 20 digits.
-CameraId = Annotated[str, StringConstraints(pattern=r"^\d{20}$")]
-# A terminal's SIM number as its JT/T 808 header carries it: 12 BCD digits (2013) or 20 (2019).
-TerminalPhone = Annotated[str, StringConstraints(pattern=r"^(\d{12}|\d{20})$")]
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9\- ]{4,30}$")]
 Weekday = Annotated[int, Field(ge=1, le=7)]
 
 

@@ -14,11 +14,10 @@ from citygrid.auth import CurrentPrincipal, district_scope, require_district
 from citygrid.errors import NotFound
 from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
 from citygrid.runtime import RuntimeDep
-from contract.common import KnownDistrict
+from contract.common import Code, KnownDistrict
 from contract.waste import WasteViolation
 from services.waste.models import Violation
 from services.waste.periods import within_records
-from services.waste.registry.schemas import Code
 from services.waste.supervision import service
 from services.waste.supervision.schemas import BatchResult, BinEventBatch, ViolationOut
 

@@ -9,9 +9,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from citygrid.clock import CityTime
 from citygrid.schemas import RequestModel
+from contract.common import Code
 from contract.waste import WasteStream, WasteViolation
 from services.waste.domain.supervision import Observed
-from services.waste.registry.schemas import Code, Located, Rfid
+from services.waste.registry.schemas import Located, Rfid
 
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
