@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import Field
 
+from citygrid.fleet.terminals import RegisteredTerminals
 from citygrid.http import create_service_app
 from citygrid.jobs import PeriodicJob
 from citygrid.jt808.server import Jt808Listener, LoginLimiter
@@ -25,12 +26,12 @@ from services.muck.live.feed import LivePositions
 from services.muck.manifests import api as manifests_api
 from services.muck.manifests import service as manifests
 from services.muck.metrics import MuckMetrics
+from services.muck.models import Truck
 from services.muck.positions import api as positions_api
 from services.muck.positions.service import Positions
 from services.muck.registry import api as registry_api
 from services.muck.rules import api as rules_api
 from services.muck.rules.service import RulesConfig, TransportRules, offline_round
-from services.muck.terminals import MuckTerminals
 
 log = logging.getLogger("services.muck")
 ACTIVE_WITHIN = timedelta(minutes=10)
@@ -80,7 +81,8 @@ def create_app(settings: MuckSettings | None = None) -> FastAPI:
                 counter = frames[outcome] = metrics.frames.labels(outcome)
             counter.inc()
 
-        terminals = MuckTerminals(runtime, positions)
+        # The trucks' terminals: registered against the register of trucks, reporting into the intake.
+        terminals = RegisteredTerminals(runtime, Truck, positions.from_terminal)
         listener = Jt808Listener(
             terminals,
             host=settings.jt808_host,

@@ -58,6 +58,11 @@ class Positions:
         self._stored[source].inc(stored)
         return refused
 
+    async def from_terminal(self, reports: Sequence[Report], blind_area: bool) -> None:
+        """A terminal's reports (``citygrid.fleet.terminals``): a refused one (no fix, out of range)
+        is still acknowledged, since sent again it would not change."""
+        await self.store(reports, source=PositionSource.JT808, blind_area=blind_area)
+
     async def _committed(self, rows: Sequence[tuple[Any, ...]], seconds: float) -> None:
         self.metrics.batch_seconds.observe(seconds)
         changed = self.latest.apply_rows(rows)

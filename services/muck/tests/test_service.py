@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from citygrid.fleet.terminals import RegisteredTerminals
 from citygrid.jt808.codec import (
     AUTHENTICATE,
     BEIJING,
@@ -30,7 +31,6 @@ from citygrid.jt808.codec import (
 )
 from citygrid.settings import to_libpq_url
 from citygrid.testing import wait_until
-from services.muck.terminals import MuckTerminals
 from services.muck.tests.conftest import PLATFORM, READER, TIANHE, Muck, truck
 from tests.test_jt808_server import Terminal
 
@@ -526,7 +526,7 @@ async def test_a_released_terminal_is_disconnected_on_every_replica_by_the_sweep
         assert answer.status_code == 200, answer.text
 
         terminals = second.listener.handler
-        assert isinstance(terminals, MuckTerminals)
+        assert isinstance(terminals, RegisteredTerminals)
         assert await terminals.sweep(second.listener) == 1
         async with asyncio.timeout(5):
             assert await released.reader.read(1) == b""
