@@ -5,7 +5,8 @@ today's gauges."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+import asyncio
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -36,11 +37,13 @@ from services.waste.tests.test_chain_intake import (
 )
 from services.waste.tests.test_chain_trips import chain_of, run_round
 
+_CITY_NOW = NOW.astimezone(chain.CITY_TIMEZONE)
+# The day the records fall on: today, or yesterday in the city's first hour, so that a trip's records
+# all fall on it whenever the test runs.
 CITY_MIDNIGHT = datetime.combine(
-    NOW.astimezone(chain.CITY_TIMEZONE).date(), time(0), tzinfo=chain.CITY_TIMEZONE
+    _CITY_NOW.date() - timedelta(days=1 if _CITY_NOW.hour < 1 else 0), time(0), tzinfo=chain.CITY_TIMEZONE
 )
-# Today in city time, whenever the test runs.
-AT = max(NOW - timedelta(minutes=10), CITY_MIDNIGHT + timedelta(minutes=1))
+AT = min(NOW - timedelta(minutes=10), CITY_MIDNIGHT + timedelta(days=1, minutes=-10))
 SINCE, UNTIL = CITY_MIDNIGHT, CITY_MIDNIGHT + timedelta(days=1)
 
 
@@ -54,21 +57,41 @@ async def read(waste: Waste, path: str) -> Any:
     return response.json()
 
 
-async def a_day_of_unloadings(waste: Waste) -> None:
+async def a_moment_today() -> datetime:
+    """A moment of today in city time, taken when the test runs, not when the module was imported:
+    a suite that runs past the city's midnight has moved today on. Within a minute of midnight it
+    waits for the next day, so that today cannot change between the reports and the figures; the
+    records of the day are seconds apart so that they all fall on it in its first minute."""
+    now = datetime.now(UTC)
+    midnight = datetime.combine(
+        now.astimezone(chain.CITY_TIMEZONE).date() + timedelta(days=1), time(0), tzinfo=chain.CITY_TIMEZONE
+    )
+    if midnight - now < timedelta(minutes=1):
+        await asyncio.sleep((midnight - now).total_seconds() + 1)
+        now = datetime.now(UTC)
+    city_midnight = datetime.combine(
+        now.astimezone(chain.CITY_TIMEZONE).date(), time(0), tzinfo=chain.CITY_TIMEZONE
+    )
+    return max(now.replace(microsecond=0) - timedelta(seconds=30), city_midnight + timedelta(minutes=1))
+
+
+async def a_day_of_unloadings(
+    waste: Waste, at: datetime = AT, apart: timedelta = timedelta(minutes=10)
+) -> None:
     await register(waste)
     # The food truck serves two points; at the second it lifts a recyclable bin.
     await report(
         waste,
         "pickups",
-        lift(AT - timedelta(minutes=40), "HP-0001", weight_kg=300.0),
-        lift(AT - timedelta(minutes=30), "HP-0002", stream="REC", weight_kg=200.0),
+        lift(at - 4 * apart, "HP-0001", weight_kg=300.0),
+        lift(at - 3 * apart, "HP-0002", stream="REC", weight_kg=200.0),
     )
     await report(
         waste,
         "weighings",
-        weighed(AT, 10_500.0, 10_000.0),
-        weighed(AT, 8_400.0, 8_000.0, plate=RECYCLING_TRUCK, facility_code=RECYCLER),
-        weighed(AT, 13_100.0, 12_000.0, plate=OTHER_TRUCK, facility_code=INCINERATOR),
+        weighed(at, 10_500.0, 10_000.0),
+        weighed(at, 8_400.0, 8_000.0, plate=RECYCLING_TRUCK, facility_code=RECYCLER),
+        weighed(at, 13_100.0, 12_000.0, plate=OTHER_TRUCK, facility_code=INCINERATOR),
     )
 
 
@@ -222,7 +245,7 @@ async def test_periods_are_bounded_and_ordered(waste: Waste):
 
 
 async def test_todays_figures_are_computed_by_one_replica_and_shown_as_gauges(waste: Waste):
-    await a_day_of_unloadings(waste)
+    await a_day_of_unloadings(waste, await a_moment_today(), apart=timedelta(seconds=10))
     await run_round(waste)
     part = chain_of(waste)
     assert part.metrics is not None
