@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +35,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.db import UnitOfWork
-from citygrid.ids import new_id
+from citygrid.fleet.horizon import read_new
+from citygrid.ids import new_id, replica_name
 from citygrid.runtime import Runtime
 from contract.common import EvidenceRef, GeoPoint
 from contract.muck import TransportViolation, ViolationDetected
@@ -73,7 +72,6 @@ MAX_TRACK_POINTS: Final = 500
 TRACK_SIMPLIFY_M: Final = 5.0
 LOADS: Final[dict[int | None, Load]] = {0: "empty", 1: "half", 3: "full"}
 
-HORIZON = text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 # The first round ever starts at the horizon: positions stored before the rules existed are history.
 CREATE_CURSOR = text(
     "INSERT INTO rule_cursor (name, horizon, owner, lease_until) "
@@ -126,10 +124,6 @@ class RulesConfig:
     chunk: int = 20_000
 
 
-def replica_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def load_of(value: int | None) -> Load:
     return LOADS.get(value, "unknown")
 
@@ -167,7 +161,6 @@ class TransportRules:
             self.evaluator, self.horizon = None, None
             self.metrics.rules_leader.set(0)
             return 0
-        high = int(await session.scalar(HORIZON) or 0)
         fingerprint = str(await session.scalar(REGISTER_FINGERPRINT))
         if fingerprint != self.fingerprint or self.evaluator is None:
             geography = await load_geography(session)
@@ -178,21 +171,13 @@ class TransportRules:
             self.fingerprint = fingerprint
         if self.horizon != cursor.horizon or cursor.owner != self.owner:
             await self._replay(session, now, cursor.horizon)
-        rows = (
-            await session.execute(
-                NEW_POSITIONS,
-                {
-                    "since": now - self.config.lookback,
-                    "low": cursor.horizon,
-                    "high": high,
-                    "limit": self.config.chunk,
-                },
-            )
-        ).all()
-        if len(rows) == self.config.chunk:
-            # A full chunk may stop inside one transaction's rows: leave that one for the next round.
-            high = rows[-1].txid
-            rows = [row for row in rows if row.txid < high]
+        rows, high = await read_new(
+            session,
+            NEW_POSITIONS,
+            low=cursor.horizon,
+            since=now - self.config.lookback,
+            limit=self.config.chunk,
+        )
         evaluated = await self._evaluate(uow, rows)
         cursor.horizon = max(high, cursor.horizon)
         cursor.owner = self.owner

@@ -20,8 +20,6 @@ transaction:
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.db import UnitOfWork
-from citygrid.ids import new_id
+from citygrid.ids import new_id, replica_name
 from citygrid.runtime import Runtime
 from contract.common import GeoPoint
 from contract.waste import ViolationDetected, WasteStream, WasteViolation
@@ -126,10 +124,6 @@ class RoundResult:
     @property
     def handled(self) -> int:
         return self.vehicles
-
-
-def replica_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
