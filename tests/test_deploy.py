@@ -247,6 +247,7 @@ def exposed_metrics() -> set[str]:
     fleet.positions_refused.labels(intake="http", reason="fleet.position_not_fixed").inc()
     fleet.batch_seconds.observe(0.01)
     fleet.frames.labels(outcome="ok").inc()
+    fleet.movements.labels(kind="stopped").inc()
     muck.violations.labels(kind="off_route", severity="normal").inc()
     muck.manifests.labels(status="issued").set(0)
     GatewayMetrics(metrics.registry)

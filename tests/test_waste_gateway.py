@@ -73,8 +73,9 @@ async def test_the_demo_registers_huangpus_points_and_sends_its_events_through_t
     waste_stack: WasteStack,
 ) -> None:
     headers = waste_stack.as_("waste-demo")
-    # Six points, a collection point, four vehicles, three facilities, two routes, one violation.
-    assert await seed(waste_stack.client, headers) == 6 + 1 + 4 + 3 + 2 + 1
+    # Six points, a collection point, four vehicles, three facilities, a depot, two routes, one
+    # violation.
+    assert await seed(waste_stack.client, headers) == 6 + 1 + 4 + 3 + 1 + 2 + 1
     # Run again (a second `make run`): the register is updated, the events are duplicates.
     assert await seed(waste_stack.client, headers) == 0
     points = (await waste_stack.client.get(f"{WASTE}/points?limit=100", headers=headers)).json()["items"]

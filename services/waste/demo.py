@@ -1,8 +1,8 @@
 """Demo data for ``make run``: six Huangpu drop-off points in Xiagang with their four bins (one open
 around the clock, one watched by a camera), a collection point, collection vehicles for food and
-other waste and a street sweeper, three end facilities, the evening food round and the night round
-of other waste, and two of today's AI-box events: a mixed deposit (a violation, and a case) and a
-plain deposit in the opening hours (nothing)."""
+other waste and a street sweeper, their depot, three end facilities, the evening food round and the
+night round of other waste, and two of today's AI-box events: a mixed deposit (a violation, and a
+case) and a plain deposit in the opening hours (nothing)."""
 
 from __future__ import annotations
 
@@ -103,6 +103,14 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
         for code, name, kind, streams, location in FACILITIES
     ]
     created += int((await post("/facilities/import", {"facilities": facilities}))["created"])
+    depot = {
+        "code": "HP-DEPOT-01",
+        "name": "Xiagang sanitation depot",
+        "district_code": HUANGPU,
+        "location": {"type": "Point", "coordinates": [113.4650, 23.0980]},
+        "radius_m": 120,
+    }
+    created += int((await post("/depots/import", {"depots": [depot]}))["created"])
     stops = [point_code(number) for number in range(1, 7)]
     routes = [
         {

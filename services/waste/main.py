@@ -51,6 +51,8 @@ class WasteSettings(ServiceSettings):
     terminal_sweep_seconds: float = Field(default=30.0, gt=0)
     position_retention_days: int = Field(default=90, ge=fleet_models.MINIMUM_RETENTION_DAYS)
     partition_check_seconds: float = Field(default=3600.0, gt=0)
+    # How often the leading replica reads the new positions for the vehicles' movements.
+    movements_round_seconds: float = Field(default=5.0, gt=0)
 
 
 def create_app(settings: WasteSettings | None = None) -> FastAPI:

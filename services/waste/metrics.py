@@ -90,7 +90,7 @@ class ChainMetrics:
 
 class FleetMetrics:
     """The sanitation fleet's positions: stored and refused by intake, the writer's batches and what
-    waits for it, the terminals connected and their frames."""
+    waits for it, the terminals connected and their frames, the movements read from them."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.positions = Counter(
@@ -125,5 +125,26 @@ class FleetMetrics:
             "citygrid_waste_jt808_frames_total",
             "JT/T 808 frames by outcome (ok, rejected, bad, unsupported, limited).",
             ["outcome"],
+            registry=registry,
+        )
+        self.movements = Counter(
+            "citygrid_waste_movements_derived_total",
+            "Movements read from the positions and stored (new, or a stop that ended), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.movements_positions = Counter(
+            "citygrid_waste_movements_positions_read_total",
+            "New positions the movements round read (each once, whichever replica stored it).",
+            registry=registry,
+        )
+        self.movements_leader = Gauge(
+            "citygrid_waste_movements_round_leader",
+            "1 while this replica reads the fleet's positions for movements (holds the lease).",
+            registry=registry,
+        )
+        self.movements_lag = Gauge(
+            "citygrid_waste_movements_lag_seconds",
+            "Age of the newest position the leading replica's last round read.",
             registry=registry,
         )

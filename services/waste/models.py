@@ -147,12 +147,32 @@ class Facility(Base):
     district_code: Mapped[str] = mapped_column(String(6))
     lon: Mapped[float] = mapped_column(Float)
     lat: Mapped[float] = mapped_column(Float)
+    # How far from its location a vehicle is inside it: its arrivals are read from the positions.
+    radius_m: Mapped[float] = mapped_column(Float, server_default="150")
     streams: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
     weighbridges: Mapped[list[str]] = mapped_column(ARRAY(String(32)), server_default="{}")
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_facilities_district", "district_code", "code"),)
+
+
+class Depot(Base):
+    """A vehicle depot: where the vehicles are kept between rounds. A trip starts when a
+    vehicle leaves one, which its positions show."""
+
+    __tablename__ = "depots"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    district_code: Mapped[str] = mapped_column(String(6))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    radius_m: Mapped[float] = mapped_column(Float, server_default="100")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_depots_district", "district_code", "code"),)
 
 
 class Route(Base):

@@ -14,7 +14,16 @@ from sqlalchemy import func, select
 
 from citygrid.auth import CurrentPrincipal, district_scope, require_district
 from citygrid.clock import EARLIEST, LATEST
-from citygrid.pagination import Cursor, Limit, NewestFirst, Page
+from citygrid.pagination import (
+    Cursor,
+    Limit,
+    NewestFirst,
+    Page,
+    cursor_time,
+    cursor_value,
+    decode_cursor,
+    encode_cursor,
+)
 from citygrid.runtime import RuntimeDep
 from contract.common import Code, KnownDistrict
 from contract.waste import WasteStream, WasteViolation
@@ -26,6 +35,7 @@ from services.waste.chain.schemas import (
     CoverageOut,
     FacilityIntakeOut,
     MovementBatch,
+    MovementOut,
     PickupBatch,
     PickupOut,
     PointRateOut,
@@ -38,7 +48,10 @@ from services.waste.chain.schemas import (
     WeighingOut,
 )
 from services.waste.domain.chain_figures import RECYCLING_TARGET, RESOURCE_UTILISATION_TARGET
+from services.waste.models import Vehicle
 from services.waste.periods import InvalidPeriod, within_records
+from services.waste.registry import service as registry
+from services.waste.registry.api import PlatePath
 from services.waste.registry.schemas import Plate
 
 router = APIRouter(prefix="/v1", tags=["waste collection chain"])
@@ -150,6 +163,42 @@ async def get_trip(trip_id: uuid.UUID, runtime: RuntimeDep, principal: CurrentPr
     shown.weighing = WeighingOut.model_validate(weighing) if weighing is not None else None
     shown.violations = [ChainViolationOut.model_validate(v) for v in violations]
     return shown
+
+
+# -- movements ------------------------------------------------------------------------------------
+
+LONGEST_MOVEMENTS_PERIOD = timedelta(days=31)
+
+
+@router.get("/vehicles/{plate}/movements", operation_id="list_vehicle_movements")
+async def list_vehicle_movements(
+    plate: PlatePath,
+    since: AwareDatetime,
+    until: AwareDatetime,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[MovementOut]:
+    """A vehicle's movements in a period of up to 31 days, oldest first: those its platform
+    reported and those read from its positions (left or back at a depot, arrived at a facility,
+    stopped outside every registered place)."""
+    period(since, until, LONGEST_MOVEMENTS_PERIOD)
+    after: tuple[datetime, str, str] | None = None
+    if cursor:
+        at, kind, place = decode_cursor(cursor, 3)
+        after = (cursor_time(at), cursor_value(str, kind), cursor_value(str, place))
+    async with runtime.reads() as session:
+        vehicle = await registry.one(session, Vehicle, plate)
+        require_district(principal, vehicle.district_code)
+        found = await service.vehicle_movements(session, plate, since, until, limit, after)
+    next_cursor = None
+    if len(found) > limit:
+        last = found[limit - 1]
+        next_cursor = encode_cursor(last.at.isoformat(), last.kind, last.place)
+    return Page[MovementOut](
+        items=[MovementOut.model_validate(m) for m in found[:limit]], next_cursor=next_cursor
+    )
 
 
 # -- chain violations -----------------------------------------------------------------------------

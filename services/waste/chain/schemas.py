@@ -184,6 +184,31 @@ class ChainViolationOut(BaseModel):
         return GeoPoint.of(self.lon, self.lat) if self.lon is not None and self.lat is not None else None
 
 
+class MovementOut(BaseModel):
+    """A vehicle's movement, as its platform reported it (``platform``) or as its positions show it
+    (``positions``): ``place`` is the depot's or the facility's code, None for a stop."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: Literal["departed_depot", "returned_to_depot", "arrived_at_facility", "stopped"]
+    at: CityTime
+    place_code: str = Field(exclude=True, validation_alias="place")
+    ended_at: CityTime | None
+    lon: float | None = Field(exclude=True)
+    lat: float | None = Field(exclude=True)
+    source: Literal["platform", "positions"]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def place(self) -> str | None:
+        return self.place_code or None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def location(self) -> GeoPoint | None:
+        return GeoPoint.of(self.lon, self.lat) if self.lon is not None and self.lat is not None else None
+
+
 class TripDetailOut(TripOut):
     pickup_records: list[PickupOut] = Field(default_factory=list)
     weighing: WeighingOut | None = None

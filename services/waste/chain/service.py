@@ -414,35 +414,62 @@ async def ingest_movements(
     stored: dict[Hashable, str] = {}
     rows = _in_key_order(batch, ("plate", "at", "kind", "place"))
     if rows:
-        statement = insert(Movement).values(rows)
-        # A stop stored under way takes its end; nothing else a record sent again says changes it.
-        written: Any = await session.execute(
-            statement.on_conflict_do_update(
-                constraint="pk_movements",
-                set_={"ended_at": statement.excluded.ended_at},
-                where=(Movement.kind == MovementKind.STOPPED.value)
-                & Movement.ended_at.is_(None)
-                & statement.excluded.ended_at.is_not(None),
-            ).returning(
-                Movement.plate,
-                Movement.at,
-                Movement.kind,
-                Movement.place,
-                literal_column("xmax = 0").label("inserted"),
-            )
-        )
-        stored = {
-            (plate, at, kind, place): "stored" if inserted else "updated"
-            for plate, at, kind, place, inserted in written.all()
-        }
-        await mark_dirty(
-            session,
-            _earliest(r for r in rows if (r["plate"], r["at"], r["kind"], r["place"]) in stored),
-        )
+        for identity, outcome in (await store_movements(session, rows)).items():
+            stored[identity] = outcome
     return batch.answered(stored, tally)
 
 
+async def store_movements(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[str, datetime, str, str], str]:
+    """Store movements by their identity (plate, time, kind, place), whichever source reports them,
+    and note their vehicles for the round; returns each stored (``stored``) or ended (``updated``)
+    one. A stop stored under way takes its end; nothing else a movement sent again says changes it.
+    ``rows`` are in key order, so two transactions storing the same movements cannot deadlock."""
+    statement = insert(Movement).values(list(rows))
+    written: Any = await session.execute(
+        statement.on_conflict_do_update(
+            constraint="pk_movements",
+            set_={"ended_at": statement.excluded.ended_at},
+            where=(Movement.kind == MovementKind.STOPPED.value)
+            & Movement.ended_at.is_(None)
+            & statement.excluded.ended_at.is_not(None),
+        ).returning(
+            Movement.plate,
+            Movement.at,
+            Movement.kind,
+            Movement.place,
+            literal_column("xmax = 0").label("inserted"),
+        )
+    )
+    stored = {
+        (plate, at, kind, place): "stored" if inserted else "updated"
+        for plate, at, kind, place, inserted in written.all()
+    }
+    await mark_dirty(
+        session, _earliest(r for r in rows if (r["plate"], r["at"], r["kind"], r["place"]) in stored)
+    )
+    return stored
+
+
 # -- reads --------------------------------------------------------------------------------------
+
+
+async def vehicle_movements(
+    session: AsyncSession,
+    plate: str,
+    since: datetime,
+    until: datetime,
+    limit: int,
+    after: tuple[datetime, str, str] | None,
+) -> list[Movement]:
+    """A vehicle's movements in ``[since, until)`` in time order, after a page's last (time, kind,
+    place): one range of the movements' primary key."""
+    query = select(Movement).where(Movement.plate == plate, Movement.at >= since, Movement.at < until)
+    if after is not None:
+        query = query.where(tuple_(Movement.at, Movement.kind, Movement.place) > after)
+    query = query.order_by(Movement.at, Movement.kind, Movement.place).limit(limit + 1)
+    return list((await session.scalars(query)).all())
 
 
 async def trip(session: AsyncSession, trip_id: uuid.UUID) -> TripRow:

@@ -4,6 +4,11 @@ depot, arrived at a facility, stopped outside every registered place.
 Places are shapely geometries in the positions' lon/lat, a boundary counting as inside. A movement is
 dated by the first position that shows it (the first outside the depot, the first inside the
 facility); the first position of a vehicle only says where it is, not what it crossed to get there.
+
+A track read in pieces derives the same movements as the whole of it, provided each piece starts at
+a *resume point*: a position that ends any stop (moving, or inside a place). What comes after one
+does not depend on what came before it, so ``derive_track`` gives, with the movements, each
+vehicle's latest resume point, where the next piece starts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import shapely
+from shapely import affinity
+from shapely.geometry import Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from services.waste.domain.chain import (
@@ -26,9 +33,26 @@ from services.waste.domain.chain import (
     Stop,
 )
 
-__all__ = ["Places", "Position", "derive_movements"]
+__all__ = ["DerivedTrack", "Places", "Position", "circle", "derive_movements", "derive_track"]
 
 _NOTHING: frozenset[str] = frozenset()
+# Metres in a degree of latitude, and of longitude at the equator (WGS 84, to 0.1 %: a geofence's
+# radius is not a survey).
+_M_PER_DEG_LAT = 110_574.0
+_M_PER_DEG_LON = 111_320.0
+
+
+def circle(lon: float, lat: float, radius_m: float) -> Polygon:
+    """The place within ``radius_m`` metres of a lon/lat point, in lon/lat degrees: an ellipse there,
+    since a degree of longitude shortens away from the equator."""
+    if not (radius_m > 0 and math.isfinite(radius_m)):
+        raise ValueError(f"a radius is a positive number of metres, not {radius_m}")
+    if not (-180 <= lon <= 180 and -85 <= lat <= 85):
+        raise ValueError(f"({lon}, {lat}) is not a lon/lat a circle can be drawn at")
+    disc = Point(lon, lat).buffer(radius_m / _M_PER_DEG_LAT, quad_segs=8)
+    stretch = _M_PER_DEG_LAT / (_M_PER_DEG_LON * math.cos(math.radians(lat)))
+    shape: Polygon = affinity.scale(disc, xfact=stretch, yfact=1.0, origin=(lon, lat))
+    return shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +126,11 @@ def _stop(first: Position, last: Position, ended_at: datetime | None, min_stop: 
 
 def _vehicle_movements(
     positions: Sequence[Position], places: Sequence[_Where], stop_speed_kmh: float, min_stop: timedelta
-) -> list[Movement]:
+) -> tuple[list[Movement], datetime | None]:
     found: list[Movement] = []
     before: _Where | None = None
     still: tuple[Position, Position] | None = None  # the first and the latest position of a stop
+    resume: datetime | None = None
     for position, where in zip(positions, places, strict=True):
         plate, at = position.plate, position.at
         if before is not None:
@@ -115,12 +140,22 @@ def _vehicle_movements(
         before = where
         if position.speed_kmh < stop_speed_kmh and not where.registered:
             still = (still[0] if still is not None else position, position)
-        elif still is not None:
+            continue
+        if still is not None:
             found += _stop(*still, still[1].at, min_stop)
             still = None
+        resume = at
     if still is not None:
         found += _stop(*still, None, min_stop)  # still standing there at the last position
-    return found
+    return found, resume
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedTrack:
+    movements: list[Movement]
+    # Each vehicle's latest resume point: a position that ends any stop. A vehicle with none in its
+    # track (standing outside every place since its first position) has none.
+    resume_at: dict[str, datetime]
 
 
 def derive_movements(
@@ -130,7 +165,20 @@ def derive_movements(
     stop_speed_kmh: float = 3.0,
     min_stop: timedelta = timedelta(minutes=2),
 ) -> list[Movement]:
-    """Every vehicle's movements from its positions, in any order and with duplicates.
+    """Every vehicle's movements from its positions, in any order and with duplicates (see
+    ``derive_track``)."""
+    return derive_track(positions, places, stop_speed_kmh=stop_speed_kmh, min_stop=min_stop).movements
+
+
+def derive_track(
+    positions: Iterable[Position],
+    places: Places,
+    *,
+    stop_speed_kmh: float = 3.0,
+    min_stop: timedelta = timedelta(minutes=2),
+) -> DerivedTrack:
+    """Every vehicle's movements from its positions, in any order and with duplicates, and each
+    vehicle's latest resume point.
 
     A stop is a run of positions slower than ``stop_speed_kmh`` outside every place, from its first
     position to its last; one shorter than ``min_stop`` (a red light, a jam) is not reported. A
@@ -149,8 +197,12 @@ def derive_movements(
     for position in kept.values():
         by_plate[position.plate].append(position)
     found: list[Movement] = []
+    resume_at: dict[str, datetime] = {}
     for plate in sorted(by_plate):
         track = by_plate[plate]
         where = places.where([p.lon for p in track], [p.lat for p in track])
-        found += _vehicle_movements(track, where, stop_speed_kmh, min_stop)
-    return found
+        movements, resume = _vehicle_movements(track, where, stop_speed_kmh, min_stop)
+        found += movements
+        if resume is not None:
+            resume_at[plate] = resume
+    return DerivedTrack(found, resume_at)

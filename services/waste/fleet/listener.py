@@ -1,5 +1,6 @@
 """The fleet's share of the service's composition: its intake, its JT/T 808 listener, the periodic
-jobs of its positions (partitions, the sweep of released terminals), built once the runtime exists."""
+jobs of its positions (partitions, the sweep of released terminals, the movements read from them),
+built once the runtime exists."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from citygrid.jobs import PeriodicJob
 from citygrid.jt808.server import Jt808Listener, LoginLimiter
 from citygrid.runtime import Runtime
 from services.waste.fleet.models import PARTITIONS
+from services.waste.fleet.movements import MovementsConfig, MovementsRound
 from services.waste.fleet.positions import FleetPositions
 from services.waste.metrics import FleetMetrics
 from services.waste.models import Vehicle
@@ -41,6 +43,8 @@ class FleetSettings(Protocol):
     def position_retention_days(self) -> int: ...
     @property
     def partition_check_seconds(self) -> float: ...
+    @property
+    def movements_round_seconds(self) -> float: ...
 
 
 @dataclass
@@ -50,10 +54,11 @@ class Fleet:
     positions: FleetPositions
     terminals: RegisteredTerminals
     listener: Jt808Listener
+    movements: MovementsRound
     retention_days: int
 
     @classmethod
-    def of(cls, runtime: Runtime, settings: FleetSettings) -> Fleet:
+    def of(cls, runtime: Runtime, settings: FleetSettings, movements: MovementsConfig | None = None) -> Fleet:
         metrics = FleetMetrics(runtime.metrics.registry)
         positions = FleetPositions(runtime, metrics)
         terminals = RegisteredTerminals(runtime, Vehicle, positions.from_terminal)
@@ -76,7 +81,15 @@ class Fleet:
                 window=settings.jt808_failed_login_window_seconds,
             ),
         )
-        return cls(runtime, metrics, positions, terminals, listener, settings.position_retention_days)
+        return cls(
+            runtime,
+            metrics,
+            positions,
+            terminals,
+            listener,
+            MovementsRound(runtime, metrics, movements),
+            settings.position_retention_days,
+        )
 
     async def partitions_round(self) -> int:
         today = datetime.now(CITY_TIMEZONE).date()
@@ -109,5 +122,12 @@ class Fleet:
                 "waste-terminal-sweep",
                 settings.terminal_sweep_seconds,
                 lambda: self.terminals.sweep(self.listener),
+            ),
+            PeriodicJob(
+                "waste-movements-round",
+                settings.movements_round_seconds,
+                self.movements.round,
+                batch_size=self.movements.config.chunk,
+                on_stop=self.movements.release,
             ),
         ]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+
+from sqlalchemy import BigInteger, DateTime, String, func
+from sqlalchemy.orm import Mapped, mapped_column
 
 from citygrid.fleet.models import PositionColumns, position_columns
 from citygrid.partitions import TimePartitions
@@ -26,3 +30,16 @@ DAYS_BACK = 7
 # The shortest retention of raw positions: a month.
 MINIMUM_RETENTION_DAYS = 30
 PARTITIONS = TimePartitions(("positions",), "day", days_back=DAYS_BACK, periods_ahead=3, lock_id=7_745_020)
+
+
+class PositionCursor(Base):
+    """How far the movements round has read the positions: ``horizon`` is a transaction id below
+    which every position is read; ``owner`` holds the lease (one replica derives the movements)."""
+
+    __tablename__ = "position_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    horizon: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str] = mapped_column(String(100))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

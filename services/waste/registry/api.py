@@ -15,12 +15,23 @@ from citygrid.runtime import RuntimeDep
 from citygrid.schemas import ImportResult
 from contract.common import Code, KnownDistrict
 from contract.waste import WasteStream
-from services.waste.models import Bin, CollectionPoint, DropOffPoint, Facility, FacilityKind, Route, Vehicle
+from services.waste.models import (
+    Bin,
+    CollectionPoint,
+    Depot,
+    DropOffPoint,
+    Facility,
+    FacilityKind,
+    Route,
+    Vehicle,
+)
 from services.waste.registry import service
 from services.waste.registry.schemas import (
     BinOut,
     CollectionPointImport,
     CollectionPointOut,
+    DepotImport,
+    DepotOut,
     FacilityImport,
     FacilityOut,
     Plate,
@@ -226,6 +237,42 @@ async def get_facility(code: CodePath, runtime: RuntimeDep, principal: CurrentPr
         found = await service.one(session, Facility, code)
     require_district(principal, found.district_code)
     return FacilityOut.model_validate(found)
+
+
+# -- depots ---------------------------------------------------------------------------------------
+
+
+@router.post("/depots/import", operation_id="import_depots")
+async def import_depots(body: DepotImport, runtime: RuntimeDep, principal: CurrentPrincipal) -> ImportResult:
+    """Register or update the vehicles' depots (by code): a trip starts when a vehicle's positions
+    leave one's radius, and ends when they come back inside."""
+    require_city_wide(principal, "the register of depots")
+    async with runtime.uow() as uow:
+        return await service.import_depots(uow.session, body.depots)
+
+
+@router.get("/depots", operation_id="list_depots")
+async def list_depots(
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    district: DistrictQuery = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[DepotOut]:
+    where = in_district(principal, Depot.district_code, district)
+    async with runtime.reads() as session:
+        found, next_cursor = await page_by_key(
+            session, Depot, Depot.code, limit=limit, cursor=cursor, where=where
+        )
+    return Page[DepotOut](items=[DepotOut.model_validate(d) for d in found], next_cursor=next_cursor)
+
+
+@router.get("/depots/{code}", operation_id="get_depot")
+async def get_depot(code: CodePath, runtime: RuntimeDep, principal: CurrentPrincipal) -> DepotOut:
+    async with runtime.reads() as session:
+        found = await service.one(session, Depot, code)
+    require_district(principal, found.district_code)
+    return DepotOut.model_validate(found)
 
 
 # -- routes ---------------------------------------------------------------------------------------

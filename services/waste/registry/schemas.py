@@ -27,6 +27,9 @@ Plate = Annotated[str, StringConstraints(strip_whitespace=True, min_length=5, ma
 # An RFID tag's id as its reader gives it: EPC hex or a vendor's serial.
 Rfid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-]{4,32}$")]
 Weekday = Annotated[int, Field(ge=1, le=7)]
+# How far from a depot's or a facility's location a vehicle is inside it: a yard, a weighbridge's
+# site, at most a large plant's grounds.
+Radius = Annotated[float, Field(ge=10, le=2000, allow_inf_nan=False)]
 
 
 def _window(text: str) -> str:
@@ -196,6 +199,7 @@ class FacilityIn(RequestModel):
     kind: FacilityKind
     district_code: KnownDistrict
     location: GeoPoint
+    radius_m: Radius = 150.0
     streams: list[WasteStream] = Field(min_length=1, max_length=4)
     weighbridges: list[Code] = Field(default_factory=list, max_length=20)
 
@@ -215,8 +219,32 @@ class FacilityOut(Located):
     name: str
     kind: FacilityKind
     district_code: str
+    radius_m: float
     streams: list[WasteStream]
     weighbridges: list[str]
+    version: int
+
+
+# -- depots ---------------------------------------------------------------------------------------
+
+
+class DepotIn(RequestModel):
+    code: Code
+    name: Name
+    district_code: KnownDistrict
+    location: GeoPoint
+    radius_m: Radius = 100.0
+
+
+class DepotImport(RequestModel):
+    depots: list[DepotIn] = Field(min_length=1, max_length=100)
+
+
+class DepotOut(Located):
+    code: str
+    name: str
+    district_code: str
+    radius_m: float
     version: int
 
 

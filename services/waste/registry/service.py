@@ -18,6 +18,7 @@ from services.waste.models import (
     Base,
     Bin,
     CollectionPoint,
+    Depot,
     DropOffPoint,
     Facility,
     Route,
@@ -26,6 +27,7 @@ from services.waste.models import (
 )
 from services.waste.registry.schemas import (
     CollectionPointIn,
+    DepotIn,
     FacilityIn,
     PointIn,
     RouteIn,
@@ -126,6 +128,12 @@ async def import_vehicles(session: AsyncSession, items: Sequence[VehicleIn]) -> 
         session, Vehicle, "plate", list(rows.values()), also_set=terminal_change_voids_code(Vehicle)
     )
     return import_result(len(items), len(rows), created, refused)
+
+
+async def import_depots(session: AsyncSession, items: Sequence[DepotIn]) -> ImportResult:
+    rows = {item.code: _located(item.model_dump(mode="json")) for item in items}
+    created = await upsert_by_key(session, Depot, "code", list(rows.values()))
+    return import_result(len(items), len(rows), created, [])
 
 
 async def import_facilities(session: AsyncSession, items: Sequence[FacilityIn]) -> ImportResult:

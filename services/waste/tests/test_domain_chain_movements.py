@@ -3,6 +3,7 @@ every registered place; and those movements carried through trips to the checks.
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timedelta
 
@@ -25,7 +26,7 @@ from services.waste.domain.chain import (
     assemble_trips,
 )
 from services.waste.domain.chain_checks import ViolationKind, check_trips
-from services.waste.domain.chain_movements import Places, Position, derive_movements
+from services.waste.domain.chain_movements import Places, Position, circle, derive_movements, derive_track
 
 PLATE = "沪A10001"
 T0 = datetime(2026, 12, 1, 5, 0, tzinfo=CITY_TIMEZONE)
@@ -154,3 +155,39 @@ def test_a_loaded_vehicle_standing_on_the_road_is_found_from_its_positions() -> 
     assert [(t.started_at, t.facility, t.arrivals[0].at) for t in trips] == [(at(90), "F-FOOD", at(1_230))]
     found = check_trips(trips, vehicles, facilities, now=at(2_000))
     assert [(v.kind, v.at) for v in found] == [(ViolationKind.UNLOADED_AT_UNREGISTERED_PLACE, at(450))]
+
+
+def test_a_track_read_in_pieces_from_its_resume_points_gives_the_movements_of_the_whole() -> None:
+    whole = derive_movements(ROUND, PLACES)
+    for cut in range(1, len(ROUND)):
+        head = derive_track(ROUND[:cut], PLACES)
+        resume = head.resume_at[PLATE]
+        # The next piece: from the resume point through what came since, as the round reads it.
+        tail = derive_track([p for p in ROUND if p.at >= resume], PLACES)
+        # What the head reported under way, the tail reports again with its end: same identity.
+        pieces = {(type(m), m.at): m for m in head.movements} | {(type(m), m.at): m for m in tail.movements}
+        assert sorted(pieces.values(), key=lambda m: m.at) == whole, cut
+
+
+def test_the_resume_point_is_the_latest_position_that_ends_any_stop() -> None:
+    track = [pos(0, (121.43, 31.2)), *standing(30, ROAD, 10)]
+    assert derive_track(track, PLACES).resume_at == {PLATE: at(0)}
+    # Standing inside a place is no stop: every position there is a resume point.
+    assert derive_track(standing(0, DEPOT, 3), PLACES).resume_at == {PLATE: at(60)}
+    # A vehicle that has stood outside every place since its first position has none yet.
+    assert derive_track(standing(0, ROAD, 3), PLACES).resume_at == {}
+
+
+def test_a_circle_is_its_radius_in_metres_both_ways_at_the_citys_latitude() -> None:
+    lon, lat = 113.26, 23.13
+    place = circle(lon, lat, 100.0)
+    metres_per_degree_lon = 111_320.0 * math.cos(math.radians(lat))
+    assert place.contains(shapely.Point(lon + 95 / metres_per_degree_lon, lat))
+    assert not place.contains(shapely.Point(lon + 105 / metres_per_degree_lon, lat))
+    assert place.contains(shapely.Point(lon, lat + 95 / 110_574.0))
+    assert not place.contains(shapely.Point(lon, lat + 105 / 110_574.0))
+    for radius in (0.0, -5.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="radius"):
+            circle(lon, lat, radius)
+    with pytest.raises(ValueError, match="lon/lat"):
+        circle(200.0, lat, 100.0)
