@@ -460,7 +460,7 @@ async def register_key(gateway_db: str) -> str:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from citygrid.db import create_sessionmaker
-    from gateway.consumers import register_consumer
+    from gateway.consumers.service import register_consumer
 
     engine = create_async_engine(to_asyncpg_url(gateway_db))
     try:

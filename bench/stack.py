@@ -92,7 +92,7 @@ async def case_behind_gateway(
 ) -> AsyncIterator[CaseBehindGateway]:
     """Serve the case service and a gateway in front of it on loopback, with an API key for the
     benchmark; the databases must exist and be migrated."""
-    from gateway.consumers import register_consumer
+    from gateway.consumers.service import register_consumer
     from gateway.main import create_app as create_gateway
     from gateway.settings import GatewaySettings
     from services.case.events import NATS_IDENTITY

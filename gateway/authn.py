@@ -1,7 +1,13 @@
-"""Who is calling: an API key (departments, systems) or a person's bearer JWT; and rate limits.
+"""Who is calling: an API key (departments, systems), an access token the gateway issued for one
+(``gateway.oauth``), or a person's bearer JWT; and rate limits.
 
 People's tokens are the identity provider's (``gateway.people``): public keys from its JWKS,
-groups mapped to CityGrid roles and scopes through the gateway's allow-list.
+groups mapped to CityGrid roles and scopes through the gateway's allow-list. A bearer token is the
+gateway's own when it names the gateway as its issuer.
+
+Revocation: the replica that revokes forgets at once; every other replica reads the change from
+``credential_changes`` within ``credential_poll_seconds`` (``gateway.consumers.changes``), forgets
+the key, and refuses the consumer's access tokens issued up to that second.
 
 An authentication flood costs no database query per request: valid keys are cached, unknown key
 prefixes are remembered for a while (bounded LRUs both), concurrent lookups of one prefix share one
@@ -20,14 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+import jwt
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from citygrid.auth import Principal
 from citygrid.errors import DomainError, Unauthenticated
 from gateway import keys
-from gateway.models import ApiConsumer
+from gateway.models import ApiConsumer, ConsumerKey
+from gateway.oauth.signing import TokenKeys
 from gateway.people import PeopleTokens
 from gateway.settings import GatewaySettings
 
@@ -166,6 +174,7 @@ class KnownKey:
     digest: str
     rate_limit_per_minute: int | None
     fresh_until: float  # then it is looked up again (a revocation elsewhere shows within this)
+    expires_at: float | None  # the key's own expiry (wall clock), None: until revoked
 
 
 # A key seen valid is remembered this long past its freshness: re-checking it needs no lookup
@@ -182,12 +191,20 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         on_lookup: Callable[[str], None] | None = None,
         people: PeopleTokens | None = None,
+        tokens: TokenKeys | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
+        self.wall_clock = wall_clock
         self.on_lookup = on_lookup
         self.people = people
+        self.tokens = tokens
+        # The prefixes this replica holds of each consumer, and the second up to which each changed
+        # consumer's access tokens are refused (kept for as long as a token lives).
+        self._prefixes: dict[str, set[str]] = {}
+        self._tokens_not_before: dict[str, float] = {}
         self._known: LruCache[str, KnownKey] = LruCache(settings.api_key_cache_entries)
         self._unknown: LruCache[str, bool] = LruCache(settings.api_key_cache_entries)
         self._lookups: dict[str, asyncio.Task[KnownKey | None]] = {}
@@ -207,9 +224,10 @@ class Authenticator:
         if api_key is not None:
             return await self._by_api_key(api_key, client)
         if scheme.lower() == "bearer" and credentials:
-            return await self._by_person_token(
-                credentials.strip()
-            ), self.settings.default_rate_limit_per_minute
+            token = credentials.strip()
+            if self.tokens is not None and self._is_ours(token):
+                return await self._by_access_token(token)
+            return await self._by_person_token(token), self.settings.default_rate_limit_per_minute
         raise MissingCredentials("send an API key (X-API-Key) or a bearer token")
 
     async def authenticate_key(self, plaintext: str, client: str = "") -> tuple[Principal, int]:
@@ -230,6 +248,8 @@ class Authenticator:
             known = await self._lookup(prefix, client, budgeted=not vouched)
         if known is None or not keys.matches(plaintext, known.digest):
             raise InvalidCredentials("the API key is not valid")
+        if known.expires_at is not None and known.expires_at <= self.wall_clock():
+            raise InvalidCredentials("the API key has expired")
         limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
         return known.principal, limit
 
@@ -251,13 +271,23 @@ class Authenticator:
 
     async def _load(self, prefix: str) -> KnownKey | None:
         async with self.sessions() as session:
-            consumer = await session.scalar(
-                select(ApiConsumer).where(ApiConsumer.key_prefix == prefix, ApiConsumer.active.is_(True))
-            )
+            found = (
+                await session.execute(
+                    select(ApiConsumer, ConsumerKey)
+                    .join(ConsumerKey, ConsumerKey.consumer_id == ApiConsumer.id)
+                    .where(
+                        ConsumerKey.prefix == prefix,
+                        ConsumerKey.revoked_at.is_(None),
+                        (ConsumerKey.expires_at.is_(None)) | (ConsumerKey.expires_at > func.now()),
+                        ApiConsumer.active.is_(True),
+                    )
+                )
+            ).first()
         now = self.clock()
+        consumer, key = found if found is not None else (None, None)
         if self.on_lookup is not None:
             self.on_lookup("unknown" if consumer is None else "found")
-        if consumer is None:
+        if consumer is None or key is None:
             self._known.pop(prefix)
             self._unknown.put(prefix, True, now + self.settings.api_key_negative_cache_seconds)
             return None
@@ -271,10 +301,12 @@ class Authenticator:
                 district=consumer.district,
                 unit=consumer.unit,
             ),
-            digest=consumer.key_hash,
+            digest=key.key_hash,
             rate_limit_per_minute=consumer.rate_limit_per_minute,
             fresh_until=now + self.settings.api_key_cache_seconds,
+            expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
         )
+        self._prefixes.setdefault(known.principal.subject, set()).add(prefix)
         self._unknown.pop(prefix)
         self._known.put(
             prefix, known, now + max(KNOWN_KEY_MEMORY_SECONDS, self.settings.api_key_cache_seconds)
@@ -283,6 +315,35 @@ class Authenticator:
 
     def forget(self, prefix: str) -> None:
         self._known.pop(prefix)
+
+    def forget_consumer(self, subject: str, changed_at: float) -> None:
+        """Every key of the consumer is looked up again, and its access tokens issued up to the
+        second of the change are refused: they carry what it was granted before."""
+        for prefix in self._prefixes.pop(subject, set()):
+            self._known.pop(prefix)
+        self._tokens_not_before[subject] = max(self._tokens_not_before.get(subject, 0.0), changed_at)
+
+    def prune_token_refusals(self, older_than: float) -> None:
+        """Forget refusals older than any token still valid."""
+        for subject, at in list(self._tokens_not_before.items()):
+            if at < older_than:
+                del self._tokens_not_before[subject]
+
+    def _is_ours(self, token: str) -> bool:
+        assert self.tokens is not None
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        return isinstance(claims, dict) and claims.get("iss") == self.tokens.policy.issuer
+
+    async def _by_access_token(self, token: str) -> tuple[Principal, int]:
+        assert self.tokens is not None
+        principal, limit, issued_at = await self.tokens.verify(token)
+        refused_up_to = self._tokens_not_before.get(principal.subject)
+        if refused_up_to is not None and issued_at <= math.floor(refused_up_to):
+            raise InvalidCredentials("the access token was revoked; ask /oauth/token for another")
+        return principal, limit or self.settings.default_rate_limit_per_minute
 
     async def _by_person_token(self, token: str) -> Principal:
         if self.people is None:

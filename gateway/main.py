@@ -11,13 +11,15 @@ only operators reach.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -36,7 +38,7 @@ from citygrid.metrics import KitMetrics, metrics_endpoint
 from citygrid.middleware import RequestContextMiddleware
 from citygrid.runtime import Runtime
 from citygrid.serve import serve
-from gateway import admin, open311, openapi, proxy
+from gateway import open311, openapi, proxy
 from gateway.authn import (
     AuthenticationThrottled,
     Authenticator,
@@ -46,6 +48,8 @@ from gateway.authn import (
     RateLimiter,
 )
 from gateway.clients import IPNetwork, client_address, limit_key, parse_networks
+from gateway.consumers import api as consumers_api
+from gateway.consumers import changes as credential_changes
 from gateway.cors import CorsMiddleware
 from gateway.message_log import api as message_log_api
 from gateway.message_log import capture
@@ -53,6 +57,8 @@ from gateway.message_log import partitions as message_log_partitions
 from gateway.message_log.chain import Hasher
 from gateway.message_log.recorder import Call, MessageLog
 from gateway.metrics import GatewayMetrics
+from gateway.oauth import api as oauth_api
+from gateway.oauth import signing
 from gateway.people import PeopleTokens
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
@@ -75,6 +81,7 @@ class GatewayState:
     metrics: GatewayMetrics
     message_log: MessageLog
     message_log_hashers: tuple[Hasher, ...]  # the current key's first; earlier keys verify older chains
+    tokens: signing.TokenKeys
 
     def client_address(self, request: Request) -> str:
         """The caller's address: the socket's peer, or what trusted proxies say it is."""
@@ -269,14 +276,47 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         except Exception as error:
             log.warning("message log: partitions not checked at start (%s); the job retries", error)
 
-    runtime.on_startup = [prepare_message_log]
+    policy = signing.TokenPolicy(
+        issuer=settings.token_issuer,
+        lifetime=timedelta(seconds=settings.token_lifetime_seconds),
+        rotation=timedelta(days=settings.token_key_rotation_days),
+        publish_ahead=timedelta(seconds=settings.token_key_publish_seconds),
+        passphrase=settings.token_key_passphrase.encode(),
+    )
+    tokens = signing.TokenKeys(lambda: runtime.db, policy)
+
+    async def token_keys_round() -> int:
+        async with runtime.uow() as uow:
+            changed = await signing.rotate(uow.session, policy)
+        await tokens.refresh()
+        return changed
+
+    async def prepare_token_keys() -> None:
+        # The first key before the first token request; a database that is down now is retried by the job.
+        try:
+            await token_keys_round()
+        except Exception as error:
+            log.warning("token keys: not checked at start (%s); the job retries", error)
+
+    runtime.on_startup = [prepare_message_log, prepare_token_keys]
     runtime.jobs = [
         PeriodicJob(
             "gateway-message-log-partitions",
             settings.message_log_partition_check_seconds,
             message_log_partitions_round,
             batch_size=10_000,
-        )
+        ),
+        PeriodicJob("gateway-token-keys", settings.token_key_check_seconds, token_keys_round),
+        PeriodicJob(
+            "gateway-consumer-retention",
+            3600.0,
+            lambda: credential_changes.purge(
+                runtime.db,
+                change_days=settings.credential_change_retention_days,
+                audit_days=settings.consumer_audit_retention_days,
+            ),
+            batch_size=5000,
+        ),
     ]
 
     @asynccontextmanager
@@ -319,6 +359,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             }
             return await openapi.merged_openapi(own_document, documents)
 
+        authenticator = Authenticator(
+            settings,
+            runtime.db,
+            on_lookup=lambda outcome: metrics.key_lookups.labels(outcome=outcome).inc(),
+            people=PeopleTokens.from_settings(
+                settings, on_fetch=lambda outcome: metrics.jwks_fetches.labels(outcome=outcome).inc()
+            ),
+            tokens=tokens,
+        )
+        follower = credential_changes.CredentialChanges(
+            lambda: runtime.db,
+            authenticator,
+            every_seconds=settings.credential_poll_seconds,
+            token_lifetime=policy.lifetime,
+            on_poll=lambda outcome: metrics.credential_polls.labels(outcome=outcome).inc(),
+        )
+        following = asyncio.create_task(follower.run(), name="gateway-credential-changes")
         state = GatewayState(
             settings=settings,
             upstreams=upstreams,
@@ -327,14 +384,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 lambda service: metrics.upstream_saturated.labels(service=service).inc(),
                 signer=signer,
             ),
-            authenticator=Authenticator(
-                settings,
-                runtime.db,
-                on_lookup=lambda outcome: metrics.key_lookups.labels(outcome=outcome).inc(),
-                people=PeopleTokens.from_settings(
-                    settings, on_fetch=lambda outcome: metrics.jwks_fetches.labels(outcome=outcome).inc()
-                ),
-            ),
+            authenticator=authenticator,
             limiter=RateLimiter(settings.rate_limit_tracked_subjects),
             clients=RateLimiter(settings.rate_limit_tracked_subjects, ClientRateLimited),
             proxies=parse_networks(settings.trusted_proxies),
@@ -349,11 +399,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             metrics=metrics,
             message_log=message_log,
             message_log_hashers=hashers,
+            tokens=tokens,
         )
         app.state.gateway = state
         try:
             yield
         finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
             # Before the engine goes: what is buffered is written first.
             await message_log.stop()
             runtime.metrics.scrape_hooks.remove(message_log_gauges)
@@ -382,7 +436,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         Middleware(CorsMiddleware, origins=settings.cors_origins, max_age=settings.cors_max_age_seconds),
     )
 
-    app.include_router(admin.router)
+    app.include_router(consumers_api.router)
+    app.include_router(oauth_api.router)
     app.include_router(message_log_api.router)
     for service in sorted(settings.upstreams):
         app.add_api_route(

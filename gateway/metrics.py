@@ -69,3 +69,14 @@ class GatewayMetrics:
             "Message-log batches that could not be written (retried until they are).",
             registry=registry,
         )
+        self.credential_polls = Counter(
+            "citygrid_gateway_credential_polls_total",
+            "Reads of the credential changes (revocations, changed grants), by outcome (ok, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.tokens_issued = Counter(
+            "citygrid_gateway_access_tokens_issued_total",
+            "OAuth2 client-credentials access tokens issued.",
+            registry=registry,
+        )

@@ -1,5 +1,7 @@
-"""Tables of the gateway's own database: registered API consumers (keys stored hashed) and the message
-log (every call answered for a principal, hash-chained per writer; ``gateway.message_log``)."""
+"""Tables of the gateway's own database: registered API consumers, their keys (stored hashed), the
+log of changes to their credentials every replica follows, the audit of every change, the gateway's
+token-signing keys, and the message log (every call answered for a principal, hash-chained per
+writer; ``gateway.message_log``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     PrimaryKeyConstraint,
@@ -18,7 +21,7 @@ from sqlalchemy import (
     String,
     func,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from citygrid.db import make_metadata
@@ -30,21 +33,91 @@ class Base(DeclarativeBase):
 
 
 class ApiConsumer(Base):
-    """A department, system or edge box allowed to call the exchange API."""
+    """A department, district centre, vendor's system or edge box allowed to call the exchange API.
+    Its contact's name, phone and e-mail are personal data."""
 
     __tablename__ = "api_consumers"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    key_prefix: Mapped[str] = mapped_column(String(16), unique=True)
-    key_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24), server_default="system")
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     district: Mapped[str | None] = mapped_column(String(6))
     unit: Mapped[str | None] = mapped_column(String(100))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    contact_name: Mapped[str | None] = mapped_column(String(100))
+    contact_phone: Mapped[str | None] = mapped_column(String(32))
+    contact_email: Mapped[str | None] = mapped_column(String(254))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConsumerKey(Base):
+    """One of a consumer's API keys: several live at once, so a key rotates with overlap. Only the
+    SHA-256 of the key is kept; ``prefix`` finds the row."""
+
+    __tablename__ = "consumer_keys"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    consumer_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_consumers.id", ondelete="CASCADE")
+    )
+    key_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_consumer_keys_consumer", "consumer_id", "created_at"),)
+
+
+class CredentialChange(Base):
+    """A change to a consumer's credentials (a key revoked, the consumer revoked or changed): every
+    replica reads the new rows each second and forgets what it had cached of them, so a revocation
+    holds everywhere, and tokens the consumer was issued before ``at`` are refused."""
+
+    __tablename__ = "credential_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    consumer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    key_prefix: Mapped[str | None] = mapped_column(String(16))  # None: every key and token of it
+
+    __table_args__ = (Index("ix_credential_changes_at", "at"),)
+
+
+class ConsumerAudit(Base):
+    """Every change to a consumer, by whom: append-only, kept with the message log's retention."""
+
+    __tablename__ = "consumer_audit"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    consumer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    # What changed, never a key or a secret; personal fields by name only.
+    detail: Mapped[dict[str, object]] = mapped_column(JSONB)
+
+    __table_args__ = (Index("ix_consumer_audit_consumer", "consumer_id", "at", "id"),)
+
+
+class SigningKey(Base):
+    """A key the gateway signs its OAuth2 access tokens with (ES256). The private key is PKCS#8,
+    encrypted with the passphrase in the gateway's Secret; the public key is served at the JWKS URL
+    from ``created_at`` until ``retired_at`` plus the longest a token lives."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    private_pem: Mapped[str] = mapped_column(String(2000))
+    public_jwk: Mapped[dict[str, object]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # It signs from ``signs_from`` (once verifiers have had time to fetch it) until a newer one does.
+    signs_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class MessageLogRecord(Base):

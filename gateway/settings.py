@@ -179,6 +179,23 @@ class GatewaySettings(ServiceSettings):
     message_log_retention_days: int = Field(default=400, ge=31)
     message_log_partition_check_seconds: float = Field(default=3600.0, gt=0)
 
+    # Consumers' credentials (docs/exchange.md#consumers-and-credentials): every replica reads the
+    # changes (a key or a consumer revoked, a grant changed) this often, and forgets what it cached.
+    credential_poll_seconds: float = Field(default=1.0, gt=0, le=30)
+    # Changes are kept this long (a replica away longer reloads every key it meets).
+    credential_change_retention_days: int = Field(default=7, ge=1)
+    consumer_audit_retention_days: int = Field(default=1827, ge=365)
+    # OAuth2 client credentials (POST /oauth/token): short-lived ES256 tokens signed with keys the
+    # gateway makes itself and keeps in its database, the private half encrypted with this
+    # passphrase (required in production). A new key is published at the JWKS URL
+    # ``token_key_publish_seconds`` before it signs, and a key signs for ``token_key_rotation_days``.
+    token_key_passphrase: str = Field(default="", repr=False)
+    token_issuer: str = Field(default="citygrid-gateway", min_length=1, max_length=200)
+    token_lifetime_seconds: int = Field(default=300, ge=60, le=3600)
+    token_key_rotation_days: float = Field(default=30.0, gt=0)
+    token_key_publish_seconds: float = Field(default=600.0, ge=0)
+    token_key_check_seconds: float = Field(default=60.0, gt=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
@@ -242,6 +259,10 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("CITYGRID_INTERNAL_TOKEN_PRIVATE_KEY is required in production")
         if self.environment == "production" and len(self.message_log_key) < 32:
             raise ValueError("CITYGRID_MESSAGE_LOG_KEY (32 characters or more) is required in production")
+        if self.environment == "production" and len(self.token_key_passphrase) < 32:
+            raise ValueError(
+                "CITYGRID_TOKEN_KEY_PASSPHRASE (32 characters or more) is required in production"
+            )
         if self.internal_port and self.internal_port == self.port:
             raise ValueError("CITYGRID_INTERNAL_PORT must differ from CITYGRID_PORT")
         unknown = set(self.upstream_connection_limits) - set(self.upstreams)

@@ -20,7 +20,7 @@ from citygrid.db import create_sessionmaker
 from citygrid.runtime import Runtime
 from citygrid.settings import to_asyncpg_url
 from citygrid.testing import Infrastructure, delete_streams, serve_app, truncate_all, wait_until
-from gateway.consumers import register_consumer
+from gateway.consumers.service import register_consumer
 from gateway.main import create_app as create_gateway_app
 from gateway.settings import GatewaySettings
 from services.case.events import NATS_IDENTITY as CASE_NATS

@@ -250,7 +250,8 @@ def exposed_metrics() -> set[str]:
     fleet.movements.labels(kind="stopped").inc()
     muck.violations.labels(kind="off_route", severity="normal").inc()
     muck.manifests.labels(status="issued").set(0)
-    GatewayMetrics(metrics.registry)
+    gateway = GatewayMetrics(metrics.registry)
+    gateway.credential_polls.labels(outcome="ok").inc()
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)

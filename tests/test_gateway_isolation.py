@@ -36,7 +36,7 @@ from citygrid.middleware import forwarded_prefix
 from citygrid.serve import server_config
 from citygrid.settings import to_asyncpg_url
 from citygrid.testing import serve_app, wait_until
-from gateway.consumers import register_consumer
+from gateway.consumers.service import register_consumer
 from gateway.main import create_app as create_gateway_app
 from services.case.main import create_app as create_case_app
 from tests.conftest import case_settings, gateway_settings, register_consumers

@@ -414,7 +414,12 @@ def rsa_pem(bits: int = 2048) -> str:
 
 
 SECRET = "s" * 40
-KEYS = {"internal_token_private_key": "x", "internal_token_public_key": "x", "message_log_key": "x" * 32}
+KEYS = {
+    "internal_token_private_key": "x",
+    "internal_token_public_key": "x",
+    "message_log_key": "x" * 32,
+    "token_key_passphrase": "y" * 32,
+}
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from citygrid.scopes import ScopeRules
 from citygrid.settings import ServiceSettings, to_asyncpg_url
 from citygrid.testing import Infrastructure, serve_app, truncate_all
 from contract.scopes import SERVICES
-from gateway.consumers import register_consumer
+from gateway.consumers.service import register_consumer
 from gateway.main import create_app as create_gateway_app
 from gateway.routing import UPSTREAMS, required_scope
 from services.case.main import create_app as create_case_app

@@ -130,15 +130,15 @@ async def ensure_demo_consumer(gateway_url_db: str, plaintext: str) -> None:
 
     from citygrid.db import create_sessionmaker
     from citygrid.settings import to_asyncpg_url
-    from gateway.consumers import register_consumer
+    from gateway.consumers.service import register_consumer
     from gateway.keys import prefix_of
-    from gateway.models import ApiConsumer
+    from gateway.models import ApiConsumer, ConsumerKey
 
     engine = create_async_engine(to_asyncpg_url(gateway_url_db))
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
             existing = await session.scalar(select(ApiConsumer).where(ApiConsumer.name == DEMO_CONSUMER))
-            if existing is not None and existing.key_prefix == prefix_of(plaintext):
+            if existing is not None and await session.get(ConsumerKey, prefix_of(plaintext)) is not None:
                 return
             if existing is not None:
                 await session.delete(existing)
@@ -201,6 +201,7 @@ def announce(
         f"CityGrid is up in {time.monotonic() - started:.1f}s",
         f"  gateway        {gateway_url}   (API docs: {gateway_url}/docs)",
         f"  gateway metrics {gateway_metrics_url}   (internal listener, not behind the public port)",
+        f"  OAuth2 tokens  {gateway_url}/oauth/token   (keys: {gateway_url}/oauth/jwks.json)",
         *(
             f"  {name:<14} {url}   (direct calls are refused: go through the gateway)"
             for name, url in service_urls.items()

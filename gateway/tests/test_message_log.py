@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from citygrid.db import create_sessionmaker
 from citygrid.settings import to_asyncpg_url, to_libpq_url
 from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
-from gateway.consumers import register_consumer
+from gateway.consumers.service import register_consumer
 from gateway.main import create_app
 from gateway.message_log.chain import Hasher
 from gateway.message_log.partitions import PARTITIONS

@@ -1,0 +1,1 @@
+"""API consumers: the register, their keys, the changes every replica follows, the admin routes."""

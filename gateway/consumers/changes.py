@@ -1,0 +1,127 @@
+"""Every replica follows ``credential_changes``: each ``credential_poll_seconds`` it reads the rows
+after the last it read and forgets what it cached of them, so a key or a consumer revoked on one
+replica is refused by every other within about a second, without a database query per request.
+
+A replica starting reads the changes of the last token lifetime too: an access token issued before
+a revocation is refused by a replica that was not running when it happened. While the database is
+away no change can be made, and none is read: the replica goes on with what it knows and catches up
+from its last row when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.authn import Authenticator
+from gateway.models import ConsumerAudit, CredentialChange
+
+log = logging.getLogger("gateway.consumers")
+
+BATCH = 1000
+
+
+class CredentialChanges:
+    def __init__(
+        self,
+        sessions: Callable[[], async_sessionmaker[AsyncSession]],
+        authenticator: Authenticator,
+        *,
+        every_seconds: float,
+        token_lifetime: timedelta,
+        on_poll: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.authenticator = authenticator
+        self.every_seconds = every_seconds
+        self.token_lifetime = token_lifetime
+        self.on_poll = on_poll
+        self.last_id: int | None = None
+
+    async def start(self) -> None:
+        """Where to read from: the changes of the last token lifetime are applied, later ones follow."""
+        async with self.sessions()() as session:
+            since = func.now() - self.token_lifetime - timedelta(seconds=5)
+            recent = (
+                await session.execute(
+                    select(CredentialChange).where(CredentialChange.at >= since).order_by(CredentialChange.id)
+                )
+            ).scalars()
+            for change in recent:
+                self._apply(change)
+            self.last_id = int(
+                await session.scalar(select(func.coalesce(func.max(CredentialChange.id), 0))) or 0
+            )
+
+    async def poll(self) -> int:
+        """Apply the changes since the last read; how many."""
+        if self.last_id is None:
+            await self.start()
+            return 0
+        async with self.sessions()() as session:
+            rows = list(
+                (
+                    await session.scalars(
+                        select(CredentialChange)
+                        .where(CredentialChange.id > self.last_id)
+                        .order_by(CredentialChange.id)
+                        .limit(BATCH)
+                    )
+                ).all()
+            )
+            now = (await session.execute(select(func.now()))).scalar_one()
+        for change in rows:
+            self._apply(change)
+            self.last_id = change.id
+        self.authenticator.prune_token_refusals(
+            (now - self.token_lifetime - timedelta(seconds=5)).timestamp()
+        )
+        return len(rows)
+
+    def _apply(self, change: CredentialChange) -> None:
+        subject = f"consumer:{change.consumer_id}"
+        if change.key_prefix is not None:
+            self.authenticator.forget(change.key_prefix)
+        else:
+            self.authenticator.forget_consumer(subject, change.at.timestamp())
+
+    async def run(self) -> None:
+        """Poll for as long as the replica runs; a failed poll is logged and tried again."""
+        while True:
+            try:
+                while True:
+                    read = await self.poll()
+                    if self.on_poll is not None:
+                        self.on_poll("ok")
+                    if read < BATCH:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self.on_poll is not None:
+                    self.on_poll("failed")
+                log.warning("credential changes not read (%s); retrying", error)
+            await asyncio.sleep(self.every_seconds)
+
+
+async def purge(
+    sessions: async_sessionmaker[AsyncSession], *, change_days: int, audit_days: int, batch: int = 5000
+) -> int:
+    """Changes older than ``change_days`` and audit records older than ``audit_days``, a batch each."""
+    removed = 0
+    async with sessions() as session, session.begin():
+        for model, days in ((CredentialChange, change_days), (ConsumerAudit, audit_days)):
+            old = (
+                select(model.id)
+                .where(model.at < func.now() - timedelta(days=days))
+                .order_by(model.at)
+                .limit(batch)
+            )
+            result = await session.execute(delete(model).where(model.id.in_(old.scalar_subquery())))
+            removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return removed
