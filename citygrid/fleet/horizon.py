@@ -4,20 +4,29 @@ running. Every row stored by a transaction below it is committed (or never will 
 that takes ``[cursor, horizon)`` and moves its cursor to the horizon misses none, not even a batch
 that committed minutes late after PostgreSQL was away, and reads none twice. A long transaction
 elsewhere in the database holds the horizon back: the reader waits, and loses nothing.
+
+A read covers at most ``span`` transaction ids past the cursor, so a reader far behind (the horizon
+held back for an hour, a replica away) reads its backlog a window at a time, each one range of the
+BRIN index on ``txid``, rather than sorting the whole backlog on every read. The span halves after a
+full read and doubles after a sparse one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["HORIZON", "horizon", "read_new", "whole_transactions"]
+__all__ = ["HORIZON", "HorizonReader", "NewRows", "horizon", "whole_transactions"]
 
 HORIZON = text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+# One transaction larger than a read (the writer holds at most 5,000 rows in one) is read whole,
+# up to this many times the read's limit.
+WHOLE_TRANSACTION_FACTOR = 10
 
 Row = TypeVar("Row", bound=Any)
 
@@ -36,14 +45,47 @@ def whole_transactions(rows: Sequence[Row], limit: int, high: int) -> tuple[list
     return [row for row in rows if row.txid < last], last
 
 
-async def read_new(
-    session: AsyncSession, statement: TextClause, *, low: int, since: datetime, limit: int
-) -> tuple[list[Any], int]:
-    """The rows ``statement`` reads from ``low`` up to the horizon, and where the cursor may move.
-    ``statement`` takes ``:low``, ``:high``, ``:since`` (the oldest time still read, for the
+@dataclass(frozen=True)
+class NewRows:
+    rows: list[Any]
+    cursor: int  # where the reader's cursor moves
+    more: bool  # rows wait beyond this read: read again at once
+
+
+@dataclass
+class HorizonReader:
+    """``statement`` takes ``:low``, ``:high``, ``:since`` (the oldest time still read, for the
     partitions) and ``:limit``, and orders by ``txid``."""
-    high = await horizon(session)
-    rows = (
-        await session.execute(statement, {"since": since, "low": low, "high": high, "limit": limit})
-    ).all()
-    return whole_transactions(rows, limit, high)
+
+    statement: TextClause
+    limit: int
+    span: int = 50_000
+    min_span: int = 1_000
+    max_span: int = 50_000_000
+
+    async def read(self, session: AsyncSession, *, low: int, since: datetime) -> NewRows:
+        top = await horizon(session)
+        high = min(top, low + self.span)
+        rows = await self._rows(session, low, high, since, self.limit)
+        if len(rows) < self.limit:
+            more = high < top
+            if more and len(rows) < self.limit // 4:
+                self.span = min(self.max_span, self.span * 2)
+            return NewRows(list(rows), max(high, low), more)
+        self.span = max(self.min_span, self.span // 2)
+        kept, cursor = whole_transactions(rows, self.limit, high)
+        if not kept:
+            # The read was one transaction's rows only: take that transaction whole.
+            last = int(rows[-1].txid)
+            kept = list(
+                await self._rows(session, last, last + 1, since, self.limit * WHOLE_TRANSACTION_FACTOR)
+            )
+            cursor = last + 1
+        return NewRows(kept, cursor, True)
+
+    async def _rows(
+        self, session: AsyncSession, low: int, high: int, since: datetime, limit: int
+    ) -> Sequence[Any]:
+        return (
+            await session.execute(self.statement, {"since": since, "low": low, "high": high, "limit": limit})
+        ).all()

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.db import UnitOfWork
-from citygrid.fleet.horizon import read_new
+from citygrid.fleet.horizon import HorizonReader
 from citygrid.ids import new_id, replica_name
 from citygrid.runtime import Runtime
 from contract.common import EvidenceRef, GeoPoint
@@ -139,6 +139,7 @@ class TransportRules:
         self.evaluator: Evaluator | None = None
         self.horizon: int | None = None  # the cursor's horizon this replica's evaluator is at
         self.fingerprint: str | None = None
+        self.reader = HorizonReader(NEW_POSITIONS, self.config.chunk)
 
     async def round(self) -> int:
         """One round; returns how many positions it evaluated (0 when another replica leads)."""
@@ -171,13 +172,8 @@ class TransportRules:
             self.fingerprint = fingerprint
         if self.horizon != cursor.horizon or cursor.owner != self.owner:
             await self._replay(session, now, cursor.horizon)
-        rows, high = await read_new(
-            session,
-            NEW_POSITIONS,
-            low=cursor.horizon,
-            since=now - self.config.lookback,
-            limit=self.config.chunk,
-        )
+        read = await self.reader.read(session, low=cursor.horizon, since=now - self.config.lookback)
+        rows, high = read.rows, read.cursor
         evaluated = await self._evaluate(uow, rows)
         cursor.horizon = max(high, cursor.horizon)
         cursor.owner = self.owner

@@ -419,6 +419,10 @@ async def ingest_movements(
     return batch.answered(stored, tally)
 
 
+# Rows a statement inserts at most: eight parameters each, well under the protocol's 32,767.
+MOVEMENT_SLICE = 1000
+
+
 async def store_movements(
     session: AsyncSession, rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[str, datetime, str, str], str]:
@@ -426,26 +430,26 @@ async def store_movements(
     and note their vehicles for the round; returns each stored (``stored``) or ended (``updated``)
     one. A stop stored under way takes its end; nothing else a movement sent again says changes it.
     ``rows`` are in key order, so two transactions storing the same movements cannot deadlock."""
-    statement = insert(Movement).values(list(rows))
-    written: Any = await session.execute(
-        statement.on_conflict_do_update(
-            constraint="pk_movements",
-            set_={"ended_at": statement.excluded.ended_at},
-            where=(Movement.kind == MovementKind.STOPPED.value)
-            & Movement.ended_at.is_(None)
-            & statement.excluded.ended_at.is_not(None),
-        ).returning(
-            Movement.plate,
-            Movement.at,
-            Movement.kind,
-            Movement.place,
-            literal_column("xmax = 0").label("inserted"),
+    stored: dict[tuple[str, datetime, str, str], str] = {}
+    for start in range(0, len(rows), MOVEMENT_SLICE):
+        statement = insert(Movement).values(list(rows[start : start + MOVEMENT_SLICE]))
+        written: Any = await session.execute(
+            statement.on_conflict_do_update(
+                constraint="pk_movements",
+                set_={"ended_at": statement.excluded.ended_at},
+                where=(Movement.kind == MovementKind.STOPPED.value)
+                & Movement.ended_at.is_(None)
+                & statement.excluded.ended_at.is_not(None),
+            ).returning(
+                Movement.plate,
+                Movement.at,
+                Movement.kind,
+                Movement.place,
+                literal_column("xmax = 0").label("inserted"),
+            )
         )
-    )
-    stored = {
-        (plate, at, kind, place): "stored" if inserted else "updated"
-        for plate, at, kind, place, inserted in written.all()
-    }
+        for plate, at, kind, place, inserted in written.all():
+            stored[(plate, at, kind, place)] = "stored" if inserted else "updated"
     await mark_dirty(
         session, _earliest(r for r in rows if (r["plate"], r["at"], r["kind"], r["place"]) in stored)
     )

@@ -5,10 +5,11 @@ Places are shapely geometries in the positions' lon/lat, a boundary counting as 
 dated by the first position that shows it (the first outside the depot, the first inside the
 facility); the first position of a vehicle only says where it is, not what it crossed to get there.
 
-A track read in pieces derives the same movements as the whole of it, provided each piece starts at
-a *resume point*: a position that ends any stop (moving, or inside a place). What comes after one
-does not depend on what came before it, so ``derive_track`` gives, with the movements, each
-vehicle's latest resume point, where the next piece starts.
+A track read in pieces derives the same movements as the whole of it: ``derive_track`` takes each
+vehicle's ``TrackState`` at the end of the piece before (where its last position was, the stop
+under way) and gives it back at the end of this one. Without a state, a piece must start at a
+*resume point*: a position that ends any stop (moving, or inside a place), since what follows one
+does not depend on what came before it; ``is_resume_point`` says which positions are.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from services.waste.domain.chain import (
     Stop,
 )
 
-__all__ = ["DerivedTrack", "Places", "Position", "circle", "derive_movements", "derive_track"]
+__all__ = [
+    "DerivedTrack",
+    "Places",
+    "Position",
+    "TrackState",
+    "circle",
+    "derive_movements",
+    "derive_track",
+    "resume_points",
+]
 
 _NOTHING: frozenset[str] = frozenset()
 # Metres in a degree of latitude, and of longitude at the equator (WGS 84, to 0.1 %: a geofence's
@@ -124,38 +134,60 @@ def _stop(first: Position, last: Position, ended_at: datetime | None, min_stop: 
     return [Stop(first.plate, first.at, ended_at, first.lon, first.lat)]
 
 
+@dataclass(frozen=True, slots=True)
+class TrackState:
+    """Where a vehicle's derivation stands after its last position: the places that position was in,
+    and the stop under way (its first and its latest position), if any."""
+
+    at: datetime
+    depots: frozenset[str]
+    facilities: frozenset[str]
+    registered: bool
+    stop: tuple[Position, Position] | None = None
+
+    def stop_reported(self, min_stop: timedelta) -> bool:
+        """Whether the stop under way was long enough to be reported (without its end)."""
+        return self.stop is not None and self.stop[1].at - self.stop[0].at >= min_stop
+
+
 def _vehicle_movements(
-    positions: Sequence[Position], places: Sequence[_Where], stop_speed_kmh: float, min_stop: timedelta
-) -> tuple[list[Movement], datetime | None]:
+    positions: Sequence[Position],
+    places: Sequence[_Where],
+    stop_speed_kmh: float,
+    min_stop: timedelta,
+    state: TrackState | None,
+) -> tuple[list[Movement], TrackState | None]:
     found: list[Movement] = []
     before: _Where | None = None
     still: tuple[Position, Position] | None = None  # the first and the latest position of a stop
-    resume: datetime | None = None
+    if state is not None:
+        before = _Where(state.depots, state.facilities, state.registered)
+        still = state.stop
+    last: Position | None = None
     for position, where in zip(positions, places, strict=True):
         plate, at = position.plate, position.at
         if before is not None:
             found += [DepotDeparture(plate, d, at) for d in sorted(before.depots - where.depots)]
             found += [DepotReturn(plate, d, at) for d in sorted(where.depots - before.depots)]
             found += [FacilityArrival(plate, f, at) for f in sorted(where.facilities - before.facilities)]
-        before = where
+        before, last = where, position
         if position.speed_kmh < stop_speed_kmh and not where.registered:
             still = (still[0] if still is not None else position, position)
-            continue
-        if still is not None:
+        elif still is not None:
             found += _stop(*still, still[1].at, min_stop)
             still = None
-        resume = at
     if still is not None:
         found += _stop(*still, None, min_stop)  # still standing there at the last position
-    return found, resume
+    if last is None or before is None:
+        return found, state
+    return found, TrackState(last.at, before.depots, before.facilities, before.registered, still)
 
 
 @dataclass(frozen=True, slots=True)
 class DerivedTrack:
     movements: list[Movement]
-    # Each vehicle's latest resume point: a position that ends any stop. A vehicle with none in its
-    # track (standing outside every place since its first position) has none.
-    resume_at: dict[str, datetime]
+    # Each vehicle's state after its last position: where the next piece of its track goes on.
+    states: dict[str, TrackState]
 
 
 def derive_movements(
@@ -174,11 +206,13 @@ def derive_track(
     positions: Iterable[Position],
     places: Places,
     *,
+    states: Mapping[str, TrackState] | None = None,
     stop_speed_kmh: float = 3.0,
     min_stop: timedelta = timedelta(minutes=2),
 ) -> DerivedTrack:
-    """Every vehicle's movements from its positions, in any order and with duplicates, and each
-    vehicle's latest resume point.
+    """Every vehicle's movements from its positions, in any order and with duplicates, going on from
+    its state in ``states`` (positions not after the state's are skipped), and each vehicle's state
+    after its last position.
 
     A stop is a run of positions slower than ``stop_speed_kmh`` outside every place, from its first
     position to its last; one shorter than ``min_stop`` (a red light, a jam) is not reported. A
@@ -189,20 +223,36 @@ def derive_track(
         raise ValueError(f"a stop speed is a non-negative number of km/h, not {stop_speed_kmh}")
     if min_stop < timedelta(0):
         raise ValueError("min_stop cannot be negative")
+    states = states or {}
     kept: dict[tuple[str, datetime], Position] = {}
     for position in sorted(positions, key=lambda p: (p.plate, p.at, p.lon, p.lat, p.speed_kmh)):
+        state = states.get(position.plate)
+        if state is not None and position.at <= state.at:
+            continue
         if math.isfinite(position.lon) and math.isfinite(position.lat):
             kept.setdefault((position.plate, position.at), position)
     by_plate: dict[str, list[Position]] = defaultdict(list)
     for position in kept.values():
         by_plate[position.plate].append(position)
     found: list[Movement] = []
-    resume_at: dict[str, datetime] = {}
+    after: dict[str, TrackState] = dict(states)  # a vehicle with nothing new keeps its state
     for plate in sorted(by_plate):
         track = by_plate[plate]
         where = places.where([p.lon for p in track], [p.lat for p in track])
-        movements, resume = _vehicle_movements(track, where, stop_speed_kmh, min_stop)
+        movements, state = _vehicle_movements(track, where, stop_speed_kmh, min_stop, states.get(plate))
         found += movements
-        if resume is not None:
-            resume_at[plate] = resume
-    return DerivedTrack(found, resume_at)
+        if state is not None:
+            after[plate] = state
+    return DerivedTrack(found, after)
+
+
+def resume_points(
+    positions: Sequence[Position], places: Places, *, stop_speed_kmh: float = 3.0
+) -> list[bool]:
+    """For each position of one vehicle's track, whether it ends any stop (moving, or inside a
+    place): a derivation may start there as if it had read everything before it."""
+    where = places.where([p.lon for p in positions], [p.lat for p in positions])
+    return [
+        math.isfinite(p.lon) and math.isfinite(p.lat) and (p.speed_kmh >= stop_speed_kmh or w.registered)
+        for p, w in zip(positions, where, strict=True)
+    ]

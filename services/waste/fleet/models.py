@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, String, func
+from sqlalchemy import ARRAY, BigInteger, Boolean, DateTime, Float, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citygrid.fleet.models import PositionColumns, position_columns
@@ -42,4 +42,25 @@ class PositionCursor(Base):
     horizon: Mapped[int] = mapped_column(BigInteger)
     owner: Mapped[str] = mapped_column(String(100))
     lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VehicleTrack(Base):
+    """Where the movements round stands on each vehicle's track: the time of the last position it
+    read, the places that position was in, and the stop under way (its first and latest position).
+    The next round goes on from here; written in the round's transaction."""
+
+    __tablename__ = "vehicle_tracks"
+
+    plate: Mapped[str] = mapped_column(String(12), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    depots: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    facilities: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    registered: Mapped[bool] = mapped_column(Boolean)
+    stop_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stop_lon: Mapped[float | None] = mapped_column(Float)
+    stop_lat: Mapped[float | None] = mapped_column(Float)
+    stop_last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stop_last_lon: Mapped[float | None] = mapped_column(Float)
+    stop_last_lat: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

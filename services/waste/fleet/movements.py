@@ -10,36 +10,49 @@ One replica reads the fleet's positions at a time: the one holding the lease in
    nothing to do), and goes on only if this replica holds the lease or it has lapsed;
 2. reads the positions stored since the cursor, up to the horizon (``citygrid.fleet.horizon``), so
    none is missed and none read twice, however many replicas stored them;
-3. reads again each of those vehicles' tracks from its latest *resume point* (a position that ends
-   any stop: see ``domain/chain_movements.py``) through its newest position, derives the movements,
-   stores the new ones and the stops that have ended, notes the vehicles, and moves the cursor.
+3. for each vehicle with new positions, goes on from where ``vehicle_tracks`` says its derivation
+   stands (the last position read, the places it was in, the stop under way), reading only what
+   came after it; stores the new movements and the stops that ended, notes the vehicles for the
+   chain round, writes each vehicle's new state, and moves the cursor.
 
-This replica remembers each vehicle's resume point while it holds the lease; a replica that takes
-over, or a position older than the one remembered (a terminal's blind-area upload), finds it in the
-database instead: the vehicle's latest moving position before the new ones, at most ``context``
-back.
+Nothing of a vehicle is kept in a replica's memory: a replica taking over goes on exactly where the
+last round left off. A position older than the vehicle's state (a terminal's blind-area upload, or
+a batch that reached another replica and committed later) makes the round read that vehicle's track
+again from the last *resume point* before it (a position that ends any stop) and replace the
+movements it had read from positions after that point: the late position may change them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.db import UnitOfWork
-from citygrid.fleet.horizon import read_new
+from citygrid.fleet.horizon import HorizonReader
 from citygrid.ids import replica_name
 from citygrid.runtime import Runtime
+from services.waste.chain.models import Movement as MovementRow
 from services.waste.chain.models import MovementKind, MovementSource
-from services.waste.chain.service import store_movements
+from services.waste.chain.service import mark_dirty, store_movements
 from services.waste.domain.chain import DepotDeparture, DepotReturn, FacilityArrival, Movement, Stop
-from services.waste.domain.chain_movements import Places, Position, circle, derive_track
-from services.waste.fleet.models import PositionCursor
+from services.waste.domain.chain_movements import (
+    Places,
+    Position,
+    TrackState,
+    circle,
+    derive_track,
+    resume_points,
+)
+from services.waste.fleet.models import PositionCursor, VehicleTrack
 from services.waste.metrics import FleetMetrics
 
 log = logging.getLogger("services.waste.fleet.movements")
@@ -52,22 +65,31 @@ CREATE_CURSOR = text(
     "ON CONFLICT (name) DO NOTHING"
 )
 NEW_POSITIONS = text(
-    "SELECT plate, at, txid FROM positions "
+    "SELECT plate, at, received_at, txid FROM positions "
     "WHERE at >= :since AND txid >= :low AND txid < :high ORDER BY txid LIMIT :limit"
 )
-# Where each vehicle's track is read from when this replica does not remember it: its latest moving
-# position before the new ones (a resume point whatever the register says), at most ``context`` back.
-RESUME_POINTS = text(
-    "SELECT t.plate, (SELECT max(b.at) FROM positions b WHERE b.plate = t.plate AND b.at < t.first "
-    "AND b.at >= t.first - CAST(:context AS interval) AND b.speed_kmh >= :moving) AS resume_at "
-    "FROM unnest(CAST(:plates AS text[]), CAST(:firsts AS timestamptz[])) AS t(plate, first)"
+# Of the new positions not after their vehicle's state, those that are not a report sent again.
+LATE_POSITIONS = text(
+    "SELECT n.plate, min(n.at) AS at "
+    "FROM unnest(CAST(:plates AS text[]), CAST(:ats AS timestamptz[]), CAST(:received AS timestamptz[])) "
+    "AS n(plate, at, received_at) WHERE NOT EXISTS (SELECT 1 FROM positions p "
+    "WHERE p.plate = n.plate AND p.at = n.at AND p.received_at < n.received_at) GROUP BY n.plate"
 )
-# Each vehicle's track from its start, one row per time (a report sent twice is one position).
+# The positions before a late one, newest first, to find the resume point to read again from.
+POSITIONS_BEFORE = text(
+    "SELECT p.plate, p.at, p.lon, p.lat, p.speed_kmh "
+    "FROM unnest(CAST(:plates AS text[]), CAST(:befores AS timestamptz[])) AS t(plate, before) "
+    "CROSS JOIN LATERAL (SELECT DISTINCT ON (q.at) q.plate, q.at, q.lon, q.lat, q.speed_kmh "
+    "FROM positions q WHERE q.plate = t.plate AND q.at < t.before AND q.at >= :since "
+    "ORDER BY q.at DESC, q.received_at LIMIT :back) p"
+)
+# Each vehicle's track from its start, one row per time (a report sent twice is one position), of the
+# transactions read so far.
 TRACKS = text(
     "SELECT p.plate, p.at, p.lon, p.lat, p.speed_kmh "
     "FROM unnest(CAST(:plates AS text[]), CAST(:starts AS timestamptz[])) AS t(plate, start) "
     "CROSS JOIN LATERAL (SELECT DISTINCT ON (q.at) q.plate, q.at, q.lon, q.lat, q.speed_kmh "
-    "FROM positions q WHERE q.plate = t.plate AND q.at >= t.start "
+    "FROM positions q WHERE q.plate = t.plate AND q.at >= t.start AND q.txid < :high "
     "ORDER BY q.at, q.received_at LIMIT :track_limit) p"
 )
 REGISTER_FINGERPRINT = text(
@@ -77,6 +99,8 @@ REGISTER_FINGERPRINT = text(
     "(SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM collection_points), "
     "(SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM drop_off_points))"
 )
+ONE_MICROSECOND = timedelta(microseconds=1)
+STATE_SLICE = 1000
 
 
 @dataclass(frozen=True)
@@ -85,29 +109,32 @@ class MovementsConfig:
     # Positions reach the round this long after their time at most: a blind-area upload older than
     # this is stored, not read for movements (its trips are long judged).
     lookback: timedelta = timedelta(days=2)
-    # How far back a vehicle's track is read to find where it stood, when this replica does not
-    # remember: longer than a vehicle stands anywhere outside every place.
-    context: timedelta = timedelta(hours=12)
-    # New positions a round reads: 5,800 vehicles at 1 Hz for three seconds.
+    # New positions a round reads: 5,800 vehicles at 1 Hz for three seconds; a full read makes the
+    # job run again at once.
     chunk: int = 20_000
-    # The positions of one vehicle a round derives from (14 hours at 1 Hz).
+    # The positions of one vehicle a round derives from (14 hours at 1 Hz); the rest in the next.
     track_limit: int = 50_000
+    # How far back before a late position its resume point is looked for, in positions.
+    back: int = 2_000
     stop_speed_kmh: float = 3.0
     min_stop: timedelta = timedelta(minutes=2)
     # A collection or drop-off point: where a vehicle stops to lift bins, not a stop to report.
     point_radius_m: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MovementsResult:
     leader: bool = False
     positions: int = 0
     vehicles: int = 0
-    movements: int = 0
+    movements: Counter[str] = field(default_factory=Counter)
+    late_vehicles: int = 0
+    more: bool = False
+    lag_seconds: float | None = None
 
 
 class MovementsRound:
-    """This replica's side of the movements: the lease, the vehicles' resume points while it holds it."""
+    """This replica's side of the movements: the lease; every vehicle's state is in the database."""
 
     def __init__(
         self, runtime: Runtime, metrics: FleetMetrics, config: MovementsConfig | None = None
@@ -116,25 +143,25 @@ class MovementsRound:
         self.metrics = metrics
         self.config = config or MovementsConfig()
         self.owner = replica_name()
+        self.reader = HorizonReader(NEW_POSITIONS, self.config.chunk)
         self.places: Places | None = None
         self.fingerprint: str | None = None
-        self.resume_at: dict[str, datetime] = {}
-        self.horizon: int | None = None  # the cursor's horizon the resume points are at
         self.last = MovementsResult()
 
     async def round(self) -> int:
-        """One round; returns how many new positions it read (0 when another replica leads)."""
-        try:
-            async with self.runtime.uow() as uow:
-                result = await self._round(uow)
-        except BaseException:
-            # The transaction did not commit: what this replica remembers may be ahead of it.
-            self.resume_at, self.horizon = {}, None
-            raise
+        """One round; the new positions it read, or a full chunk when more wait (the job then runs
+        again at once); 0 when another replica leads."""
+        async with self.runtime.uow() as uow:
+            result = await self._round(uow)
+        # Counted once the round's transaction has committed.
         self.last = result
         self.metrics.movements_leader.set(1 if result.leader else 0)
         self.metrics.movements_positions.inc(result.positions)
-        return result.positions
+        for kind, count in result.movements.items():
+            self.metrics.movements.labels(kind).inc(count)
+        if result.lag_seconds is not None:
+            self.metrics.movements_lag.set(result.lag_seconds)
+        return self.config.chunk if result.more else result.positions
 
     async def release(self) -> None:
         """Give the lease back as the replica stops, so another leads at its next round."""
@@ -152,54 +179,44 @@ class MovementsRound:
         cursor = await session.scalar(
             select(PositionCursor).where(PositionCursor.name == CURSOR).with_for_update(skip_locked=True)
         )
-        if cursor is None:
-            return MovementsResult()  # a round is running in another replica
-        if cursor.owner != self.owner and cursor.lease_until > now:
-            self.resume_at, self.horizon = {}, None
-            return MovementsResult()
-        if cursor.owner != self.owner or self.horizon != cursor.horizon:
-            self.resume_at = {}
-        rows, high = await read_new(
-            session,
-            NEW_POSITIONS,
-            low=cursor.horizon,
-            since=now - self.config.lookback,
-            limit=self.config.chunk,
-        )
-        stored = 0
-        if rows:
-            stored = await self._derive(session, rows)
-            self.metrics.movements_lag.set(max(0.0, (now - max(row.at for row in rows)).total_seconds()))
-        cursor.horizon = max(high, cursor.horizon)
+        if cursor is None or (cursor.owner != self.owner and cursor.lease_until > now):
+            return MovementsResult()  # another replica leads, or is in a round now
+        read = await self.reader.read(session, low=cursor.horizon, since=now - self.config.lookback)
+        result = MovementsResult(leader=True, positions=len(read.rows), more=read.more)
+        if read.rows:
+            result = await self._derive(session, read.rows, read.cursor, result)
+            result = _with_lag(result, (now - max(row.at for row in read.rows)).total_seconds())
+        cursor.horizon = max(read.cursor, cursor.horizon)
         cursor.owner = self.owner
-        cursor.lease_until = now + self.config.lease
+        # From the end of the round, not its start: a long round does not hand over a lapsed lease.
+        ended: datetime = (await session.execute(select(func.clock_timestamp()))).scalar_one()
+        cursor.lease_until = ended + self.config.lease
         cursor.updated_at = now
-        await session.flush()
-        self.horizon = cursor.horizon
-        return MovementsResult(True, len(rows), len({row.plate for row in rows}), stored)
+        return result
 
-    async def _derive(self, session: AsyncSession, rows: Sequence[Any]) -> int:
+    async def _derive(
+        self, session: AsyncSession, rows: Sequence[Any], high: int, result: MovementsResult
+    ) -> MovementsResult:
+        config = self.config
         first: dict[str, datetime] = {}
         for row in rows:
             first[row.plate] = min(first.get(row.plate, row.at), row.at)
-        starts = {
-            plate: self.resume_at[plate]
-            for plate, at in first.items()
-            if plate in self.resume_at and self.resume_at[plate] <= at
-        }
-        unknown = sorted(set(first) - set(starts))
-        if unknown:
-            found = await session.execute(
-                RESUME_POINTS,
-                {
-                    "plates": unknown,
-                    "firsts": [first[plate] for plate in unknown],
-                    "context": self.config.context,
-                    "moving": self.config.stop_speed_kmh,
-                },
-            )
-            for plate, resume_at in found:
-                starts[plate] = resume_at or first[plate] - self.config.context
+        states = await _states(session, sorted(first))
+        late = await _late(session, rows, states)
+        starts: dict[str, datetime] = {}
+        going_on: dict[str, TrackState] = {}
+        for plate, at in first.items():
+            state = states.get(plate)
+            if plate in late:
+                continue
+            if state is None:
+                starts[plate] = at  # a vehicle seen for the first time: its first position says where
+            else:
+                going_on[plate] = state
+                starts[plate] = state.at + ONE_MICROSECOND
+        places = await self._places(session)
+        replaced = await self._resume_before(session, late, places, earliest=min(first.values()))
+        starts |= replaced
         plates = sorted(starts)
         track = (
             await session.execute(
@@ -207,27 +224,95 @@ class MovementsRound:
                 {
                     "plates": plates,
                     "starts": [starts[plate] for plate in plates],
-                    "track_limit": self.config.track_limit,
+                    "high": high,
+                    "track_limit": config.track_limit,
                 },
             )
         ).all()
         derived = derive_track(
             (Position(row.plate, row.at, row.lon, row.lat, row.speed_kmh) for row in track),
-            await self._places(session),
-            stop_speed_kmh=self.config.stop_speed_kmh,
-            min_stop=self.config.min_stop,
+            places,
+            states=going_on,
+            stop_speed_kmh=config.stop_speed_kmh,
+            min_stop=config.min_stop,
         )
-        self.resume_at.update(derived.resume_at)
+        if replaced:
+            # What was read from these vehicles' positions after the resume point is read again.
+            for plate, start in replaced.items():
+                await session.execute(
+                    delete(MovementRow).where(
+                        MovementRow.plate == plate,
+                        MovementRow.source == MovementSource.POSITIONS.value,
+                        MovementRow.at > start,
+                    )
+                )
+            await mark_dirty(session, replaced)
         movement_rows = sorted(
-            (movement_row(movement) for movement in derived.movements),
+            (
+                movement_row(m)
+                for m in derived.movements
+                if not _stored_already(m, going_on.get(m.plate), config.min_stop)
+            ),
             key=lambda row: (row["plate"], row["at"], row["kind"], row["place"]),
         )
-        if not movement_rows:
-            return 0
-        stored = await store_movements(session, movement_rows)
-        for (_, _, kind, _), _outcome in stored.items():
-            self.metrics.movements.labels(kind).inc()
-        return len(stored)
+        kinds: Counter[str] = Counter()
+        if movement_rows:
+            stored = await store_movements(session, movement_rows)
+            kinds.update(kind for (_, _, kind, _) in stored)
+        await _save_states(session, {p: s for p, s in derived.states.items() if states.get(p) != s})
+        return MovementsResult(
+            leader=True,
+            positions=result.positions,
+            vehicles=len(first),
+            movements=kinds,
+            late_vehicles=len(late),
+            more=result.more,
+        )
+
+    async def _resume_before(
+        self, session: AsyncSession, late: Mapping[str, datetime], places: Places, *, earliest: datetime
+    ) -> dict[str, datetime]:
+        """Where each vehicle with a late position is read again from: the last resume point before
+        it; else the start of the stop read from positions that the late position falls in; else
+        the late position itself."""
+        if not late:
+            return {}
+        plates = sorted(late)
+        before = (
+            await session.execute(
+                POSITIONS_BEFORE,
+                {
+                    "plates": plates,
+                    "befores": [late[plate] for plate in plates],
+                    "since": earliest - self.config.lookback,
+                    "back": self.config.back,
+                },
+            )
+        ).all()
+        tracks: dict[str, list[Position]] = {plate: [] for plate in plates}
+        for row in before:
+            tracks[row.plate].append(Position(row.plate, row.at, row.lon, row.lat, row.speed_kmh))
+        starts: dict[str, datetime] = {}
+        for plate in plates:
+            track = sorted(tracks[plate], key=lambda p: p.at)
+            points = resume_points(track, places, stop_speed_kmh=self.config.stop_speed_kmh)
+            found = [p.at for p, is_point in zip(track, points, strict=True) if is_point]
+            if found:
+                starts[plate] = found[-1]
+                continue
+            stop_at = await session.scalar(
+                select(func.max(MovementRow.at)).where(
+                    MovementRow.plate == plate,
+                    MovementRow.source == MovementSource.POSITIONS.value,
+                    MovementRow.kind == MovementKind.STOPPED.value,
+                    MovementRow.at < late[plate],
+                    MovementRow.at >= earliest - self.config.lookback,
+                    (MovementRow.ended_at.is_(None)) | (MovementRow.ended_at >= late[plate]),
+                )
+            )
+            starts[plate] = stop_at if stop_at is not None else late[plate]
+        log.info("movements: %d vehicles read again from before a late position", len(starts))
+        return starts
 
     async def _places(self, session: AsyncSession) -> Places:
         fingerprint = str(await session.scalar(REGISTER_FINGERPRINT))
@@ -237,24 +322,128 @@ class MovementsRound:
         return self.places
 
 
+def _with_lag(result: MovementsResult, lag: float) -> MovementsResult:
+    return MovementsResult(
+        result.leader,
+        result.positions,
+        result.vehicles,
+        result.movements,
+        result.late_vehicles,
+        result.more,
+        max(0.0, lag),
+    )
+
+
+def _stored_already(movement: Movement, state: TrackState | None, min_stop: timedelta) -> bool:
+    """A stop still under way that the round before stored under way already: nothing to send."""
+    return (
+        isinstance(movement, Stop)
+        and movement.ended_at is None
+        and state is not None
+        and state.stop is not None
+        and state.stop[0].at == movement.at
+        and state.stop_reported(min_stop)
+    )
+
+
+async def _states(session: AsyncSession, plates: Sequence[str]) -> dict[str, TrackState]:
+    rows = await session.scalars(select(VehicleTrack).where(VehicleTrack.plate.in_(plates)))
+    return {row.plate: state_of(row) for row in rows}
+
+
+async def _late(
+    session: AsyncSession, rows: Sequence[Any], states: Mapping[str, TrackState]
+) -> dict[str, datetime]:
+    """The vehicles with a new position not after their state (a report sent again aside), and the
+    earliest such position of each."""
+    candidates = [row for row in rows if row.plate in states and row.at <= states[row.plate].at]
+    if not candidates:
+        return {}
+    found = await session.execute(
+        LATE_POSITIONS,
+        {
+            "plates": [row.plate for row in candidates],
+            "ats": [row.at for row in candidates],
+            "received": [row.received_at for row in candidates],
+        },
+    )
+    return {plate: at for plate, at in found}
+
+
+def state_of(row: VehicleTrack) -> TrackState:
+    stop: tuple[Position, Position] | None = None
+    if (
+        row.stop_at is not None
+        and row.stop_last_at is not None
+        and row.stop_lon is not None
+        and row.stop_lat is not None
+        and row.stop_last_lon is not None
+        and row.stop_last_lat is not None
+    ):
+        stop = (
+            Position(row.plate, row.stop_at, row.stop_lon, row.stop_lat, 0.0),
+            Position(row.plate, row.stop_last_at, row.stop_last_lon, row.stop_last_lat, 0.0),
+        )
+    return TrackState(row.at, frozenset(row.depots), frozenset(row.facilities), row.registered, stop)
+
+
+async def _save_states(session: AsyncSession, states: Mapping[str, TrackState]) -> None:
+    rows = [
+        {
+            "plate": plate,
+            "at": state.at,
+            "depots": sorted(state.depots),
+            "facilities": sorted(state.facilities),
+            "registered": state.registered,
+            "stop_at": state.stop[0].at if state.stop else None,
+            "stop_lon": state.stop[0].lon if state.stop else None,
+            "stop_lat": state.stop[0].lat if state.stop else None,
+            "stop_last_at": state.stop[1].at if state.stop else None,
+            "stop_last_lon": state.stop[1].lon if state.stop else None,
+            "stop_last_lat": state.stop[1].lat if state.stop else None,
+        }
+        for plate, state in sorted(states.items())
+    ]
+    for start in range(0, len(rows), STATE_SLICE):
+        statement = insert(VehicleTrack).values(rows[start : start + STATE_SLICE])
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[VehicleTrack.plate],
+                set_={
+                    **{name: statement.excluded[name] for name in rows[0] if name != "plate"},
+                    "updated_at": func.now(),
+                },
+            )
+        )
+
+
 async def load_places(session: AsyncSession, point_radius_m: float) -> Places:
     """The register's places as the derivation's geometry: depots and facilities within their
-    radius; collection and drop-off points within ``point_radius_m``, where stopping is the work."""
+    radius; collection and drop-off points within ``point_radius_m``, where stopping is the work. A
+    place that cannot be drawn (a location outside ±85° of latitude) is left out and logged: it
+    must not stop the movements of the whole fleet."""
     depots = (await session.execute(text("SELECT code, lon, lat, radius_m FROM depots"))).all()
     facilities = (await session.execute(text("SELECT code, lon, lat, radius_m FROM facilities"))).all()
     points = (
         await session.execute(
             text(
-                "SELECT 'c:' || code AS code, lon, lat FROM collection_points "
-                "UNION ALL SELECT 'd:' || code, lon, lat FROM drop_off_points"
-            )
+                "SELECT 'c:' || code AS code, lon, lat, CAST(:radius AS float8) AS radius_m FROM collection_points "
+                "UNION ALL SELECT 'd:' || code, lon, lat, :radius FROM drop_off_points"
+            ),
+            {"radius": point_radius_m},
         )
     ).all()
-    return Places(
-        depots={row.code: circle(row.lon, row.lat, row.radius_m) for row in depots},
-        facilities={row.code: circle(row.lon, row.lat, row.radius_m) for row in facilities},
-        others={row.code: circle(row.lon, row.lat, point_radius_m) for row in points},
-    )
+    return Places(depots=_circles(depots), facilities=_circles(facilities), others=_circles(points))
+
+
+def _circles(rows: Sequence[Any]) -> dict[str, BaseGeometry]:
+    drawn: dict[str, BaseGeometry] = {}
+    for row in rows:
+        try:
+            drawn[row.code] = circle(row.lon, row.lat, row.radius_m)
+        except ValueError as error:
+            log.warning("movements: place %s is left out: %s", row.code, error)
+    return drawn
 
 
 def movement_row(movement: Movement) -> dict[str, Any]:

@@ -26,7 +26,14 @@ from services.waste.domain.chain import (
     assemble_trips,
 )
 from services.waste.domain.chain_checks import ViolationKind, check_trips
-from services.waste.domain.chain_movements import Places, Position, circle, derive_movements, derive_track
+from services.waste.domain.chain_movements import (
+    Places,
+    Position,
+    circle,
+    derive_movements,
+    derive_track,
+    resume_points,
+)
 
 PLATE = "沪A10001"
 T0 = datetime(2026, 12, 1, 5, 0, tzinfo=CITY_TIMEZONE)
@@ -157,25 +164,55 @@ def test_a_loaded_vehicle_standing_on_the_road_is_found_from_its_positions() -> 
     assert [(v.kind, v.at) for v in found] == [(ViolationKind.UNLOADED_AT_UNREGISTERED_PLACE, at(450))]
 
 
-def test_a_track_read_in_pieces_from_its_resume_points_gives_the_movements_of_the_whole() -> None:
+def test_a_track_read_in_pieces_each_going_on_from_the_state_before_gives_the_movements_of_the_whole() -> (
+    None
+):
     whole = derive_movements(ROUND, PLACES)
     for cut in range(1, len(ROUND)):
         head = derive_track(ROUND[:cut], PLACES)
-        resume = head.resume_at[PLATE]
-        # The next piece: from the resume point through what came since, as the round reads it.
-        tail = derive_track([p for p in ROUND if p.at >= resume], PLACES)
+        tail = derive_track(ROUND[cut:], PLACES, states=head.states)
         # What the head reported under way, the tail reports again with its end: same identity.
         pieces = {(type(m), m.at): m for m in head.movements} | {(type(m), m.at): m for m in tail.movements}
         assert sorted(pieces.values(), key=lambda m: m.at) == whole, cut
+        assert tail.states == derive_track(ROUND, PLACES).states, cut
 
 
-def test_the_resume_point_is_the_latest_position_that_ends_any_stop() -> None:
-    track = [pos(0, (121.43, 31.2)), *standing(30, ROAD, 10)]
-    assert derive_track(track, PLACES).resume_at == {PLATE: at(0)}
-    # Standing inside a place is no stop: every position there is a resume point.
-    assert derive_track(standing(0, DEPOT, 3), PLACES).resume_at == {PLATE: at(60)}
-    # A vehicle that has stood outside every place since its first position has none yet.
-    assert derive_track(standing(0, ROAD, 3), PLACES).resume_at == {}
+def test_positions_not_after_the_state_are_not_read_again() -> None:
+    head = derive_track(ROUND[:10], PLACES)
+    again = derive_track(ROUND[:10], PLACES, states=head.states)
+    assert (again.movements, again.states) == ([], head.states)
+
+
+def test_a_derivation_started_at_any_resume_point_agrees_with_the_whole_after_it() -> None:
+    whole = derive_movements(ROUND, PLACES)
+    points = resume_points(ROUND, PLACES)
+    assert any(points)
+    assert not all(points)
+    for index, is_point in enumerate(points):
+        if is_point:
+            after = [m for m in whole if m.at > ROUND[index].at]
+            assert derive_movements(ROUND[index:], PLACES) == after, index
+
+
+def test_the_state_says_where_the_last_position_was_and_the_stop_under_way() -> None:
+    parked = derive_track(standing(0, DEPOT, 3), PLACES).states[PLATE]
+    assert (parked.at, parked.depots, parked.registered, parked.stop) == (
+        at(60),
+        frozenset({"DEPOT-1"}),
+        True,
+        None,
+    )
+    road = standing(0, ROAD, 3)
+    standing_there = derive_track(road, PLACES).states[PLATE]
+    assert (standing_there.depots, standing_there.registered, standing_there.stop) == (
+        frozenset(),
+        False,
+        (road[0], road[-1]),
+    )
+    assert not standing_there.stop_reported(timedelta(minutes=2))
+    assert standing_there.stop_reported(timedelta(minutes=1))
+    lost = [pos(0, (float("nan"), float("nan")))]
+    assert resume_points(lost, PLACES) == [False]
 
 
 def test_a_circle_is_its_radius_in_metres_both_ways_at_the_citys_latitude() -> None:

@@ -78,19 +78,61 @@ def movements_of(waste: Waste) -> MovementsRound:
     return found
 
 
-async def read_movements(waste: Waste, times: int = 1) -> int:
-    """Rounds that led (the service's own job may hold the cursor at that moment); the positions read."""
-    round_ = movements_of(waste)
-    read = 0
-    for _ in range(times):
-        for _attempt in range(100):
-            read += await round_.round()
-            if round_.last.leader:
-                break
+def positions_read(*replicas: Waste) -> float:
+    return sum(
+        replica.runtime.metrics.registry.get_sample_value("citygrid_waste_movements_positions_read_total")
+        or 0.0
+        for replica in replicas
+    )
+
+
+async def lead(*replicas: Waste) -> Waste:
+    """Rounds on every replica until one leads (the service's own job may be in a round); that one."""
+    for _attempt in range(100):
+        for replica in replicas:
+            await movements_of(replica).round()
+            if movements_of(replica).last.leader:
+                return replica
+        await asyncio.sleep(0.05)
+    raise AssertionError("no replica led a movements round in five seconds")
+
+
+class Reader:
+    """Every position relayed since it started, read by whichever replica leads: rounds are run until
+    the replicas have read them all (another transaction running holds the horizon back a while)."""
+
+    def __init__(self, *replicas: Waste) -> None:
+        self.replicas = replicas
+        self.start = positions_read(*replicas)
+        self.relayed = 0
+
+    async def relay(self, positions: list[dict[str, Any]]) -> None:
+        await relay(self.replicas[0], positions)
+        self.relayed += len(positions)
+
+    async def read_all(self) -> None:
+        for _attempt in range(200):
+            await lead(*self.replicas)
+            if positions_read(*self.replicas) - self.start >= self.relayed:
+                return
             await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("no movements round led in five seconds")
-    return read
+        raise AssertionError("the positions relayed were not all read in ten seconds")
+
+
+async def reading(*replicas: Waste) -> Reader:
+    """A first round makes the cursor (at the horizon: what was stored before is history)."""
+    await lead(*replicas)
+    return Reader(*replicas)
+
+
+def in_order(times: dict[str, datetime]) -> list[tuple[str, str, datetime, datetime | None, str]]:
+    """The movements of ``a_round``, as read from its positions in order."""
+    return [
+        ("departed_depot", DEPOT, times["left"], None, "positions"),
+        ("stopped", "", times["stopped"], times["stopped"] + timedelta(minutes=3, seconds=30), "positions"),
+        ("arrived_at_facility", FOOD_PLANT, times["arrived"], None, "positions"),
+        ("returned_to_depot", DEPOT, times["back"], None, "positions"),
+    ]
 
 
 async def stored_movements(database: str) -> list[tuple[str, str, datetime, datetime | None, str]]:
@@ -103,6 +145,15 @@ async def stored_movements(database: str) -> list[tuple[str, str, datetime, date
     finally:
         await connection.close()
     return [(r["kind"], r["place"], r["at"], r["ended_at"], r["source"]) for r in rows]
+
+
+async def received_at(database: str) -> list[tuple[str, datetime, datetime]]:
+    connection = await asyncpg.connect(to_libpq_url(database))
+    try:
+        rows = await connection.fetch("SELECT kind, at, received_at FROM movements ORDER BY at, kind")
+    finally:
+        await connection.close()
+    return [(r["kind"], r["at"], r["received_at"]) for r in rows]
 
 
 def a_round(start: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, datetime]]:
@@ -146,27 +197,23 @@ async def test_a_round_of_positions_becomes_the_trip_its_platform_would_have_rep
     waste: Waste, waste_database: str
 ):
     await register_with_depot(waste)
-    await read_movements(waste)  # the cursor starts at the horizon: what follows is new
+    reader = await reading(waste)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     first, second, times = a_round(start)
-    await relay(waste, first)
-    await read_movements(waste)
+    await reader.relay(first)
+    await reader.read_all()
     # The stop is under way at the end of the first upload: reported without its end.
     assert await stored_movements(waste_database) == [
         ("departed_depot", DEPOT, times["left"], None, "positions"),
         ("stopped", "", times["stopped"], None, "positions"),
     ]
-    await relay(waste, second)
-    await read_movements(waste)
-    assert await stored_movements(waste_database) == [
-        ("departed_depot", DEPOT, times["left"], None, "positions"),
-        ("stopped", "", times["stopped"], times["stopped"] + timedelta(minutes=3, seconds=30), "positions"),
-        ("arrived_at_facility", FOOD_PLANT, times["arrived"], None, "positions"),
-        ("returned_to_depot", DEPOT, times["back"], None, "positions"),
-    ]
+    await reader.relay(second)
+    await reader.read_all()
+    assert await stored_movements(waste_database) == in_order(times)
     # Nothing new: a round reads nothing and stores nothing again.
-    assert await read_movements(waste) == 0
-    assert len(await stored_movements(waste_database)) == 4
+    await lead(waste)
+    assert movements_of(waste).last.positions == 0
+    assert await stored_movements(waste_database) == in_order(times)
 
     await report(waste, "pickups", lift(times["lifted"], "HP-0001", weight_kg=300.0))
     await report(waste, "weighings", weighed(times["arrived"] + timedelta(minutes=5), 10_290.0, 10_000.0))
@@ -202,7 +249,7 @@ async def test_a_long_stop_outside_every_place_while_loaded_is_an_unloading_at_a
     waste: Waste,
 ):
     await register_with_depot(waste)
-    await read_movements(waste)
+    reader = await reading(waste)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     lifted = start + timedelta(minutes=2)
     track = [at_(start, DEPOT_AT, 0.0), at_(start + timedelta(minutes=1), POINT_AT, 20.0)]
@@ -211,76 +258,75 @@ async def test_a_long_stop_outside_every_place_while_loaded_is_an_unloading_at_a
     track += standing(stopped, 15, OUTSIDE)
     track += [at_(stopped + timedelta(minutes=16), (113.49, 23.12), 30.0)]
     await report(waste, "pickups", lift(lifted, "HP-0001", weight_kg=300.0))
-    await relay(waste, track)
-    await read_movements(waste)
+    await reader.relay(track)
+    await reader.read_all()
     await run_round(waste)
     (violation,) = await chain_violations(waste)
     assert (violation["kind"], violation["plate"]) == ("unloaded_at_unregistered_place", FOOD_TRUCK)
     assert violation["location"]["coordinates"] == list(OUTSIDE)
 
 
-def positions_read(*replicas: Waste) -> float:
-    return sum(
-        replica.runtime.metrics.registry.get_sample_value("citygrid_waste_movements_positions_read_total")
-        or 0.0
-        for replica in replicas
-    )
-
-
-async def lead(*replicas: Waste) -> Waste:
-    """Rounds on every replica until one leads; that one."""
-    for _attempt in range(100):
-        for replica in replicas:
-            await movements_of(replica).round()
-            if movements_of(replica).last.leader:
-                return replica
-        await asyncio.sleep(0.05)
-    raise AssertionError("no replica led a movements round in five seconds")
-
-
 async def test_one_replica_reads_the_positions_and_each_once(waste_factory, waste_database: str):
     async with waste_factory() as first, waste_factory() as second:
         await register_with_depot(first)
-        await lead(first, second)
-        before = positions_read(first, second)
+        reader = await reading(first, second)
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-        track, more, _ = a_round(start)
-        await relay(first, track)
+        track, more, times = a_round(start)
+        await reader.relay(track)
         await relay(second, more)  # stored by the other replica's writer
+        reader.relayed += len(more)
+        await reader.read_all()
+        # Whichever replica read them (their jobs run rounds too), each was read once.
+        assert positions_read(first, second) - reader.start == len(track) + len(more)
+        assert await stored_movements(waste_database) == in_order(times)
         leader = await lead(first, second)
         follower = second if leader is first else first
-        # Whichever replica read them (its job may have run a round meanwhile), each was read once.
-        assert positions_read(first, second) - before == len(track) + len(more)
-        assert len(await stored_movements(waste_database)) == 4
         # The other replica does not lead while the lease holds.
         assert await movements_of(follower).round() == 0
         assert not movements_of(follower).last.leader
+
+
+async def test_a_replica_taking_over_goes_on_where_the_last_round_left_off(
+    waste_factory, waste_database: str
+):
+    async with waste_factory() as first:
+        await register_with_depot(first)
+        reader = await reading(first)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        track, more, times = a_round(start)
+        await reader.relay(track)  # ends with the stop under way
+        await reader.read_all()
+    # The first replica stopped (and gave its lease back); another reads the rest.
+    async with waste_factory() as second:
+        reader = Reader(second)
+        await reader.relay(more)
+        await reader.read_all()
+        assert await stored_movements(waste_database) == in_order(times)
 
 
 async def test_positions_uploaded_late_are_read_with_the_track_before_them_and_nothing_twice(
     waste: Waste, waste_database: str
 ):
     await register_with_depot(waste)
-    await read_movements(waste)
+    reader = await reading(waste)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     first, second, times = a_round(start)
     # The terminal's newest positions first; the stretch it kept without network an hour later.
-    await relay(waste, second)
-    await read_movements(waste)
-    await relay(waste, first)
-    await read_movements(waste)
-    kinds = [(kind, at) for kind, _, at, _, _ in await stored_movements(waste_database)]
-    assert ("departed_depot", times["left"]) in kinds
-    assert ("arrived_at_facility", times["arrived"]) in kinds
-    assert ("returned_to_depot", times["back"]) in kinds
-    assert [kind for kind, _ in kinds].count("arrived_at_facility") == 1
-    # Read again from scratch (another replica taking over): the same movements, none twice.
+    await reader.relay(second)
+    await reader.read_all()
     before = await stored_movements(waste_database)
-    round_ = movements_of(waste)
-    round_.resume_at.clear()
-    await relay(waste, [at_(times["back"] + timedelta(minutes=1), DEPOT_AT, 0.0)])
-    await read_movements(waste)
-    assert await stored_movements(waste_database) == before
+    assert ("departed_depot", DEPOT, times["left"], None, "positions") not in before
+    await reader.relay(first)
+    await reader.read_all()
+    # Read again from before the late positions: what the whole track in order gives, nothing twice.
+    assert await stored_movements(waste_database) == in_order(times)
+    # A report sent again (its acknowledgement lost) is not a late position: nothing is read again,
+    # so no movement is replaced (a replaced one would be received anew).
+    received = await received_at(waste_database)
+    await reader.relay(first[-3:])
+    await reader.read_all()
+    assert await received_at(waste_database) == received
+    assert await stored_movements(waste_database) == in_order(times)
 
 
 async def test_depots_are_registered_listed_and_refused_when_wrong(waste: Waste):

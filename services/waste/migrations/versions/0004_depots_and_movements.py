@@ -1,5 +1,5 @@
 """Depots, the facilities' radius, and the cursor of the round that reads the vehicles' movements
-from their positions.
+from their positions, with where it stands on each vehicle's track.
 
 Revision ID: 0004
 Revises: 0003
@@ -40,9 +40,26 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_position_cursor")),
     )
+    op.create_table(
+        "vehicle_tracks",
+        sa.Column("plate", sa.String(length=12), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("depots", sa.ARRAY(sa.String(length=32)), nullable=False),
+        sa.Column("facilities", sa.ARRAY(sa.String(length=32)), nullable=False),
+        sa.Column("registered", sa.Boolean(), nullable=False),
+        sa.Column("stop_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("stop_lon", sa.Float(), nullable=True),
+        sa.Column("stop_lat", sa.Float(), nullable=True),
+        sa.Column("stop_last_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("stop_last_lon", sa.Float(), nullable=True),
+        sa.Column("stop_last_lat", sa.Float(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("plate", name=op.f("pk_vehicle_tracks")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("vehicle_tracks")
     op.drop_table("position_cursor")
     op.drop_index("ix_depots_district", table_name="depots")
     op.drop_table("depots")
