@@ -176,7 +176,12 @@ def create_index_concurrently(
 
 
 def create_partitioned_index_concurrently(
-    index_name: str, parent: str, columns: Sequence[str], *, using: str = "btree"
+    index_name: str,
+    parent: str,
+    columns: Sequence[str],
+    *,
+    using: str = "btree",
+    storage: Mapping[str, str] | None = None,
 ) -> None:
     """An index on a partitioned table that has rows, built without blocking its writers.
 
@@ -186,7 +191,10 @@ def create_partitioned_index_concurrently(
     made later get it from the parent. Re-runnable: what is already there is kept.
     """
     names = ", ".join(f'"{column}"' for column in columns)
-    op.execute(f'CREATE INDEX IF NOT EXISTS "{index_name}" ON ONLY "{parent}" USING {using} ({names})')
+    options = f" WITH ({', '.join(f'{k} = {v}' for k, v in storage.items())})" if storage else ""
+    op.execute(
+        f'CREATE INDEX IF NOT EXISTS "{index_name}" ON ONLY "{parent}" USING {using} ({names}){options}'
+    )
     if op.get_context().as_sql:
         return
     partitions = (
@@ -205,7 +213,7 @@ def create_partitioned_index_concurrently(
         with op.get_context().autocommit_block(), _concurrent_limits():
             op.execute(
                 f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{partition_index}" ON "{partition}" '
-                f"USING {using} ({names})"
+                f"USING {using} ({names}){options}"
             )
         attached = op.get_bind().scalar(
             text(

@@ -63,7 +63,10 @@ class PositionColumns:
             PrimaryKeyConstraint("plate", "at", "received_at", name="pk_positions"),
             # Rows are appended in nearly the order of their transactions: a BRIN index of a few
             # pages per partition finds a range of them, at no cost to the COPY a B-tree would have.
-            Index("ix_positions_txid", "txid", postgresql_using="brin"),
+            # Summarized as pages fill, not at the next VACUUM: the newest rows are the ones read.
+            Index(
+                "ix_positions_txid", "txid", postgresql_using="brin", postgresql_with={"autosummarize": "on"}
+            ),
             {"postgresql_partition_by": "RANGE (at)"},
         )
 

@@ -9,6 +9,8 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from citygrid.migrate import create_partitioned_index_concurrently
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -57,8 +59,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("plate", name=op.f("pk_vehicle_tracks")),
     )
 
+    # The positions' BRIN index summarizes pages as they fill: the round reads the newest rows, which
+    # an index summarized only at VACUUM would leave to a scan of every page since.
+    op.drop_index("ix_positions_txid", table_name="positions")
+    create_partitioned_index_concurrently(
+        "ix_positions_txid", "positions", ["txid"], using="brin", storage={"autosummarize": "on"}
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_positions_txid", table_name="positions")
+    create_partitioned_index_concurrently("ix_positions_txid", "positions", ["txid"], using="brin")
     op.drop_table("vehicle_tracks")
     op.drop_table("position_cursor")
     op.drop_index("ix_depots_district", table_name="depots")
