@@ -20,6 +20,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,8 +85,10 @@ class CredentialChange(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     consumer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     key_prefix: Mapped[str | None] = mapped_column(String(16))  # None: every key and token of it
+    # The id of the transaction that wrote it: replicas read the changes in the order they committed.
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint"))
 
-    __table_args__ = (Index("ix_credential_changes_at", "at"),)
+    __table_args__ = (Index("ix_credential_changes_at", "at"), Index("ix_credential_changes_txid", "txid"))
 
 
 class ConsumerAudit(Base):

@@ -2,6 +2,9 @@
 after the last it read and forgets what it cached of them, so a key or a consumer revoked on one
 replica is refused by every other within about a second, without a database query per request.
 
+Changes are read by the id of the transaction that wrote them, up to the oldest transaction still
+running (the kit's horizon reader), so one that commits after a later one is not skipped.
+
 A replica starting reads the changes of the last token lifetime too: an access token issued before
 a revocation is refused by a replica that was not running when it happened. While the database is
 away no change can be made, and none is read: the replica goes on with what it knows and catches up
@@ -14,16 +17,24 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from citygrid.fleet.horizon import HorizonReader, horizon
 from gateway.authn import Authenticator
 from gateway.models import ConsumerAudit, CredentialChange
 
 log = logging.getLogger("gateway.consumers")
 
 BATCH = 1000
+
+
+NEW_CHANGES = text(
+    "SELECT id, at, consumer_id, key_prefix, txid FROM credential_changes "
+    "WHERE at >= :since AND txid >= :low AND txid < :high ORDER BY txid, id LIMIT :limit"
+)
 
 
 class CredentialChanges:
@@ -34,14 +45,20 @@ class CredentialChanges:
         *,
         every_seconds: float,
         token_lifetime: timedelta,
+        retention: timedelta = timedelta(days=7),
         on_poll: Callable[[str], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.authenticator = authenticator
         self.every_seconds = every_seconds
         self.token_lifetime = token_lifetime
+        self.retention = retention
         self.on_poll = on_poll
-        self.last_id: int | None = None
+        # Read by the id of the transaction that wrote each change, up to the oldest one still
+        # running: a change that commits after a later one (ids are drawn before commit) is not
+        # skipped.
+        self.reader = HorizonReader(NEW_CHANGES, BATCH)
+        self.cursor: int | None = None
 
     async def start(self) -> None:
         """Where to read from: the changes of the last token lifetime are applied, later ones follow."""
@@ -54,36 +71,25 @@ class CredentialChanges:
             ).scalars()
             for change in recent:
                 self._apply(change)
-            self.last_id = int(
-                await session.scalar(select(func.coalesce(func.max(CredentialChange.id), 0))) or 0
-            )
+            self.cursor = await horizon(session)
 
     async def poll(self) -> int:
-        """Apply the changes since the last read; how many."""
-        if self.last_id is None:
+        """Apply the changes since the last read; how many (a full batch: more wait)."""
+        if self.cursor is None:
             await self.start()
             return 0
         async with self.sessions()() as session:
-            rows = list(
-                (
-                    await session.scalars(
-                        select(CredentialChange)
-                        .where(CredentialChange.id > self.last_id)
-                        .order_by(CredentialChange.id)
-                        .limit(BATCH)
-                    )
-                ).all()
-            )
             now = (await session.execute(select(func.now()))).scalar_one()
-        for change in rows:
+            read = await self.reader.read(session, low=self.cursor, since=now - self.retention)
+        for change in read.rows:
             self._apply(change)
-            self.last_id = change.id
+        self.cursor = max(self.cursor, read.cursor)
         self.authenticator.prune_token_refusals(
             (now - self.token_lifetime - timedelta(seconds=5)).timestamp()
         )
-        return len(rows)
+        return BATCH if read.more else len(read.rows)
 
-    def _apply(self, change: CredentialChange) -> None:
+    def _apply(self, change: Any) -> None:
         subject = f"consumer:{change.consumer_id}"
         if change.key_prefix is not None:
             self.authenticator.forget(change.key_prefix)

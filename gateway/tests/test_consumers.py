@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -482,3 +483,35 @@ async def test_the_admin_api_refuses_non_admins_unknown_consumers_and_bad_change
         assert bad_prefix.status_code == 422
         no_key = await gateway.client.post(f"{path}/keys/0123456789ab/revoke", headers=setup.admin())
         assert (no_key.status_code, no_key.json()["code"]) == (404, "gateway.key_not_found")
+
+
+async def test_a_revocation_that_commits_after_a_later_one_is_not_skipped(setup: Setup):
+    async with setup.gateway() as first, setup.gateway() as second:
+        slow = await new_consumer(first, setup, name="slow")
+        fast = await new_consumer(first, setup, name="fast")
+        for consumer in (slow, fast):
+            assert await status_with_key(second, consumer["api_key"]) == 200  # cached there for 5 minutes
+        held = await asyncpg.connect(to_libpq_url(setup.database))
+        try:
+            # The first revocation draws its change's id, then waits before it commits; a second one
+            # draws the next id and commits at once.
+            transaction = held.transaction()
+            await transaction.start()
+            await held.execute(
+                "UPDATE consumer_keys SET revoked_at = now() WHERE prefix = $1; ", slow["key_prefix"]
+            )
+            await held.execute(
+                "INSERT INTO credential_changes (consumer_id, key_prefix) VALUES ($1, $2)",
+                uuid.UUID(slow["id"]),
+                slow["key_prefix"],
+            )
+            revoked = await first.client.post(
+                f"/admin/v1/consumers/{fast['id']}/keys/{fast['key_prefix']}/revoke", headers=setup.admin()
+            )
+            assert revoked.status_code == 200, revoked.text
+            await asyncio.sleep(0.5)  # the other replica polls meanwhile
+            await transaction.commit()
+        finally:
+            await held.close()
+        await refused_soon(lambda: status_with_key(second, fast["api_key"]))
+        await refused_soon(lambda: status_with_key(second, slow["api_key"]))

@@ -59,9 +59,16 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("consumer_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("key_prefix", sa.String(16), nullable=True),
+        sa.Column(
+            "txid",
+            sa.BigInteger(),
+            server_default=sa.text("(pg_current_xact_id()::text)::bigint"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_credential_changes"),
     )
     op.create_index("ix_credential_changes_at", "credential_changes", ["at"])
+    op.create_index("ix_credential_changes_txid", "credential_changes", ["txid"])
     op.create_table(
         "consumer_audit",
         sa.Column("id", postgresql.UUID(as_uuid=True), nullable=False),
