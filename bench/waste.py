@@ -5,9 +5,10 @@ over a sample window of that day, each figure beside a baseline from the same ru
 --cleaning 1800 --points 4000 --collection-points 1000``):
 
 - **register**: drop-off points with their bins (RFID tags), collection points, collection vehicles
-  of every stream, cleaning vehicles, 24 facilities with weighbridges and a route per vehicle,
-  through the service's imports (batches of up to 1,000), beside a raw COPY of the same rows into a
-  second database migrated the same way;
+  of every stream, cleaning vehicles, 24 facilities with weighbridges, a depot per ~50 vehicles of a
+  district (each where the positions' window starts the track of one of its vehicles, so the window
+  shows that one leaving it) and a route per vehicle, through the service's imports (batches of up
+  to 1,000), beside a raw COPY of the same rows into a second database migrated the same way;
 - **intake**: a day of chain records generated from ``random.Random(seed)`` (per collection vehicle
   a departure, about three trips of about fifteen lifts of its stream's bins at its route's points,
   each trip's arrival at a facility and its weighbridge record, the return to the depot; per
@@ -25,6 +26,12 @@ over a sample window of that day, each figure beside a baseline from the same ru
   positions table of the second database; rows/s, the service's CPU per position, whether both
   databases hold the same rows, and a projection to the city's fleet (``--projection-fleet``
   vehicles at 1 Hz while moving, ``--moving-hours`` a day) against the per-core capacity measured;
+- **movements**: the service started again with its movements round due every
+  ``--movements-round-seconds`` (the chain round held off), timed from the bench letting it lead
+  until it has read every position stored (both intakes', ``citygrid_waste_movements_positions_read_total``),
+  positions/s and the service's CPU per position, beside ``derive_track`` over the same positions in
+  one process with the register's places as the service builds them (``load_places``), and whether
+  the movements it stored are those that derivation gives;
 - **round**: the service started again with its round due every second, timed until it has assembled
   and checked every vehicle (no note left in ``chain_dirty_vehicles``), vehicles/s and trips/s
   beside the domain's own ``assemble_trips`` + ``check_trips`` over the same records in one
@@ -35,13 +42,18 @@ over a sample window of that day, each figure beside a baseline from the same ru
   hand-written SQL query run with asyncpg, and whether both answered the same;
 - **memory**: the service's resident set at the end, beside the same process idle at its start.
 
-The positions are stored only: the service does not turn them into movements yet (movements come
-from the platforms). Missed collections are not judged in the run (the grace is set to its 7-day
-maximum): the routes are registered at the start of the run, and today's windows have no lifts.
-Fixtures, not timed: the routes' schedules backdated a year (so the day's windows count in the
-coverage), the intake replica's lease on the round ended before the round replica starts (a
-replica that stops gives it back; one killed keeps it 60 s), and the second database's position
-partitions made as the service makes its own. Timings are for comparison within one run only.
+The movements read from the positions are measured last and apart: during the intake they would
+take the service's CPU from the positions' figures, and in the chain round they would add movements
+the generated day does not have (a departure from a depot it places) to the trips it checks.
+Missed collections are not judged in the run (the grace is set to its 7-day maximum): the routes are
+registered at the start of the run, and today's windows have no lifts. Fixtures, not timed: the
+routes' schedules backdated a year (so the day's windows count in the coverage), the intake
+replica's lease on the round ended before the round replica starts (a replica that stops gives it
+back; one killed keeps it 60 s), the movements round's lease held by the bench from before the first
+position is stored until it is measured (its cursor set then, so it reads every position), the
+chain round's lease held by the bench while the movements round is measured, and the second
+database's position partitions made as the service makes its own. Timings are for comparison
+within one run only.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -105,7 +118,11 @@ from citygrid.migrate import upgrade
 from citygrid.natsauth import NatsAccess
 from citygrid.settings import to_asyncpg_url, to_libpq_url
 from contract.common import GUANGZHOU_DISTRICTS
+from services.waste.chain.rounds import CURSOR as CHAIN_CURSOR
+from services.waste.domain import chain_movements
 from services.waste.fleet.models import PARTITIONS, POSITION_COLUMNS
+from services.waste.fleet.movements import CURSOR as MOVEMENTS_CURSOR
+from services.waste.fleet.movements import MovementsConfig, load_places, movement_row
 
 DB, RAW_DB = "bench_waste", "bench_waste_raw"
 PRINCIPAL = Principal(
@@ -141,6 +158,8 @@ KINDS = (
     "unloaded_at_unregistered_place",
     "missed_collection",
 )
+# A district's vehicles share depots of about this many each, with this radius.
+VEHICLES_PER_DEPOT, DEPOT_RADIUS_M = 50, 100.0
 COPY_CHUNK = 5_000
 NAMESPACE = uuid.UUID("0b7a6c1e-5d3f-4e2a-9c8b-7f6e5d4c3b2a")
 
@@ -222,7 +241,11 @@ class Register:
     collection_points: list[dict[str, Any]] = field(default_factory=list)
     vehicles: list[dict[str, Any]] = field(default_factory=list)
     facilities: list[dict[str, Any]] = field(default_factory=list)
+    depots: list[dict[str, Any]] = field(default_factory=list)
     routes: list[dict[str, Any]] = field(default_factory=list)
+    # Each vehicle's depot (the day's departures and returns name it): the register of vehicles
+    # keeps none, the depots are placed once the positions' window is known (``place_depots``).
+    depot_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def bins(self) -> int:
@@ -232,8 +255,10 @@ class Register:
     def records(self) -> int:
         return sum(
             len(kind)
-            for kind in (self.points, self.collection_points, self.vehicles, self.facilities, self.routes)
-        )
+            for kind in (
+                self.points, self.collection_points, self.vehicles, self.facilities, self.depots, self.routes,
+            )
+        )  # fmt: skip
 
 
 @dataclass
@@ -344,7 +369,49 @@ def build_register(
                 "terminal_phone": f"0138{n:08d}",
             }
         )
+    register.depot_of = assign_depots(register.vehicles)
     return register
+
+
+def assign_depots(vehicles: list[dict[str, Any]]) -> dict[str, str]:
+    """Each vehicle's depot: a district's vehicles, in turn, among depots of about
+    ``VEHICLES_PER_DEPOT`` each (at least one a district)."""
+    by_district: dict[str, list[str]] = defaultdict(list)
+    for vehicle in vehicles:
+        by_district[vehicle["district_code"]].append(vehicle["plate"])
+    depot_of: dict[str, str] = {}
+    for district, plates in by_district.items():
+        depots = max(1, round(len(plates) / VEHICLES_PER_DEPOT))
+        for n, plate in enumerate(plates):
+            depot_of[plate] = f"DEPOT-{district}-{n % depots + 1}"
+    return depot_of
+
+
+def place_depots(seed: int, register: Register, reports: Sequence[Report]) -> None:
+    """The depots, each where the window's track of its first vehicle moving in the window starts
+    (the generator draws where a track starts; that vehicle is seen leaving the depot), anywhere in
+    the city when none of its vehicles moves in the window."""
+    chance = random.Random(seed * 1_000_003 + 50)  # a stream of its own: the rest stays as it is
+    starts: dict[str, tuple[float, float]] = {}
+    for report in reports:  # in time order: each vehicle's first position first
+        starts.setdefault(report.plate, (report.lon, report.lat))
+    members: dict[str, list[str]] = defaultdict(list)
+    for vehicle in register.vehicles:
+        members[register.depot_of[vehicle["plate"]]].append(vehicle["plate"])
+    district_of = {vehicle["plate"]: vehicle["district_code"] for vehicle in register.vehicles}
+    register.depots = []
+    for code, plates in members.items():
+        start = next((starts[plate] for plate in plates if plate in starts), None)
+        lon, lat = start if start is not None else _lon_lat(chance)
+        register.depots.append(
+            {
+                "code": code,
+                "name": f"depot {code.removeprefix('DEPOT-')}",
+                "district_code": district_of[plates[0]],
+                "location": _location(lon, lat),
+                "radius_m": DEPOT_RADIUS_M,
+            }
+        )
 
 
 def _accepting(register: Register, stream: str) -> list[dict[str, Any]]:
@@ -399,7 +466,7 @@ def generate(
         trips = chance.choices((2, 3, 4), weights=(1, 4, 1))[0]
         per_trip = max(1, round(PICKUPS_PER_TRIP / BINS[stream]) + chance.choice((-1, 0, 0, 1)))
         stops = chance.sample(codes, trips * per_trip)
-        depot = f"DEPOT-{district}"
+        depot = register.depot_of[plate]
         register.routes.append(
             {
                 "code": f"R{plate[-6:]}",
@@ -487,7 +554,7 @@ def generate(
             continue
         plate, district = vehicle["plate"], vehicle["district_code"]
         facility = chance.choice(_accepting(register, "other"))
-        depot = f"DEPOT-{district}"
+        depot = register.depot_of[plate]
         register.routes.append(
             {
                 "code": f"S{plate[-6:]}",
@@ -536,8 +603,9 @@ def generate(
 
 
 def service_env(
-    server_url: str, nats: NatsAccess, public_key: str, port: int, jt808_port: int, round_seconds: float
-) -> dict[str, str]:
+    server_url: str, nats: NatsAccess, public_key: str, port: int, jt808_port: int, round_seconds: float,
+    movements_seconds: float = 3600,
+) -> dict[str, str]:  # fmt: skip
     from services.waste.events import NATS_IDENTITY
 
     user, password = nats.credentials(NATS_IDENTITY.user)
@@ -555,6 +623,7 @@ def service_env(
         "CITYGRID_INTERNAL_TOKEN_PUBLIC_KEY": public_key,
         "CITYGRID_LOG_LEVEL": "WARNING",
         "CITYGRID_CHAIN_ROUND_SECONDS": str(round_seconds),
+        "CITYGRID_MOVEMENTS_ROUND_SECONDS": str(movements_seconds),
         # The routes are registered in the run and today's windows have no lifts: not judged.
         "CITYGRID_MISSED_COLLECTION_GRACE_MINUTES": str(7 * 24 * 60),
         "PYTHONUNBUFFERED": "1",
@@ -564,12 +633,30 @@ def service_env(
 def metric(text: str, name: str, **labels: str) -> float:
     """A sample's value from a Prometheus exposition (0 when absent)."""
     wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = re.compile(rf"^{re.escape(name)}(\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
-    for match in pattern.finditer(text):
-        found = ",".join(sorted(part for part in (match.group(2) or "").split(",") if part))
-        if found == wanted:
-            return float(match.group(3))
+    for found, value in _samples(text, name):
+        if ",".join(sorted(part for part in found.split(",") if part)) == wanted:
+            return value
     return 0.0
+
+
+def _samples(text: str, name: str) -> list[tuple[str, float]]:
+    """A metric's samples in an exposition: each one's labels as written, and its value."""
+    pattern = re.compile(rf"^{re.escape(name)}(\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
+    return [(match.group(2) or "", float(match.group(3))) for match in pattern.finditer(text)]
+
+
+def metric_sum(text: str, name: str) -> float:
+    """A metric's samples summed over all their labels (0 when absent)."""
+    return sum(value for _, value in _samples(text, name))
+
+
+def metric_by(text: str, name: str, label: str) -> dict[str, float]:
+    """A metric's samples by the value of one label."""
+    by: defaultdict[str, float] = defaultdict(float)
+    for labels, value in _samples(text, name):
+        found = re.search(rf'(?:^|,){re.escape(label)}="([^"]*)"', labels)
+        by[found.group(1) if found else ""] += value
+    return dict(by)
 
 
 async def connect(url: str) -> asyncpg.Connection:
@@ -589,6 +676,7 @@ async def copy_rows(
 
 
 IMPORTS = (
+    ("/v1/depots/import", "depots", 100),
     ("/v1/facilities/import", "facilities", 100),
     ("/v1/points/import", "points", 1000),
     ("/v1/collection-points/import", "collection_points", 1000),
@@ -630,6 +718,14 @@ async def register_through_service(
 def register_rows(register: Register) -> list[tuple[str, list[str], list[tuple[Any, ...]]]]:
     """The register as the imports store it, table by table, in an order the foreign keys take."""
     return [
+        (
+            "depots",
+            ["code", "name", "district_code", "lon", "lat", "radius_m"],
+            [
+                (d["code"], d["name"], d["district_code"], *d["location"]["coordinates"], d["radius_m"])
+                for d in register.depots
+            ],
+        ),
         (
             "facilities",
             ["code", "name", "kind", "district_code", "lon", "lat", "streams", "weighbridges"],
@@ -1194,6 +1290,208 @@ async def positions_size(raw_url: str) -> dict[str, float]:
     return {"rows": rows, "bytes": size, "bytes_per_row": size / rows if rows else 0.0}
 
 
+# -- movements read from the positions ------------------------------------------------------------
+
+
+HOLDER = "bench"  # a lease holder that is no replica: the round is held off until the bench lets go
+MOVEMENTS_READ = "citygrid_waste_movements_positions_read_total"
+MOVEMENTS_JOB = "waste-movements-round"
+MOVEMENTS_TIMEOUT = 900.0
+MOVEMENTS_POLL = 0.25  # seconds between the scrapes of /metrics (each costs the service a little CPU)
+# The jobs a replica runs once within its first 5 s (``citygrid.jobs``): the measurement starts after.
+STARTUP_JOBS = (
+    "waste-partitions", "waste-terminal-sweep", "waste-movements-round", "waste-chain-round",
+    "waste-chain-figures", "waste-chain-retention",
+)  # fmt: skip
+# The cursor as the round's first run would make it (at the horizon), the lease the bench's.
+HOLD_MOVEMENTS = """
+INSERT INTO position_cursor (name, horizon, owner, lease_until)
+VALUES ($1, (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint, $2, now() + interval '1 day')
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+"""
+STORED_MOVEMENTS = "SELECT plate, at, kind, place, ended_at, lon, lat, source FROM movements"
+
+MovementKey = tuple[str, datetime, str, str]  # a movement's identity: plate, time, kind, place
+
+
+async def hold_movements(url: str) -> None:
+    """Fixture: the movements round's cursor set before any position is stored, so the round reads
+    them all, and its lease held by the bench, so no replica reads them before it is measured."""
+    connection = await connect(url)
+    try:
+        await connection.execute(HOLD_MOVEMENTS, MOVEMENTS_CURSOR, HOLDER)
+    finally:
+        await connection.close()
+
+
+async def hold_chain_round(url: str) -> None:
+    """Fixture: the chain round's lease held by the bench, so the movements round is measured alone
+    (the vehicles it notes are not assembled meanwhile)."""
+    connection = await connect(url)
+    try:
+        await connection.execute(
+            "UPDATE chain_cursor SET owner = $2, lease_until = now() + interval '1 day' WHERE name = $1",
+            CHAIN_CURSOR,
+            HOLDER,
+        )
+    finally:
+        await connection.close()
+
+
+async def first_runs(service_url: str, jobs: Sequence[str], timeout: float = 30.0) -> list[str]:
+    """Wait until each of these jobs has run once in the replica; those that did not in time."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        exposition = await scrape(service_url)
+        left = [
+            job
+            for job in jobs
+            if not any(
+                metric(exposition, "citygrid_job_runs_total", job=job, outcome=outcome)
+                for outcome in ("ok", "error")
+            )
+        ]
+        if not left or time.perf_counter() > deadline:
+            return left
+        await asyncio.sleep(0.2)
+
+
+def _job_runs(exposition: str, outcome: str) -> float:
+    return metric(exposition, "citygrid_job_runs_total", job=MOVEMENTS_JOB, outcome=outcome)
+
+
+async def movements_round(
+    service_url: str, url: str, pid: int, every_seconds: float, timeout: float
+) -> dict[str, Any]:
+    """The movements round let go over every position stored: timed from the bench's lease ending
+    (the replica's next round takes the lead, up to one period later) until the replica's count of
+    positions read reaches the positions stored, with the replica's CPU meanwhile."""
+    connection = await connect(url)
+    try:
+        stored = int(await connection.fetchval("SELECT count(*) FROM positions"))
+        before = await scrape(service_url)
+        read_before = metric_sum(before, MOVEMENTS_READ)
+        progress: list[tuple[float, float]] = [(0.0, 0.0)]  # (seconds, positions read) at each change
+        seconds: float | None = None
+        cpu_before, started = cpu_seconds([pid]), time.perf_counter()
+        await connection.execute(
+            "UPDATE position_cursor SET lease_until = now() WHERE name = $1", MOVEMENTS_CURSOR
+        )
+        while True:
+            await asyncio.sleep(MOVEMENTS_POLL)
+            exposition = await scrape(service_url)
+            elapsed = time.perf_counter() - started
+            read = metric_sum(exposition, MOVEMENTS_READ) - read_before
+            if read != progress[-1][1]:
+                progress.append((round(elapsed, 2), read))
+            if read >= stored:
+                seconds = elapsed
+                break
+            if elapsed > timeout:
+                break
+        cpu = cpu_seconds([pid]) - cpu_before
+        kinds = {
+            row["kind"]: row["n"]
+            for row in await connection.fetch(
+                "SELECT kind, count(*) AS n FROM movements WHERE source = 'positions' GROUP BY kind ORDER BY kind"
+            )
+        }
+    finally:
+        await connection.close()
+    derived = metric_by(exposition, "citygrid_waste_movements_derived_total", "kind")
+    derived_before = metric_by(before, "citygrid_waste_movements_derived_total", "kind")
+    steps = [b[1] - a[1] for a, b in itertools.pairwise(progress)]
+    return {
+        "every_seconds": every_seconds,
+        "stored": stored,
+        "read": read,
+        "seconds": seconds,
+        "per_s": read / seconds if seconds else None,
+        "service_cpu_us_per_position": 1e6 * cpu / max(read, 1),
+        "runs": _job_runs(exposition, "ok") - _job_runs(before, "ok"),
+        "run_errors": _job_runs(exposition, "error") - _job_runs(before, "error"),
+        # Each change seen between two scrapes: one round's reading while rounds are further apart.
+        "readings": len(steps),
+        "most_per_reading": max(steps, default=0.0),
+        "derived_metric": {kind: n - derived_before.get(kind, 0.0) for kind, n in sorted(derived.items())},
+        "stored_by_kind": kinds,
+        "lag_seconds": metric(exposition, "citygrid_waste_movements_lag_seconds"),
+        "progress": progress,
+    }
+
+
+async def movements_in_process(url: str) -> dict[str, Any]:
+    """``derive_track`` over the very positions the round read (both intakes' rows, as it read them),
+    in this process, with the register's places as the service builds them (``load_places``) and the
+    round's settings; and the movements it gives beside those the round stored."""
+    config = MovementsConfig()
+    engine = create_async_engine(to_asyncpg_url(url))
+    try:
+        async with async_sessionmaker(engine)() as session:
+            began = time.perf_counter()
+            places = await load_places(session, config.point_radius_m)
+            places_seconds = time.perf_counter() - began
+    finally:
+        await engine.dispose()
+    connection = await connect(url)
+    try:
+        rows = await connection.fetch("SELECT plate, at, lon, lat, speed_kmh FROM positions")
+        stored = await connection.fetch(STORED_MOVEMENTS)
+    finally:
+        await connection.close()
+    positions = [
+        chain_movements.Position(row["plate"], row["at"], row["lon"], row["lat"], row["speed_kmh"])
+        for row in rows
+    ]
+    started = time.perf_counter()
+    derived = chain_movements.derive_track(
+        positions, places, stop_speed_kmh=config.stop_speed_kmh, min_stop=config.min_stop
+    )
+    seconds = time.perf_counter() - started
+    found = [movement_row(movement) for movement in derived.movements]
+    return {
+        "positions": len(positions),
+        "places_seconds": places_seconds,
+        "seconds": seconds,
+        "per_s": len(positions) / seconds if seconds else None,
+        "by_kind": dict(sorted(Counter(row["kind"] for row in found).items())),
+        "compared": compare_movements(found, stored),
+    }
+
+
+def compare_movements(found: Sequence[dict[str, Any]], stored: Sequence[asyncpg.Record]) -> dict[str, Any]:
+    """The movements derived in this process beside those the round stored (``source='positions'``):
+    by identity, then by what they say (a stop's end, where it was). One derived here and stored from
+    a platform under the same identity was kept as the platform's, as the service keeps the first."""
+    mine: dict[MovementKey, tuple[Any, ...]] = {
+        (row["plate"], row["at"], row["kind"], row["place"]): (row["ended_at"], row["lon"], row["lat"])
+        for row in found
+    }
+    theirs: dict[MovementKey, tuple[Any, ...]] = {
+        (row["plate"], row["at"], row["kind"], row["place"]): (row["ended_at"], row["lon"], row["lat"])
+        for row in stored
+        if row["source"] == "positions"
+    }
+    platform = {
+        (row["plate"], row["at"], row["kind"], row["place"]) for row in stored if row["source"] != "positions"
+    }
+    missing = sorted(mine.keys() - theirs.keys())
+    unexpected = sorted(theirs.keys() - mine.keys())
+    differ = sorted(key for key in mine.keys() & theirs.keys() if mine[key] != theirs[key])
+    return {
+        "same": not (missing or unexpected or differ),
+        "missing": len(missing),
+        "kept_as_platform": sum(1 for key in missing if key in platform),
+        "unexpected": len(unexpected),
+        "differ": len(differ),
+        "some": [
+            f"{what} {kind} {plate} {at.isoformat()} {place}".rstrip()
+            for what, keys in (("not stored", missing), ("not derived", unexpected), ("differs", differ))
+            for plate, at, kind, place in keys[:4]
+        ],
+    }
+
+
 # -- the round ------------------------------------------------------------------------------------
 
 
@@ -1609,6 +1907,7 @@ def run(
     positions_minutes: float = 3.0,
     moving_hours: float = 8.0,
     projection_fleet: int = CITY_FLEET,
+    movements_round_seconds: float = 1.0,
     profile_into: Path | None = None,
 ) -> dict[str, Any]:
     began = time.perf_counter()
@@ -1621,13 +1920,14 @@ def run(
     window_seconds = round(positions_minutes * 60)
     generated = time.perf_counter()
     reports = generate_positions(seed, day, window_start, window_seconds)
+    place_depots(seed, day.register, reports)
     generated = time.perf_counter() - generated
     results: dict[str, Any] = {
         "day": day_of.isoformat(),
         "seed": seed,
         "fleet": {"collection": vehicles, "cleaning": cleaning, "points": points, "bins": day.register.bins,
                   "collection_points": collection_points, "facilities": len(day.register.facilities),
-                  "routes": len(day.register.routes)},
+                  "depots": len(day.register.depots), "routes": len(day.register.routes)},
         "records": {"pickups": len(day.pickups), "weighings": len(day.weighings), "movements": len(day.movements)},
         "window": {"from": window_start.isoformat(), "seconds": window_seconds, "positions": len(reports),
                    "vehicles_moving": len({report.plate for report in reports}),
@@ -1641,6 +1941,7 @@ def run(
             asyncio.run(create_databases(server_url, [DB, RAW_DB]))
             upgrade("services.waste", url)
             upgrade("services.waste", raw_url)
+            asyncio.run(hold_movements(url))
             private_key, public_key = generate_keypair()
             headers = {
                 PRINCIPAL_HEADER: sign_principal(
@@ -1738,6 +2039,32 @@ def run(
                 )
                 results["service_rss_mib"] = rss_mib(child.pid)
                 results["service_log_errors"] = log_errors(log)
+            # The movements round alone: the service again, its movements round due every
+            # ``movements_round_seconds``, the chain round held off.
+            movements_began = time.perf_counter()
+            asyncio.run(hold_chain_round(url))
+            log = workdir / "waste-movements.log"
+            with process(
+                [sys.executable, "-m", "services.waste.main"],
+                service_env(
+                    server_url, nats, public_key, port, jt808_port, round_seconds=3600,
+                    movements_seconds=movements_round_seconds,
+                ),
+                log,
+            ) as child:  # fmt: skip
+                wait_healthy(service_url, child, log)
+                not_run = asyncio.run(first_runs(service_url, STARTUP_JOBS))
+                sampler = start_sampler(profile_into, child.pid, "movements")
+                movements = asyncio.run(
+                    movements_round(service_url, url, child.pid, movements_round_seconds, MOVEMENTS_TIMEOUT)
+                )
+                stop_sampler(sampler)
+            results["movements_log_errors"] = log_errors(log)
+            results["positions_movements"] = {
+                "round": {**movements, "jobs_not_run_at_start": not_run},
+                "in_process": asyncio.run(movements_in_process(url)),
+            }
+            results["movements_seconds"] = time.perf_counter() - movements_began
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["run_seconds"] = time.perf_counter() - began
@@ -1760,7 +2087,8 @@ def report(results: dict[str, Any]) -> list[str]:
     lines = [
         f"waste day      {results['day']} (seed {results['seed']}): {fleet['collection']} collection + "
         f"{fleet['cleaning']} cleaning vehicles, {fleet['points']} points with {fleet['bins']} bins, "
-        f"{fleet['collection_points']} collection points, {fleet['facilities']} facilities, {fleet['routes']} routes; "
+        f"{fleet['collection_points']} collection points, {fleet['facilities']} facilities, {fleet['depots']} depots, "
+        f"{fleet['routes']} routes; "
         f"{records['pickups']} pickups, {records['weighings']} weighings, {records['movements']} movements",
         f"waste register {reg['records']} records (+{reg['bins']} bins) through the imports in {reg['seconds']:.1f} s "
         f"({reg['per_s']:.0f}/s) vs raw COPY {reg_raw['seconds']:.2f} s ({reg_raw['per_s']:.0f}/s): "
@@ -1838,11 +2166,12 @@ def report(results: dict[str, Any]) -> list[str]:
         f"idle at its start ({_ratio(results['service_rss_mib'], results['idle_rss_mib'])}); "
         f"{results['ingest_rss_mib']:.0f} MiB after the intake, {results['positions_rss_mib']:.0f} MiB after the positions"
     )
-    for which, replica in (("intake", "intake"), ("service", "round")):
+    for which, replica in (("intake", "intake"), ("service", "round"), ("movements", "movements")):
         if results[f"{which}_log_errors"]:
             lines.append(f"waste log      the {replica} replica: {results[f'{which}_log_errors']}")
     lines.append(
-        f"waste run      {results['run_seconds']:.0f} s in all, {results['positions_seconds']:.0f} s of it the positions"
+        f"waste run      {results['run_seconds']:.0f} s in all, {results['positions_seconds']:.0f} s of it the positions, "
+        f"{results['movements_seconds']:.0f} s the movements round"
     )
     return lines
 
@@ -1914,7 +2243,45 @@ def positions_report(results: dict[str, Any]) -> list[str]:
         )
         + f"; raw COPY (one client) {raw['http']['per_s']:.0f}/s = ×{raw['http']['per_s'] / peak:.1f} the peak"
     )
-    return lines
+    return lines + movements_report(results["positions_movements"], peak)
+
+
+def movements_report(movements: dict[str, Any], peak: float) -> list[str]:
+    got, base = movements["round"], movements["in_process"]
+    compared = base["compared"]
+    per_core = 1e6 / max(got["service_cpu_us_per_position"], 1e-9)
+    if got["seconds"] is None:
+        head = (
+            f"waste movements round NOT CAUGHT UP: {got['read']:.0f} of {got['stored']} positions read "
+            f"in {MOVEMENTS_TIMEOUT:.0f} s"
+        )
+    else:
+        head = (
+            f"waste movements round {got['read']:.0f} of {got['stored']} positions read in {got['seconds']:.1f} s "
+            f"(due every {got['every_seconds']:g} s; {got['readings']} readings, at most {got['most_per_reading']:.0f}): "
+            f"{got['per_s']:.0f}/s vs derive_track in-process {base['per_s']:.0f}/s "
+            f"(round/in-process {_ratio(got['per_s'], base['per_s'])})"
+        )
+    head += (
+        f", service CPU {got['service_cpu_us_per_position']:.1f} µs/position = {per_core:.0f} positions/s per core "
+        f"({peak / per_core:.2f} cores at the projection's peak); {got['runs']:.0f} rounds, "
+        f"{got['run_errors']:.0f} failed"
+    )
+    if got["jobs_not_run_at_start"]:
+        head += f"; JOBS NOT RUN AT THE START {got['jobs_not_run_at_start']}"
+    if compared["same"]:
+        agreement = "the same movements"
+    else:
+        agreement = (
+            f"MOVEMENTS DIFFER: {compared['missing']} derived in-process and not stored by the round "
+            f"({compared['kept_as_platform']} of them kept as the platform's), {compared['unexpected']} stored "
+            f"and not derived in-process, {compared['differ']} saying otherwise, e.g. {compared['some']}"
+        )
+    return [
+        head,
+        f"waste movements derived (metric) {got['derived_metric'] or 'none'}; stored {got['stored_by_kind'] or 'none'} "
+        f"vs in-process {base['by_kind'] or 'none'}: {agreement}",
+    ]
 
 
 def _clock(text: str) -> dt_time:
@@ -1948,6 +2315,12 @@ def cli() -> None:
         "--projection-fleet", type=int, default=CITY_FLEET, help="vehicles the projection is for"
     )
     parser.add_argument("--moving-hours", type=float, default=8.0, help="hours a day a vehicle moves")
+    parser.add_argument(
+        "--movements-round-seconds",
+        type=float,
+        default=1.0,
+        help="the movements round's period while it is measured (the service's default is 5)",
+    )
     parser.add_argument("--profile", type=Path, help="sample the service with py-spy into this directory")
     parser.add_argument("--json", action="store_true", help="print the results as JSON before the report")
     arguments = parser.parse_args()
@@ -1957,6 +2330,8 @@ def cli() -> None:
         parser.error("--batch is 1 to 1000, --year-days 1 to 366")
     if not 0 < arguments.positions_minutes <= 24 * 60 or not 0 < arguments.moving_hours <= 24:
         parser.error("--positions-minutes is more than 0 to 1440, --moving-hours more than 0 to 24")
+    if not arguments.movements_round_seconds > 0:
+        parser.error("--movements-round-seconds is more than 0")
     results = run(
         seed=arguments.seed,
         vehicles=arguments.vehicles,
@@ -1972,6 +2347,7 @@ def cli() -> None:
         positions_minutes=arguments.positions_minutes,
         moving_hours=arguments.moving_hours,
         projection_fleet=arguments.projection_fleet,
+        movements_round_seconds=arguments.movements_round_seconds,
         profile_into=arguments.profile,
     )
     if arguments.json:
