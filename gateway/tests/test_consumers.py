@@ -80,11 +80,6 @@ class Setup:
             await connection.close()
 
 
-@pytest.fixture(scope="session")
-def gateway_database(infrastructure: Infrastructure) -> str:
-    return infrastructure.database("gateway")
-
-
 @pytest.fixture
 async def setup(infrastructure: Infrastructure, gateway_database: str) -> AsyncIterator[Setup]:
     database = gateway_database

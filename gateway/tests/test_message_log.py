@@ -125,11 +125,6 @@ CONSUMERS = {
 }
 
 
-@pytest.fixture(scope="session")
-def gateway_database(infrastructure: Infrastructure) -> str:
-    return infrastructure.database("gateway")
-
-
 @pytest.fixture
 async def setup(infrastructure: Infrastructure, gateway_database: str) -> AsyncIterator[Setup]:
     database = gateway_database
