@@ -204,7 +204,12 @@ class Authenticator:
         # The prefixes this replica holds of each consumer, and the second up to which each changed
         # consumer's access tokens are refused (kept for as long as a token lives).
         self._prefixes: dict[str, set[str]] = {}
-        self._tokens_not_before: dict[str, float] = {}
+        # Access tokens refused: of a consumer, those issued up to a second (infinity once it is
+        # revoked); of a key, every one it was traded for. Each held for one token lifetime.
+        self._tokens_not_before: dict[str, tuple[float, float]] = {}
+        self._revoked_keys: dict[str, float] = {}
+        # Bumped by every forget: a lookup that a forget overtook does not cache what it read.
+        self._forgets = 0
         self._known: LruCache[str, KnownKey] = LruCache(settings.api_key_cache_entries)
         self._unknown: LruCache[str, bool] = LruCache(settings.api_key_cache_entries)
         self._lookups: dict[str, asyncio.Task[KnownKey | None]] = {}
@@ -253,23 +258,42 @@ class Authenticator:
         limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
         return known.principal, limit
 
-    async def _lookup(self, prefix: str, client: str, *, budgeted: bool = True) -> KnownKey | None:
-        """One database lookup per prefix at a time; a lookup that finds nothing costs the client."""
-        running = self._lookups.get(prefix)
+    async def _lookup(
+        self, prefix: str, client: str, *, budgeted: bool = True, fresh: bool = False
+    ) -> KnownKey | None:
+        """One database lookup per prefix at a time (a ``fresh`` one of its own, started now); a
+        lookup that finds nothing costs the client."""
+        running = None if fresh else self._lookups.get(prefix)
         if running is not None:
             return await asyncio.shield(running)
         budget = self.settings.key_lookup_failures_per_minute if budgeted else 0
         if budget:
             self.failures.check(client, budget)
         task = asyncio.create_task(self._load(prefix), name=f"api-key-lookup-{prefix}")
-        self._lookups[prefix] = task
-        task.add_done_callback(lambda _: self._lookups.pop(prefix, None))
+        if not fresh:
+            self._lookups[prefix] = task
+            task.add_done_callback(lambda _: self._lookups.pop(prefix, None))
         known = await asyncio.shield(task)
         if known is not None and budget:
             self.failures.refund(client, budget)
         return known
 
+    async def authenticate_key_fresh(self, plaintext: str, client: str) -> tuple[Principal, int, str]:
+        """An API key checked against the database now, not this replica's cache: what a token is
+        minted from must not be a grant another replica has already changed. The key's prefix too."""
+        prefix = keys.prefix_of(plaintext)
+        if prefix is None:
+            raise InvalidCredentials("the API key is malformed")
+        known = await self._lookup(prefix, client, fresh=True)
+        if known is None or not keys.matches(plaintext, known.digest):
+            raise InvalidCredentials("the API key is not valid")
+        if known.expires_at is not None and known.expires_at <= self.wall_clock():
+            raise InvalidCredentials("the API key has expired")
+        limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
+        return known.principal, limit, prefix
+
     async def _load(self, prefix: str) -> KnownKey | None:
+        generation = self._forgets
         async with self.sessions() as session:
             found = (
                 await session.execute(
@@ -306,6 +330,8 @@ class Authenticator:
             fresh_until=now + self.settings.api_key_cache_seconds,
             expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
         )
+        if generation != self._forgets:
+            return known  # a forget came while this was read: answered, not cached
         self._prefixes.setdefault(known.principal.subject, set()).add(prefix)
         self._unknown.pop(prefix)
         self._known.put(
@@ -314,20 +340,35 @@ class Authenticator:
         return known
 
     def forget(self, prefix: str) -> None:
+        self._forgets += 1
         self._known.pop(prefix)
 
-    def forget_consumer(self, subject: str, changed_at: float) -> None:
+    def revoke_key(self, prefix: str) -> None:
+        """The key is looked up again, and every access token traded for it is refused."""
+        self.forget(prefix)
+        self._revoked_keys[prefix] = self.wall_clock()
+
+    def forget_consumer(self, subject: str, changed_at: float, *, revoked: bool = False) -> None:
         """Every key of the consumer is looked up again, and its access tokens issued up to the
-        second of the change are refused: they carry what it was granted before."""
+        second of the change are refused (all of them once it is revoked): they carry what it was
+        granted before."""
+        self._forgets += 1
         for prefix in self._prefixes.pop(subject, set()):
             self._known.pop(prefix)
-        self._tokens_not_before[subject] = max(self._tokens_not_before.get(subject, 0.0), changed_at)
+        up_to, _ = self._tokens_not_before.get(subject, (0.0, 0.0))
+        self._tokens_not_before[subject] = (
+            math.inf if revoked else max(up_to, changed_at),
+            self.wall_clock(),
+        )
 
     def prune_token_refusals(self, older_than: float) -> None:
-        """Forget refusals older than any token still valid."""
-        for subject, at in list(self._tokens_not_before.items()):
-            if at < older_than:
+        """Forget refusals recorded before any token still valid was issued."""
+        for subject, (_, recorded) in list(self._tokens_not_before.items()):
+            if recorded < older_than:
                 del self._tokens_not_before[subject]
+        for prefix, recorded in list(self._revoked_keys.items()):
+            if recorded < older_than:
+                del self._revoked_keys[prefix]
 
     def _is_ours(self, token: str) -> bool:
         assert self.tokens is not None
@@ -339,10 +380,12 @@ class Authenticator:
 
     async def _by_access_token(self, token: str) -> tuple[Principal, int]:
         assert self.tokens is not None
-        principal, limit, issued_at = await self.tokens.verify(token)
-        refused_up_to = self._tokens_not_before.get(principal.subject)
-        if refused_up_to is not None and issued_at <= math.floor(refused_up_to):
+        principal, limit, issued_at, key = await self.tokens.verify(token)
+        refused = self._tokens_not_before.get(principal.subject)
+        if refused is not None and (refused[0] == math.inf or issued_at <= math.floor(refused[0])):
             raise InvalidCredentials("the access token was revoked; ask /oauth/token for another")
+        if key is not None and key in self._revoked_keys:
+            raise InvalidCredentials("the key this access token was issued for is revoked")
         return principal, limit or self.settings.default_rate_limit_per_minute
 
     async def _by_person_token(self, token: str) -> Principal:

@@ -376,6 +376,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             on_poll=lambda outcome: metrics.credential_polls.labels(outcome=outcome).inc(),
         )
         following = asyncio.create_task(follower.run(), name="gateway-credential-changes")
+
+        async def credential_gauges() -> None:
+            metrics.credential_changes_age.set(follower.age())
+
+        runtime.metrics.scrape_hooks.append(credential_gauges)
         state = GatewayState(
             settings=settings,
             upstreams=upstreams,
@@ -405,6 +410,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            runtime.metrics.scrape_hooks.remove(credential_gauges)
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await following

@@ -80,3 +80,9 @@ class GatewayMetrics:
             "OAuth2 client-credentials access tokens issued.",
             registry=registry,
         )
+        self.credential_changes_age = Gauge(
+            "citygrid_gateway_credential_changes_age_seconds",
+            "Seconds since this replica last read the credential changes (a revocation elsewhere "
+            "holds here only once they are read).",
+            registry=registry,
+        )

@@ -85,6 +85,8 @@ class CredentialChange(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     consumer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     key_prefix: Mapped[str | None] = mapped_column(String(16))  # None: every key and token of it
+    # key_revoked, consumer_revoked (every token refused), or grants_changed (tokens issued up to it).
+    kind: Mapped[str] = mapped_column(String(24), server_default="grants_changed")
     # The id of the transaction that wrote it: replicas read the changes in the order they committed.
     txid: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id()::text)::bigint"))
 

@@ -205,13 +205,14 @@ async def change_consumer(
     replica within a second; the consumer's access tokens issued before are refused."""
     principal = await require_admin(request)
     async with runtime.uow() as uow:
-        consumer = await service.update_consumer(
+        consumer, granted = await service.update_consumer(
             uow.session, consumer_id, body.changes(), actor=principal.subject
         )
         out = consumer_out(consumer, principal)
-    request.app.state.gateway.authenticator.forget_consumer(
-        f"consumer:{consumer_id}", consumer.updated_at.timestamp()
-    )
+    if granted:
+        request.app.state.gateway.authenticator.forget_consumer(
+            f"consumer:{consumer_id}", consumer.updated_at.timestamp()
+        )
     return out
 
 
@@ -223,7 +224,7 @@ async def revoke(consumer_id: uuid.UUID, request: Request, runtime: RuntimeDep) 
         consumer = await service.revoke_consumer(uow.session, consumer_id, actor=principal.subject)
         out = consumer_out(consumer, principal)
     request.app.state.gateway.authenticator.forget_consumer(
-        f"consumer:{consumer_id}", consumer.updated_at.timestamp()
+        f"consumer:{consumer_id}", consumer.updated_at.timestamp(), revoked=True
     )
     return out
 
@@ -259,7 +260,7 @@ async def revoke_key(
     async with runtime.uow() as uow:
         key: ConsumerKey = await service.revoke_key(uow.session, consumer_id, prefix, actor=principal.subject)
         out = KeyOut.model_validate(key)
-    request.app.state.gateway.authenticator.forget(prefix)
+    request.app.state.gateway.authenticator.revoke_key(prefix)
     return out
 
 

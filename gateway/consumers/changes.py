@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -32,9 +33,12 @@ BATCH = 1000
 
 
 NEW_CHANGES = text(
-    "SELECT id, at, consumer_id, key_prefix, txid FROM credential_changes "
+    "SELECT id, at, consumer_id, key_prefix, kind, txid FROM credential_changes "
     "WHERE at >= :since AND txid >= :low AND txid < :high ORDER BY txid, id LIMIT :limit"
 )
+# Read again on every poll: a change committed behind a long transaction elsewhere (which holds the
+# horizon back) still applies within a poll. Applying a change twice changes nothing.
+TRAILING = timedelta(minutes=2)
 
 
 class CredentialChanges:
@@ -54,15 +58,23 @@ class CredentialChanges:
         self.token_lifetime = token_lifetime
         self.retention = retention
         self.on_poll = on_poll
+        self.started = time.monotonic()
         # Read by the id of the transaction that wrote each change, up to the oldest one still
         # running: a change that commits after a later one (ids are drawn before commit) is not
         # skipped.
         self.reader = HorizonReader(NEW_CHANGES, BATCH)
         self.cursor: int | None = None
+        self.last_read: float | None = None  # monotonic time of the last poll that succeeded
+
+    def age(self) -> float:
+        """Seconds since the changes were last read (since the start, before the first read)."""
+        return time.monotonic() - (self.last_read if self.last_read is not None else self.started)
 
     async def start(self) -> None:
-        """Where to read from: the changes of the last token lifetime are applied, later ones follow."""
+        """Where to read from: the changes of the last token lifetime are applied, later ones follow
+        (the horizon is taken first, so a change committing meanwhile is read by the next poll)."""
         async with self.sessions()() as session:
+            cursor = await horizon(session)
             since = func.now() - self.token_lifetime - timedelta(seconds=5)
             recent = (
                 await session.execute(
@@ -71,7 +83,8 @@ class CredentialChanges:
             ).scalars()
             for change in recent:
                 self._apply(change)
-            self.cursor = await horizon(session)
+        self.cursor = cursor
+        self.last_read = time.monotonic()
 
     async def poll(self) -> int:
         """Apply the changes since the last read; how many (a full batch: more wait)."""
@@ -81,8 +94,12 @@ class CredentialChanges:
         async with self.sessions()() as session:
             now = (await session.execute(select(func.now()))).scalar_one()
             read = await self.reader.read(session, low=self.cursor, since=now - self.retention)
-        for change in read.rows:
+            trailing = (
+                await session.scalars(select(CredentialChange).where(CredentialChange.at >= now - TRAILING))
+            ).all()
+        for change in [*read.rows, *trailing]:
             self._apply(change)
+        self.last_read = time.monotonic()
         self.cursor = max(self.cursor, read.cursor)
         self.authenticator.prune_token_refusals(
             (now - self.token_lifetime - timedelta(seconds=5)).timestamp()
@@ -92,9 +109,11 @@ class CredentialChanges:
     def _apply(self, change: Any) -> None:
         subject = f"consumer:{change.consumer_id}"
         if change.key_prefix is not None:
-            self.authenticator.forget(change.key_prefix)
+            self.authenticator.revoke_key(change.key_prefix)
         else:
-            self.authenticator.forget_consumer(subject, change.at.timestamp())
+            self.authenticator.forget_consumer(
+                subject, change.at.timestamp(), revoked=change.kind == "consumer_revoked"
+            )
 
     async def run(self) -> None:
         """Poll for as long as the replica runs; a failed poll is logged and tried again."""

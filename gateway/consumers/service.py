@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from citygrid.errors import Conflict, InvalidInput, NotFound
@@ -68,9 +69,17 @@ async def audit(
     session.add(ConsumerAudit(consumer_id=consumer_id, actor=actor[:200], action=action, detail=dict(detail)))
 
 
-def note_change(session: AsyncSession, consumer_id: uuid.UUID, key_prefix: str | None = None) -> None:
-    """Every replica forgets the key (or all of the consumer's, and its tokens) within a second."""
-    session.add(CredentialChange(consumer_id=consumer_id, key_prefix=key_prefix))
+KEY_REVOKED = "key_revoked"
+CONSUMER_REVOKED = "consumer_revoked"
+GRANTS_CHANGED = "grants_changed"
+
+
+def note_change(
+    session: AsyncSession, consumer_id: uuid.UUID, kind: str, key_prefix: str | None = None
+) -> None:
+    """Every replica forgets the key (or all of the consumer's, and refuses its tokens) within a
+    second."""
+    session.add(CredentialChange(consumer_id=consumer_id, key_prefix=key_prefix, kind=kind))
 
 
 def _new_key(
@@ -123,7 +132,12 @@ async def register_consumer(
         active=True,
     )
     session.add(consumer)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # Another registration of the same name committed in between.
+        raise ConsumerExists(f"a consumer named {name!r} exists") from None
     if plaintext_key is None:
         key, plaintext = _new_key(consumer.id, "first", None)
     else:
@@ -223,7 +237,7 @@ async def revoke_key(
         raise KeyNotFound(f"consumer {consumer_id} has no key {prefix}")
     if key.revoked_at is None:
         key.revoked_at = await session.scalar(select(func.now()))
-        note_change(session, consumer_id, prefix)
+        note_change(session, consumer_id, KEY_REVOKED, prefix)
         await audit(session, consumer_id, actor, "key_revoked", {"key": prefix})
     return key
 
@@ -236,14 +250,14 @@ async def revoke_consumer(
     if consumer.active:
         consumer.active = False
         consumer.updated_at = await session.scalar(select(func.now())) or consumer.updated_at
-        note_change(session, consumer_id)
+        note_change(session, consumer_id, CONSUMER_REVOKED)
         await audit(session, consumer_id, actor, "revoked", {})
     return consumer
 
 
 async def update_consumer(
     session: AsyncSession, consumer_id: uuid.UUID, changes: Mapping[str, Any], *, actor: str
-) -> ApiConsumer:
+) -> tuple[ApiConsumer, bool]:
     """Change what the consumer is granted or who its contact is. A change to a grant reaches every
     replica within a second, and its tokens issued before are refused: they carry the old grants."""
     consumer = await consumer_of(session, consumer_id, lock=True)
@@ -256,12 +270,13 @@ async def update_consumer(
         if getattr(consumer, field) != value:
             setattr(consumer, field, value)
             changed[field] = "(changed)" if field in PERSONAL else value
+    granted = any(field in GRANTS for field in changed)
     if changed:
         consumer.updated_at = await session.scalar(select(func.now())) or consumer.updated_at
-        if any(field in GRANTS for field in changed):
-            note_change(session, consumer_id)
+        if granted:
+            note_change(session, consumer_id, GRANTS_CHANGED)
         await audit(session, consumer_id, actor, "changed", changed)
-    return consumer
+    return consumer, granted
 
 
 async def audit_of(

@@ -119,14 +119,15 @@ async def issue_token(
     except ValueError:
         raise InvalidClient("no such client", basic=basic is not None) from None
     try:
-        principal, per_minute = await state.authenticate_key(secret, client)
+        principal, per_minute, key = await state.authenticator.authenticate_key_fresh(secret, client)
     except InvalidCredentials:
         raise InvalidClient("the client's credentials are not valid", basic=basic is not None) from None
     if principal.subject != f"consumer:{consumer_id}":
         raise InvalidClient("the client's credentials are not valid", basic=basic is not None)
     state.count(principal.subject, per_minute)
     granted = _granted(principal, scope)
-    token = state.tokens.issue(principal, per_minute, granted)
+    token = state.tokens.issue(principal, per_minute, granted, key)
+    state.metrics.tokens_issued.inc()
     body = AccessToken(
         access_token=token,
         expires_in=int(state.tokens.policy.lifetime.total_seconds()),

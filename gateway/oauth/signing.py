@@ -149,23 +149,33 @@ class TokenKeys:
         self._refreshing: asyncio.Lock = asyncio.Lock()
 
     async def refresh(self) -> None:
-        async with self._refreshing, self.sessions()() as session:
+        async with self._refreshing:
+            await self._load()
+            self._refreshed_at = self.clock()
+
+    async def _load(self) -> None:
+        async with self.sessions()() as session:
             rows = list((await session.scalars(select(SigningKey).order_by(SigningKey.signs_from))).all())
         loaded: dict[str, LoadedKey] = {}
         for row in rows:
-            known = self._keys.get(row.kid)
-            private = known.private if known is not None and row.retired_at is None else None
-            if row.retired_at is None and private is None:
-                key = serialization.load_pem_private_key(
-                    row.private_pem.encode(), password=self.policy.passphrase or None
-                )
-                if not isinstance(key, ec.EllipticCurvePrivateKey):
-                    raise ValueError(f"signing key {row.kid} is not an EC key")
-                private = key
-            public = known.public if known is not None else _public_of(row.public_jwk)
-            loaded[row.kid] = LoadedKey(row.kid, private, public, dict(row.public_jwk), row.signs_from)
+            try:
+                loaded[row.kid] = self._loaded(row, self._keys.get(row.kid))
+            except (ValueError, TypeError, jwt.PyJWTError) as error:
+                # One key that does not open (another passphrase) must not stop the others.
+                log.error("token key %s is left out: %s", row.kid, error)
         self._keys = loaded
-        self._refreshed_at = self.clock()
+
+    def _loaded(self, row: SigningKey, known: LoadedKey | None) -> LoadedKey:
+        private = known.private if known is not None and row.retired_at is None else None
+        if row.retired_at is None and private is None:
+            key = serialization.load_pem_private_key(
+                row.private_pem.encode(), password=self.policy.passphrase or None
+            )
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"signing key {row.kid} is not an EC key")
+            private = key
+        public = known.public if known is not None else _public_of(row.public_jwk)
+        return LoadedKey(row.kid, private, public, dict(row.public_jwk), row.signs_from)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [key.jwk for key in self._keys.values()]}
@@ -181,8 +191,11 @@ class TokenKeys:
         ]
         return max(signing, key=lambda key: key.signs_from) if signing else None
 
-    def issue(self, principal: Principal, rate_limit_per_minute: int | None, scopes: Sequence[str]) -> str:
-        """An access token for ``principal`` with ``scopes`` (a subset of its own)."""
+    def issue(
+        self, principal: Principal, rate_limit_per_minute: int | None, scopes: Sequence[str], key: str
+    ) -> str:
+        """An access token for ``principal`` with ``scopes`` (a subset of its own), traded for the API
+        key whose prefix is ``key`` (its revocation ends the token)."""
         now = self.clock()
         signer = self._signer(now)
         if signer is None or signer.private is None:
@@ -199,6 +212,7 @@ class TokenKeys:
             "nbf": int(now),
             "exp": int(now + self.policy.lifetime.total_seconds()),
             "jti": uuid.uuid4().hex,
+            "key": key,
         }
         for claim, value in (
             ("district", principal.district),
@@ -207,19 +221,24 @@ class TokenKeys:
         ):
             if value is not None:
                 claims[claim] = value
-        return jwt.encode(claims, signer.private, algorithm=ALGORITHM, headers={"kid": signer.kid})
+        # RFC 9068: typed as an access token, so it is never taken for an identity token.
+        return jwt.encode(
+            claims, signer.private, algorithm=ALGORITHM, headers={"kid": signer.kid, "typ": "at+jwt"}
+        )
 
-    async def verify(self, token: str) -> tuple[Principal, int | None, int]:
-        """The principal a token of ours names, its rate limit and when it was issued; 401 otherwise."""
+    async def verify(self, token: str) -> tuple[Principal, int | None, int, str | None]:
+        """The principal a token of ours names, its rate limit, when it was issued and the prefix of
+        the API key it was traded for; 401 otherwise."""
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise InvalidAccessToken("the bearer token is malformed") from None
-        if not isinstance(kid, str):
-            raise InvalidAccessToken("the bearer token names no key")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or header.get("typ") != "at+jwt":
+            raise InvalidAccessToken("the bearer token is not an access token of this gateway")
         key = self._keys.get(kid)
-        if key is None and self.clock() - self._refreshed_at >= UNKNOWN_KID_REFRESH_SECONDS:
-            await self.refresh()
+        if key is None:
+            await self._refresh_for_unknown_kid()
             key = self._keys.get(kid)
         if key is None:
             raise InvalidAccessToken("the bearer token is signed with a key this gateway does not know")
@@ -237,7 +256,26 @@ class TokenKeys:
             raise InvalidAccessToken("the access token has expired; ask /oauth/token for another") from None
         except jwt.PyJWTError:
             raise InvalidAccessToken("the access token is not valid") from None
-        return _principal(claims), _rate_limit(claims), int(claims["iat"])
+        traded_for = claims.get("key")
+        return (
+            _principal(claims),
+            _rate_limit(claims),
+            int(claims["iat"]),
+            traded_for if isinstance(traded_for, str) else None,
+        )
+
+    async def _refresh_for_unknown_kid(self) -> None:
+        """At most one read every 10 s, however many tokens name keys this replica does not hold
+        (a forged ``kid`` costs the database nothing more); the database away is a 503."""
+        async with self._refreshing:
+            if self.clock() - self._refreshed_at < UNKNOWN_KID_REFRESH_SECONDS:
+                return
+            self._refreshed_at = self.clock()
+            try:
+                await self._load()
+            except Exception as error:
+                log.warning("token keys not read (%s)", error)
+                raise TokensUnavailable("the gateway's token keys cannot be read now") from None
 
 
 class TokensUnavailable(Unauthenticated):

@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from citygrid.db import create_sessionmaker
@@ -510,3 +511,68 @@ async def test_a_revocation_that_commits_after_a_later_one_is_not_skipped(setup:
             await held.close()
         await refused_soon(lambda: status_with_key(second, fast["api_key"]))
         await refused_soon(lambda: status_with_key(second, slow["api_key"]))
+
+
+async def test_revoking_a_key_ends_the_tokens_traded_for_it_and_not_the_other_keys(setup: Setup):
+    async with setup.gateway() as first, setup.gateway() as second:
+        consumer = await new_consumer(first, setup)
+        other = (
+            await first.client.post(
+                f"/admin/v1/consumers/{consumer['id']}/keys", json={}, headers=setup.admin()
+            )
+        ).json()["api_key"]
+        old_token = (await token_for(first, consumer))["access_token"]
+        new_token = (await token_for(first, consumer | {"api_key": other}))["access_token"]
+        assert jwt.get_unverified_header(old_token)["typ"] == "at+jwt"
+        revoked = await first.client.post(
+            f"/admin/v1/consumers/{consumer['id']}/keys/{consumer['key_prefix']}/revoke",
+            headers=setup.admin(),
+        )
+        assert revoked.status_code == 200
+        assert await status_with_token(first, old_token) == 401
+        await refused_soon(lambda: status_with_token(second, old_token))
+        assert (await status_with_token(first, new_token), await status_with_token(second, new_token)) == (
+            200,
+            200,
+        )
+
+
+async def test_a_replica_that_has_not_read_a_revocation_yet_mints_no_token_from_it(setup: Setup):
+    # The second replica reads the changes only every minute: its cache still holds the key.
+    async with setup.gateway() as first, setup.gateway(credential_poll_seconds=30.0) as second:
+        consumer = await new_consumer(first, setup)
+        assert await status_with_key(second, consumer["api_key"]) == 200
+        await first.client.post(f"/admin/v1/consumers/{consumer['id']}/revoke", headers=setup.admin())
+        minted = await second.client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic(consumer["id"], consumer["api_key"]),
+        )
+        assert (minted.status_code, minted.json()["error"]) == (401, "invalid_client")
+
+
+async def test_a_token_that_is_not_an_access_token_of_the_gateway_is_refused(setup: Setup):
+    async with setup.gateway() as gateway:
+        consumer = await new_consumer(gateway, setup)
+        token = (await token_for(gateway, consumer))["access_token"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        kid = jwt.get_unverified_header(token)["kid"]
+        # Signed by none of the gateway's keys, naming one of them, or untyped: all refused.
+        foreign = jwt.encode(
+            claims,
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": kid, "typ": "at+jwt"},
+        )
+        untyped = jwt.encode(
+            claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": kid}
+        )
+        unknown_kid = jwt.encode(
+            claims,
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": "0" * 16, "typ": "at+jwt"},
+        )
+        for bad in (foreign, untyped, unknown_kid):
+            response = await gateway.client.get(CASES, headers={"Authorization": f"Bearer {bad}"})
+            assert (response.status_code, response.json()["code"]) == (401, "auth.invalid_credentials")

@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("consumer_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("key_prefix", sa.String(16), nullable=True),
+        sa.Column("kind", sa.String(24), server_default="grants_changed", nullable=False),
         sa.Column(
             "txid",
             sa.BigInteger(),
