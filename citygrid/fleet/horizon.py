@@ -25,8 +25,8 @@ __all__ = ["HORIZON", "HorizonReader", "NewRows", "horizon", "whole_transactions
 
 HORIZON = text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
 # One transaction larger than a read (the writer holds at most 5,000 rows in one) is read whole,
-# up to this many times the read's limit.
-WHOLE_TRANSACTION_FACTOR = 10
+# however large: its rows cannot be split between reads, and none may be skipped.
+WHOLE_TRANSACTION = 2**31 - 1
 
 Row = TypeVar("Row", bound=Any)
 
@@ -77,9 +77,7 @@ class HorizonReader:
         if not kept:
             # The read was one transaction's rows only: take that transaction whole.
             last = int(rows[-1].txid)
-            kept = list(
-                await self._rows(session, last, last + 1, since, self.limit * WHOLE_TRANSACTION_FACTOR)
-            )
+            kept = list(await self._rows(session, last, last + 1, since, WHOLE_TRANSACTION))
             cursor = last + 1
         return NewRows(kept, cursor, True)
 

@@ -140,9 +140,12 @@ class TransportRules:
         self.horizon: int | None = None  # the cursor's horizon this replica's evaluator is at
         self.fingerprint: str | None = None
         self.reader = HorizonReader(NEW_POSITIONS, self.config.chunk)
+        self.more = False  # the last round's read left positions waiting
 
     async def round(self) -> int:
-        """One round; returns how many positions it evaluated (0 when another replica leads)."""
+        """One round; returns how many positions it evaluated (0 when another replica leads), or at
+        least a full batch when more wait, so the job runs again at once."""
+        self.more = False
         try:
             async with self.runtime.uow() as uow:
                 evaluated = await self._round(uow)
@@ -150,7 +153,7 @@ class TransportRules:
             # The transaction did not commit, but the episodes in memory moved on: replay.
             self.evaluator, self.horizon = None, None
             raise
-        return evaluated
+        return max(evaluated, self.config.chunk) if self.more else evaluated
 
     async def _round(self, uow: UnitOfWork) -> int:
         session = uow.session
@@ -173,7 +176,7 @@ class TransportRules:
         if self.horizon != cursor.horizon or cursor.owner != self.owner:
             await self._replay(session, now, cursor.horizon)
         read = await self.reader.read(session, low=cursor.horizon, since=now - self.config.lookback)
-        rows, high = read.rows, read.cursor
+        rows, high, self.more = read.rows, read.cursor, read.more
         evaluated = await self._evaluate(uow, rows)
         cursor.horizon = max(high, cursor.horizon)
         cursor.owner = self.owner

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import literal_column, select, tuple_
+from sqlalchemy import literal_column, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -416,9 +416,25 @@ async def ingest_movements(
     if rows:
         for identity, outcome in (await store_movements(session, rows)).items():
             stored[identity] = outcome
+        # A movement the positions showed first is the platform's too now: reading the positions
+        # again (a late one) must not take away what the platform was told is stored.
+        await session.execute(
+            PLATFORM_TOO,
+            {
+                "plates": [r["plate"] for r in rows],
+                "ats": [r["at"] for r in rows],
+                "kinds": [r["kind"] for r in rows],
+                "places": [r["place"] for r in rows],
+            },
+        )
     return batch.answered(stored, tally)
 
 
+PLATFORM_TOO = text(
+    "UPDATE movements m SET source = 'platform' FROM unnest(CAST(:plates AS text[]), "
+    "CAST(:ats AS timestamptz[]), CAST(:kinds AS text[]), CAST(:places AS text[])) AS r(plate, at, kind, place) "
+    "WHERE m.source = 'positions' AND (m.plate, m.at, m.kind, m.place) = (r.plate, r.at, r.kind, r.place)"
+)
 # Rows a statement inserts at most: eight parameters each, well under the protocol's 32,767.
 MOVEMENT_SLICE = 1000
 

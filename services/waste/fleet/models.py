@@ -63,4 +63,10 @@ class VehicleTrack(Base):
     stop_last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stop_last_lon: Mapped[float | None] = mapped_column(Float)
     stop_last_lat: Mapped[float | None] = mapped_column(Float)
+    # A late position waits here when a round had more late vehicles than it reads again: the
+    # track is read again from before this, in a round to come.
+    redo_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # Every row is updated every few seconds: room on its page keeps the updates HOT.
+    __table_args__ = ({"postgresql_with": {"fillfactor": "50"}},)

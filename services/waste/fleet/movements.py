@@ -80,9 +80,18 @@ POSITIONS_BEFORE = text(
     "SELECT p.plate, p.at, p.lon, p.lat, p.speed_kmh "
     "FROM unnest(CAST(:plates AS text[]), CAST(:befores AS timestamptz[])) AS t(plate, before) "
     "CROSS JOIN LATERAL (SELECT DISTINCT ON (q.at) q.plate, q.at, q.lon, q.lat, q.speed_kmh "
-    "FROM positions q WHERE q.plate = t.plate AND q.at < t.before AND q.at >= :since "
+    "FROM positions q WHERE q.plate = t.plate AND q.at < t.before AND q.at >= :since AND q.txid < :high "
     "ORDER BY q.at DESC, q.received_at LIMIT :back) p"
 )
+QUEUED = text(
+    "SELECT plate, redo_from FROM vehicle_tracks WHERE redo_from IS NOT NULL ORDER BY redo_from LIMIT :limit"
+)
+DEFER = text(
+    "UPDATE vehicle_tracks t SET redo_from = LEAST(coalesce(t.redo_from, d.at), d.at) "
+    "FROM unnest(CAST(:plates AS text[]), CAST(:ats AS timestamptz[])) AS d(plate, at) WHERE t.plate = d.plate"
+)
+ANY_QUEUED = text("SELECT EXISTS (SELECT 1 FROM vehicle_tracks WHERE redo_from IS NOT NULL)")
+DONE = text("UPDATE vehicle_tracks SET redo_from = NULL WHERE plate = ANY(CAST(:plates AS text[]))")
 # Each vehicle's track from its start, one row per time (a report sent twice is one position), of the
 # transactions read so far.
 TRACKS = text(
@@ -116,6 +125,10 @@ class MovementsConfig:
     track_limit: int = 50_000
     # How far back before a late position its resume point is looked for, in positions.
     back: int = 2_000
+    # Vehicles whose tracks a round reads again for late positions: the rest wait in
+    # ``vehicle_tracks.redo_from`` for the rounds after, so a flood of blind-area uploads after an
+    # outage keeps every round short.
+    late_per_round: int = 100
     stop_speed_kmh: float = 3.0
     min_stop: timedelta = timedelta(minutes=2)
     # A collection or drop-off point: where a vehicle stops to lift bins, not a stop to report.
@@ -183,8 +196,9 @@ class MovementsRound:
             return MovementsResult()  # another replica leads, or is in a round now
         read = await self.reader.read(session, low=cursor.horizon, since=now - self.config.lookback)
         result = MovementsResult(leader=True, positions=len(read.rows), more=read.more)
-        if read.rows:
+        if read.rows or await session.scalar(ANY_QUEUED):
             result = await self._derive(session, read.rows, read.cursor, result)
+        if read.rows:
             result = _with_lag(result, (now - max(row.at for row in read.rows)).total_seconds())
         cursor.horizon = max(read.cursor, cursor.horizon)
         cursor.owner = self.owner
@@ -202,21 +216,28 @@ class MovementsRound:
         for row in rows:
             first[row.plate] = min(first.get(row.plate, row.at), row.at)
         states = await _states(session, sorted(first))
-        late = await _late(session, rows, states)
+        pending = await _late(session, rows, states)
+        for plate, at in (await session.execute(QUEUED, {"limit": config.late_per_round})).all():
+            pending[plate] = min(pending.get(plate, at), at)
+        chosen = dict(sorted(pending.items(), key=lambda item: (item[1], item[0]))[: config.late_per_round])
+        deferred = {plate: at for plate, at in pending.items() if plate not in chosen}
         starts: dict[str, datetime] = {}
         going_on: dict[str, TrackState] = {}
         for plate, at in first.items():
             state = states.get(plate)
-            if plate in late:
+            if plate in chosen:
                 continue
             if state is None:
                 starts[plate] = at  # a vehicle seen for the first time: its first position says where
             else:
                 going_on[plate] = state
                 starts[plate] = state.at + ONE_MICROSECOND
+        if not first and not chosen:
+            return result
         places = await self._places(session)
-        replaced = await self._resume_before(session, late, places, earliest=min(first.values()))
-        starts |= replaced
+        earliest = min([*first.values(), *chosen.values()])
+        replaced = await self._resume_before(session, chosen, places, earliest=earliest, high=high)
+        starts |= {plate: start for plate, (start, _) in replaced.items()}
         plates = sorted(starts)
         track = (
             await session.execute(
@@ -237,16 +258,26 @@ class MovementsRound:
             min_stop=config.min_stop,
         )
         if replaced:
-            # What was read from these vehicles' positions after the resume point is read again.
-            for plate, start in replaced.items():
+            # What was read from these vehicles' positions after the resume point, up to the last
+            # position read again now, is read again.
+            read_up_to: dict[str, datetime] = {}
+            for row in track:
+                read_up_to[row.plate] = max(read_up_to.get(row.plate, row.at), row.at)
+            for plate, (start, inclusive) in replaced.items():
+                if plate not in read_up_to:
+                    continue
                 await session.execute(
                     delete(MovementRow).where(
                         MovementRow.plate == plate,
                         MovementRow.source == MovementSource.POSITIONS.value,
-                        MovementRow.at > start,
+                        MovementRow.at >= start if inclusive else MovementRow.at > start,
+                        MovementRow.at <= read_up_to[plate],
                     )
                 )
-            await mark_dirty(session, replaced)
+            await mark_dirty(session, {plate: start for plate, (start, _) in replaced.items()})
+            await session.execute(DONE, {"plates": sorted(replaced)})
+        if deferred:
+            await session.execute(DEFER, {"plates": list(deferred), "ats": list(deferred.values())})
         movement_rows = sorted(
             (
                 movement_row(m)
@@ -265,26 +296,36 @@ class MovementsRound:
             positions=result.positions,
             vehicles=len(first),
             movements=kinds,
-            late_vehicles=len(late),
+            late_vehicles=len(chosen),
             more=result.more,
         )
 
     async def _resume_before(
-        self, session: AsyncSession, late: Mapping[str, datetime], places: Places, *, earliest: datetime
-    ) -> dict[str, datetime]:
-        """Where each vehicle with a late position is read again from: the last resume point before
-        it; else the start of the stop read from positions that the late position falls in; else
-        the late position itself."""
+        self,
+        session: AsyncSession,
+        late: Mapping[str, datetime],
+        places: Places,
+        *,
+        earliest: datetime,
+        high: int,
+    ) -> dict[str, tuple[datetime, bool]]:
+        """Where each vehicle with a late position is read again from, and whether a movement at that
+        very time is read again too: the last resume point before it (not: a derivation starting at
+        a position says nothing of what was crossed to reach it); else, inside a stop read from
+        positions, the position before the stop's first (the stop itself is read again); else the
+        oldest of the positions looked at."""
         if not late:
             return {}
         plates = sorted(late)
+        since = earliest - self.config.lookback
         before = (
             await session.execute(
                 POSITIONS_BEFORE,
                 {
                     "plates": plates,
                     "befores": [late[plate] for plate in plates],
-                    "since": earliest - self.config.lookback,
+                    "since": since,
+                    "high": high,
                     "back": self.config.back,
                 },
             )
@@ -292,13 +333,13 @@ class MovementsRound:
         tracks: dict[str, list[Position]] = {plate: [] for plate in plates}
         for row in before:
             tracks[row.plate].append(Position(row.plate, row.at, row.lon, row.lat, row.speed_kmh))
-        starts: dict[str, datetime] = {}
+        starts: dict[str, tuple[datetime, bool]] = {}
         for plate in plates:
             track = sorted(tracks[plate], key=lambda p: p.at)
             points = resume_points(track, places, stop_speed_kmh=self.config.stop_speed_kmh)
             found = [p.at for p, is_point in zip(track, points, strict=True) if is_point]
             if found:
-                starts[plate] = found[-1]
+                starts[plate] = (found[-1], False)
                 continue
             stop_at = await session.scalar(
                 select(func.max(MovementRow.at)).where(
@@ -306,11 +347,22 @@ class MovementsRound:
                     MovementRow.source == MovementSource.POSITIONS.value,
                     MovementRow.kind == MovementKind.STOPPED.value,
                     MovementRow.at < late[plate],
-                    MovementRow.at >= earliest - self.config.lookback,
+                    MovementRow.at >= since,
                     (MovementRow.ended_at.is_(None)) | (MovementRow.ended_at >= late[plate]),
                 )
             )
-            starts[plate] = stop_at if stop_at is not None else late[plate]
+            if stop_at is not None:
+                # The position before a stop's first ends whatever came before it: a resume point.
+                ahead = await session.scalar(
+                    text(
+                        "SELECT max(at) FROM positions WHERE plate = :plate AND at < :stop_at "
+                        "AND at >= :since AND txid < :high"
+                    ),
+                    {"plate": plate, "stop_at": stop_at, "since": since, "high": high},
+                )
+                starts[plate] = (ahead, False) if ahead is not None else (stop_at, True)
+                continue
+            starts[plate] = (track[0].at, False) if track else (late[plate], True)
         log.info("movements: %d vehicles read again from before a late position", len(starts))
         return starts
 

@@ -5,6 +5,7 @@ position read once by the one replica holding the lease, and the trips built fro
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -145,6 +146,14 @@ async def stored_movements(database: str) -> list[tuple[str, str, datetime, date
     finally:
         await connection.close()
     return [(r["kind"], r["place"], r["at"], r["ended_at"], r["source"]) for r in rows]
+
+
+async def sql(database: str, statement: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(to_libpq_url(database))
+    try:
+        return list(await connection.fetch(statement, *args))
+    finally:
+        await connection.close()
 
 
 async def received_at(database: str) -> list[tuple[str, datetime, datetime]]:
@@ -369,3 +378,68 @@ async def test_a_vehicles_movements_are_read_in_a_bounded_period_of_its_district
     assert (elsewhere.status_code, elsewhere.json()["code"]) == (403, "auth.other_district")
     unknown = await waste.get(f"/v1/vehicles/{quote('粤A9999X')}/movements?{span}", scopes=READER)
     assert unknown.status_code == 404, unknown.text
+
+
+def with_the_stop_missing(
+    first: list[dict[str, Any]], times: dict[str, datetime]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The first upload without the stop's positions (a terminal that lost its network there), and
+    those positions, uploaded later."""
+    stopped = times["stopped"].isoformat()
+    cut = next(index for index, p in enumerate(first) if p["at"] == stopped)
+    return first[:cut], first[cut:]
+
+
+async def test_a_stretch_uploaded_late_in_the_middle_of_a_track_is_read_with_what_came_before_it(
+    waste: Waste, waste_database: str
+):
+    await register_with_depot(waste)
+    reader = await reading(waste)
+    first, second, times = a_round(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    before, stretch = with_the_stop_missing(first, times)
+    await reader.relay(before + second)
+    await reader.read_all()
+    without = await stored_movements(waste_database)
+    assert [kind for kind, *_ in without] == ["departed_depot", "arrived_at_facility", "returned_to_depot"]
+    # The platform reports the arrival the positions showed: it is the platform's too now.
+    await report(
+        waste,
+        "movements",
+        {
+            "kind": "arrived_at_facility",
+            "plate": FOOD_TRUCK,
+            "at": times["arrived"].isoformat(),
+            "facility_code": FOOD_PLANT,
+        },
+    )
+    await reader.relay(stretch)
+    await reader.read_all()
+    expected = in_order(times)
+    expected[2] = (*expected[2][:4], "platform")
+    assert await stored_movements(waste_database) == expected
+
+
+async def test_late_vehicles_beyond_a_rounds_share_wait_for_the_next_rounds(
+    waste: Waste, waste_database: str
+):
+    await register_with_depot(waste)
+    reader = await reading(waste)
+    round_ = movements_of(waste)
+    first, second, times = a_round(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    before, stretch = with_the_stop_missing(first, times)
+    await reader.relay(before + second)
+    await reader.read_all()
+    round_.config = replace(round_.config, late_per_round=0)
+    await reader.relay(stretch)
+    await reader.read_all()
+    # Read, but the track is not read again yet: the vehicle waits its turn.
+    assert "stopped" not in [kind for kind, *_ in await stored_movements(waste_database)]
+    (waiting,) = await sql(
+        waste_database, "SELECT redo_from FROM vehicle_tracks WHERE plate = $1", FOOD_TRUCK
+    )
+    assert waiting["redo_from"] == times["stopped"]
+    round_.config = replace(round_.config, late_per_round=100)
+    await lead(waste)
+    assert await stored_movements(waste_database) == in_order(times)
+    (done,) = await sql(waste_database, "SELECT redo_from FROM vehicle_tracks WHERE plate = $1", FOOD_TRUCK)
+    assert done["redo_from"] is None

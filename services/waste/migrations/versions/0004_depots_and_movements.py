@@ -55,8 +55,10 @@ def upgrade() -> None:
         sa.Column("stop_last_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("stop_last_lon", sa.Float(), nullable=True),
         sa.Column("stop_last_lat", sa.Float(), nullable=True),
+        sa.Column("redo_from", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("plate", name=op.f("pk_vehicle_tracks")),
+        postgresql_with={"fillfactor": "50"},
     )
 
     # The positions' BRIN index summarizes pages as they fill: the round reads the newest rows, which
