@@ -576,3 +576,20 @@ async def test_a_token_that_is_not_an_access_token_of_the_gateway_is_refused(set
         for bad in (foreign, untyped, unknown_kid):
             response = await gateway.client.get(CASES, headers={"Authorization": f"Bearer {bad}"})
             assert (response.status_code, response.json()["code"]) == (401, "auth.invalid_credentials")
+
+
+async def test_two_registrations_of_one_name_at_once_make_one_consumer_and_a_409(setup: Setup):
+    async with setup.gateway() as first, setup.gateway() as second:
+        body = {"name": "transport", "kind": "department", "scopes": ["cases:read"]}
+        answers = await asyncio.gather(
+            *(
+                gateway.client.post("/admin/v1/consumers", json=body, headers=setup.admin())
+                for gateway in (first, second, first, second)
+            )
+        )
+        assert sorted(answer.status_code for answer in answers) == [201, 409, 409, 409]
+        assert {answer.json()["code"] for answer in answers if answer.status_code == 409} == {
+            "gateway.consumer_exists"
+        }
+        rows = await setup.sql("SELECT count(*) AS n FROM api_consumers WHERE name = 'transport'")
+        assert rows[0]["n"] == 1
