@@ -12,11 +12,17 @@ from citygrid.natsauth import Durable, NatsIdentity
 
 PUBLISHES = "waste"
 VISION_ALARMS = "waste-vision-alarm-confirmed"
+CASE_EVENTS_CONSUMER = "waste-case-events"
+CASE_EVENTS = "case.case.>"
 
 # What the waste service does on NATS, and so all it may do (citygrid.natsauth).
 NATS_IDENTITY = NatsIdentity(
     user="waste",
     publishes=PUBLISHES,
-    # Cameras' alarms at drop-off points (services/waste/supervision/cameras.py).
-    consumes=(Durable("vision", VISION_ALARMS, "vision.alarm.confirmed"),),
+    # Cameras' alarms at drop-off points (services/waste/supervision/cameras.py), and the cases
+    # raised for this service's violations as they move on (services/waste/outcomes.py).
+    consumes=(
+        Durable("vision", VISION_ALARMS, "vision.alarm.confirmed"),
+        Durable("case", CASE_EVENTS_CONSUMER, CASE_EVENTS),
+    ),
 )

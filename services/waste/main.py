@@ -13,7 +13,7 @@ from citygrid.runtime import Runtime
 from citygrid.serve import serve
 from citygrid.settings import ServiceSettings
 from contract import scopes
-from services.waste import retention
+from services.waste import outcomes, retention
 from services.waste.chain import api as chain_api
 from services.waste.chain import retention as chain_retention
 from services.waste.chain.jobs import ChainPart
@@ -114,7 +114,7 @@ def create_app(settings: WasteSettings | None = None) -> FastAPI:
             fleet_api.router,
         ],
         publishes=PUBLISHES,
-        consumers=[cameras.consumer(counted)],
+        consumers=[cameras.consumer(counted), outcomes.consumer()],
         runtime_setup=setup,
         scopes=scopes.WASTE,
     )

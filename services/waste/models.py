@@ -255,6 +255,10 @@ class Violation(Base):
     # The vision alarm a camera violation came from.
     source_alarm: Mapped[str | None] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The case raised for it, as the case service last told (services/waste/outcomes.py).
+    case_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    case_status: Mapped[str | None] = mapped_column(String(16))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("point_code", "kind", "episode_started_at", name="uq_violations_episode"),

@@ -178,6 +178,10 @@ class ChainViolation(Base):
     detail: Mapped[str] = mapped_column(String(500))
     category_code: Mapped[str] = mapped_column(String(5))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The case raised for it, as the case service last told (services/waste/outcomes.py).
+    case_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    case_status: Mapped[str | None] = mapped_column(String(16))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_chain_violations_at", "at", "id"),

@@ -177,6 +177,9 @@ class ChainViolationOut(BaseModel):
     detail: str
     category_code: str
     created_at: datetime
+    case_id: uuid.UUID | None = None
+    case_status: str | None = Field(default=None, description="The status of the case raised for it.")
+    resolved_at: CityTime | None = Field(default=None, description="When its case was closed.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

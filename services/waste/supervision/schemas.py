@@ -71,3 +71,6 @@ class ViolationOut(Located):
     source_alarm: str | None
     snapshots: list[dict[str, object]]
     created_at: CityTime
+    case_id: uuid.UUID | None = None
+    case_status: str | None = Field(default=None, description="The status of the case raised for it.")
+    resolved_at: CityTime | None = Field(default=None, description="When its case was closed.")
