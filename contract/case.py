@@ -168,3 +168,9 @@ ALL_CASE_EVENTS: tuple[type[CaseEvent], ...] = (
     CaseExtensionApproved,
     CaseExtensionDenied,
 )
+
+# The events after which a case is done with, for whoever raised it: closed, cancelled, rejected, or
+# merged into the case it duplicates (which carries the problem on).
+ENDING_EVENT_TYPES: frozenset[str] = frozenset(
+    event.event_type() for event in (CaseClosed, CaseCancelled, CaseRejected, CaseMerged)
+)

@@ -13,7 +13,7 @@ from citygrid.db import UnitOfWork, transaction_time
 from citygrid.events import CloudEvent
 from citygrid.inbox import ConsumerSpec
 from citygrid.natsauth import Durable, NatsIdentity
-from contract.case import CaseEvent
+from contract.case import ENDING_EVENT_TYPES, CaseEvent
 from contract.common import EvidenceRef, GeoPoint
 from contract.vision import AlarmConfirmed, Box, RecheckCompleted
 from services.vision.catalogue import ActiveAlgorithm
@@ -50,13 +50,6 @@ def engine_identity(engine: str) -> NatsIdentity:
     if not ENGINE_ID.match(engine):
         raise ValueError(f"engine id {engine!r}: lowercase letters, digits and '-', starting with a letter")
     return NatsIdentity(user=f"engine-{engine}", publish=(engine_subject(engine),))
-
-
-# A merged case lives on in the case it was merged into: its alarm is done (the other alarm's case
-# carries the problem and its re-check).
-RESOLVING = frozenset(
-    {"case.case.closed.v1", "case.case.cancelled.v1", "case.case.rejected.v1", "case.case.merged.v1"}
-)
 
 
 def snapshot_url(sha256: str) -> str:
@@ -176,7 +169,7 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds:
     alarm = await session.scalar(select(Alarm).where(Alarm.id == alarm_id).with_for_update())
     if alarm is None:
         return
-    if alarm.status == AlarmStatus.RESOLVED.value and event.type not in RESOLVING:
+    if alarm.status == AlarmStatus.RESOLVED.value and event.type not in ENDING_EVENT_TYPES:
         # A case's final states are final, so the version guard already drops a step redelivered
         # after the case ended (a retried "handled" behind "closed"). This covers what it cannot
         # see: an event without ``aggregateversion`` (published before versions existed, still in
@@ -206,7 +199,7 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent, recheck_delay_seconds:
                     attempts=0,
                 )
             )
-    elif event.type in RESOLVING and alarm.status != AlarmStatus.RESOLVED.value:
+    elif event.type in ENDING_EVENT_TYPES and alarm.status != AlarmStatus.RESOLVED.value:
         alarm.status = AlarmStatus.RESOLVED.value
         alarm.resolved_at = now
         alarm.version += 1

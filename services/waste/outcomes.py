@@ -17,15 +17,10 @@ from sqlalchemy import select
 from citygrid.db import UnitOfWork, transaction_time
 from citygrid.events import CloudEvent
 from citygrid.inbox import ConsumerSpec
-from contract.case import CaseEvent
+from contract.case import ENDING_EVENT_TYPES, CaseEvent
 from services.waste.chain.models import ChainViolation
 from services.waste.events import CASE_EVENTS, CASE_EVENTS_CONSUMER
 from services.waste.models import Violation
-
-# A merged case lives on in the case it was merged into: its violation is done with.
-RESOLVING = frozenset(
-    {"case.case.closed.v1", "case.case.cancelled.v1", "case.case.rejected.v1", "case.case.merged.v1"}
-)
 
 
 def raised_by_waste(event: CloudEvent) -> bool:
@@ -53,11 +48,11 @@ async def follow_case(uow: UnitOfWork, event: CloudEvent) -> None:
         )
     if found is None:
         return
-    if found.resolved_at is not None and event.type not in RESOLVING:
+    if found.resolved_at is not None and event.type not in ENDING_EVENT_TYPES:
         return  # a case's end is final: a step redelivered after it changes nothing
     found.case_id = data.case_id
     found.case_status = data.status.value
-    if event.type in RESOLVING and found.resolved_at is None:
+    if event.type in ENDING_EVENT_TYPES and found.resolved_at is None:
         found.resolved_at = await transaction_time(session)
 
 
