@@ -13,10 +13,10 @@ async def require_admin(request: Request) -> Principal:
     state = request.app.state.gateway
     client = state.admit(request)
     principal: Principal
-    principal, per_minute = await state.authenticate(request, client)
+    principal, allowance = await state.authenticate(request, client)
     if not principal.has_scope(ADMIN_SCOPE):
         raise MissingScope("this needs the scope 'admin'", required_scope=ADMIN_SCOPE)
     # A district's admin would otherwise mint itself a city-wide key, or revoke another district's.
     require_city_wide(principal, "the register of API consumers")
-    state.count(principal.subject, per_minute)
+    await state.count(principal.subject, allowance)
     return principal

@@ -37,6 +37,7 @@ from gateway import keys
 from gateway.models import ApiConsumer, ConsumerKey
 from gateway.oauth.signing import TokenKeys
 from gateway.people import PeopleTokens
+from gateway.quotas.policies import Allowance, Period, Standing, headers
 from gateway.settings import GatewaySettings
 
 K = TypeVar("K")
@@ -56,6 +57,14 @@ class RateLimited(DomainError):
     status = 429
     title = "Too many requests"
     template: ClassVar[str] = "over {per_minute} requests per minute"
+
+
+class DailyQuotaExhausted(RateLimited):
+    """The subject's requests of the city day are spent (every replica together)."""
+
+    code = "gateway.daily_quota_exhausted"
+    title = "Daily quota exhausted"
+    template = "the daily quota of {per_minute} requests is spent"
 
 
 class ClientRateLimited(RateLimited):
@@ -106,22 +115,20 @@ class LruCache(Generic[K, V]):
 
 @dataclass(frozen=True)
 class Quota:
-    """Where a subject stands after a request counted: the ``RateLimit-*`` response headers."""
+    """Where a subject stands after a request counted here: the ``RateLimit`` response fields."""
 
     limit: int
     remaining: int
     reset_seconds: int  # until the whole allowance is back
 
     def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
-        }
+        return headers((Standing(Period.MINUTE, self.limit, self.remaining, self.reset_seconds),))
 
 
 class RateLimiter:
-    """Token bucket per subject, in this replica's memory (a limit of N/min per replica).
+    """Token bucket per subject, in this replica's memory (a limit of N/min per replica): for client
+    addresses before authentication and anonymous Open311 reads. Consumers' quotas hold across
+    replicas instead (``gateway.quotas``).
 
     At most ``max_tracked`` subjects are kept; the one idle longest is forgotten first (its bucket
     has refilled the most), so a flood of new subjects never resets everyone else's buckets.
@@ -173,6 +180,7 @@ class KnownKey:
     principal: Principal
     digest: str
     rate_limit_per_minute: int | None
+    daily_quota: int | None
     fresh_until: float  # then it is looked up again (a revocation elsewhere shows within this)
     expires_at: float | None  # the key's own expiry (wall clock), None: until revoked
 
@@ -215,8 +223,14 @@ class Authenticator:
         self._lookups: dict[str, asyncio.Task[KnownKey | None]] = {}
         self.failures = RateLimiter(settings.rate_limit_tracked_subjects, AuthenticationThrottled)
 
-    async def authenticate(self, request: Request, client: str = "") -> tuple[Principal, int]:
-        """The principal and its rate limit per minute, or 401. ``client`` is the caller's address key."""
+    def allowance(self, per_minute: int | None, per_day: int | None) -> Allowance:
+        return Allowance(
+            per_minute or self.settings.default_rate_limit_per_minute,
+            per_day if per_day is not None else self.settings.default_daily_quota,
+        )
+
+    async def authenticate(self, request: Request, client: str = "") -> tuple[Principal, Allowance]:
+        """The principal and its allowance, or 401. ``client`` is the caller's address key."""
         api_key = request.headers.get("x-api-key")
         authorization = request.headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
@@ -232,14 +246,14 @@ class Authenticator:
             token = credentials.strip()
             if self.tokens is not None and self._is_ours(token):
                 return await self._by_access_token(token)
-            return await self._by_person_token(token), self.settings.default_rate_limit_per_minute
+            return await self._by_person_token(token), self.allowance(None, None)
         raise MissingCredentials("send an API key (X-API-Key) or a bearer token")
 
-    async def authenticate_key(self, plaintext: str, client: str = "") -> tuple[Principal, int]:
+    async def authenticate_key(self, plaintext: str, client: str = "") -> tuple[Principal, Allowance]:
         """An API key sent some other way than the headers (Open311's ``api_key`` field)."""
         return await self._by_api_key(plaintext, client)
 
-    async def _by_api_key(self, plaintext: str, client: str) -> tuple[Principal, int]:
+    async def _by_api_key(self, plaintext: str, client: str) -> tuple[Principal, Allowance]:
         prefix = keys.prefix_of(plaintext)
         if prefix is None:
             raise InvalidCredentials("the API key is malformed")
@@ -255,8 +269,7 @@ class Authenticator:
             raise InvalidCredentials("the API key is not valid")
         if known.expires_at is not None and known.expires_at <= self.wall_clock():
             raise InvalidCredentials("the API key has expired")
-        limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
-        return known.principal, limit
+        return known.principal, self.allowance(known.rate_limit_per_minute, known.daily_quota)
 
     async def _lookup(
         self, prefix: str, client: str, *, budgeted: bool = True, fresh: bool = False
@@ -278,7 +291,7 @@ class Authenticator:
             self.failures.refund(client, budget)
         return known
 
-    async def authenticate_key_fresh(self, plaintext: str, client: str) -> tuple[Principal, int, str]:
+    async def authenticate_key_fresh(self, plaintext: str, client: str) -> tuple[Principal, Allowance, str]:
         """An API key checked against the database now, not this replica's cache: what a token is
         minted from must not be a grant another replica has already changed. The key's prefix too."""
         prefix = keys.prefix_of(plaintext)
@@ -289,8 +302,7 @@ class Authenticator:
             raise InvalidCredentials("the API key is not valid")
         if known.expires_at is not None and known.expires_at <= self.wall_clock():
             raise InvalidCredentials("the API key has expired")
-        limit = known.rate_limit_per_minute or self.settings.default_rate_limit_per_minute
-        return known.principal, limit, prefix
+        return known.principal, self.allowance(known.rate_limit_per_minute, known.daily_quota), prefix
 
     async def _load(self, prefix: str) -> KnownKey | None:
         generation = self._forgets
@@ -327,6 +339,7 @@ class Authenticator:
             ),
             digest=key.key_hash,
             rate_limit_per_minute=consumer.rate_limit_per_minute,
+            daily_quota=consumer.daily_quota,
             fresh_until=now + self.settings.api_key_cache_seconds,
             expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
         )
@@ -378,15 +391,16 @@ class Authenticator:
             return False
         return isinstance(claims, dict) and claims.get("iss") == self.tokens.policy.issuer
 
-    async def _by_access_token(self, token: str) -> tuple[Principal, int]:
+    async def _by_access_token(self, token: str) -> tuple[Principal, Allowance]:
         assert self.tokens is not None
-        principal, limit, issued_at, key = await self.tokens.verify(token)
+        verified = await self.tokens.verify(token)
+        principal, issued_at, key = verified.principal, verified.issued_at, verified.key
         refused = self._tokens_not_before.get(principal.subject)
         if refused is not None and (refused[0] == math.inf or issued_at <= math.floor(refused[0])):
             raise InvalidCredentials("the access token was revoked; ask /oauth/token for another")
         if key is not None and key in self._revoked_keys:
             raise InvalidCredentials("the key this access token was issued for is revoked")
-        return principal, limit or self.settings.default_rate_limit_per_minute
+        return principal, self.allowance(verified.rate_limit_per_minute, verified.daily_quota)
 
     async def _by_person_token(self, token: str) -> Principal:
         if self.people is None:

@@ -39,9 +39,8 @@ EXPOSED_HEADERS = (
     "Location",
     "X-Request-ID",
     "Retry-After",
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
+    "RateLimit",
+    "RateLimit-Policy",
     "Idempotent-Replayed",
 )
 VARY_PREFLIGHT = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"

@@ -2,8 +2,9 @@
 
 What a request meets, in order: CORS (a preflight from a configured frontend is answered here,
 without credentials), the kit's request context and body limit, the per-address limit (before
-authentication, so a flood costs no lookup), authentication, the scope, the per-principal limit,
-and the upstream's own connection pool. Every call answered once the principal is known, a refusal
+authentication, so a flood costs no lookup), authentication, the scope, the principal's quotas (a
+rate per minute and a daily quota, held across replicas by ``gateway.quotas``), and the upstream's
+own connection pool. Every call answered once the principal is known, a refusal
 too, is recorded in the message log (``gateway.message_log``) without waiting for the database.
 ``/metrics`` is not on this listener: the gateway serves it on ``CITYGRID_INTERNAL_PORT``, which
 only operators reach.
@@ -43,7 +44,7 @@ from gateway.authn import (
     AuthenticationThrottled,
     Authenticator,
     ClientRateLimited,
-    Quota,
+    DailyQuotaExhausted,
     RateLimited,
     RateLimiter,
 )
@@ -60,6 +61,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.oauth import api as oauth_api
 from gateway.oauth import signing
 from gateway.people import PeopleTokens
+from gateway.quotas import ledger as quota_ledger
+from gateway.quotas.policies import Allowance, Period, headers
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
 
@@ -74,7 +77,8 @@ class GatewayState:
     upstreams: dict[str, proxy.UpstreamPool]
     forwarding: proxy.Forwarding
     authenticator: Authenticator
-    limiter: RateLimiter  # per principal
+    quotas: quota_ledger.QuotaLedger  # per principal, across replicas
+    limiter: RateLimiter  # anonymous Open311 reads, per client address and replica
     clients: RateLimiter  # per client address, before authentication
     proxies: tuple[IPNetwork, ...]
     openapi: openapi.OpenApiCache
@@ -107,24 +111,40 @@ class GatewayState:
                 raise
         return key
 
-    async def authenticate(self, request: Request, client: str) -> tuple[Principal, int]:
+    async def authenticate(self, request: Request, client: str) -> tuple[Principal, Allowance]:
         try:
             return await self.authenticator.authenticate(request, client)
         except AuthenticationThrottled:
             self.metrics.refused.labels(reason="auth_throttled").inc()
             raise
 
-    async def authenticate_key(self, plaintext: str, client: str) -> tuple[Principal, int]:
+    async def authenticate_key(self, plaintext: str, client: str) -> tuple[Principal, Allowance]:
         try:
             return await self.authenticator.authenticate_key(plaintext, client)
         except AuthenticationThrottled:
             self.metrics.refused.labels(reason="auth_throttled").inc()
             raise
 
-    def count(self, subject: str, per_minute: int) -> Quota:
-        """Count the request against its principal (or anonymous client): 429 over the limit."""
+    async def count(self, subject: str, allowance: Allowance) -> dict[str, str]:
+        """Count the request against its principal's quotas: the ``RateLimit`` fields, or 429."""
         try:
-            return self.limiter.check(subject, per_minute)
+            standings = await self.quotas.admit(subject, allowance)
+        except quota_ledger.QuotaExceeded as exceeded:
+            entry = exceeded.entry
+            daily = entry.period is Period.DAY
+            self.metrics.refused.labels(reason="daily_quota" if daily else "rate_limited").inc()
+            error = DailyQuotaExhausted if daily else RateLimited
+            raise error(
+                error.template.format(per_minute=entry.limit),
+                headers={"Retry-After": str(exceeded.retry_after), **headers(exceeded.standings)},
+                retry_after_seconds=exceeded.retry_after,
+            ) from None
+        return headers(standings)
+
+    def count_anonymous(self, subject: str, per_minute: int) -> dict[str, str]:
+        """Count an anonymous request in this replica's memory: the ``RateLimit`` fields, or 429."""
+        try:
+            return self.limiter.check(subject, per_minute).headers()
         except RateLimited:
             self.metrics.refused.labels(reason="rate_limited").inc()
             raise
@@ -191,7 +211,7 @@ def _proxy_route(service: str) -> Any:
     async def route_to_service(path: str, request: Request) -> Response:
         state = gateway_state(request)
         client = state.admit(request)
-        principal, per_minute = await state.authenticate(request, client)
+        principal, allowance = await state.authenticate(request, client)
         request.state.principal = principal
         # From here on the call is answered for a principal: the message log records it, refusals too.
         started = time.perf_counter()
@@ -201,14 +221,14 @@ def _proxy_route(service: str) -> Any:
             scope = required_scope(upstream, request.method, path)
             if not principal.has_scope(scope):
                 raise MissingScope(f"this call needs the scope '{scope}'", required_scope=scope)
-            quota = state.count(principal.subject, per_minute)
+            quota_headers = await state.count(principal.subject, allowance)
             response = await state.forward(
                 request,
                 service,
                 path=path,
                 principal=principal,
                 forwarded_prefix=f"/api/{service}",
-                response_headers=quota.headers(),
+                response_headers=quota_headers,
             )
         except Exception as error:
             status = error.status if isinstance(error, DomainError) else 500
@@ -308,6 +328,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         ),
         PeriodicJob("gateway-token-keys", settings.token_key_check_seconds, token_keys_round),
         PeriodicJob(
+            "gateway-quota-retention",
+            3600.0,
+            lambda: quota_ledger.purge(runtime.db, older_than_seconds=settings.quota_retention_days * 86_400),
+            batch_size=5000,
+        ),
+        PeriodicJob(
             "gateway-consumer-retention",
             3600.0,
             lambda: credential_changes.purge(
@@ -348,6 +374,28 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             metrics.message_log_oldest_pending_age.set(message_log.oldest_pending_age())
 
         runtime.metrics.scrape_hooks.append(message_log_gauges)
+
+        def settled(outcome: str, seconds: float) -> None:
+            metrics.quota_settlements.labels(outcome=outcome).inc()
+            metrics.quota_settle_seconds.observe(seconds)
+
+        quotas = quota_ledger.QuotaLedger(
+            lambda: runtime.db,
+            sync_seconds=settings.quota_sync_seconds,
+            reserve_seconds=settings.quota_reserve_seconds,
+            minimum_reservation=settings.quota_minimum_reservation,
+            timeout_seconds=settings.quota_timeout_seconds,
+            replicas=settings.quota_replicas,
+            on_settle=settled,
+            on_offline_admit=metrics.quota_offline_admits.inc,
+        )
+        quotas.start()
+
+        async def quota_gauges() -> None:
+            metrics.quota_windows.set(quotas.windows)
+            metrics.quota_ledger_reachable.set(1 if quotas.reachable else 0)
+
+        runtime.metrics.scrape_hooks.append(quota_gauges)
         own_document = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
@@ -390,6 +438,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 signer=signer,
             ),
             authenticator=authenticator,
+            quotas=quotas,
             limiter=RateLimiter(settings.rate_limit_tracked_subjects),
             clients=RateLimiter(settings.rate_limit_tracked_subjects, ClientRateLimited),
             proxies=parse_networks(settings.trusted_proxies),
@@ -414,7 +463,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await following
-            # Before the engine goes: what is buffered is written first.
+            # Before the engine goes: what is buffered is written first, what is reserved given back.
+            runtime.metrics.scrape_hooks.remove(quota_gauges)
+            await quotas.stop()
             await message_log.stop()
             runtime.metrics.scrape_hooks.remove(message_log_gauges)
             await state.aclose()

@@ -86,3 +86,32 @@ class GatewayMetrics:
             "holds here only once they are read).",
             registry=registry,
         )
+        # The quota ledger (gateway.quotas): this replica's settlements with the others.
+        self.quota_settlements = Counter(
+            "citygrid_gateway_quota_settlements_total",
+            "Settlements of this replica's quota reservations in the database, by outcome (ok, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.quota_settle_seconds = Histogram(
+            "citygrid_gateway_quota_settle_seconds",
+            "Time to settle this replica's quota reservations (one transaction).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.quota_offline_admits = Counter(
+            "citygrid_gateway_quota_offline_admits_total",
+            "Requests admitted from this replica's offline share (the ledger unreachable or slow).",
+            registry=registry,
+        )
+        self.quota_windows = Gauge(
+            "citygrid_gateway_quota_windows",
+            "Quota windows (a subject's minute or day) this replica holds in memory.",
+            registry=registry,
+        )
+        self.quota_ledger_reachable = Gauge(
+            "citygrid_gateway_quota_ledger_reachable",
+            "1 while this replica's last quota settlement reached the database; 0 while it admits "
+            "from its offline share (limit ÷ CITYGRID_QUOTA_REPLICAS per window).",
+            registry=registry,
+        )

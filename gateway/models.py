@@ -1,7 +1,7 @@
 """Tables of the gateway's own database: registered API consumers, their keys (stored hashed), the
 log of changes to their credentials every replica follows, the audit of every change, the gateway's
-token-signing keys, and the message log (every call answered for a principal, hash-chained per
-writer; ``gateway.message_log``)."""
+token-signing keys, the quota ledger (``gateway.quotas``), and the message log (every call answered
+for a principal, hash-chained per writer; ``gateway.message_log``)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class ApiConsumer(Base):
     district: Mapped[str | None] = mapped_column(String(6))
     unit: Mapped[str | None] = mapped_column(String(100))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    daily_quota: Mapped[int | None] = mapped_column(Integer)  # requests per city day; None: none
     contact_name: Mapped[str | None] = mapped_column(String(100))
     contact_phone: Mapped[str | None] = mapped_column(String(32))
     contact_email: Mapped[str | None] = mapped_column(String(254))
@@ -123,6 +124,28 @@ class SigningKey(Base):
     # It signs from ``signs_from`` (once verifiers have had time to fetch it) until a newer one does.
     signs_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QuotaUsage(Base):
+    """One subject's window (a minute, or a city day from its midnight; ``starts`` in epoch seconds):
+    how many requests every gateway replica together reserved in it (``gateway.quotas.ledger``).
+
+    Updated in place several times a second, never on an indexed column: HOT on half-empty pages."""
+
+    __tablename__ = "quota_usage"
+
+    subject: Mapped[str] = mapped_column(String(200))
+    period: Mapped[str] = mapped_column(String(8))
+    starts: Mapped[int] = mapped_column(BigInteger)
+    quota: Mapped[int] = mapped_column(Integer)  # the limit the last settlement applied
+    used: Mapped[int] = mapped_column(Integer)
+    last_grant: Mapped[int] = mapped_column(Integer)  # what the last settlement reserved
+
+    __table_args__ = (
+        PrimaryKeyConstraint("subject", "period", "starts", name="pk_quota_usage"),
+        Index("ix_quota_usage_starts", "starts"),
+        {"postgresql_with": {"fillfactor": "50"}},
+    )
 
 
 class MessageLogRecord(Base):

@@ -127,7 +127,20 @@ class GatewaySettings(ServiceSettings):
     # The longest a client may pause between two pieces of its request body (then 408).
     request_body_idle_timeout: float = Field(default=10.0, gt=0)
 
-    default_rate_limit_per_minute: int = 600
+    # Every consumer's (and person's) requests per minute, and per city day (None: no daily quota),
+    # unless its registration says otherwise; they hold across replicas (docs/exchange.md#quotas).
+    default_rate_limit_per_minute: int = Field(default=600, ge=1)
+    default_daily_quota: int | None = Field(default=None, ge=1)
+    # The quota ledger: settled with the other replicas this often; a block reserved for about
+    # reserve_seconds of the demand seen (at least minimum_reservation); a request whose replica holds
+    # nothing waits for the next settlement. One that takes over timeout_seconds counts as the
+    # database away: each replica then admits limit ÷ quota_replicas per window alone.
+    quota_sync_seconds: float = Field(default=0.2, gt=0)
+    quota_reserve_seconds: float = Field(default=2.0, gt=0)
+    quota_minimum_reservation: int = Field(default=5, ge=1)
+    quota_timeout_seconds: float = Field(default=2.0, gt=0)
+    quota_replicas: int = Field(default=2, ge=1)
+    quota_retention_days: int = Field(default=2, ge=1)
     # Before authentication, per client address (an IPv6 client by its /64) and replica; 0: off.
     client_rate_limit_per_minute: int = Field(default=12_000, ge=0)
     # API-key lookups in the database that found no valid key, per client address and replica. When

@@ -43,6 +43,7 @@ Email = Annotated[
 ]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 RateLimit = Annotated[int, Field(ge=1, le=1_000_000)]
+DailyQuota = Annotated[int, Field(ge=1, le=1_000_000_000)]
 KeyPrefix = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 
 
@@ -62,7 +63,12 @@ class NewConsumer(RequestModel):
     unit: Unit | None = Field(
         default=None, description="The responsible unit whose cases this consumer's handlers work on."
     )
-    rate_limit_per_minute: RateLimit | None = None
+    rate_limit_per_minute: RateLimit | None = Field(
+        default=None, description="Requests per minute across every replica; None: the gateway's default."
+    )
+    daily_quota: DailyQuota | None = Field(
+        default=None, description="Requests per city day across every replica; None: the gateway's default."
+    )
     contact_name: PersonName | None = None
     contact_phone: Phone | None = None
     contact_email: Email | None = None
@@ -76,6 +82,7 @@ class ConsumerChange(RequestModel):
     district: District | None = None
     unit: Unit | None = None
     rate_limit_per_minute: RateLimit | None = None
+    daily_quota: DailyQuota | None = None
     contact_name: PersonName | None = None
     contact_phone: Phone | None = None
     contact_email: Email | None = None
@@ -98,6 +105,7 @@ class ConsumerOut(BaseModel):
     district: str | None
     unit: str | None
     rate_limit_per_minute: int | None
+    daily_quota: int | None
     contact_name: str | None
     contact_phone: str | None
     contact_email: str | None
@@ -164,6 +172,7 @@ async def create_consumer(body: NewConsumer, request: Request, runtime: RuntimeD
             district=body.district,
             unit=body.unit,
             rate_limit_per_minute=body.rate_limit_per_minute,
+            daily_quota=body.daily_quota,
             contact_name=body.contact_name,
             contact_phone=body.contact_phone,
             contact_email=body.contact_email,

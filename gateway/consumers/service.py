@@ -19,7 +19,7 @@ from gateway import keys
 from gateway.models import ApiConsumer, ConsumerAudit, ConsumerKey, CredentialChange
 
 # What a consumer's credentials grant: a change to any of them ends the tokens issued before it.
-GRANTS = ("scopes", "roles", "district", "unit", "rate_limit_per_minute")
+GRANTS = ("scopes", "roles", "district", "unit", "rate_limit_per_minute", "daily_quota")
 # Named in the audit by field only, never by value.
 PERSONAL = frozenset({"contact_name", "contact_phone", "contact_email"})
 # Keys a consumer may hold at once: enough to rotate, few enough that a leaked admin key cannot
@@ -107,6 +107,7 @@ async def register_consumer(
     district: str | None = None,
     unit: str | None = None,
     rate_limit_per_minute: int | None = None,
+    daily_quota: int | None = None,
     kind: str = "system",
     contact_name: str | None = None,
     contact_phone: str | None = None,
@@ -126,6 +127,7 @@ async def register_consumer(
         district=district,
         unit=unit,
         rate_limit_per_minute=rate_limit_per_minute,
+        daily_quota=daily_quota,
         contact_name=contact_name,
         contact_phone=contact_phone,
         contact_email=contact_email,

@@ -119,14 +119,14 @@ async def issue_token(
     except ValueError:
         raise InvalidClient("no such client", basic=basic is not None) from None
     try:
-        principal, per_minute, key = await state.authenticator.authenticate_key_fresh(secret, client)
+        principal, allowance, key = await state.authenticator.authenticate_key_fresh(secret, client)
     except InvalidCredentials:
         raise InvalidClient("the client's credentials are not valid", basic=basic is not None) from None
     if principal.subject != f"consumer:{consumer_id}":
         raise InvalidClient("the client's credentials are not valid", basic=basic is not None)
-    state.count(principal.subject, per_minute)
+    await state.count(principal.subject, allowance)
     granted = _granted(principal, scope)
-    token = state.tokens.issue(principal, per_minute, granted, key)
+    token = state.tokens.issue(principal, allowance, granted, key)
     state.metrics.tokens_issued.inc()
     body = AccessToken(
         access_token=token,

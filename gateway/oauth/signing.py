@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from citygrid.auth import Principal
 from citygrid.errors import Unauthenticated
 from gateway.models import SigningKey
+from gateway.quotas.policies import Allowance
 
 log = logging.getLogger("gateway.oauth")
 
@@ -57,6 +58,15 @@ class LoadedKey:
     public: ec.EllipticCurvePublicKey
     jwk: dict[str, Any]
     signs_from: datetime
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    principal: Principal
+    rate_limit_per_minute: int | None
+    daily_quota: int | None
+    issued_at: int  # epoch seconds
+    key: str | None  # the prefix of the API key it was traded for
 
 
 @dataclass(frozen=True)
@@ -191,9 +201,7 @@ class TokenKeys:
         ]
         return max(signing, key=lambda key: key.signs_from) if signing else None
 
-    def issue(
-        self, principal: Principal, rate_limit_per_minute: int | None, scopes: Sequence[str], key: str
-    ) -> str:
+    def issue(self, principal: Principal, allowance: Allowance, scopes: Sequence[str], key: str) -> str:
         """An access token for ``principal`` with ``scopes`` (a subset of its own), traded for the API
         key whose prefix is ``key`` (its revocation ends the token)."""
         now = self.clock()
@@ -217,7 +225,8 @@ class TokenKeys:
         for claim, value in (
             ("district", principal.district),
             ("unit", principal.unit),
-            ("rate_limit_per_minute", rate_limit_per_minute),
+            ("rate_limit_per_minute", allowance.per_minute),
+            ("daily_quota", allowance.per_day),
         ):
             if value is not None:
                 claims[claim] = value
@@ -226,9 +235,9 @@ class TokenKeys:
             claims, signer.private, algorithm=ALGORITHM, headers={"kid": signer.kid, "typ": "at+jwt"}
         )
 
-    async def verify(self, token: str) -> tuple[Principal, int | None, int, str | None]:
-        """The principal a token of ours names, its rate limit, when it was issued and the prefix of
-        the API key it was traded for; 401 otherwise."""
+    async def verify(self, token: str) -> VerifiedToken:
+        """The principal a token of ours names, its limits, when it was issued and the prefix of the
+        API key it was traded for; 401 otherwise."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -257,11 +266,12 @@ class TokenKeys:
         except jwt.PyJWTError:
             raise InvalidAccessToken("the access token is not valid") from None
         traded_for = claims.get("key")
-        return (
-            _principal(claims),
-            _rate_limit(claims),
-            int(claims["iat"]),
-            traded_for if isinstance(traded_for, str) else None,
+        return VerifiedToken(
+            principal=_principal(claims),
+            rate_limit_per_minute=_positive(claims, "rate_limit_per_minute"),
+            daily_quota=_positive(claims, "daily_quota"),
+            issued_at=int(claims["iat"]),
+            key=traded_for if isinstance(traded_for, str) else None,
         )
 
     async def _refresh_for_unknown_kid(self) -> None:
@@ -321,6 +331,6 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
     )
 
 
-def _rate_limit(claims: Mapping[str, Any]) -> int | None:
-    value = claims.get("rate_limit_per_minute")
+def _positive(claims: Mapping[str, Any], claim: str) -> int | None:
+    value = claims.get(claim)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

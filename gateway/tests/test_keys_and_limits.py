@@ -204,12 +204,11 @@ def test_a_refund_gives_one_token_back_and_never_more_than_the_capacity():
 def test_every_answer_says_where_the_subject_stands_in_ratelimit_headers():
     limiter = RateLimiter()
     quota = limiter.check("s", 60, now=0.0)
-    assert quota.headers() == {"RateLimit-Limit": "60", "RateLimit-Remaining": "59", "RateLimit-Reset": "1"}
+    assert quota.headers() == {"RateLimit-Policy": '"minute";q=60;w=60', "RateLimit": '"minute";r=59;t=1'}
     exhaust(limiter, "s", 59, now=0.0)
     with pytest.raises(RateLimited) as raised:
         limiter.check("s", 60, now=0.0)
-    assert raised.value.headers["RateLimit-Remaining"] == "0"
-    assert raised.value.headers["RateLimit-Reset"] == "60"
+    assert raised.value.headers["RateLimit"] == '"minute";r=0;t=60'
 
 
 def test_each_limiter_refuses_with_its_own_code():
