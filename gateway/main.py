@@ -131,11 +131,16 @@ class GatewayState:
             standings = await self.quotas.admit(subject, allowance)
         except quota_ledger.QuotaExceeded as exceeded:
             entry = exceeded.entry
-            daily = entry.period is Period.DAY
+            daily = entry.period is Period.DAY and exceeded.reason == "spent"
             self.metrics.refused.labels(reason="daily_quota" if daily else "rate_limited").inc()
             error = DailyQuotaExhausted if daily else RateLimited
+            if exceeded.reason == "spent":
+                detail = error.template.format(per_minute=entry.limit)
+            else:
+                # Not spent: this replica could not reserve for it in time, or counts alone.
+                detail = "the quota could not be counted in time; try again shortly"
             raise error(
-                error.template.format(per_minute=entry.limit),
+                detail,
                 headers={"Retry-After": str(exceeded.retry_after), **headers(exceeded.standings)},
                 retry_after_seconds=exceeded.retry_after,
             ) from None

@@ -19,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     SmallInteger,
     String,
+    Text,
     func,
     text,
 )
@@ -134,7 +135,7 @@ class QuotaUsage(Base):
 
     __tablename__ = "quota_usage"
 
-    subject: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text)  # a consumer's, or ``person:`` and any ``sub``
     period: Mapped[str] = mapped_column(String(8))
     starts: Mapped[int] = mapped_column(BigInteger)
     quota: Mapped[int] = mapped_column(Integer)  # the limit the last settlement applied

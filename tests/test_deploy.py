@@ -1372,8 +1372,10 @@ def test_each_database_takes_every_connection_its_service_may_open_at_full_scale
 
 
 def test_the_gateways_offline_quota_share_assumes_as_many_replicas_as_the_autoscaler_may_run():
-    # While gateway-db is away each replica admits limit ÷ CITYGRID_QUOTA_REPLICAS per window alone:
-    # fewer assumed than may run would let more than the limit through.
+    # While gateway-db is away each replica admits what is left ÷ CITYGRID_QUOTA_REPLICAS per window
+    # alone: fewer assumed than may run (a rollout's surge at the autoscaler's maximum included) would
+    # let more than the limit through.
     config = by_name("ConfigMap", "gateway-config")["data"]
     hpa = by_name("HorizontalPodAutoscaler", "gateway")
-    assert int(config["CITYGRID_QUOTA_REPLICAS"]) >= hpa["spec"]["maxReplicas"]
+    surge = by_name("Deployment", "gateway")["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    assert int(config["CITYGRID_QUOTA_REPLICAS"]) >= hpa["spec"]["maxReplicas"] + int(surge)

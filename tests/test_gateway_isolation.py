@@ -571,7 +571,7 @@ async def test_a_client_retrying_unknown_keys_costs_one_lookup_per_key_not_per_r
             valid = await asyncio.gather(
                 *(client.get("/api/case/v1/cases", headers={"X-API-Key": keys["clerk"]}) for _ in range(50))
             )
-            assert {r.status_code for r in valid} == {200}, [r.text for r in valid if r.status_code != 200][:2]
+            assert {r.status_code for r in valid} == {200}
             assert len(lookups) == 5
 
 

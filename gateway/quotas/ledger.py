@@ -14,8 +14,10 @@ settlement (all that wait share it), which gives up after ``timeout_seconds``. A
 request of each minute waits for one, since a block belongs to its window.
 
 While the database cannot be reached (or a settlement gives up) a replica goes on from what it
-holds and then admits at most ``limit ÷ replicas`` per window on its own; those requests are added
-to the row once it can be written again.
+holds and then admits at most what was left of the window when it last settled, divided by
+``replicas``, on its own; those requests are added to the row once it can be written again. What a
+replica gives back is gone from it as it is sent, whatever becomes of the settlement: a block is
+never spent twice, at worst it is lost to the window.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ EXHAUSTED_RECHECK_SECONDS = 1.0
 FORGET_AFTER_SECONDS = 30.0
 # A request that found its replica's block spent waits for at most this many settlements.
 SETTLEMENTS_WAITED = 3
+# What a refusal from the offline share tells the caller: the database may be back by then.
+OFFLINE_RETRY_SECONDS = 5
 
 
 @dataclass(eq=False)
@@ -69,6 +73,7 @@ class Entry:
     used_seen: int = 0  # the row's ``used`` (every replica's reservations) at the last settlement
     exhausted: bool = False  # the last settlement found nothing left
     demand: int = 0  # requests since the last settlement, admitted or not
+    waiting: int = 0  # requests waiting for a settlement to reserve for them
     settled_at: float = 0.0  # monotonic; 0: never
     stored: bool = False  # its row is known to exist
 
@@ -86,14 +91,16 @@ class Entry:
 
 
 class QuotaExceeded(Exception):
-    """A window of the subject has nothing left (``entry``), or the ledger could not be reached in
-    time to reserve (``retry_after`` then is a second)."""
+    """A window of the subject refuses the request (``entry``). ``reason``: ``spent`` (nothing is
+    left of it until it ends), ``busy`` (others waiting took what the settlements brought: ask again
+    at once) or ``offline`` (the ledger is away and this replica's share is spent)."""
 
-    def __init__(self, entry: Entry, standings: tuple[Standing, ...], retry_after: int) -> None:
-        super().__init__(f"{entry.period} quota of {entry.limit} spent")
+    def __init__(self, entry: Entry, standings: tuple[Standing, ...], retry_after: int, reason: str) -> None:
+        super().__init__(f"{entry.period} quota of {entry.limit}: {reason}")
         self.entry = entry
         self.standings = standings
         self.retry_after = retry_after
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,7 @@ class QuotaLedger:
         self._waiters: list[asyncio.Future[bool]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._day = (0, 0)
 
     @property
@@ -229,31 +237,52 @@ class QuotaLedger:
     async def admit(self, subject: str, allowance: Allowance) -> tuple[Standing, ...]:
         """Count one request of ``subject`` in each of its windows, or raise ``QuotaExceeded``."""
         moment = self.clock()
-        entries = [self._entry(subject, period, limit, moment) for period, limit in allowance.policies()]
-        for entry in entries:
-            entry.demand += 1
+        entries = self._entries_of(subject, allowance, moment, [])
         rounds = 0
         while not all(entry.allowance > 0 for entry in entries):
-            blocked = next(entry for entry in entries if entry.allowance <= 0)
-            for entry in entries:
-                if entry.allowance <= 0 and entry.exhausted:
-                    raise self._exceeded(entry, entries, moment, reset_seconds(entry.ends, moment))
+            exhausted = [entry for entry in entries if entry.allowance <= 0 and entry.exhausted]
+            if exhausted:
+                # The window that ends last is the one to wait for (a spent day outlasts a minute).
+                latest = max(exhausted, key=lambda entry: entry.ends)
+                raise self._exceeded(latest, entries, moment, reset_seconds(latest.ends, moment), "spent")
             if rounds == SETTLEMENTS_WAITED:
                 # Others waiting took what each settlement brought: this one may ask again at once.
-                raise self._exceeded(blocked, entries, moment, 1)
+                blocked = next(entry for entry in entries if entry.allowance <= 0)
+                raise self._exceeded(blocked, entries, moment, 1, "busy")
             # While the database is away the settling loop keeps trying on its own: a request does
-            # not add an attempt of its own. A settlement gives up after ``timeout_seconds``.
-            if not self.reachable or not await self._next_settlement():
+            # not add an attempt of its own.
+            if not self.reachable:
+                return self._admit_offline(entries, moment)
+            for entry in entries:
+                entry.waiting += 1
+            try:
+                reached = await self._next_settlement()
+            finally:
+                for entry in entries:
+                    entry.waiting -= 1
+            if not reached:
                 return self._admit_offline(entries, moment)
             rounds += 1
+            # A window may have ended meanwhile: count in the one the request is answered in.
+            moment = self.clock()
+            entries = self._entries_of(subject, allowance, moment, entries)
         for entry in entries:
             entry.spent += 1
         return tuple(entry.standing(moment) for entry in entries)
 
+    def _entries_of(
+        self, subject: str, allowance: Allowance, moment: float, seen: list[Entry]
+    ) -> list[Entry]:
+        entries = [self._entry(subject, period, limit, moment) for period, limit in allowance.policies()]
+        for entry in entries:
+            if not any(entry is other for other in seen):
+                entry.demand += 1
+        return entries
+
     def _admit_offline(self, entries: list[Entry], moment: float) -> tuple[Standing, ...]:
         for entry in entries:
-            if entry.allowance <= 0 and entry.offline_total >= offline_share(entry.limit, self.replicas):
-                raise self._exceeded(entry, entries, moment, reset_seconds(entry.ends, moment))
+            if entry.allowance <= 0 and entry.offline_total >= self._offline_share(entry):
+                raise self._exceeded(entry, entries, moment, OFFLINE_RETRY_SECONDS, "offline")
         for entry in entries:
             if entry.allowance > 0:
                 entry.spent += 1
@@ -264,8 +293,14 @@ class QuotaLedger:
             self.on_offline_admit()
         return tuple(entry.standing(moment) for entry in entries)
 
-    def _exceeded(self, entry: Entry, entries: list[Entry], moment: float, retry_after: int) -> QuotaExceeded:
-        return QuotaExceeded(entry, tuple(e.standing(moment) for e in entries), retry_after)
+    def _offline_share(self, entry: Entry) -> int:
+        """What is left of the window as last seen, split among the replicas."""
+        return offline_share(max(0, entry.limit - entry.used_seen), self.replicas)
+
+    def _exceeded(
+        self, entry: Entry, entries: list[Entry], moment: float, retry_after: int, reason: str
+    ) -> QuotaExceeded:
+        return QuotaExceeded(entry, tuple(e.standing(moment) for e in entries), retry_after, reason)
 
     def _entry(self, subject: str, period: Period, limit: int, moment: float) -> Entry:
         if period is Period.DAY:
@@ -285,11 +320,19 @@ class QuotaLedger:
         return entry
 
     async def _next_settlement(self) -> bool:
-        """Wait for the next settlement to start and end: whether it reached the database."""
+        """Wait for the next settlement to start and end: whether it reached the database. One that
+        has not ended within its own timeout (a rollback on a dead connection can hang) counts as not."""
+        if self._stopped:
+            return False
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._wake.set()
-        return await waiter
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(waiter), 2 * self.timeout_seconds + self.sync_seconds
+            )
+        except TimeoutError:
+            return False
 
     # --- settling --------------------------------------------------------------------------------
 
@@ -297,11 +340,21 @@ class QuotaLedger:
         self._task = asyncio.create_task(self._run(), name="gateway-quota-ledger")
 
     async def stop(self) -> None:
-        """Stop settling, then give back every block held (another replica may spend it at once)."""
+        """Stop settling, then give back every block held (another replica may spend it at once).
+
+        A settlement under way is let finish (within its timeout): cancelled in its COMMIT it would
+        leave unknown whether what it gave back was given."""
+        self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._wake.set()
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(self._task), 2 * self.timeout_seconds + self.sync_seconds
+                )
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         # Requests still waiting are answered from this replica's offline share.
         waiters, self._waiters = self._waiters, []
@@ -311,15 +364,15 @@ class QuotaLedger:
         held = [entry for entry in self._entries.values() if entry.allowance > 0 or entry.offline]
         if held:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._settle([Settlement(e, e.allowance, e.offline, 0, e.demand) for e in held]), 5.0
-                )
+                await self._settle([Settlement(e, e.allowance, e.offline, 0, e.demand) for e in held])
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.sync_seconds)
             self._wake.clear()
+            if self._stopped:
+                return
             try:
                 await self.settle_now()
             except asyncio.CancelledError:
@@ -350,25 +403,30 @@ class QuotaLedger:
             # A window never settled has seen its demand in no time at all: rate it over the
             # refresh period, not since the epoch.
             rate = entry.demand / max(self.sync_seconds, min(since, REFRESH_SECONDS))
-            asking = entry.demand > 0 and entry.allowance <= 0
+            asking = (entry.demand > 0 or entry.waiting > 0) and entry.allowance <= 0
             if entry.exhausted and asking and since < EXHAUSTED_RECHECK_SECONDS:
                 continue
             running_low = entry.demand > 0 and entry.allowance < rate * 2 * self.sync_seconds
             idle_holding = entry.demand == 0 and entry.allowance > 0 and since >= IDLE_RETURN_SECONDS
             stale = entry.demand > 0 and since >= REFRESH_SECONDS
             if asking or running_low or idle_holding or stale or entry.offline:
-                want = (
-                    wanted(rate, self.reserve_seconds, self.minimum_reservation + entry.demand, entry.limit)
-                    if entry.demand > 0
-                    else 0
-                )
-                due.append(Settlement(entry, entry.allowance, entry.offline, want, entry.demand))
-            elif entry.demand == 0 and entry.allowance == 0 and since >= FORGET_AFTER_SECONDS:
+                if entry.demand > 0 or entry.waiting > 0:
+                    # Topped up to what the demand needs; the block keeps being spent meanwhile.
+                    least = self.minimum_reservation + max(entry.demand, entry.waiting)
+                    need = wanted(rate, self.reserve_seconds, least, entry.limit)
+                    due.append(
+                        Settlement(entry, 0, entry.offline, max(0, need - entry.allowance), entry.demand)
+                    )
+                else:
+                    due.append(Settlement(entry, entry.allowance, entry.offline, 0, 0))
+            elif not (entry.demand or entry.waiting or entry.allowance) and since >= FORGET_AFTER_SECONDS:
                 del self._entries[key]
         return due
 
     async def _settle(self, due: list[Settlement]) -> bool:
-        # While the settlement is under way nothing of what is given back may be spent here.
+        # What is given back is gone from here the moment it is sent, whatever becomes of the
+        # settlement: one that fails in its COMMIT may have committed, and a block counted twice would
+        # let its requests through twice. Lost, it only makes the window admit that much less.
         for settlement in due:
             settlement.entry.granted -= settlement.returned
         started = time.perf_counter()
@@ -376,13 +434,7 @@ class QuotaLedger:
             async with asyncio.timeout(self.timeout_seconds):
                 async with self.sessions()() as session, session.begin():
                     results = await settle(session, due)
-        except asyncio.CancelledError:
-            for settlement in due:
-                settlement.entry.granted += settlement.returned
-            raise
         except Exception as error:
-            for settlement in due:
-                settlement.entry.granted += settlement.returned  # still held: it was not given back
             if self.reachable:
                 log.warning("quota ledger: the database cannot be reached (%s); admitting shares", error)
             self.reachable = False
@@ -397,7 +449,7 @@ class QuotaLedger:
             entry.granted += grant
             entry.offline -= settlement.consumed
             entry.used_seen = used
-            entry.exhausted = grant == 0 and settlement.want > 0
+            entry.exhausted = grant == 0 and settlement.want > 0 and entry.allowance <= 0
             entry.demand -= settlement.demand
             entry.settled_at = now
         if not self.reachable:

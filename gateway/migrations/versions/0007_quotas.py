@@ -22,7 +22,8 @@ def upgrade() -> None:
     op.add_column("api_consumers", sa.Column("daily_quota", sa.Integer(), nullable=True))
     op.create_table(
         "quota_usage",
-        sa.Column("subject", sa.String(200), nullable=False),
+        # A consumer's subject, or a person's (``person:`` and the identity provider's ``sub``).
+        sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("period", sa.String(8), nullable=False),
         sa.Column("starts", sa.BigInteger(), nullable=False),
         sa.Column("quota", sa.Integer(), nullable=False),
