@@ -1,4 +1,5 @@
-"""Generate the published contract: JSON Schema of every event, AsyncAPI 3, each service's OpenAPI.
+"""Generate the published contract: JSON Schema of every event, AsyncAPI 3, each service's OpenAPI,
+and the exchange catalogue (``contract.catalogue``).
 
 ``python -m contract.publish`` (``make contract``) writes ``contract/published/``; the files are
 checked in and a test compares them with what the code generates, so a change to the contract shows
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from citygrid.events import CloudEvent, EventData
+from contract import catalogue
 from contract.case import ALL_CASE_EVENTS
 from contract.gas import ALL_GAS_EVENTS
 from contract.muck import ALL_MUCK_EVENTS
@@ -113,8 +115,10 @@ def generate() -> dict[Path, str]:
     for event in EVENTS:
         put(f"events/{event.event_type()}.schema.json", event_schema(event))
     put("asyncapi.json", asyncapi())
-    for service, module in SERVICE_APPS.items():
-        put(f"openapi/{service}.json", service_openapi(module))
+    openapis = {service: service_openapi(module) for service, module in SERVICE_APPS.items()}
+    for service, document in openapis.items():
+        put(f"openapi/{service}.json", document)
+    put("catalogue.json", catalogue.document(openapis))
     return files
 
 

@@ -52,6 +52,7 @@ from gateway.clients import IPNetwork, client_address, limit_key, parse_networks
 from gateway.consumers import api as consumers_api
 from gateway.consumers import changes as credential_changes
 from gateway.cors import CorsMiddleware
+from gateway.exchange import api as exchange_api
 from gateway.message_log import api as message_log_api
 from gateway.message_log import capture
 from gateway.message_log import partitions as message_log_partitions
@@ -155,6 +156,8 @@ class GatewayState:
             raise
 
     async def forward(self, request: Request, service: str, **options: Any) -> Response:
+        if service not in self.upstreams:
+            raise proxy.UnknownService(f"the {service} service is not behind this gateway")
         try:
             return await proxy.forward(
                 request,
@@ -176,6 +179,7 @@ class GatewayState:
         principal: Principal,
         status: int,
         started: float,
+        dataset: str | None = None,
     ) -> None:
         """Put a call answered for ``principal`` in the message log (``path`` after ``/api/<service>/``).
 
@@ -185,7 +189,7 @@ class GatewayState:
                 Call(
                     request_id=request_id_var.get(),
                     consumer=principal.subject,
-                    dataset=capture.dataset_of(service, path),
+                    dataset=dataset or capture.dataset_of(service, path),
                     action=capture.action_of(request.method),
                     method=request.method,
                     path=capture.public_path(request.url.path),
@@ -501,6 +505,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(consumers_api.router)
     app.include_router(oauth_api.router)
     app.include_router(message_log_api.router)
+    app.include_router(exchange_api.router)
     for service in sorted(settings.upstreams):
         app.add_api_route(
             f"/api/{service}/{{path:path}}",

@@ -294,17 +294,27 @@ class Forwarding:
 
 
 def upstream_url(
-    base_url: str, request: Request, service: str, *, prefix: str | None = None, query: bytes | None = None
+    base_url: str,
+    request: Request,
+    service: str,
+    *,
+    prefix: str | None = None,
+    query: bytes | None = None,
+    target: bytes | None = None,
 ) -> URL:
     """The service URL for this request, its path kept percent-encoded exactly as the client sent it.
 
     Building it from the decoded path would turn an encoded ``#`` or ``?`` into a fragment or a query.
     ``prefix`` is the part of the path the service does not see (``/api/<service>/`` by default);
-    ``query`` replaces the client's query string.
+    ``query`` replaces the client's query string; ``target`` the whole path (percent-encoded, without
+    its leading slash) where the service's path is not the client's (the exchange's datasets).
     """
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    dropped = (prefix or f"/api/{service}/").encode()
-    remainder = raw_path[len(dropped) :] if raw_path.startswith(dropped) else b""
+    if target is None:
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        dropped = (prefix or f"/api/{service}/").encode()
+        remainder = raw_path[len(dropped) :] if raw_path.startswith(dropped) else b""
+    else:
+        remainder = target
     # Bytes a client failed to percent-encode are encoded now; what was encoded stays as it was.
     url = f"{base_url.rstrip('/')}/{quote(remainder, safe=URL_SAFE)}"
     if query is None:
@@ -413,6 +423,8 @@ async def forward(
     query: bytes | None = None,
     content: bytes | None = None,
     response_headers: dict[str, str] | None = None,
+    target: bytes | None = None,
+    rewrite: Callable[[bytes], bytes] | None = None,
 ) -> Response:
     """Forward the request and pass the answer back: whole when small, else streamed as it comes.
 
@@ -422,12 +434,16 @@ async def forward(
     bounded by the connect timeout either way. A client that leaves closes the upstream response.
     ``prefix``, ``query`` and ``content`` let a route hide what the service must not see;
     ``forwarded_prefix`` is the path the service is reached under (``X-Forwarded-Prefix``).
+    ``rewrite`` turns a successful JSON answer into what the client gets (read whole, uncompressed).
     """
     service = upstream.service
     if forwarding.signer is None:
         raise NoSigningKey("this gateway has no key to sign the internal principal with")
-    url = upstream_url(upstream.base_url, request, service, prefix=prefix, query=query)
+    url = upstream_url(upstream.base_url, request, service, prefix=prefix, query=query, target=target)
     headers = inbound_headers(request.headers.raw)
+    if rewrite is not None:
+        # The answer is read and rewritten here: it must come as the service wrote it.
+        headers = [(name, value) for name, value in headers if name.lower() != "accept-encoding"]
     # Bound to this one call: its method and the path and query exactly as the service receives them.
     token = forwarding.signer.sign(
         principal, audience=service, request=RequestTarget(request.method, url.raw_path_qs.encode())
@@ -472,10 +488,38 @@ async def forward(
             sending.enter_context(forwarding.uploads.hold(principal.subject))
         upstream_response = await call.send()
     try:
+        if rewrite is not None and _rewritable(upstream_response):
+            return await _rewritten(call, upstream_response, rewrite, response_headers)
         return await _answer(call, upstream_response, forwarding, response_headers)
     except BaseException:
         call.close()
         raise
+
+
+def _rewritable(upstream_response: aiohttp.ClientResponse) -> bool:
+    content_type = upstream_response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return (
+        200 <= upstream_response.status < 300
+        and content_type == "application/json"
+        and "content-encoding" not in upstream_response.headers
+    )
+
+
+async def _rewritten(
+    call: UpstreamCall,
+    upstream_response: aiohttp.ClientResponse,
+    rewrite: Callable[[bytes], bytes],
+    response_headers: dict[str, str] | None,
+) -> Response:
+    body = rewrite(await call.read_whole())
+    own = [
+        (name.lower().encode(), value.encode("latin-1")) for name, value in (response_headers or {}).items()
+    ]
+    replaced = {name for name, _ in own} | {b"content-length", b"etag"}
+    kept = [(n, v) for n, v in answer_headers_of(upstream_response) if n.lower() not in replaced]
+    answer = Response(body, status_code=upstream_response.status)
+    answer.raw_headers = [*kept, (b"content-length", str(len(body)).encode()), *own]
+    return answer
 
 
 async def _answer(
