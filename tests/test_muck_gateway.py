@@ -26,6 +26,10 @@ CONSUMERS: dict[str, SuiteConsumer] = {
     "tianhe": SuiteConsumer(["muck:read"], [], district="440106"),
     "cases-only": SuiteConsumer(["cases:read"], []),
     "muck-demo": SuiteConsumer(["muck:read", "muck:write", "muck:ingest", "pii:read"], ["regulator"]),
+    # Departments reading through the exchange: dataset scopes, one with the drivers' personal data.
+    "transport-dept": SuiteConsumer(["drivers:read", "trucks:read", "sites:read", "positions:read"], []),
+    "police": SuiteConsumer(["drivers:read", "drivers:pii"], []),
+    "tianhe-centre": SuiteConsumer(["sites:read", "positions:read"], [], district="440106"),
 }
 
 
@@ -118,3 +122,46 @@ async def test_scopes_decide_who_relays_who_registers_and_who_reads(muck_stack: 
     # A call that did not come through the gateway is refused by the service itself.
     async with httpx.AsyncClient(base_url=muck_stack.muck_url) as direct:
         assert (await direct.get("/v1/trucks")).status_code == 401
+
+
+async def test_departments_read_the_muck_datasets_through_the_exchange(muck_stack: MuckStack) -> None:
+    client = muck_stack.client
+    await seed(client, muck_stack.as_("muck-demo"))
+    driver = {
+        "company_code": "GZJY",
+        "name": "李建国",
+        "phone": "13912345678",
+        "id_number": "440106198001011234",
+        "licence_number": "440106198001011234",
+    }
+    added = await client.post(f"{MUCK}/drivers", json=driver, headers=muck_stack.as_("muck-demo"))
+    assert added.status_code == 201, added.text
+    # A department with the dataset's scope only (no muck:read) reads it, its drivers masked.
+    trucks = await client.get("/exchange/v1/trucks?limit=2", headers=muck_stack.as_("transport-dept"))
+    assert trucks.status_code == 200, trucks.text
+    assert len(trucks.json()["items"]) == 2
+    assert trucks.json()["next_cursor"]
+    following = await client.get(
+        f"/exchange/v1/trucks?limit=2&cursor={trucks.json()['next_cursor']}",
+        headers=muck_stack.as_("transport-dept"),
+    )
+    assert {t["plate"] for t in following.json()["items"]}.isdisjoint(
+        {t["plate"] for t in trucks.json()["items"]}
+    )
+    masked = (await client.get("/exchange/v1/drivers", headers=muck_stack.as_("transport-dept"))).json()[
+        "items"
+    ]
+    assert [(d["name"], d["phone"], d["id_number"]) for d in masked] == [
+        ("李**", "139****5678", "440106********1234")
+    ]
+    shown = (await client.get("/exchange/v1/drivers", headers=muck_stack.as_("police"))).json()["items"]
+    assert [(d["name"], d["phone"]) for d in shown] == [("李建国", "13912345678")]
+    # The dataset scope opens that dataset only: not the rest of the muck service, not its writes.
+    assert (await client.get("/exchange/v1/manifests", headers=muck_stack.as_("police"))).status_code == 403
+    assert (await client.get(f"{MUCK}/drivers", headers=muck_stack.as_("police"))).status_code == 403
+    # A district centre reads its district's sites; the fleet's positions stay city-wide only.
+    sites = await client.get("/exchange/v1/sites", headers=muck_stack.as_("tianhe-centre"))
+    assert {site["district_code"] for site in sites.json()["items"]} == {"440106"}
+    positions = await client.get("/exchange/v1/positions", headers=muck_stack.as_("tianhe-centre"))
+    assert positions.status_code == 403
+    assert positions.headers["content-type"].startswith("application/problem+json")
