@@ -36,6 +36,7 @@ class PersonalKind(StrEnum):
     ADDRESS = "address"
     TEXT = "text"
     POSITION = "position"
+    IDENTIFIER = "identifier"  # the id of a person's record (a household's): withheld
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,20 @@ DATASETS: Final[tuple[Dataset, ...]] = (
         events=("vision.alarm.confirmed", "vision.recheck.completed"),
     ),
     # --- gas: LPG cylinders -------------------------------------------------------------------------
-    Dataset("cylinders", "LPG cylinders by their one code (一瓶一码)", "gas", item_path="/v1/cylinders/{id}"),
+    Dataset(
+        "cylinders",
+        "LPG cylinders by their one code (一瓶一码)",
+        "gas",
+        item_path="/v1/cylinders/{id}",
+        personal={"holder_id": P.IDENTIFIER, "last_location": P.POSITION},
+    ),
     Dataset(
         "scans",
         "A cylinder's scans: fills, deliveries, returns, inspections",
         "gas",
         list_path="/v1/cylinders/{id}/scans",
         parent="cylinders",
+        personal={"user_id": P.IDENTIFIER, "location": P.POSITION},
     ),
     Dataset(
         "incidents",
@@ -158,6 +166,8 @@ DATASETS: Final[tuple[Dataset, ...]] = (
             "reporter_phone": P.PHONE,
             "place": P.ADDRESS,
             "description": P.TEXT,
+            "steps[].note": P.TEXT,
+            "location": P.POSITION,
         },
         events=("gas.incident.reported", "gas.incident.advanced", "gas.incident.closed"),
     ),
@@ -293,6 +303,7 @@ EXAMPLE_PERSONAL: Final[dict[PersonalKind, object]] = {
     PersonalKind.ADDRESS: "广州市天河区天河路385号2座1501室",
     PersonalKind.TEXT: "联系人王建国，电话13800138000，楼下垃圾桶满溢",
     PersonalKind.POSITION: {"type": "Point", "coordinates": [113.324521, 23.132187]},
+    PersonalKind.IDENTIFIER: "5b1f0a52-3c1e-4f6a-9d2e-7a4b8c9d0e1f",
 }
 
 
@@ -353,6 +364,32 @@ def service_path_of(path: str, paths: dict[str, Any]) -> str:
         if candidate.startswith(head + "{") and candidate.endswith(tail) and candidate.count("{") == 1:
             return candidate
     raise KeyError(f"{path} is not in the owner's OpenAPI document")
+
+
+UUID_PATTERN: Final = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def key_of(dataset: Dataset, openapi: dict[str, Any]) -> dict[str, Any] | None:
+    """What a record's key may be: the owner's own pattern for it, and the names of the owner's other
+    routes at that place (``/v1/cylinders/export`` beside ``/v1/cylinders/{code}``), which a key may
+    never be, or the exchange would open those routes with the dataset's scope."""
+    path = dataset.item_path if dataset.parent is None else dataset.list_path
+    if path is None or "{id}" not in path:
+        return None
+    paths = openapi["paths"]
+    service_path = service_path_of(path, paths)
+    head = service_path[: service_path.index("{")]
+    parameter = next(p for p in paths[service_path]["get"].get("parameters", []) if p.get("in") == "path")
+    schema = _resolve(parameter.get("schema", {}), openapi.get("components", {}).get("schemas", {}))
+    pattern = schema.get("pattern") or (UUID_PATTERN if schema.get("format") == "uuid" else None)
+    reserved = sorted(
+        {
+            candidate[len(head) :].split("/", 1)[0]
+            for candidate in paths
+            if candidate.startswith(head) and not candidate[len(head) :].startswith("{")
+        }
+    )
+    return {"pattern": pattern, "max_length": schema.get("maxLength", 200), "reserved": reserved}
 
 
 def fields_of(dataset: Dataset, schema: dict[str, Any], components: dict[str, Any]) -> list[dict[str, Any]]:
@@ -439,6 +476,15 @@ def example_of(
     return None
 
 
+def _paged(dataset: Dataset, openapi: dict[str, Any]) -> bool | None:
+    """Whether the owner's list pages by cursor (``limit``, ``cursor``); None: no list."""
+    if dataset.list_path is None:
+        return None
+    paths = openapi["paths"]
+    parameters = paths[service_path_of(dataset.list_path, paths)]["get"].get("parameters", [])
+    return any(p.get("in") == "query" and p.get("name") == "cursor" for p in parameters)
+
+
 def document(openapis: dict[str, Any]) -> dict[str, Any]:
     """The catalogue as ``GET /exchange/v1/datasets`` serves it, from the owners' OpenAPI documents."""
     items = []
@@ -458,6 +504,8 @@ def document(openapis: dict[str, Any]) -> dict[str, Any]:
                     "personal": ["pii:read", dataset.pii_scope],
                 },
                 "district_bound": any(f["name"] == "district_code" for f in fields),
+                "key": key_of(dataset, openapi),
+                "paged": _paged(dataset, openapi),
                 "fields": fields,
                 "events": list(dataset.events),
                 "example": example_of(schema, components, dataset.personal),

@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -269,6 +269,8 @@ class Forwarding:
     body_idle_timeout: float
     public_scheme: str | None = None
     public_host: str | None = None
+    # The longest answer a route that rewrites answers (the exchange) reads whole; longer ones 502.
+    rewritten_body_bytes: int = 8_388_608
     on_saturated: Callable[[str], None] = field(default=lambda service: None)
     uploads: UploadSlots = field(default_factory=lambda: UploadSlots(0))
 
@@ -286,6 +288,7 @@ class Forwarding:
             timeout=settings.upstream_timeout,
             buffered_body_bytes=settings.upstream_buffered_body_bytes,
             body_idle_timeout=settings.request_body_idle_timeout,
+            rewritten_body_bytes=settings.exchange_answer_bytes,
             public_scheme=scheme or None,
             public_host=host or None,
             on_saturated=on_saturated,
@@ -442,8 +445,11 @@ async def forward(
     url = upstream_url(upstream.base_url, request, service, prefix=prefix, query=query, target=target)
     headers = inbound_headers(request.headers.raw)
     if rewrite is not None:
-        # The answer is read and rewritten here: it must come as the service wrote it.
-        headers = [(name, value) for name, value in headers if name.lower() != "accept-encoding"]
+        # The answer is read and rewritten here: it must come as the service wrote it, in JSON.
+        headers = [
+            (name, value) for name, value in headers if name.lower() not in ("accept-encoding", "accept")
+        ]
+        headers.append(("Accept", "application/json"))
     # Bound to this one call: its method and the path and query exactly as the service receives them.
     token = forwarding.signer.sign(
         principal, audience=service, request=RequestTarget(request.method, url.raw_path_qs.encode())
@@ -476,7 +482,7 @@ async def forward(
     call = UpstreamCall(
         upstream=upstream,
         forwarding=forwarding,
-        streaming=wants_event_stream(request),
+        streaming=rewrite is None and wants_event_stream(request),
         method=request.method,
         url=url,
         headers=headers,
@@ -488,21 +494,26 @@ async def forward(
             sending.enter_context(forwarding.uploads.hold(principal.subject))
         upstream_response = await call.send()
     try:
-        if rewrite is not None and _rewritable(upstream_response):
-            return await _rewritten(call, upstream_response, rewrite, response_headers)
+        if rewrite is not None and 200 <= upstream_response.status < 300:
+            if not _rewritable(upstream_response):
+                # Never passed on unread: what is not JSON cannot be masked.
+                raise UnexpectedAnswer(f"the {service} service answered what this route does not pass on")
+            return await _rewritten(call, upstream_response, rewrite, response_headers, forwarding)
         return await _answer(call, upstream_response, forwarding, response_headers)
     except BaseException:
         call.close()
         raise
 
 
+class UnexpectedAnswer(DomainError):
+    code = "gateway.unexpected_answer"
+    status = 502
+    title = "Bad gateway"
+
+
 def _rewritable(upstream_response: aiohttp.ClientResponse) -> bool:
     content_type = upstream_response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return (
-        200 <= upstream_response.status < 300
-        and content_type == "application/json"
-        and "content-encoding" not in upstream_response.headers
-    )
+    return content_type == "application/json" and "content-encoding" not in upstream_response.headers
 
 
 async def _rewritten(
@@ -510,8 +521,14 @@ async def _rewritten(
     upstream_response: aiohttp.ClientResponse,
     rewrite: Callable[[bytes], bytes],
     response_headers: dict[str, str] | None,
+    forwarding: Forwarding,
 ) -> Response:
-    body = rewrite(await call.read_whole())
+    raw = await call.read_whole(limit=forwarding.rewritten_body_bytes)
+    if raw is None:
+        raise UnexpectedAnswer(
+            f"the {call.upstream.service} service answered more than {forwarding.rewritten_body_bytes} bytes"
+        )
+    body = rewrite(raw)
     own = [
         (name.lower().encode(), value.encode("latin-1")) for name, value in (response_headers or {}).items()
     ]
@@ -649,13 +666,27 @@ class UpstreamCall:
                 raise UpstreamUnavailable(f"the {service} service is unavailable") from None
         raise AssertionError("unreachable: the last attempt returned or raised")
 
-    async def read_whole(self) -> bytes:
+    @overload
+    async def read_whole(self) -> bytes: ...
+    @overload
+    async def read_whole(self, limit: int) -> bytes | None: ...
+    async def read_whole(self, limit: int | None = None) -> bytes | None:
+        """The whole answer; None when it is longer than ``limit``."""
         assert self.response is not None
         service = self.upstream.service
         try:
             async with asyncio.timeout(self.forwarding.timeout):
-                # Raw, as the streamed path forwards it: a compressed answer stays compressed.
-                return await self.response.read()
+                if limit is None:
+                    # Raw, as the streamed path forwards it: a compressed answer stays compressed.
+                    return await self.response.read()
+                pieces: list[bytes] = []
+                size = 0
+                while chunk := await self.response.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    pieces.append(chunk)
+                return b"".join(pieces)
         except TimeoutError:
             raise UpstreamTimeout(f"the {service} service did not answer in time") from None
         except aiohttp.ClientError as error:

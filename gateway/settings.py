@@ -124,6 +124,9 @@ class GatewaySettings(ServiceSettings):
             "/api/gas/v1/epcis/capture": 4_194_304,
         }
     )
+    # The longest answer of an owner the exchange reads whole to mask it (a page of 500 records is
+    # well under it); longer ones are refused with 502 rather than held in memory.
+    exchange_answer_bytes: int = Field(default=8_388_608, ge=65_536)
     # The longest a client may pause between two pieces of its request body (then 408).
     request_body_idle_timeout: float = Field(default=10.0, gt=0)
 

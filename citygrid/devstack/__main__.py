@@ -202,6 +202,7 @@ def announce(
         f"  gateway        {gateway_url}   (API docs: {gateway_url}/docs)",
         f"  gateway metrics {gateway_metrics_url}   (internal listener, not behind the public port)",
         f"  OAuth2 tokens  {gateway_url}/oauth/token   (keys: {gateway_url}/oauth/jwks.json)",
+        f"  exchange       {gateway_url}/exchange/v1/datasets   (the catalogue of every dataset)",
         *(
             f"  {name:<14} {url}   (direct calls are refused: go through the gateway)"
             for name, url in service_urls.items()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -23,7 +26,7 @@ from citygrid.errors import DomainError, NotFound
 from citygrid.masking import PII_SCOPE
 from contract.catalogue import BY_NAME, Dataset, owner_read_scope
 from gateway.exchange.masking import mask_record, normalised, records_of
-from gateway.routing import is_clean
+from gateway.quotas.policies import Allowance
 
 router = APIRouter(prefix="/exchange/v1", tags=["exchange"])
 
@@ -58,48 +61,91 @@ def _entry(name: str) -> dict[str, Any]:
     raise UnknownDataset(f"no dataset named {name!r}: GET /exchange/v1/datasets lists them")
 
 
-async def _caller(request: Request) -> tuple[Principal, dict[str, str]]:
+async def _caller(request: Request) -> tuple[Any, Principal, Allowance]:
+    """Who calls, before anything about the dataset is said (an unknown name is not an oracle)."""
     state = request.app.state.gateway
     client = state.admit(request)
     principal, allowance = await state.authenticate(request, client)
     request.state.principal = principal
-    return principal, await state.count(principal.subject, allowance)
+    return state, principal, allowance
 
 
 @router.get("/datasets", summary="The catalogue: every dataset, its fields, scopes and events")
 async def list_datasets(request: Request) -> JSONResponse:
-    _, quota_headers = await _caller(request)
-    return JSONResponse(catalogue_document(), headers=quota_headers)
+    state, principal, allowance = await _caller(request)
+    return await _catalogue(request, state, principal, allowance, None)
 
 
 @router.get("/datasets/{name}", summary="One dataset of the catalogue")
 async def get_dataset(name: str, request: Request) -> JSONResponse:
-    _, quota_headers = await _caller(request)
-    return JSONResponse(_entry(name), headers=quota_headers)
+    state, principal, allowance = await _caller(request)
+    return await _catalogue(request, state, principal, allowance, name)
+
+
+async def _catalogue(
+    request: Request, state: Any, principal: Principal, allowance: Allowance, name: str | None
+) -> JSONResponse:
+    started = time.perf_counter()
+    try:
+        quota_headers = await state.count(principal.subject, allowance)
+        answer = JSONResponse(catalogue_document() if name is None else _entry(name), headers=quota_headers)
+    except Exception as error:
+        _record(
+            request,
+            state,
+            principal,
+            "catalogue",
+            error.status if isinstance(error, DomainError) else 500,
+            started,
+        )
+        raise
+    _record(request, state, principal, "catalogue", answer.status_code, started)
+    return answer
 
 
 @router.get("/{name}", summary="A page of a dataset ({items, next_cursor}; limit, cursor and filters)")
 async def list_records(name: str, request: Request) -> Response:
-    dataset = _dataset(name)
-    if dataset.parent is not None or dataset.list_path is None:
-        raise NoSuchRead(f"{name} is read one record at a time: /exchange/v1/{name}/{{id}}")
-    return await _read(request, dataset, dataset.list_path, b"", listing=True)
+    state, principal, allowance = await _caller(request)
+
+    def resolve() -> tuple[Dataset, str, str | None, bool]:
+        dataset = _dataset(name)
+        if dataset.parent is not None:
+            raise NoSuchRead(
+                f"{name} is read under one of its {dataset.parent}: GET /exchange/v1/datasets/{name}"
+            )
+        if dataset.list_path is None:
+            raise NoSuchRead(f"{name} is read one record at a time: /exchange/v1/{name}/{{id}}")
+        return dataset, dataset.list_path, None, True
+
+    return await _read(request, state, principal, allowance, name, resolve)
 
 
 @router.get("/{name}/{key}", summary="One record of a dataset")
 async def get_record(name: str, key: str, request: Request) -> Response:
-    dataset = _dataset(name)
-    if dataset.item_path is None:
-        raise NoSuchRead(f"{name} has no reads of one record")
-    return await _read(request, dataset, dataset.item_path, _raw_key(request, 4), listing=False)
+    state, principal, allowance = await _caller(request)
+
+    def resolve() -> tuple[Dataset, str, str | None, bool]:
+        dataset = _dataset(name)
+        if dataset.item_path is None:
+            raise NoSuchRead(
+                f"{name} is listed, not read one record at a time: GET /exchange/v1/datasets/{name}"
+            )
+        return dataset, dataset.item_path, key, False
+
+    return await _read(request, state, principal, allowance, name, resolve)
 
 
 @router.get("/{name}/{key}/{child}", summary="A page of a dataset read under one record of another")
 async def list_children(name: str, key: str, child: str, request: Request) -> Response:
-    dataset = BY_NAME.get(child)
-    if dataset is None or dataset.parent != name or dataset.list_path is None:
-        raise UnknownDataset(f"no dataset {child!r} under {name!r}: GET /exchange/v1/datasets lists them")
-    return await _read(request, dataset, dataset.list_path, _raw_key(request, 4), listing=True)
+    state, principal, allowance = await _caller(request)
+
+    def resolve() -> tuple[Dataset, str, str | None, bool]:
+        dataset = BY_NAME.get(child)
+        if dataset is None or dataset.parent != name or dataset.list_path is None:
+            raise UnknownDataset(f"no dataset {child!r} under {name!r}: GET /exchange/v1/datasets lists them")
+        return dataset, dataset.list_path, key, True
+
+    return await _read(request, state, principal, allowance, child, resolve)
 
 
 def _dataset(name: str) -> Dataset:
@@ -109,37 +155,51 @@ def _dataset(name: str) -> Dataset:
     return dataset
 
 
-def _raw_key(request: Request, index: int) -> bytes:
-    """The record's key as the client percent-encoded it (segment ``index`` of the raw path)."""
-    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
-    segments = raw_path.split(b"/")
-    key = segments[index] if len(segments) > index else b""
-    decoded = request.path_params.get("key", "")
-    if not key or len(key) > MAX_KEY_BYTES or not is_clean(decoded) or decoded in (".", ".."):
-        raise InvalidKey("a record's key is one path segment of at most 200 bytes")
-    return key
+def _checked_key(dataset: Dataset, key: str) -> bytes:
+    """The key as the owner receives it: one segment, percent-encoded again from what was checked,
+    fitting the owner's pattern and never the name of another of its routes (``export``, ``live``)."""
+    rule = _entry(dataset.name)["key"] or {}
+    pattern = rule.get("pattern")
+    if (
+        not key
+        or len(key) > int(rule.get("max_length") or MAX_KEY_BYTES)
+        or key in (".", "..")
+        or not key.isprintable()
+        or key in rule.get("reserved", ())
+        or (pattern is not None and re.search(pattern, key) is None)
+    ):
+        raise InvalidKey(f"{key[:50]!r} is not a key of {dataset.name}")
+    return quote(key, safe="").encode()
 
 
 async def _read(
-    request: Request, dataset: Dataset, service_path: str, key: bytes, *, listing: bool
+    request: Request,
+    state: Any,
+    principal: Principal,
+    allowance: Allowance,
+    name: str,
+    resolve: Callable[[], tuple[Dataset, str, str | None, bool]],
 ) -> Response:
-    principal, quota_headers = await _caller(request)
-    state = request.app.state.gateway
     started = time.perf_counter()
-    status = 500
+    owner, service_path = "", ""
     try:
+        dataset, service_path, key, listing = resolve()
+        owner = dataset.owner
         owner_scope = owner_read_scope(dataset)
         if not (principal.has_scope(dataset.read_scope) or principal.has_scope(owner_scope)):
             raise MissingScope(
                 f"reading {dataset.name} needs the scope '{dataset.read_scope}'",
                 required_scope=dataset.read_scope,
             )
+        target = service_path.lstrip("/").encode()
+        if key is not None:
+            target = target.replace(b"{id}", _checked_key(dataset, key))
+        quota_headers = await state.count(principal.subject, allowance)
         reveal = principal.has_scope(PII_SCOPE) or principal.has_scope(dataset.pii_scope)
         scopes = {scope for scope in principal.scopes if scope != PII_SCOPE} | {owner_scope}
         forwarded = principal.model_copy(
             update={"scopes": frozenset(scopes | ({PII_SCOPE} if reveal else set()))}
         )
-        target = service_path.lstrip("/").encode().replace(b"{id}", key)
 
         def rewrite(body: bytes) -> bytes:
             shown = normalised(json.loads(body), listing)
@@ -158,18 +218,30 @@ async def _read(
             rewrite=rewrite,
             response_headers=quota_headers,
         )
-        status = response.status_code
-        return response
-    except DomainError as error:
-        status = error.status
+    except Exception as error:
+        status = error.status if isinstance(error, DomainError) else 500
+        _record(request, state, principal, name, status, started, owner, service_path)
         raise
-    finally:
-        state.record_call(
-            request,
-            service=dataset.owner,
-            path=service_path.lstrip("/"),
-            principal=principal,
-            status=status,
-            started=started,
-            dataset=dataset.name,
-        )
+    _record(request, state, principal, name, response.status_code, started, owner, service_path)
+    return response
+
+
+def _record(
+    request: Request,
+    state: Any,
+    principal: Principal,
+    dataset: str,
+    status: int,
+    started: float,
+    owner: str = "gateway",
+    service_path: str = "",
+) -> None:
+    state.record_call(
+        request,
+        service=owner or "gateway",
+        path=service_path.lstrip("/"),
+        principal=principal,
+        status=status,
+        started=started,
+        dataset=dataset,
+    )

@@ -54,6 +54,7 @@ MASKS: dict[PersonalKind, Callable[[Any], Any]] = {
     PersonalKind.ADDRESS: _string(mask_address),
     PersonalKind.TEXT: _string(mask_text),
     PersonalKind.POSITION: _point,
+    PersonalKind.IDENTIFIER: lambda value: None,
 }
 
 
@@ -83,6 +84,8 @@ def normalised(body: Any, listing: bool) -> Any:
     """One envelope for every list: ``{items, next_cursor}`` (a service's bare array becomes one page)."""
     if listing and isinstance(body, list):
         return {"items": body, "next_cursor": None}
+    if listing and isinstance(body, dict):
+        body.setdefault("next_cursor", None)
     return body
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from citygrid.auth import PRINCIPAL_HEADER
 from citygrid.testing import serve_app, wait_until
@@ -68,6 +68,14 @@ def test_every_dataset_names_paths_its_owner_serves_and_fields_its_records_have(
             assert dataset.parent in BY_NAME
 
 
+def test_no_dataset_but_cases_shares_its_scope_with_a_service():
+    # A dataset scope opens the dataset only; one named like a service's would open the service.
+    from contract.scopes import SERVICES
+
+    service_scopes = {f"{rules.dataset}:read" for rules in SERVICES.values()}
+    assert {d.name for d in DATASETS if d.read_scope in service_scopes} == {"cases"}
+
+
 def test_every_dataset_the_issue_names_is_in_the_catalogue():
     named = {
         "cases",
@@ -89,8 +97,11 @@ def test_every_dataset_the_issue_names_is_in_the_catalogue():
 
 
 def owner_app(service: str) -> FastAPI:
-    """The owner as the exchange sees it: each dataset's example record, and the principal it was sent."""
+    """The owner as the exchange sees it, on its real route table: each dataset's example record and
+    the principal it was sent; every other route of the owner answers that it was opened."""
     app = FastAPI()
+    paths = json.loads((PUBLISHED / "openapi" / f"{service}.json").read_text())["paths"]
+    statics = [p for p in paths if "{" not in p]
     routes: list[tuple[re.Pattern[str], Dataset, bool]] = []
     for dataset in DATASETS:
         if dataset.owner != service:
@@ -100,20 +111,26 @@ def owner_app(service: str) -> FastAPI:
                 routes.append((re.compile("^" + path.replace("{id}", "[^/]+") + "$"), dataset, listing))
 
     @app.get("/{path:path}")
-    async def answer(path: str, request: Request) -> JSONResponse:
+    async def answer(path: str, request: Request) -> Response:
         claims = jwt.decode(request.headers[PRINCIPAL_HEADER], options={"verify_signature": False})
         seen = {"X-Seen-Scopes": " ".join(claims["scopes"]), "X-Seen-District": claims["district"] or ""}
+        seen["X-Seen-Path"] = request.scope["raw_path"].decode()
+        if request.query_params.get("as") == "csv":
+            return PlainTextResponse("id,name\n1,王建国\n", media_type="text/csv", headers=seen)
+        # The owner's own routes first, as the owners register them (``/v1/cases/live`` before ``{id}``).
+        if "/" + path in statics and not any(pattern.match("/" + path) for pattern, _, _ in routes):
+            return JSONResponse({"opened": "/" + path}, headers=seen)
         for pattern, dataset, listing in routes:
             if pattern.match("/" + path):
                 record = entry(dataset.name)["example"]
                 if not listing:
                     return JSONResponse(record, headers=seen)
-                # gas lists open incidents as a bare array: the exchange gives it the one envelope.
-                body: Any = (
-                    [record] if dataset.name == "incidents" else {"items": [record], "next_cursor": None}
-                )
-                return JSONResponse(body, headers=seen)
-        return JSONResponse({"code": "not_found"}, status_code=404, headers=seen)
+                if dataset.name == "incidents":  # gas lists open incidents as a bare array
+                    return JSONResponse([record], headers=seen)
+                if dataset.name == "categories":  # and categories without a cursor
+                    return JSONResponse({"items": [record]}, headers=seen)
+                return JSONResponse({"items": [record], "next_cursor": None}, headers=seen)
+        return JSONResponse({"code": "not_found", "opened": "/" + path}, status_code=404, headers=seen)
 
     return app
 
@@ -127,11 +144,31 @@ async def exchange(setup: Setup) -> AsyncIterator[Gateway]:
         yield await stack.enter_async_context(setup.gateway(upstreams=upstreams))
 
 
+# A key each dataset's owner takes (its pattern in the catalogue).
+KEYS_BY_PATTERN = {
+    catalogue.UUID_PATTERN: "0f6c3c1e-8f1a-4d8e-9a53-2b7d4c1f9e21",
+    "^[12][0-9]{4}$": "10101",
+    "^[0-9]{15}$": "440106001001001",
+    "^[a-z0-9][a-z0-9-]*$": "tianhe-sanitation",
+    "^\\d{20}$": "44010600001310000001",
+    "^[0-9A-Za-z\\-]{6,40}$": "GZ-000001",
+    "^[A-Za-z0-9][A-Za-z0-9\\-]{1,31}$": "GZ-000001",
+    None: "粤A12345",
+}
+
+
+def key_for(dataset: Dataset) -> str:
+    rule = entry(dataset.name)["key"]
+    key = KEYS_BY_PATTERN[rule["pattern"]]
+    assert rule["pattern"] is None or re.search(rule["pattern"], key)
+    return key
+
+
 def exchange_path(dataset: Dataset) -> tuple[str, bool]:
     paths = catalogue.exchange_paths(dataset)
     if "list" in paths:
-        return paths["list"].replace("{id}", "X-1"), True
-    return paths["item"].replace("{id}", "X-1"), False
+        return paths["list"].replace("{id}", key_for(dataset) if "{id}" in paths["list"] else ""), True
+    return paths["item"].replace("{id}", key_for(dataset)), False
 
 
 def value_at(record: Any, path: str) -> list[Any]:
@@ -212,7 +249,11 @@ async def test_a_datasets_own_pii_scope_shows_that_dataset_only(setup: Setup, ex
     assert incidents["reporter_phone"] == catalogue.EXAMPLE_PERSONAL[PersonalKind.PHONE]
     seen = (await exchange.client.get("/exchange/v1/incidents", headers=key)).headers["x-seen-scopes"]
     assert "pii:read" in seen.split()  # the owner is told to show it, for this call
-    case = (await exchange.client.get("/exchange/v1/cases/X-1", headers=key)).json()
+    case = (
+        await exchange.client.get(
+            f"/exchange/v1/cases/{KEYS_BY_PATTERN[catalogue.UUID_PATTERN]}", headers=key
+        )
+    ).json()
     assert case["reporter"]["phone"] == "138****8000"
 
 
@@ -238,18 +279,72 @@ async def test_the_catalogue_is_served_and_unknown_reads_are_clear_4xx(setup: Se
         "personal_kind": "phone",
     } in [{k: v for k, v in f.items() if k != "nullable"} for f in one["fields"]]
     assert "case.case.closed" in one["events"]
+    uuid = KEYS_BY_PATTERN[catalogue.UUID_PATTERN]
     for path, code in (
         ("/exchange/v1/datasets/nothing", "exchange.unknown_dataset"),
         ("/exchange/v1/nothing", "exchange.unknown_dataset"),
         ("/exchange/v1/cylinders", "exchange.no_such_read"),
-        ("/exchange/v1/drivers/X-1", "exchange.no_such_read"),
-        ("/exchange/v1/cases/X-1/nothing", "exchange.unknown_dataset"),
+        ("/exchange/v1/scans", "exchange.no_such_read"),
+        ("/exchange/v1/drivers/GZ-000001", "exchange.no_such_read"),
+        (f"/exchange/v1/cases/{uuid}/nothing", "exchange.unknown_dataset"),
     ):
         answer = await exchange.client.get(path, headers=key)
         assert answer.status_code == 404, path
         assert answer.json()["code"] == code, path
-    assert (await exchange.client.get("/exchange/v1/cases/%2E%2E", headers=key)).status_code in (400, 404)
+    for path in ("/exchange/v1/cases/%2E%2E", "/exchange/v1/cases/not-a-case"):
+        answer = await exchange.client.get(path, headers=key)
+        assert answer.status_code == 400, path
+        assert answer.json()["code"] == "exchange.invalid_key", path
+    # An encoded slash is a slash: one more segment, no dataset of that name under cases.
+    assert (await exchange.client.get(f"/exchange/v1/cases/{uuid}%2Fhistory", headers=key)).status_code == 404
     assert (await exchange.client.post("/exchange/v1/cases", headers=key)).status_code == 405
+    # The catalogue's names are no oracle: an unknown one asks for credentials first.
+    assert (await exchange.client.get("/exchange/v1/nothing")).status_code == 401
+
+
+async def test_a_key_never_opens_another_route_of_the_owner(setup: Setup, exchange: Gateway):
+    reader = await new_consumer(exchange, setup, name="prober", scopes=[d.read_scope for d in DATASETS])
+    key = {"X-API-Key": reader["api_key"]}
+    probed = 0
+    for dataset in DATASETS:
+        rule = entry(dataset.name)["key"]
+        if rule is None:
+            continue
+        for reserved in rule["reserved"]:
+            path = catalogue.exchange_paths(dataset).get("item") or catalogue.exchange_paths(dataset)["list"]
+            answer = await exchange.client.get(path.replace("{id}", reserved), headers=key)
+            assert answer.status_code == 400, (dataset.name, reserved, answer.text)
+            assert "opened" not in answer.text
+            probed += 1
+    # /v1/cylinders/export, /v1/manifests/closure and /v1/cases/live among them.
+    assert probed >= 3
+    for path in (
+        "/exchange/v1/cylinders/export",
+        "/exchange/v1/manifests/closure",
+        "/exchange/v1/cases/live",
+    ):
+        assert (await exchange.client.get(path, headers=key)).status_code == 400, path
+    # An event stream asked for is not one: the owner is asked for JSON, and answers JSON.
+    streamed = await exchange.client.get("/exchange/v1/cases", headers=key | {"Accept": "text/event-stream"})
+    assert streamed.status_code == 200
+    assert streamed.json()["next_cursor"] is None
+
+
+async def test_an_owner_answer_that_cannot_be_masked_is_never_passed_on(setup: Setup, exchange: Gateway):
+    reader = await new_consumer(exchange, setup, name="csv", scopes=["cases:read"])
+    answer = await exchange.client.get("/exchange/v1/cases?as=csv", headers={"X-API-Key": reader["api_key"]})
+    assert answer.status_code == 502
+    assert answer.json()["code"] == "gateway.unexpected_answer"
+    assert "王建国" not in answer.text
+
+
+async def test_every_list_has_the_one_envelope(setup: Setup, exchange: Gateway):
+    reader = await new_consumer(exchange, setup, name="lists", scopes=["categories:read", "incidents:read"])
+    key = {"X-API-Key": reader["api_key"]}
+    for path in ("/exchange/v1/categories", "/exchange/v1/incidents"):
+        body = (await exchange.client.get(path, headers=key)).json()
+        assert set(body) == {"items", "next_cursor"}, path
+        assert body["next_cursor"] is None
 
 
 async def test_a_revoked_key_reads_nothing(setup: Setup, exchange: Gateway):
