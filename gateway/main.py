@@ -180,6 +180,8 @@ class GatewayState:
         status: int,
         started: float,
         dataset: str | None = None,
+        record_count: int | None = None,
+        fields: tuple[str, ...] = (),
     ) -> None:
         """Put a call answered for ``principal`` in the message log (``path`` after ``/api/<service>/``).
 
@@ -196,6 +198,8 @@ class GatewayState:
                     query_keys=capture.query_keys(request.scope.get("query_string", b"")),
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000),
+                    record_count=record_count,
+                    fields=fields,
                 )
             )
         except Exception:

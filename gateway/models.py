@@ -174,6 +174,9 @@ class MessageLogRecord(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     prev_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     hash: Mapped[str] = mapped_column(String(64))
+    # Of an answer the gateway read (an exchange read): its records and their fields.
+    record_count: Mapped[int | None] = mapped_column(Integer)
+    fields: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
 
     __table_args__ = (
         PrimaryKeyConstraint("writer_id", "seq", "at", name="pk_message_log"),

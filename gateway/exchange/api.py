@@ -182,6 +182,7 @@ async def _read(
 ) -> Response:
     started = time.perf_counter()
     owner, service_path = "", ""
+    answered: dict[str, Any] = {}  # what the answer held, for the message log
     try:
         dataset, service_path, key, listing = resolve()
         owner = dataset.owner
@@ -203,9 +204,12 @@ async def _read(
 
         def rewrite(body: bytes) -> bytes:
             shown = normalised(json.loads(body), listing)
+            records = records_of(shown, listing)
             if not reveal:
-                for record in records_of(shown, listing):
+                for record in records:
                     mask_record(record, dataset.personal)
+            answered["count"] = len(records)
+            answered["fields"] = tuple(sorted({name for r in records if isinstance(r, dict) for name in r}))
             return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()
 
         response: Response = await state.forward(
@@ -222,7 +226,18 @@ async def _read(
         status = error.status if isinstance(error, DomainError) else 500
         _record(request, state, principal, name, status, started, owner, service_path)
         raise
-    _record(request, state, principal, name, response.status_code, started, owner, service_path)
+    _record(
+        request,
+        state,
+        principal,
+        name,
+        response.status_code,
+        started,
+        owner,
+        service_path,
+        record_count=answered.get("count"),
+        fields=answered.get("fields", ()),
+    )
     return response
 
 
@@ -235,6 +250,9 @@ def _record(
     started: float,
     owner: str = "gateway",
     service_path: str = "",
+    *,
+    record_count: int | None = None,
+    fields: tuple[str, ...] = (),
 ) -> None:
     state.record_call(
         request,
@@ -244,4 +262,6 @@ def _record(
         status=status,
         started=started,
         dataset=dataset,
+        record_count=record_count,
+        fields=fields,
     )

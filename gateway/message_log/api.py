@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from citygrid.clock import CityTime
 from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
@@ -45,6 +45,8 @@ class RecordOut(BaseModel):
     prev_hash: str
     prev_at: CityTime | None
     hash: str
+    record_count: int | None = Field(description="Records the answer held (exchange reads; else null).")
+    fields: list[str] = Field(description="The fields those records held (exchange reads; else empty).")
 
 
 async def record_filters(

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-# The encoding's version: a change of the fields or their order is a new version.
+# The encoding's version: a change of the fields or their order is a new version. A record that
+# says what it returned (an exchange read: how many records, which fields) is encoded as v2; every
+# other as v1, as records were before v2 existed, so they verify as they were written.
 VERSION = "citygrid.message-log.v1"
+VERSION_WITH_ANSWER = "citygrid.message-log.v2"
 PLAIN_KEY_ID = "sha256"  # the key id of chains without a key
 
 
@@ -54,6 +57,9 @@ class Record:
     # cut can tell a predecessor that is gone for a reason from one that was removed.
     prev_at: datetime | None = None
     hash: str = ""
+    # Of an answer the gateway read (the exchange's): its records, and the fields they held.
+    record_count: int | None = None
+    fields: tuple[str, ...] = ()
 
 
 # Built once: ``json.dumps`` with these options builds an encoder per call, half the encoding's time.
@@ -63,9 +69,10 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def canonical(record: Record) -> bytes:
     """The bytes a record's hash covers: a JSON array of its fields in a fixed order, the previous
     hash last. ``seq`` is left out on purpose (the links bind the order; see the module)."""
+    answered = record.record_count is not None or bool(record.fields)
     return _ENCODER.encode(
         [
-            VERSION,
+            VERSION_WITH_ANSWER if answered else VERSION,
             str(record.writer_id),
             str(record.id),
             timestamp(record.at),
@@ -79,6 +86,7 @@ def canonical(record: Record) -> bytes:
             record.status,
             record.duration_ms,
             record.dropped_before,
+            *((record.record_count, list(record.fields)) if answered else ()),
             None if record.prev_at is None else timestamp(record.prev_at),
             record.prev_hash,
         ]

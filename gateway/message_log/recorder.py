@@ -53,6 +53,11 @@ RECORD_BYTES = 1_024
 _FIXED_BYTES = 560
 
 
+# What a record keeps of the fields an answer held: at most this many names, each at most this long.
+MAX_FIELDS = 100
+FIELD_NAME_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class Call:
     """What the request path knows of a call when it answers."""
@@ -66,6 +71,8 @@ class Call:
     query_keys: tuple[str, ...]
     status: int
     duration_ms: int
+    record_count: int | None = None  # of an answer the gateway read (the exchange's)
+    fields: tuple[str, ...] = ()
 
 
 class MessageLog:
@@ -150,9 +157,10 @@ class MessageLog:
                     path=store.fit("path", call.path),
                     query_keys=call.query_keys,
                     status=call.status,
-                    # The gateway does not read answers (parsing them cost more than the rest of the
-                    # log together); the columns stay for a count a service states itself.
+                    # Only the exchange reads answers (it masks them): /api calls carry no count.
                     duration_ms=call.duration_ms,
+                    record_count=call.record_count,
+                    fields=tuple(name[:FIELD_NAME_LENGTH] for name in call.fields[:MAX_FIELDS]),
                     dropped_before=self._dropped,
                     prev_hash=self._last_hash,
                     prev_at=self._last_at if self._seq else None,

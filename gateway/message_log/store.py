@@ -41,6 +41,8 @@ COLUMNS = (
     "prev_hash",
     "prev_at",
     "hash",
+    "record_count",
+    "fields",
 )
 _SELECTED = [getattr(MessageLogRecord, name) for name in COLUMNS]
 _Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
@@ -66,6 +68,7 @@ def fit(column: str, value: str) -> str:
 def row_of(record: Record) -> tuple[Any, ...]:
     values = {name: getattr(record, name) for name in COLUMNS}
     values["query_keys"] = list(record.query_keys)
+    values["fields"] = list(record.fields) if record.fields else None
     return tuple(values[name] for name in COLUMNS)
 
 
@@ -73,7 +76,7 @@ def record_of(row: Any) -> Record:
     # Unpacked by name, not zipped into a dict: an export or a verify makes millions of these.
     (
         writer_id, seq, at, record_id, request_id, consumer, dataset, action, method, path,
-        query_keys, status, duration_ms, dropped_before, prev_hash, prev_at, hash_,
+        query_keys, status, duration_ms, dropped_before, prev_hash, prev_at, hash_, record_count, fields,
     ) = row  # fmt: skip
     return Record(
         id=record_id,
@@ -93,6 +96,8 @@ def record_of(row: Any) -> Record:
         prev_hash=prev_hash,
         prev_at=prev_at,
         hash=hash_,
+        record_count=record_count,
+        fields=tuple(fields or ()),
     )
 
 

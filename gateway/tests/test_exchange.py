@@ -366,7 +366,8 @@ async def test_every_exchange_read_is_in_the_message_log_under_its_dataset(setup
 
     async def logged() -> list[Any]:
         return await setup.sql(
-            "SELECT dataset, action, status, path FROM message_log WHERE consumer = $1 ORDER BY at",
+            "SELECT dataset, action, status, path, record_count, fields FROM message_log "
+            "WHERE consumer = $1 ORDER BY at",
             f"consumer:{consumer['id']}",
         )
 
@@ -376,6 +377,14 @@ async def test_every_exchange_read_is_in_the_message_log_under_its_dataset(setup
         ("trips", "read", 200, "/exchange/v1/trips"),
         ("cases", "read", 403, "/exchange/v1/cases"),
     ]
+    # What the read returned: its records and their fields (the refusal returned none).
+    assert rows[0]["record_count"] == 1
+    assert rows[0]["fields"] == sorted(entry("trips")["example"])
+    assert (rows[1]["record_count"], rows[1]["fields"]) == (None, None)
+    # And the chain holds: a record that says what it returned verifies like any other.
+    verified = await exchange.client.get("/admin/v1/message-log/verify", headers=setup.admin())
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["ok"] is True
 
 
 async def _two(rows: Any) -> bool:

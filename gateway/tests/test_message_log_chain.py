@@ -67,6 +67,21 @@ def test_the_encoding_is_a_fixed_order_json_array_and_leaves_the_sequence_number
     assert canonical(dataclasses.replace(record, seq=99)) == canonical(record)
 
 
+def test_a_record_of_what_an_answer_held_is_v2_and_its_count_and_fields_are_bound_by_its_hash():
+    plain = chain(1)[0]
+    answered = chained(KEY, dataclasses.replace(plain, record_count=3, fields=("id", "plate")))
+    assert canonical(answered).startswith(b'["citygrid.message-log.v2",')
+    assert canonical(plain).startswith(b'["citygrid.message-log.v1",')  # as records were before v2
+    for tampered in (
+        dataclasses.replace(answered, record_count=1),
+        dataclasses.replace(answered, fields=("id",)),
+        dataclasses.replace(answered, record_count=None, fields=()),  # made to read as v1
+    ):
+        found = verify_records(KEY, [tampered], anchor=GENESIS)
+        assert found is not None
+        assert found.reason is BreakReason.CHANGED
+
+
 def test_times_in_other_offsets_encode_the_same_instant_the_same_way():
     record = chain(1)[0]
     shifted = dataclasses.replace(record, at=record.at.astimezone(datetime.now().astimezone().tzinfo))
