@@ -83,9 +83,13 @@ class Route:
     # for every request would make every request wait on the same rows.
     other_bodies: tuple[str, ...] = ()
     other_sql: tuple[str, ...] = ()
+    # The gateway's path when it is not /api/<service> + the service's (the exchange's datasets).
+    exchange_path: str | None = None
 
     @property
     def gateway_path(self) -> str:
+        if self.exchange_path is not None:
+            return self.exchange_path
         if self.service_path.startswith("/open311"):
             return self.service_path
         return f"/api/{self.service}{self.service_path}"
@@ -316,6 +320,17 @@ async def routes_over(case_url: str, headers: dict[str, str], case_db: str) -> l
             f"SELECT * FROM cases WHERE id = '{case_id}';\n"
             f"SELECT * FROM case_history WHERE case_id = '{case_id}' ORDER BY at, id;\n"
             f"SELECT * FROM case_evidence WHERE case_id = '{case_id}' ORDER BY uploaded_at, id;\n",
+        ),
+        # The same read through the exchange: the dataset's scope, the answer read whole, normalised,
+        # masked from the catalogue and counted in the message log.
+        Route(
+            "exchange_get_case",
+            "GET",
+            f"/v1/cases/{case_id}",
+            f"SELECT * FROM cases WHERE id = '{case_id}';\n"
+            f"SELECT * FROM case_history WHERE case_id = '{case_id}' ORDER BY at, id;\n"
+            f"SELECT * FROM case_evidence WHERE case_id = '{case_id}' ORDER BY uploaded_at, id;\n",
+            exchange_path=f"/exchange/v1/cases/{case_id}",
         ),
         Route(
             "list_first_page",
