@@ -161,9 +161,17 @@ SETTLE = text(
 
 
 async def settle(
-    session: AsyncSession, settlements: list[Settlement]
+    session: AsyncSession, settlements: list[Settlement], timeout_seconds: float = 2.0
 ) -> dict[tuple[str, str, int], tuple[int, int]]:
-    """Apply ``settlements`` in one transaction: for each row, what was granted and its ``used`` now."""
+    """Apply ``settlements`` in one transaction: for each row, what was granted and its ``used`` now.
+
+    The server ends a statement that runs (or waits for a lock) longer than ``timeout_seconds``:
+    the connection comes back clean, where a cancellation from this side could leave it mid-query."""
+    milliseconds = str(max(1, int(timeout_seconds * 1000)))
+    await session.execute(
+        text("SELECT set_config('statement_timeout', :ms, true), set_config('lock_timeout', :ms, true)"),
+        {"ms": milliseconds},
+    )
     ordered = sorted(settlements, key=lambda s: s.entry.key)
     keys = {
         "subjects": [s.entry.subject for s in ordered],
@@ -431,9 +439,10 @@ class QuotaLedger:
             settlement.entry.granted -= settlement.returned
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_seconds):
+            # The server's own timeouts end a slow settlement; this one only a network that hangs.
+            async with asyncio.timeout(2 * self.timeout_seconds + 1):
                 async with self.sessions()() as session, session.begin():
-                    results = await settle(session, due)
+                    results = await settle(session, due, self.timeout_seconds)
         except Exception as error:
             if self.reachable:
                 log.warning("quota ledger: the database cannot be reached (%s); admitting shares", error)

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from citygrid.clock import CITY_TIMEZONE
 from citygrid.db import create_sessionmaker
-from citygrid.settings import to_asyncpg_url
+from citygrid.settings import to_asyncpg_url, to_libpq_url
 from citygrid.testing import wait_until
 from gateway.quotas import policies
 from gateway.quotas.ledger import QuotaExceeded, QuotaLedger, purge
@@ -248,6 +249,43 @@ async def test_a_replica_without_its_database_admits_its_share_and_settles_it_wh
 async def _until_reachable(ledger: QuotaLedger) -> None:
     while not (ledger.reachable and await ledger.settle_now()):
         await asyncio.sleep(0.05)
+
+
+async def test_a_settlement_held_up_by_a_lock_counts_as_the_database_away_and_the_connection_stays_good(
+    setup: Setup, engines: dict[str, AsyncEngine]
+):
+    await early_in_a_minute()
+    ledger = ledger_on(engines, {"engine": "live"}, timeout_seconds=0.5, replicas=2)
+    ledger.start()
+    allowance = Allowance(per_minute=40)
+    try:
+        assert await admitted(ledger, "consumer:locked", allowance, 1) == 1
+        starts, _ = policies.window_of(Period.MINUTE, time.time())
+        # Another transaction holds the row (a slow neighbour, a stuck migration): the settlement
+        # waits for it no longer than its timeout.
+        blocker = await asyncpg.connect(to_libpq_url(setup.database))
+        try:
+            locking = blocker.transaction()
+            await locking.start()
+            await blocker.execute(
+                "SELECT 1 FROM quota_usage WHERE subject = 'consumer:locked' AND starts = $1 FOR UPDATE",
+                starts,
+            )
+            got = await admitted(ledger, "consumer:locked", allowance, 60)
+            assert not ledger.reachable
+            # What it held (a block of 6, one spent), then half of what was left when it last settled
+            # ((40 - 6) ÷ 2 replicas): never the whole limit on one replica.
+            assert got == 5 + 17
+            await locking.rollback()
+        finally:
+            await blocker.close()
+        await asyncio.wait_for(_until_reachable(ledger), 10.0)
+        rows = await setup.sql(
+            "SELECT used FROM quota_usage WHERE subject = 'consumer:locked' AND starts = $1", starts
+        )
+        assert rows[0]["used"] <= 40 + 1
+    finally:
+        await ledger.stop()
 
 
 async def test_a_stopping_replica_gives_back_what_it_reserved(setup: Setup, engines: dict[str, AsyncEngine]):
