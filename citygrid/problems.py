@@ -29,6 +29,47 @@ HTTP_CODES = {
 }
 
 
+# The problem document as the contract describes it (RFC 9457 and the members CityGrid adds).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:citygrid:problem:<code>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "code": {"type": "string", "description": "Stable and machine-readable: branch on this."},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}, "description": "Field errors (422)."},
+    },
+    "additionalProperties": True,
+}
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No valid credentials",
+    403: "Not allowed for this principal",
+    404: "Not found",
+    405: "Method not allowed",
+    422: "Invalid parameters",
+    429: "Over a rate limit or quota (Retry-After, RateLimit)",
+    502: "The owning service answered what cannot be passed on",
+    503: "The owning service is unavailable or saturated (Retry-After)",
+    504: "The owning service did not answer in time",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting each of ``statuses`` with its problem+json body."""
+    return {
+        status: {
+            "description": _DESCRIPTIONS.get(status, "Problem"),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
 def problem(
     status: int,
     code: str,

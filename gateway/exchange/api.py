@@ -24,11 +24,16 @@ import contract
 from citygrid.auth import MissingScope, Principal
 from citygrid.errors import DomainError, NotFound
 from citygrid.masking import PII_SCOPE
+from citygrid.problems import problem_responses
 from contract.catalogue import BY_NAME, Dataset, owner_read_scope
 from gateway.exchange.masking import mask_record, normalised, records_of
 from gateway.quotas.policies import Allowance
 
 router = APIRouter(prefix="/exchange/v1", tags=["exchange"])
+
+# What every exchange read may answer besides its record or page.
+READ_PROBLEMS = problem_responses(400, 401, 403, 404, 422, 429, 502, 503, 504)
+CATALOGUE_PROBLEMS = problem_responses(401, 404, 429)
 
 CATALOGUE_FILE: Final = Path(contract.__file__).resolve().parent / "published" / "catalogue.json"
 MAX_KEY_BYTES: Final = 200
@@ -70,13 +75,17 @@ async def _caller(request: Request) -> tuple[Any, Principal, Allowance]:
     return state, principal, allowance
 
 
-@router.get("/datasets", summary="The catalogue: every dataset, its fields, scopes and events")
+@router.get(
+    "/datasets",
+    summary="The catalogue: every dataset, its fields, scopes and events",
+    responses=problem_responses(401, 429),
+)
 async def list_datasets(request: Request) -> JSONResponse:
     state, principal, allowance = await _caller(request)
     return await _catalogue(request, state, principal, allowance, None)
 
 
-@router.get("/datasets/{name}", summary="One dataset of the catalogue")
+@router.get("/datasets/{name}", summary="One dataset of the catalogue", responses=CATALOGUE_PROBLEMS)
 async def get_dataset(name: str, request: Request) -> JSONResponse:
     state, principal, allowance = await _caller(request)
     return await _catalogue(request, state, principal, allowance, name)
@@ -103,7 +112,11 @@ async def _catalogue(
     return answer
 
 
-@router.get("/{name}", summary="A page of a dataset ({items, next_cursor}; limit, cursor and filters)")
+@router.get(
+    "/{name}",
+    summary="A page of a dataset ({items, next_cursor}; limit, cursor and filters)",
+    responses=READ_PROBLEMS,
+)
 async def list_records(name: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)
 
@@ -120,7 +133,7 @@ async def list_records(name: str, request: Request) -> Response:
     return await _read(request, state, principal, allowance, name, resolve)
 
 
-@router.get("/{name}/{key}", summary="One record of a dataset")
+@router.get("/{name}/{key}", summary="One record of a dataset", responses=READ_PROBLEMS)
 async def get_record(name: str, key: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)
 
@@ -135,7 +148,11 @@ async def get_record(name: str, key: str, request: Request) -> Response:
     return await _read(request, state, principal, allowance, name, resolve)
 
 
-@router.get("/{name}/{key}/{child}", summary="A page of a dataset read under one record of another")
+@router.get(
+    "/{name}/{key}/{child}",
+    summary="A page of a dataset read under one record of another",
+    responses=READ_PROBLEMS,
+)
 async def list_children(name: str, key: str, child: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)
 

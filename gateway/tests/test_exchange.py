@@ -76,6 +76,21 @@ def test_no_dataset_but_cases_shares_its_scope_with_a_service():
     assert {d.name for d in DATASETS if d.read_scope in service_scopes} == {"cases"}
 
 
+def test_every_exchange_operation_documents_its_problems_as_problem_json():
+    paths = json.loads((PUBLISHED / "openapi" / "gateway.json").read_text())["paths"]
+    exchange = {path: ops for path, ops in paths.items() if path.startswith("/exchange/v1")}
+    assert len(exchange) == 5
+    for path, operations in exchange.items():
+        responses = operations["get"]["responses"]
+        needed = {"401", "429"} | (
+            {"400", "403", "404", "502", "503", "504"} if "datasets" not in path else set()
+        )
+        assert needed <= set(responses), (path, needed - set(responses))
+        for status in needed:
+            schema = responses[status]["content"]["application/problem+json"]["schema"]
+            assert "code" in schema["required"], (path, status)
+
+
 def test_every_dataset_the_issue_names_is_in_the_catalogue():
     named = {
         "cases",
