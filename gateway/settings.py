@@ -136,8 +136,9 @@ class GatewaySettings(ServiceSettings):
     default_daily_quota: int | None = Field(default=None, ge=1)
     # The quota ledger: settled with the other replicas this often; a block reserved for about
     # reserve_seconds of the demand seen (at least minimum_reservation); a request whose replica holds
-    # nothing waits for the next settlement. One that takes over timeout_seconds counts as the
-    # database away: each replica then admits limit ÷ quota_replicas per window alone.
+    # nothing waits for the next settlement. A statement of one that runs over timeout_seconds is
+    # ended by the server and counts as the database away: each replica then admits what was left
+    # ÷ quota_replicas per window alone.
     quota_sync_seconds: float = Field(default=0.2, gt=0)
     quota_reserve_seconds: float = Field(default=2.0, gt=0)
     quota_minimum_reservation: int = Field(default=5, ge=1)

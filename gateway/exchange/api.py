@@ -27,13 +27,14 @@ from citygrid.masking import PII_SCOPE
 from citygrid.problems import problem_responses
 from contract.catalogue import BY_NAME, Dataset, owner_read_scope
 from gateway.exchange.masking import mask_record, normalised, records_of
+from gateway.message_log.capture import field_names
 from gateway.quotas.policies import Allowance
 
 router = APIRouter(prefix="/exchange/v1", tags=["exchange"])
 
 # What every exchange read may answer besides its record or page.
 READ_PROBLEMS = problem_responses(400, 401, 403, 404, 422, 429, 502, 503, 504)
-CATALOGUE_PROBLEMS = problem_responses(401, 404, 429)
+CATALOGUE_PROBLEMS = problem_responses(401, 404, 422, 429)
 
 CATALOGUE_FILE: Final = Path(contract.__file__).resolve().parent / "published" / "catalogue.json"
 MAX_KEY_BYTES: Final = 200
@@ -226,7 +227,7 @@ async def _read(
                 for record in records:
                     mask_record(record, dataset.personal)
             answered["count"] = len(records)
-            answered["fields"] = tuple(sorted({name for r in records if isinstance(r, dict) for name in r}))
+            answered["fields"] = field_names({name for r in records if isinstance(r, dict) for name in r})
             return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()
 
         response: Response = await state.forward(

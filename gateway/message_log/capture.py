@@ -11,6 +11,7 @@ that look like identifiers are kept, and none with a long run of digits in it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
 from citygrid.scopes import READ_METHODS
@@ -55,6 +56,14 @@ def query_keys(query_string: bytes) -> tuple[str, ...]:
         if _NAME.fullmatch(name) and not _DIGITS.search(name):
             names.add(name)
     return tuple(sorted(names)[:MAX_QUERY_KEYS])
+
+
+def field_names(names: Iterable[str], limit: int = 100) -> tuple[str, ...]:
+    """The names of the fields an answer held, as the log keeps them: sorted, each once, only those
+    that look like identifiers and hold no run of seven digits (what the owner's JSON names is its
+    own; a NUL or a formula must never reach the table or an export)."""
+    kept = {name for name in names if _NAME.fullmatch(name) and not _DIGITS.search(name)}
+    return tuple(sorted(kept)[:limit])
 
 
 def public_path(path: str) -> str:

@@ -262,6 +262,7 @@ def _size_of(call: Call) -> int:
         + sys.getsizeof(call.path)
         + sys.getsizeof(call.consumer)
         + sum(map(sys.getsizeof, call.query_keys))
+        + sum(map(sys.getsizeof, call.fields))
     )
 
 

@@ -237,6 +237,12 @@ class QuotaLedger:
         self._day = (0, 0)
 
     @property
+    def settlement_deadline(self) -> float:
+        """The longest a settlement may take: its three statements each bounded by the server's
+        timeouts, and a second to connect. Past it the network hangs; waiters and ``stop`` wait it out."""
+        return 3 * self.timeout_seconds + 1.0
+
+    @property
     def windows(self) -> int:
         return len(self._entries)
 
@@ -337,7 +343,7 @@ class QuotaLedger:
         self._wake.set()
         try:
             return await asyncio.wait_for(
-                asyncio.shield(waiter), 2 * self.timeout_seconds + self.sync_seconds
+                asyncio.shield(waiter), self.settlement_deadline + self.sync_seconds
             )
         except TimeoutError:
             return False
@@ -357,7 +363,7 @@ class QuotaLedger:
             self._wake.set()
             try:
                 await asyncio.wait_for(
-                    asyncio.shield(self._task), 2 * self.timeout_seconds + self.sync_seconds
+                    asyncio.shield(self._task), self.settlement_deadline + self.sync_seconds
                 )
             except TimeoutError:
                 self._task.cancel()
@@ -440,7 +446,7 @@ class QuotaLedger:
         started = time.perf_counter()
         try:
             # The server's own timeouts end a slow settlement; this one only a network that hangs.
-            async with asyncio.timeout(2 * self.timeout_seconds + 1):
+            async with asyncio.timeout(self.settlement_deadline):
                 async with self.sessions()() as session, session.begin():
                     results = await settle(session, due, self.timeout_seconds)
         except Exception as error:

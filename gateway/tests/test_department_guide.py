@@ -22,6 +22,8 @@ __all__ = ["exchange", "setup"]
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "departments.md"
 BLOCK = re.compile(r"^```(python|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```(\w*)$", re.MULTILINE)
+RUNNABLE_BLOCKS = 6
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -39,7 +41,9 @@ def test_the_guide_has_examples_of_every_step():
         "problem",
     ):
         assert step in text, step
-    assert len(blocks()) >= 5
+    # Every fence is one the test runs, or plain text: an example fenced otherwise is not skipped unseen.
+    assert set(FENCE.findall(text)) <= {"python", "sh", "text", ""}
+    assert len(blocks()) == RUNNABLE_BLOCKS
 
 
 async def test_every_example_of_the_guide_runs_against_a_live_gateway(
@@ -81,8 +85,11 @@ async def test_every_example_of_the_guide_runs_against_a_live_gateway(
     # What the examples say they print, they printed (their client is blocking: off the loop).
     assert namespace["token"].json()["scope"] == "trips:read"
     assert namespace["trips"]["paths"]["list"] == "/exchange/v1/trips"
-    assert len(await asyncio.to_thread(namespace["every"], "/exchange/v1/trips")) == 1
+    # Both pages of trips, the second asked for with the first's cursor.
+    assert len(await asyncio.to_thread(namespace["every"], "/exchange/v1/trips")) == 2
     assert namespace["standing"](namespace["answer"])["minute"]["r"] >= 0
     assert (namespace["refused"].status_code, namespace["problem"]["code"]) == (403, "auth.missing_scope")
     assert "300 trips:read" in printed.getvalue()
+    assert "\n2\n" in printed.getvalue()
+    assert '"minute";q=600;w=60' in printed.getvalue()
     assert "403 auth.missing_scope cases:read" in printed.getvalue()

@@ -144,6 +144,9 @@ def owner_app(service: str) -> FastAPI:
                     return JSONResponse([record], headers=seen)
                 if dataset.name == "categories":  # and categories without a cursor
                     return JSONResponse({"items": [record]}, headers=seen)
+                if dataset.name == "trips":  # two pages, the second asked for with the first's cursor
+                    following = None if request.query_params.get("cursor") == "page-2" else "page-2"
+                    return JSONResponse({"items": [record], "next_cursor": following}, headers=seen)
                 return JSONResponse({"items": [record], "next_cursor": None}, headers=seen)
         return JSONResponse({"code": "not_found", "opened": "/" + path}, status_code=404, headers=seen)
 
