@@ -85,9 +85,12 @@ class Entry:
     def allowance(self) -> int:
         return self.granted - self.spent
 
-    def standing(self, moment: float) -> Standing:
-        taken = self.used_seen - self.allowance + self.offline
-        return Standing(self.period, self.limit, self.limit - taken, reset_seconds(self.ends, moment))
+    def standing(self, moment: float, at_most: int | None = None) -> Standing:
+        """``at_most``: what this replica will still admit alone (its offline share), when less."""
+        left = self.limit - (self.used_seen - self.allowance + self.offline)
+        if at_most is not None:
+            left = min(left, at_most)
+        return Standing(self.period, self.limit, left, reset_seconds(self.ends, moment))
 
 
 class QuotaExceeded(Exception):
@@ -296,7 +299,12 @@ class QuotaLedger:
     def _admit_offline(self, entries: list[Entry], moment: float) -> tuple[Standing, ...]:
         for entry in entries:
             if entry.allowance <= 0 and entry.offline_total >= self._offline_share(entry):
-                raise self._exceeded(entry, entries, moment, OFFLINE_RETRY_SECONDS, "offline")
+                raise QuotaExceeded(
+                    entry,
+                    tuple(e.standing(moment, self._left_offline(e)) for e in entries),
+                    OFFLINE_RETRY_SECONDS,
+                    "offline",
+                )
         for entry in entries:
             if entry.allowance > 0:
                 entry.spent += 1
@@ -305,7 +313,11 @@ class QuotaLedger:
                 entry.offline_total += 1
         if self.on_offline_admit is not None:
             self.on_offline_admit()
-        return tuple(entry.standing(moment) for entry in entries)
+        return tuple(entry.standing(moment, self._left_offline(entry)) for entry in entries)
+
+    def _left_offline(self, entry: Entry) -> int:
+        """What this replica will still admit in the window while it counts alone."""
+        return entry.allowance + max(0, self._offline_share(entry) - entry.offline_total)
 
     def _offline_share(self, entry: Entry) -> int:
         """What is left of the window as last seen, split among the replicas."""

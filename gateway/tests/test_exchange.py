@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from citygrid.testing import serve_app, wait_until
 from contract import catalogue
 from contract.catalogue import BY_NAME, DATASETS, Dataset, PersonalKind
 from gateway.exchange.masking import MASKS
+from gateway.oauth.signing import ALGORITHM
 from gateway.tests.test_consumers import Gateway, Setup, new_consumer, setup
 
 __all__ = ["setup"]
@@ -374,6 +376,41 @@ async def test_a_revoked_key_reads_nothing(setup: Setup, exchange: Gateway):
     )
     assert revoked.status_code == 200, revoked.text
     assert (await exchange.client.get("/exchange/v1/cases", headers=key)).status_code == 401
+
+
+async def test_an_access_token_past_its_expiry_reads_nothing(setup: Setup, exchange: Gateway):
+    consumer = await new_consumer(exchange, setup, name="late", scopes=["cases:read"])
+    issued = await exchange.client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": consumer["id"],
+            "client_secret": consumer["api_key"],
+        },
+    )
+    assert issued.status_code == 200, issued.text
+    tokens = exchange.app.state.gateway.tokens
+    signer = tokens._signer(time.time())
+    claims = jwt.decode(issued.json()["access_token"], options={"verify_signature": False})
+
+    def signed(**changes: int) -> dict[str, str]:
+        token = jwt.encode(
+            claims | changes,
+            signer.private,
+            algorithm=ALGORITHM,
+            headers={"kid": signer.kid, "typ": "at+jwt"},
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    # The same token, signed by the gateway's own key: accepted while it lives, refused once it has not.
+    assert (await exchange.client.get("/exchange/v1/cases", headers=signed())).status_code == 200
+    expired = await exchange.client.get(
+        "/exchange/v1/cases",
+        headers=signed(iat=claims["iat"] - 900, nbf=claims["iat"] - 900, exp=claims["iat"] - 600),
+    )
+    assert expired.status_code == 401
+    assert expired.json()["code"] == "auth.invalid_credentials"
+    assert "expired" in expired.json()["detail"]
 
 
 async def test_every_exchange_read_is_in_the_message_log_under_its_dataset(setup: Setup, exchange: Gateway):

@@ -226,8 +226,18 @@ async def test_a_replica_without_its_database_admits_its_share_and_settles_it_wh
     ledger.start()
     try:
         allowance = Allowance(per_minute=100)
-        # A quarter of the limit (four replicas share it while none can count with the others).
-        assert await admitted(ledger, "consumer:offline", allowance, 40) == 25
+        # A quarter of the limit (four replicas share it while none can count with the others), and
+        # what each answer says is left is what this replica will still admit alone.
+        first = await ledger.admit("consumer:offline", allowance)
+        assert first[0].remaining == 24
+        assert await admitted(ledger, "consumer:offline", allowance, 39) == 24
+        with pytest.raises(QuotaExceeded) as refused:
+            await ledger.admit("consumer:offline", allowance)
+        assert (refused.value.reason, refused.value.retry_after, refused.value.standings[0].remaining) == (
+            "offline",
+            5,
+            0,
+        )
         assert len(offline_admits) == 25
         assert not ledger.reachable
         current["engine"] = "live"
