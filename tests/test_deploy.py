@@ -252,6 +252,7 @@ def exposed_metrics() -> set[str]:
     muck.manifests.labels(status="issued").set(0)
     gateway = GatewayMetrics(metrics.registry)
     gateway.credential_polls.labels(outcome="ok").inc()
+    gateway.quota_settlements.labels(outcome="ok").inc()
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)

@@ -35,6 +35,27 @@ router = APIRouter(prefix="/exchange/v1", tags=["exchange"])
 # What every exchange read may answer besides its record or page.
 READ_PROBLEMS = problem_responses(400, 401, 403, 404, 422, 429, 502, 503, 504)
 CATALOGUE_PROBLEMS = problem_responses(401, 404, 422, 429)
+# The one envelope of every list; a record's fields are the dataset's (GET /exchange/v1/datasets/<name>).
+PAGE_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["items", "next_cursor"],
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next_cursor": {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": "Give it back as cursor.",
+        },
+    },
+}
+RECORD_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "The dataset's record (its catalogue entry).",
+}
+
+
+def _answering(schema: dict[str, Any], description: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
 
 CATALOGUE_FILE: Final = Path(contract.__file__).resolve().parent / "published" / "catalogue.json"
 MAX_KEY_BYTES: Final = 200
@@ -79,7 +100,7 @@ async def _caller(request: Request) -> tuple[Any, Principal, Allowance]:
 @router.get(
     "/datasets",
     summary="The catalogue: every dataset, its fields, scopes and events",
-    responses=problem_responses(401, 429),
+    responses=_answering(PAGE_SCHEMA, "Every dataset, one page") | problem_responses(401, 429),
 )
 async def list_datasets(request: Request) -> JSONResponse:
     state, principal, allowance = await _caller(request)
@@ -116,7 +137,7 @@ async def _catalogue(
 @router.get(
     "/{name}",
     summary="A page of a dataset ({items, next_cursor}; limit, cursor and filters)",
-    responses=READ_PROBLEMS,
+    responses=_answering(PAGE_SCHEMA, "A page of the dataset") | READ_PROBLEMS,
 )
 async def list_records(name: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)
@@ -134,7 +155,11 @@ async def list_records(name: str, request: Request) -> Response:
     return await _read(request, state, principal, allowance, name, resolve)
 
 
-@router.get("/{name}/{key}", summary="One record of a dataset", responses=READ_PROBLEMS)
+@router.get(
+    "/{name}/{key}",
+    summary="One record of a dataset",
+    responses=_answering(RECORD_SCHEMA, "The record") | READ_PROBLEMS,
+)
 async def get_record(name: str, key: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)
 
@@ -152,7 +177,7 @@ async def get_record(name: str, key: str, request: Request) -> Response:
 @router.get(
     "/{name}/{key}/{child}",
     summary="A page of a dataset read under one record of another",
-    responses=READ_PROBLEMS,
+    responses=_answering(PAGE_SCHEMA, "A page of the dataset") | READ_PROBLEMS,
 )
 async def list_children(name: str, key: str, child: str, request: Request) -> Response:
     state, principal, allowance = await _caller(request)

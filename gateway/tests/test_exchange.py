@@ -91,6 +91,9 @@ def test_every_exchange_operation_documents_its_problems_as_problem_json():
         for status in needed:
             schema = responses[status]["content"]["application/problem+json"]["schema"]
             assert "code" in schema["required"], (path, status)
+        answer = responses["200"]["content"]["application/json"]["schema"]
+        if path in ("/exchange/v1/{name}", "/exchange/v1/{name}/{key}/{child}", "/exchange/v1/datasets"):
+            assert answer["required"] == ["items", "next_cursor"], path
 
 
 def test_every_dataset_the_issue_names_is_in_the_catalogue():
