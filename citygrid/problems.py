@@ -51,6 +51,7 @@ _DESCRIPTIONS = {
     403: "Not allowed for this principal",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict with the current state",
     422: "Invalid parameters",
     429: "Over a rate limit or quota (Retry-After, RateLimit)",
     502: "The owning service answered what cannot be passed on",

@@ -23,6 +23,7 @@ from citygrid.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from citygrid.problems import problem_responses
 from citygrid.runtime import RuntimeDep
 from citygrid.schemas import RequestModel
 from contract.common import Phone
@@ -30,7 +31,13 @@ from gateway.admin import require_admin
 from gateway.consumers import service
 from gateway.models import ApiConsumer, ConsumerAudit, ConsumerKey
 
-router = APIRouter(prefix="/admin/v1", tags=["gateway admin"])
+# What every admin call may answer besides its result: no admin credentials, not city-wide, an
+# unknown consumer or key, a change that conflicts (a name taken, a revoked consumer), bad input.
+router = APIRouter(
+    prefix="/admin/v1",
+    tags=["gateway admin"],
+    responses=problem_responses(400, 401, 403, 404, 409, 422, 429),
+)
 
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)?$", max_length=64)]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]

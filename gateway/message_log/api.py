@@ -17,12 +17,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from citygrid.clock import CityTime
 from citygrid.pagination import Cursor, Limit, Page, cursor_time, cursor_value, decode_cursor, encode_cursor
+from citygrid.problems import problem_responses
 from citygrid.runtime import RuntimeDep
 from gateway.admin import require_admin
 from gateway.message_log import partitions, store
 from gateway.message_log.chain import Record
 
-router = APIRouter(prefix="/admin/v1/message-log", tags=["gateway admin"])
+router = APIRouter(
+    prefix="/admin/v1/message-log",
+    tags=["gateway admin"],
+    responses=problem_responses(400, 401, 403, 422, 429),
+)
 
 
 class RecordOut(BaseModel):

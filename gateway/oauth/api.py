@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from citygrid.auth import Principal
 from citygrid.errors import DomainError, Unauthenticated
+from citygrid.problems import problem_responses
 from gateway.authn import InvalidCredentials
 
 router = APIRouter(tags=["gateway OAuth 2.0"])
@@ -91,7 +92,7 @@ Field_ = Annotated[str | None, Form(max_length=1000)]
 @router.post(
     "/oauth/token",
     operation_id="issue_access_token",
-    responses={400: {"description": "A malformed request, an unsupported grant or scope"}, 401: {}},
+    responses=problem_responses(400, 401, 422, 429, 503),
 )
 async def issue_token(
     request: Request,

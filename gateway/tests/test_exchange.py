@@ -96,6 +96,23 @@ def test_every_exchange_operation_documents_its_problems_as_problem_json():
             assert answer["required"] == ["items", "next_cursor"], path
 
 
+def test_every_operation_of_the_gateways_own_api_documents_its_refusals_as_problem_json():
+    paths = json.loads((PUBLISHED / "openapi" / "gateway.json").read_text())["paths"]
+    checked = 0
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if path == "/oauth/jwks.json":  # public keys: anyone may read them, nothing refuses
+                continue
+            responses = operation["responses"]
+            # 422 wherever there is something to validate: as the kit answers it, never FastAPI's own.
+            has_input = bool(operation.get("parameters") or operation.get("requestBody"))
+            for status in ("401", "429", *(("422",) if has_input else ())):
+                content = responses[status]["content"]
+                assert list(content) == ["application/problem+json"], (method, path, status)
+            checked += 1
+    assert checked >= 18
+
+
 def test_every_dataset_the_issue_names_is_in_the_catalogue():
     named = {
         "cases",
