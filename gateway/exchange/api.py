@@ -81,11 +81,17 @@ def catalogue_document() -> dict[str, Any]:
     return document
 
 
+@functools.cache
+def _entries() -> dict[str, dict[str, Any]]:
+    """The catalogue's datasets by name, indexed once (every read looks up its key rule)."""
+    return {item["name"]: item for item in catalogue_document()["items"]}
+
+
 def _entry(name: str) -> dict[str, Any]:
-    for item in catalogue_document()["items"]:
-        if item["name"] == name:
-            return dict(item)
-    raise UnknownDataset(f"no dataset named {name!r}: GET /exchange/v1/datasets lists them")
+    entry = _entries().get(name)
+    if entry is None:
+        raise UnknownDataset(f"no dataset named {name!r}: GET /exchange/v1/datasets lists them")
+    return entry
 
 
 async def _caller(request: Request) -> tuple[Any, Principal, Allowance]:

@@ -205,15 +205,18 @@ def ledger_on(engines: dict[str, AsyncEngine], current: dict[str, str], **option
     return QuotaLedger(lambda: sessions[current["engine"]], **options)
 
 
+async def admits(ledger: QuotaLedger, subject: str, allowance: Allowance) -> bool:
+    """Whether one request is admitted (a refusal is the ledger's QuotaExceeded, nothing else)."""
+    try:
+        await ledger.admit(subject, allowance)
+    except QuotaExceeded:
+        return False
+    return True
+
+
 async def admitted(ledger: QuotaLedger, subject: str, allowance: Allowance, tries: int) -> int:
-    count = 0
-    for _ in range(tries):
-        try:
-            await ledger.admit(subject, allowance)
-            count += 1
-        except QuotaExceeded:
-            pass
-    return count
+    """How many of ``tries`` requests, one after another, are admitted."""
+    return sum([await admits(ledger, subject, allowance) for _ in range(tries)])
 
 
 async def test_a_replica_without_its_database_admits_its_share_and_settles_it_when_it_is_back(
@@ -332,14 +335,7 @@ async def test_many_requests_waiting_at_once_share_the_settlements_and_never_pas
     try:
         allowance = Allowance(per_minute=50, per_day=1000)
 
-        async def one() -> bool:
-            try:
-                await ledger.admit("consumer:crowd", allowance)
-            except QuotaExceeded:
-                return False
-            return True
-
-        outcomes = await asyncio.gather(*(one() for _ in range(300)))
+        outcomes = await asyncio.gather(*(admits(ledger, "consumer:crowd", allowance) for _ in range(300)))
         # Only admitted or refused (a request that lost the race for three settlements is told to
         # come back at once), never more than the limit.
         assert 40 <= outcomes.count(True) <= 50
@@ -360,17 +356,10 @@ async def test_requests_far_under_the_limit_are_all_admitted_however_they_arrive
     try:
         allowance = Allowance(per_minute=1000)
 
-        async def one() -> bool:
-            try:
-                await ledger.admit("consumer:trickle", allowance)
-            except QuotaExceeded:
-                return False
-            return True
-
         # In waves: many arrive while a settlement is under way, and must be served by the next.
         tasks = []
         for wave in range(20):
-            tasks += [asyncio.create_task(one()) for _ in range(10)]
+            tasks += [asyncio.create_task(admits(ledger, "consumer:trickle", allowance)) for _ in range(10)]
             await asyncio.sleep(0.002 * (wave % 3))
         outcomes = await asyncio.gather(*tasks)
         assert outcomes.count(True) == 200
