@@ -133,6 +133,7 @@ async def platform(
                 database_url=waste_database,
                 **infrastructure.nats_settings(WASTE_NATS.user),
                 internal_token_public_key=infrastructure.public_key,
+                jt808_port=0,  # the kernel's pick: parallel workers never share a port
             )
         ),
     }
