@@ -288,6 +288,32 @@ DATASETS: Final[tuple[Dataset, ...]] = (
 )
 
 BY_NAME: Final[dict[str, Dataset]] = {dataset.name: dataset for dataset in DATASETS}
+# The dataset each event type belongs to: a webhook subscription to it needs that dataset's scopes.
+EVENT_DATASET: Final[dict[str, Dataset]] = {
+    event: dataset for dataset in DATASETS for event in dataset.events
+}
+
+# The personal fields of each event type's ``data`` (paths as in ``Dataset.personal``): a webhook's
+# payload has them masked unless its consumer holds ``pii:read`` or the dataset's ``<dataset>:pii``.
+# A test holds every event type of the catalogue, and every such field of its schema, to this map.
+_PROBLEM_PERSONAL: Final = {"address": P.ADDRESS, "description": P.TEXT}
+EVENT_PERSONAL: Final[dict[str, dict[str, PersonalKind]]] = {
+    **{event: {"note": P.TEXT} for event in CASE_EVENTS},
+    "vision.alarm.confirmed": _PROBLEM_PERSONAL,
+    "vision.recheck.completed": {"note": P.TEXT},
+    "gas.violation.detected": _PROBLEM_PERSONAL,
+    "gas.incident.reported": _PROBLEM_PERSONAL,
+    "gas.incident.advanced": {},
+    "gas.incident.closed": {},
+    "muck.violation.detected": _PROBLEM_PERSONAL,
+    "muck.manifest.issued": {},
+    "muck.manifest.loaded": {},
+    "muck.manifest.delivered": {},
+    "muck.manifest.closed": {"resolution_note": P.TEXT},
+    "muck.manifest.cancelled": {},
+    "muck.manifest.abnormal": {},
+    "waste.violation.detected": _PROBLEM_PERSONAL,
+}
 
 
 # --- the published document --------------------------------------------------------------------------

@@ -204,3 +204,99 @@ class MessageLogWriter(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
     last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seal: Mapped[str] = mapped_column(String(64))
+
+
+class Subscription(Base):
+    """A consumer's webhook: where to send which events, filtered how (``gateway.subscriptions``).
+
+    The signing secret is stored sealed under ``CITYGRID_WEBHOOK_SECRET_KEY`` (AES-GCM); after a
+    rotation the previous one signs beside it until ``previous_until``. ``failures`` counts the
+    attempts that failed in a row, and nothing is sent to it before ``retry_at``: a receiver that is
+    down is backed off as a whole, not once per message."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=new_id)
+    consumer_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("api_consumers.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)))
+    filters: Mapped[dict[str, object]] = mapped_column(JSONB)
+    description: Mapped[str | None] = mapped_column(String(200))
+    secret_sealed: Mapped[str] = mapped_column(String(200))
+    previous_secret_sealed: Mapped[str | None] = mapped_column(String(200))
+    previous_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(12), server_default="active")  # active | paused
+    paused_reason: Mapped[str | None] = mapped_column(String(200))
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_subscriptions_event_types", "event_types", postgresql_using="gin"),)
+
+
+class WebhookMessage(Base):
+    """An event that reached at least one subscription, once, as it was published (its personal
+    data is masked per consumer when it is sent)."""
+
+    __tablename__ = "webhook_messages"
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    event: Mapped[dict[str, object]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_webhook_messages_created_at", "created_at"),)
+
+
+class WebhookDelivery(Base):
+    """One message for one subscription: pending until delivered, failed (its attempts spent) or
+    dropped (its consumer may no longer receive it). A claimed delivery's ``next_attempt_at`` is
+    pushed past the attempt's timeout: a replica that dies mid-attempt leaves it due again."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(
+        String(100), ForeignKey("webhook_messages.event_id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(12), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_status: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("uq_webhook_deliveries_subscription_event", "subscription_id", "event_id", unique=True),
+        # What each subscription has due: the claim reads it per subscription, never the whole table.
+        Index(
+            "ix_webhook_deliveries_due",
+            "subscription_id",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        # The delivery log, newest first, and a replay's range.
+        Index("ix_webhook_deliveries_subscription_created", "subscription_id", "created_at", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: the receiver's status, or why there was none, and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(String(300))
+    duration_ms: Mapped[int] = mapped_column(Integer)
