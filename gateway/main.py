@@ -66,6 +66,11 @@ from gateway.quotas import ledger as quota_ledger
 from gateway.quotas.policies import Allowance, Period, headers
 from gateway.routing import UPSTREAMS, is_routable, required_scope
 from gateway.settings import GatewaySettings
+from gateway.subscriptions import api as subscriptions_api
+from gateway.subscriptions import delivery as webhook_delivery
+from gateway.subscriptions import intake as webhook_intake
+from gateway.subscriptions import service as subscriptions
+from gateway.subscriptions.sealing import DEVELOPMENT_KEY, Sealer
 
 log = logging.getLogger("gateway")
 
@@ -292,9 +297,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings=settings,
         metrics=KitMetrics(service=settings.service_name),
         verifier=PrincipalVerifier(public_key="", audience=settings.service_name),
-        messaging=False,
+        # NATS for the webhook subscriptions' durable consumers only: the gateway publishes nothing.
+        messaging=True,
     )
     metrics = GatewayMetrics(runtime.metrics.registry)
+    webhook_policy = webhook_delivery.Policy.of(settings)
+    sealer = Sealer(settings.webhook_secret_key or DEVELOPMENT_KEY, settings.webhook_previous_secret_keys)
+    deliverer = webhook_delivery.Deliverer(lambda: runtime.db, webhook_policy, sealer, metrics)
+
+    def webhooks_queued(count: int) -> None:
+        metrics.webhook_queued.inc(count)
+        deliverer.wake()
+
+    runtime.consumer_specs = webhook_intake.consumer_specs(webhooks_queued)
     hashers = tuple(Hasher.of(key) for key in [settings.message_log_key, *settings.message_log_previous_keys])
 
     async def message_log_partitions_round() -> int:
@@ -340,6 +355,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             batch_size=10_000,
         ),
         PeriodicJob("gateway-token-keys", settings.token_key_check_seconds, token_keys_round),
+        PeriodicJob(
+            "gateway-webhook-retention",
+            3600.0,
+            lambda: subscriptions.purge(
+                runtime.db,
+                retention=timedelta(days=settings.webhook_retention_days),
+                undelivered=timedelta(days=settings.webhook_undelivered_days),
+            ),
+            batch_size=5000,
+        ),
         PeriodicJob(
             "gateway-quota-retention",
             3600.0,
@@ -469,9 +494,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             tokens=tokens,
         )
         app.state.gateway = state
+        deliverer.start()
+        runtime.metrics.scrape_hooks.append(deliverer.gauges)
         try:
             yield
         finally:
+            runtime.metrics.scrape_hooks.remove(deliverer.gauges)
+            await deliverer.stop()
             runtime.metrics.scrape_hooks.remove(credential_gauges)
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -496,6 +525,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         route for route in app.router.routes if getattr(route, "path", None) != "/metrics"
     ]
     app.state.internal_app = internal_app(runtime)
+    app.state.webhooks = webhook_delivery.Webhooks(
+        policy=webhook_policy, sealer=sealer, deliverer=deliverer, resolver=webhook_delivery.resolve
+    )
     # CORS right inside the request context: preflights are answered before limits and authentication,
     # and every answer, a 401 or a 413 included, carries the headers a browser needs to read it.
     context = next(
@@ -509,6 +541,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(consumers_api.router)
     app.include_router(oauth_api.router)
     app.include_router(message_log_api.router)
+    # Before the datasets: /exchange/v1/{name} would otherwise take /exchange/v1/subscriptions.
+    app.include_router(subscriptions_api.router)
     app.include_router(exchange_api.router)
     for service in sorted(settings.upstreams):
         app.add_api_route(

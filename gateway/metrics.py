@@ -115,3 +115,38 @@ class GatewayMetrics:
             "from its offline share (limit ÷ CITYGRID_QUOTA_REPLICAS per window).",
             registry=registry,
         )
+        # Webhook subscriptions (gateway.subscriptions): what this replica delivers.
+        self.webhook_queued = Counter(
+            "citygrid_gateway_webhook_messages_queued_total",
+            "Deliveries queued for subscriptions from the events read (one per subscription and event).",
+            registry=registry,
+        )
+        self.webhook_attempts = Counter(
+            "citygrid_gateway_webhook_attempts_total",
+            "Delivery attempts by outcome: delivered (2xx), failed (retried later), given_up (the last "
+            "attempt failed), dropped (the consumer or its scope is gone).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "citygrid_gateway_webhook_attempt_seconds",
+            "Time from connecting to a receiver to its answer, per attempt.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.webhook_in_flight = Gauge(
+            "citygrid_gateway_webhook_in_flight",
+            "Deliveries this replica is sending now.",
+            registry=registry,
+        )
+        self.webhook_subscriptions = Gauge(
+            "citygrid_gateway_webhook_subscriptions",
+            "Subscriptions by state (active, paused); a pause after failures has the reason failing.",
+            ["state"],
+            registry=registry,
+        )
+        self.webhook_oldest_due_age = Gauge(
+            "citygrid_gateway_webhook_oldest_due_age_seconds",
+            "How long the oldest delivery due to an active subscription has waited (0: none waits).",
+            registry=registry,
+        )

@@ -213,6 +213,36 @@ class GatewaySettings(ServiceSettings):
     token_key_publish_seconds: float = Field(default=600.0, ge=0)
     token_key_check_seconds: float = Field(default=60.0, gt=0)
 
+    # Webhook subscriptions (docs/exchange.md#subscriptions). Their signing secrets are stored sealed
+    # under this key (required in production; keys used before stay listed to open older secrets).
+    webhook_secret_key: str = Field(default="", repr=False)
+    webhook_previous_secret_keys: list[str] = Field(default_factory=list, repr=False)
+    # Targets on private, loopback or link-local addresses (SSRF) are refused except in development;
+    # a test or staging deployment whose receivers are internal says so here (never in production).
+    webhook_allow_private_targets: bool = False
+    webhook_subscriptions_per_consumer: int = Field(default=20, ge=1, le=1000)
+    # Deliveries in flight at once per replica, and per subscription per replica (a slow receiver
+    # holds only its own share); the pause between looks for due deliveries when nothing woke it.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    webhook_concurrency_per_subscription: int = Field(default=4, ge=1, le=100)
+    webhook_poll_seconds: float = Field(default=0.5, gt=0, le=30)
+    # A receiver answers within this (connection included), or the attempt failed.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # After the n-th failure in a row: wait base × 2ⁿ⁻¹ (±20 %), at most max; a message is given up
+    # after max_attempts; a subscription whose attempts failed pause_after_failures times in a row
+    # pauses until its consumer resumes it.
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_pause_after_failures: int = Field(default=15, ge=1, le=1000)
+    # A rotated secret keeps signing beside the new one this long (receivers switch without a gap).
+    webhook_secret_overlap_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # Messages whose deliveries are all settled are deleted after retention_days (the delivery log
+    # and what a replay can send again); one still pending (its subscription paused) after
+    # undelivered_days.
+    webhook_retention_days: int = Field(default=7, ge=1)
+    webhook_undelivered_days: int = Field(default=30, ge=1)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
@@ -279,6 +309,14 @@ class GatewaySettings(ServiceSettings):
         if self.environment == "production" and len(self.token_key_passphrase) < 32:
             raise ValueError(
                 "CITYGRID_TOKEN_KEY_PASSPHRASE (32 characters or more) is required in production"
+            )
+        if self.environment == "production" and len(self.webhook_secret_key) < 32:
+            raise ValueError("CITYGRID_WEBHOOK_SECRET_KEY (32 characters or more) is required in production")
+        if self.environment == "production" and self.webhook_allow_private_targets:
+            raise ValueError("CITYGRID_WEBHOOK_ALLOW_PRIVATE_TARGETS may not be set in production")
+        if self.webhook_undelivered_days < self.webhook_retention_days:
+            raise ValueError(
+                "CITYGRID_WEBHOOK_UNDELIVERED_DAYS may not be less than CITYGRID_WEBHOOK_RETENTION_DAYS"
             )
         if self.internal_port and self.internal_port == self.port:
             raise ValueError("CITYGRID_INTERNAL_PORT must differ from CITYGRID_PORT")

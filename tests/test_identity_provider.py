@@ -419,6 +419,7 @@ KEYS = {
     "internal_token_public_key": "x",
     "message_log_key": "x" * 32,
     "token_key_passphrase": "y" * 32,
+    "webhook_secret_key": "w" * 32,
 }
 
 

@@ -84,6 +84,7 @@ class Setup:
         values: dict[str, Any] = {
             "environment": "test",
             "database_url": self.database,
+            **self.infrastructure.nats_settings("gateway"),
             "upstreams": {"case": self.upstream},
             "internal_token_private_key": self.infrastructure.private_key,
             "message_log_key": KEY,
