@@ -95,6 +95,7 @@ async def case_behind_gateway(
     from gateway.consumers.service import register_consumer
     from gateway.main import create_app as create_gateway
     from gateway.settings import GatewaySettings
+    from gateway.subscriptions.intake import NATS_IDENTITY as GATEWAY_IDENTITY
     from services.case.events import NATS_IDENTITY
     from services.case.main import CaseSettings
     from services.case.main import create_app as create_case
@@ -127,6 +128,7 @@ async def case_behind_gateway(
                 GatewaySettings(
                     environment="test",
                     database_url=gateway_db,
+                    **service_nats(nats, GATEWAY_IDENTITY),
                     upstreams={"case": case_url},
                     internal_token_private_key=private_key,
                 )

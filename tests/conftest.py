@@ -169,6 +169,7 @@ def gateway_settings(
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": databases["gateway"],
+        **infrastructure.nats_settings("gateway"),
         "upstreams": {"case": case_url},
         "internal_token_private_key": infrastructure.private_key,
         "people_jwt_key": PEOPLE_JWT_PUBLIC_KEY,

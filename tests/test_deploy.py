@@ -888,7 +888,11 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def peer_matches(peer: dict[str, Any], endpoint: Endpoint) -> bool:
     namespace, labels = endpoint
-    assert "ipBlock" not in peer, "the policies name pods and namespaces, not addresses"
+    if "ipBlock" in peer:
+        # Only the webhook receivers' block: the internet, its private ranges excepted, so never a pod.
+        assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+        assert "10.0.0.0/8" in peer["ipBlock"]["except"]
+        return endpoint == INTERNET
     if "namespaceSelector" in peer:
         in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
     else:
@@ -989,6 +993,17 @@ def test_only_the_gateway_calls_the_services_and_only_from_the_ingress():
         assert reaches(pod("gateway"), pod(name), 8000), name
         assert not reaches(outside("ingress-nginx"), pod(name), 8000), name
         assert not any(reaches(pod(other), pod(name), 8000) for other in services if other != name)
+
+
+def test_the_gateway_alone_reaches_webhook_receivers_outside_and_nats_for_its_subscriptions():
+    assert reaches(pod("gateway"), INTERNET, 443)
+    assert reaches(pod("gateway"), pod("nats"), 4222)
+    # The receivers' block never opens a pod of the cluster, nor a port other than https's.
+    assert not reaches(pod("gateway"), pod("case"), 443)
+    assert not reaches(pod("gateway"), INTERNET, 5432)
+    for name in deployment_ids():
+        if name != "gateway":
+            assert not reaches(pod(name), INTERNET, 443), name
 
 
 # The services whose vehicles' JT/T 808 terminals connect from outside, and the Service they do it through.

@@ -31,6 +31,9 @@ from citygrid.messaging import connect_service, ensure_stream, inbox_prefix, str
 from citygrid.natsauth import ADMIN_USER, NatsAccess, NatsIdentity, permissions
 from citygrid.settings import ServiceSettings
 from citygrid.testing import Infrastructure, delete_streams, stream_events, wait_until
+from gateway.main import create_app as create_gateway_app
+from gateway.settings import GatewaySettings
+from gateway.subscriptions.intake import NATS_IDENTITY as GATEWAY
 from services.case.events import NATS_IDENTITY as CASE
 from services.case.main import CaseSettings
 from services.case.main import create_app as create_case_app
@@ -408,6 +411,7 @@ def test_each_service_declares_the_nats_identity_of_what_it_does(infrastructure,
         (CASE, create_case_app(CaseSettings(**common, blob_dir=tmp_path / "case"))),
         (VISION, create_vision_app(VisionSettings(**common, blob_dir=tmp_path / "vision"))),
         (WASTE, create_waste_app(WasteSettings(**common))),
+        (GATEWAY, create_gateway_app(GatewaySettings(environment="test", upstreams={"case": "http://case"}))),
     )
     for identity, app in apps:
         runtime = app.state.kit

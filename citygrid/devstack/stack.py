@@ -36,7 +36,14 @@ class ProcessSpec:
     listeners: tuple[ListenerSpec, ...] = ()
 
 
-GATEWAY = ProcessSpec("gateway", "gateway.main", "gateway", "citygrid_gateway", 8000)
+GATEWAY = ProcessSpec(
+    "gateway",
+    "gateway.main",
+    "gateway",
+    "citygrid_gateway",
+    8000,
+    nats_identity="gateway.subscriptions.intake:NATS_IDENTITY",
+)
 
 SERVICES: tuple[ProcessSpec, ...] = (
     ProcessSpec(
