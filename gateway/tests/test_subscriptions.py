@@ -33,7 +33,8 @@ from contract.case import ALL_CASE_EVENTS, CaseClosed, CaseReported, CaseSource,
 from contract.catalogue import DATASETS, EVENT_DATASET, EVENT_PERSONAL
 from contract.common import GeoPoint
 from contract.gas import ALL_GAS_EVENTS, RefusalReason, ViolationDetected
-from contract.muck import ALL_MUCK_EVENTS
+from contract.muck import ALL_MUCK_EVENTS, TransportViolation
+from contract.muck import ViolationDetected as MuckViolationDetected
 from contract.vision import ALL_VISION_EVENTS
 from contract.waste import ALL_WASTE_EVENTS
 from gateway.consumers.service import register_consumer
@@ -144,17 +145,21 @@ class Hooks:
             await connection.close()
 
     async def publish(self, *events: CloudEvent) -> None:
-        """Publish as a producer's outbox relay does: the envelope, with Nats-Msg-Id, on its stream."""
-        client = await nats.connect(self.infrastructure.nats_url)
-        try:
-            jetstream = client.jetstream()
-            for event in events:
-                await ensure_stream(jetstream, stream_config(event.domain))
-                await jetstream.publish(
-                    event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id}
-                )
-        finally:
-            await client.close()
+        await publish(self.infrastructure, *events)
+
+
+async def publish(infrastructure: Infrastructure, *events: CloudEvent) -> None:
+    """Publish as a producer's outbox relay does: the envelope, with Nats-Msg-Id, on its stream."""
+    client = await nats.connect(infrastructure.nats_url)
+    try:
+        jetstream = client.jetstream()
+        for event in events:
+            await ensure_stream(jetstream, stream_config(event.domain))
+            await jetstream.publish(
+                event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id}
+            )
+    finally:
+        await client.close()
 
 
 @pytest.fixture
@@ -231,6 +236,21 @@ def gas_violation(*, district: str = "440106") -> CloudEvent:
         cylinder_code="GZ-LPG-0000001",
         station_code="ST-01",
         reasons=[next(iter(RefusalReason))],
+    )
+    return _emit(data, data.reference)
+
+
+def muck_violation(*, district: str = "440106", kind: TransportViolation = TransportViolation.OFF_ROUTE) -> CloudEvent:
+    data = MuckViolationDetected(
+        reference=f"violation-{uuid.uuid4().hex[:8]}",
+        category_code="12001",
+        district_code=district,
+        location=GeoPoint(coordinates=(113.33, 23.14)),
+        address=ADDRESS,
+        description=NOTE,
+        detected_at=datetime.now(UTC),
+        plate="粤A12345",
+        kind=kind,
     )
     return _emit(data, data.reference)
 
