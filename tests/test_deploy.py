@@ -253,6 +253,7 @@ def exposed_metrics() -> set[str]:
     gateway = GatewayMetrics(metrics.registry)
     gateway.credential_polls.labels(outcome="ok").inc()
     gateway.quota_settlements.labels(outcome="ok").inc()
+    gateway.webhook_attempts.labels(outcome="delivered").inc()
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
