@@ -240,7 +240,9 @@ def gas_violation(*, district: str = "440106") -> CloudEvent:
     return _emit(data, data.reference)
 
 
-def muck_violation(*, district: str = "440106", kind: TransportViolation = TransportViolation.OFF_ROUTE) -> CloudEvent:
+def muck_violation(
+    *, district: str = "440106", kind: TransportViolation = TransportViolation.OFF_ROUTE
+) -> CloudEvent:
     data = MuckViolationDetected(
         reference=f"violation-{uuid.uuid4().hex[:8]}",
         category_code="12001",
