@@ -302,6 +302,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     metrics = GatewayMetrics(runtime.metrics.registry)
     webhook_policy = webhook_delivery.Policy.of(settings)
+    if not settings.webhook_secret_key and settings.environment != "development":
+        log.warning(
+            "CITYGRID_WEBHOOK_SECRET_KEY is empty: webhook secrets are sealed with the public development key"
+        )
     sealer = Sealer(settings.webhook_secret_key or DEVELOPMENT_KEY, settings.webhook_previous_secret_keys)
     deliverer = webhook_delivery.Deliverer(lambda: runtime.db, webhook_policy, sealer, metrics)
 
@@ -363,7 +367,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 retention=timedelta(days=settings.webhook_retention_days),
                 undelivered=timedelta(days=settings.webhook_undelivered_days),
             ),
-            batch_size=5000,
+            batch_size=1000,
         ),
         PeriodicJob(
             "gateway-quota-retention",

@@ -270,6 +270,8 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_status: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(String(300))
+    # While a replica sends it: resume and replay leave it to that attempt.
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -284,6 +286,8 @@ class WebhookDelivery(Base):
         ),
         # The delivery log, newest first, and a replay's range.
         Index("ix_webhook_deliveries_subscription_created", "subscription_id", "created_at", "id"),
+        # The delivery log of one state (?state=failed), without reading the others.
+        Index("ix_webhook_deliveries_subscription_state", "subscription_id", "state", "created_at", "id"),
     )
 
 

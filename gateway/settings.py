@@ -225,6 +225,10 @@ class GatewaySettings(ServiceSettings):
     # holds only its own share); the pause between looks for due deliveries when nothing woke it.
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1, le=100)
+    # ... and per consumer, whatever the number of its subscriptions.
+    webhook_concurrency_per_consumer: int = Field(default=8, ge=1, le=1000)
+    # The ports a production target may name (what the egress network policy opens).
+    webhook_ports: list[int] = Field(default_factory=lambda: [443, 8443])
     webhook_poll_seconds: float = Field(default=0.5, gt=0, le=30)
     # A receiver answers within this (connection included), or the attempt failed.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)

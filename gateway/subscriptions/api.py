@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +18,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from citygrid.auth import Principal
+from citygrid.clock import EARLIEST, LATEST
 from citygrid.errors import DomainError, Forbidden
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.problems import problem_responses
@@ -56,7 +57,12 @@ EventType = Annotated[
 FieldPath = Annotated[
     str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*){0,4}$", max_length=200)
 ]
-FilterValue = Annotated[str, StringConstraints(max_length=200)] | int | float | bool
+FilterValue = (
+    Annotated[str, StringConstraints(max_length=200)]
+    | Annotated[int, Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+)
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=2000)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -141,12 +147,23 @@ class IssuedSubscription(SubscriptionOut):
     secret: str = Field(description="The signing secret (Standard Webhooks, whsec_…), shown this once.")
 
 
+def _in_range(moment: datetime) -> datetime:
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError("a time between 1970 and 2200")
+    return moment
+
+
 class Replay(RequestModel):
-    since: AwareDatetime = Field(description="Every message queued for it since then is sent again.")
+    since: Annotated[AwareDatetime, AfterValidator(_in_range)] = Field(
+        description="Every message queued for it since then is sent again."
+    )
 
 
 class Replayed(BaseModel):
-    queued: int = Field(description="Messages queued to be sent again.")
+    queued: int = Field(description="Settled messages queued to be sent again (at most 10,000 a call).")
+    continue_from: AwareDatetime | None = Field(
+        description="Set when more remain: replay again with this as since for the rest."
+    )
 
 
 class AttemptOut(BaseModel):
@@ -254,10 +271,10 @@ def _allow_http(request: Request) -> bool:
 async def _reachable(request: Request, url: str) -> None:
     """The target resolves, now, to addresses this deployment may send to (checked again per send)."""
     policy = request.app.state.webhooks.policy
-    target = rules.parse_target(url, allow_http=_allow_http(request))
+    target = rules.parse_target(url, allow_http=policy.allow_http, ports=policy.ports)
     try:
         found = await request.app.state.webhooks.resolver(target.host, target.port)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):
         raise rules.TargetRefused(f"{target.host} does not resolve") from None
     rules.check_addresses(target.host, found, allow_private=policy.allow_private)
 
@@ -277,6 +294,7 @@ async def create_subscription(
             description=body.description,
             audience=_audience(principal),
             allow_http=_allow_http(request),
+            ports=request.app.state.webhooks.policy.ports,
         )
         await _reachable(request, wanted.url)
         async with kit.uow() as uow:
@@ -335,6 +353,7 @@ async def change_subscription(
                 else current.description,
                 audience=_audience(principal),
                 allow_http=_allow_http(request),
+                ports=request.app.state.webhooks.policy.ports,
             )
             if wanted.url != current.url:
                 await _reachable(request, wanted.url)
@@ -418,9 +437,9 @@ async def replay(subscription_id: uuid.UUID, body: Replay, request: Request, res
     async def work(kit: Any, principal: Principal, consumer_id: uuid.UUID) -> Replayed:
         async with kit.uow() as uow:
             current = await service.subscription_of(uow.session, consumer_id, subscription_id, lock=True)
-            queued = await service.replay(uow.session, current, body.since)
+            replayed = await service.replay(uow.session, current, body.since)
         request.app.state.webhooks.deliverer.wake()
-        return Replayed(queued=queued)
+        return Replayed(queued=replayed.queued, continue_from=replayed.continue_from)
 
     return await _as_consumer(request, response, work, success=202)
 

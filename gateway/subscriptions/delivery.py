@@ -1,11 +1,12 @@
 """Sending what is queued: every replica claims due deliveries and posts them, signed.
 
 A claim takes, for subscriptions that are active and not backed off, a few due deliveries each
-(``FOR UPDATE SKIP LOCKED``, so two replicas never claim the same one) and pushes their next attempt
-past the attempt's timeout: a replica that dies mid-attempt leaves them due again, so a message is
-delivered at least once (receivers deduplicate on ``webhook-id``, the event's id). Subscriptions are
-claimed in random order and each holds at most ``per_subscription`` of this replica's slots: a slow
-receiver delays only itself.
+(``FOR UPDATE SKIP LOCKED``, so two replicas never claim the same one) and leases them past the
+attempt's timeout: a replica that dies mid-attempt leaves them due again, so a message is delivered
+at least once (receivers deduplicate on ``webhook-id``, the event's id). Every outcome is fenced by
+the attempt it records, so a replica whose lease lapsed records nothing. One subscription per
+consumer is claimed at a time, in random order, within ``per_subscription`` and ``per_consumer``
+slots of this replica: a slow receiver, or a consumer with many, delays only itself.
 
 What is sent is the event as a structured CloudEvent, its personal fields masked as the consumer's
 grant says now, signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
@@ -18,8 +19,10 @@ internal address at the moment of sending is refused, not followed. Redirects ar
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
+import functools
 import json
 import logging
 import random
@@ -47,7 +50,6 @@ USER_AGENT: Final = "CityGrid-Webhooks/1"
 CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 # A claimed delivery is due again this long after its attempt's timeout (its replica died).
 LEASE_MARGIN_SECONDS: Final = 30.0
-STOP_SECONDS: Final = 5.0
 ERROR_LENGTH: Final = 300
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -65,6 +67,8 @@ class Policy:
     pause_after_failures: int
     allow_private: bool  # development, or said so outside production: receivers on internal addresses
     allow_http: bool  # outside production: plain http:// receivers
+    per_consumer: int = 8
+    ports: frozenset[int] | None = None  # production: the ports the egress policy opens
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> Policy:
@@ -79,6 +83,8 @@ class Policy:
             pause_after_failures=settings.webhook_pause_after_failures,
             allow_private=settings.environment == "development" or settings.webhook_allow_private_targets,
             allow_http=settings.environment != "production",
+            per_consumer=settings.webhook_concurrency_per_consumer,
+            ports=frozenset(settings.webhook_ports) if settings.environment == "production" else None,
         )
 
     @property
@@ -90,6 +96,7 @@ class Policy:
 class Claimed:
     id: int
     subscription_id: uuid.UUID
+    consumer_id: uuid.UUID
     attempts: int  # this one included
     url: str
     secret_sealed: str
@@ -104,23 +111,34 @@ class Claimed:
 class Answer:
     status: int | None
     error: str | None
+    # The gateway's own fault (a secret it cannot open): retried, never held against the receiver.
+    ours: bool = False
 
     @property
     def delivered(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
 
+# One claim: at most one subscription per consumer (in random order, so no consumer's many
+# subscriptions crowd out another's), ``per_subscription`` due deliveries of each (one while it is
+# failing: a probe, not a volley) and no more than its consumer's slots left on this replica,
+# leased past the attempt's timeout.
 _CLAIM = text(
     """
     WITH candidates AS (
-        SELECT s.id FROM subscriptions s
-        WHERE s.state = 'active'
-          AND (s.retry_at IS NULL OR s.retry_at <= now())
-          AND NOT (s.id = ANY(CAST(:busy AS uuid[])))
-          AND EXISTS (
-              SELECT 1 FROM webhook_deliveries d
-              WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now()
-          )
+        SELECT id, consumer_id, failures FROM (
+            SELECT DISTINCT ON (s.consumer_id) s.id, s.consumer_id, s.failures
+            FROM subscriptions s
+            WHERE s.state = 'active'
+              AND (s.retry_at IS NULL OR s.retry_at <= now())
+              AND NOT (s.id = ANY(CAST(:busy AS uuid[])))
+              AND NOT (s.consumer_id = ANY(CAST(:full AS uuid[])))
+              AND EXISTS (
+                  SELECT 1 FROM webhook_deliveries d
+                  WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+              )
+            ORDER BY s.consumer_id, random()
+        ) one_per_consumer
         ORDER BY random()
         LIMIT :capacity
     ), due AS (
@@ -129,17 +147,22 @@ _CLAIM = text(
             SELECT d.id FROM webhook_deliveries d
             WHERE d.subscription_id = c.id AND d.state = 'pending' AND d.next_attempt_at <= now()
             ORDER BY d.next_attempt_at, d.id
-            LIMIT :per_subscription
+            LIMIT LEAST(
+                CASE WHEN c.failures > 0 THEN 1 ELSE :per_subscription END,
+                :per_consumer - COALESCE((CAST(:in_flight AS jsonb) ->> c.consumer_id::text)::int, 0)
+            )
             FOR UPDATE SKIP LOCKED
         ) picked
         LIMIT :capacity
     ), claimed AS (
         UPDATE webhook_deliveries d
-        SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+        SET attempts = d.attempts + 1,
+            next_attempt_at = now() + make_interval(secs => :lease),
+            leased_until = now() + make_interval(secs => :lease)
         FROM due WHERE d.id = due.id
         RETURNING d.id, d.subscription_id, d.event_id, d.attempts
     )
-    SELECT claimed.id, claimed.subscription_id, claimed.attempts, s.url, s.secret_sealed,
+    SELECT claimed.id, claimed.subscription_id, s.consumer_id, claimed.attempts, s.url, s.secret_sealed,
            CASE WHEN s.previous_until > now() THEN s.previous_secret_sealed END AS previous_secret_sealed,
            c.scopes, c.district, c.active, m.type, m.event
     FROM claimed
@@ -149,12 +172,15 @@ _CLAIM = text(
     """
 )
 
+# Every outcome is fenced by the attempt it records (``attempts`` as claimed): a replica whose lease
+# lapsed, and whose delivery another replica claimed again, records nothing.
 _DELIVERED = text(
     """
     WITH settled AS (
         UPDATE webhook_deliveries
-        SET state = 'delivered', delivered_at = now(), last_status = :status, last_error = NULL
-        WHERE id = :id AND state = 'pending'
+        SET state = 'delivered', delivered_at = now(), leased_until = NULL,
+            last_status = :status, last_error = NULL
+        WHERE id = :id AND state = 'pending' AND attempts = :attempts
         RETURNING id
     ), attempt AS (
         INSERT INTO webhook_attempts (delivery_id, status, duration_ms)
@@ -162,6 +188,7 @@ _DELIVERED = text(
     )
     UPDATE subscriptions SET failures = 0, retry_at = NULL, updated_at = now()
     WHERE id = :subscription_id AND (failures <> 0 OR retry_at IS NOT NULL)
+      AND EXISTS (SELECT 1 FROM settled)
     """
 )
 
@@ -173,9 +200,9 @@ _FAILED = text(
     WITH settled AS (
         UPDATE webhook_deliveries
         SET state = CASE WHEN attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
-            next_attempt_at = now() + make_interval(secs => :retry_seconds),
+            next_attempt_at = now() + make_interval(secs => :retry_seconds), leased_until = NULL,
             last_status = :status, last_error = :error
-        WHERE id = :id AND state = 'pending'
+        WHERE id = :id AND state = 'pending' AND attempts = :attempts
         RETURNING id, state
     ), attempt AS (
         INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
@@ -194,11 +221,36 @@ _FAILED = text(
     """
 )
 
+# The gateway's own fault: tried again later, the attempt given back, the subscription untouched.
+_DEFERRED = text(
+    """
+    WITH settled AS (
+        UPDATE webhook_deliveries
+        SET attempts = attempts - 1, leased_until = NULL, last_error = :error,
+            next_attempt_at = now() + make_interval(secs => :retry_seconds)
+        WHERE id = :id AND state = 'pending' AND attempts = :attempts
+        RETURNING id
+    )
+    INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
+    SELECT id, NULL, :error, :duration_ms FROM settled
+    """
+)
+
+# A send cut short by this replica stopping: due again at once, the attempt given back.
+_RELEASED = text(
+    """
+    UPDATE webhook_deliveries
+    SET attempts = attempts - 1, leased_until = NULL, next_attempt_at = now()
+    WHERE id = :id AND state = 'pending' AND attempts = :attempts
+    """
+)
+
 _DROPPED = text(
     """
     WITH settled AS (
-        UPDATE webhook_deliveries SET state = 'dropped', last_status = NULL, last_error = :error
-        WHERE id = :id AND state = 'pending'
+        UPDATE webhook_deliveries
+        SET state = 'dropped', leased_until = NULL, last_status = NULL, last_error = :error
+        WHERE id = :id AND state = 'pending' AND attempts = :attempts
         RETURNING id
     )
     INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
@@ -221,12 +273,26 @@ _OLDEST_DUE = text(
 )
 
 
+# Name lookups run on threads of their own, few: a nameserver that never answers holds these,
+# never the event loop's default executor that the rest of the gateway shares.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
+LOOKUP_SECONDS: Final = 5.0
+
+
 async def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to now (a literal address is itself)."""
+    """Every address ``host`` resolves to now (a literal address is itself), within five seconds."""
     literal = rules.literal_address(host)
     if literal is not None:
         return [literal]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    loop = asyncio.get_running_loop()
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        async with asyncio.timeout(LOOKUP_SECONDS):
+            infos = await loop.run_in_executor(_LOOKUPS, lookup)
+    except TimeoutError:
+        raise OSError(f"no answer for {host} within {LOOKUP_SECONDS:g}s") from None
+    except UnicodeError:
+        raise OSError(f"{host} is not a name that resolves") from None
     return [str(info[4][0]) for info in infos]
 
 
@@ -263,15 +329,18 @@ class Deliverer:
         self._metrics = metrics
         self._resolver = resolver
         self._woken = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._in_flight: dict[asyncio.Task[None], Claimed] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        # The deliveries' reads and writes share the gateway's pool: a few at a time, so a burst of
+        # outcomes never takes the connections its requests need.
+        self._database = asyncio.Semaphore(4)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(policy.timeout_seconds),
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: the checked address is the one reached
-            limits=httpx.Limits(
-                max_connections=policy.concurrency, max_keepalive_connections=policy.concurrency
-            ),
+            # No connection kept: the pool knows a connection by the address it reached, and two
+            # receivers behind one address must not share a TLS session made for the other's name.
+            limits=httpx.Limits(max_connections=policy.concurrency, max_keepalive_connections=0),
             headers={"user-agent": USER_AGENT},
         )
 
@@ -283,13 +352,14 @@ class Deliverer:
         self._loop_task = asyncio.create_task(self.run(), name="gateway-webhooks")
 
     async def stop(self) -> None:
-        """Stop claiming, give what is in flight a moment, then cancel it (its lease makes it due again)."""
+        """Stop claiming, let what is in flight finish within an attempt's timeout, then cancel the
+        rest: each gives its delivery back, due at once for another replica."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if self._in_flight:
-            _, pending = await asyncio.wait(list(self._in_flight), timeout=STOP_SECONDS)
+            _, pending = await asyncio.wait(list(self._in_flight), timeout=self._policy.timeout_seconds + 1)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -309,11 +379,11 @@ class Deliverer:
                     delay = min(delay * 2, 5.0)
                 for one in claimed:
                     task = asyncio.create_task(self.deliver(one), name=f"webhook-{one.id}")
-                    self._in_flight[task] = one.subscription_id
+                    self._in_flight[task] = one
                     task.add_done_callback(self._finished)
                 self._metrics.webhook_in_flight.set(len(self._in_flight))
-            if claimed and len(claimed) >= free:
-                continue  # capacity was the limit: more may be due once a slot frees
+            if claimed:
+                continue  # more may be due: another subscription, another consumer
             self._woken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), timeout=delay)
@@ -326,12 +396,20 @@ class Deliverer:
         self._woken.set()
 
     async def claim(self, capacity: int) -> list[Claimed]:
-        busy = sorted(set(self._in_flight.values()), key=str)
-        async with self._sessions()() as session, session.begin():
+        in_flight = list(self._in_flight.values())
+        busy = sorted({one.subscription_id for one in in_flight}, key=str)
+        per_consumer: dict[uuid.UUID, int] = {}
+        for one in in_flight:
+            per_consumer[one.consumer_id] = per_consumer.get(one.consumer_id, 0) + 1
+        full = sorted((c for c, n in per_consumer.items() if n >= self._policy.per_consumer), key=str)
+        async with self._database, self._sessions()() as session, session.begin():
             rows = await session.execute(
                 _CLAIM,
                 {
                     "busy": busy,
+                    "full": full,
+                    "in_flight": json.dumps({str(consumer): n for consumer, n in per_consumer.items()}),
+                    "per_consumer": self._policy.per_consumer,
                     "capacity": capacity,
                     "per_subscription": self._policy.per_subscription,
                     "lease": self._policy.lease_seconds,
@@ -341,6 +419,7 @@ class Deliverer:
                 Claimed(
                     id=row.id,
                     subscription_id=row.subscription_id,
+                    consumer_id=row.consumer_id,
                     attempts=row.attempts,
                     url=row.url,
                     secret_sealed=row.secret_sealed,
@@ -365,23 +444,28 @@ class Deliverer:
         return None
 
     async def deliver(self, claimed: Claimed) -> None:
+        fence = {"id": claimed.id, "attempts": claimed.attempts}
         refused = self.refusal(claimed)
         if refused is not None:
-            await self._settle(_DROPPED, {"id": claimed.id, "error": refused})
+            await self._settle(_DROPPED, fence | {"error": refused})
             self._metrics.webhook_attempts.labels(outcome="dropped").inc()
             return
         started = time.perf_counter()
-        answer = await self.send(claimed)
+        try:
+            answer = await self.send(claimed)
+        except asyncio.CancelledError:
+            # This replica is stopping: the delivery is given back, due at once elsewhere.
+            await asyncio.shield(self._settle(_RELEASED, fence))
+            raise
         duration = time.perf_counter() - started
         self._metrics.webhook_attempt_seconds.observe(duration)
-        common = {
-            "id": claimed.id,
+        common = fence | {
             "subscription_id": claimed.subscription_id,
             "status": answer.status,
             "duration_ms": round(duration * 1000),
         }
         if answer.delivered:
-            await self._settle(_DELIVERED, common)
+            await asyncio.shield(self._settle(_DELIVERED, common))
             self._metrics.webhook_attempts.labels(outcome="delivered").inc()
             return
         policy = self._policy
@@ -391,18 +475,30 @@ class Deliverer:
             cap=policy.retry_max_seconds,
             jitter=random.uniform(0.8, 1.2),
         )
-        row = await self._settle(
-            _FAILED,
-            common
-            | {
-                "error": _error(answer.error or f"the receiver answered {answer.status}"),
-                "max_attempts": policy.max_attempts,
-                "retry_seconds": retry,
-                "cap": policy.retry_max_seconds,
-                "base": policy.retry_base_seconds,
-                "jitter": random.uniform(0.8, 1.2),
-                "pause": policy.pause_after_failures,
-            },
+        error = _error(answer.error or f"the receiver answered {answer.status}")
+        if answer.ours:
+            await asyncio.shield(
+                self._settle(
+                    _DEFERRED,
+                    fence | {"error": error, "retry_seconds": retry, "duration_ms": common["duration_ms"]},
+                )
+            )
+            self._metrics.webhook_attempts.labels(outcome="failed").inc()
+            return
+        row = await asyncio.shield(
+            self._settle(
+                _FAILED,
+                common
+                | {
+                    "error": error,
+                    "max_attempts": policy.max_attempts,
+                    "retry_seconds": retry,
+                    "cap": policy.retry_max_seconds,
+                    "base": policy.retry_base_seconds,
+                    "jitter": random.uniform(0.8, 1.2),
+                    "pause": policy.pause_after_failures,
+                },
+            )
         )
         given_up = row is not None and row.delivery_state == "failed"
         self._metrics.webhook_attempts.labels(outcome="given_up" if given_up else "failed").inc()
@@ -412,7 +508,7 @@ class Deliverer:
     async def _settle(self, statement: Any, parameters: dict[str, Any]) -> Any:
         """Record an outcome; the row the statement returns (``_FAILED``'s), if any."""
         try:
-            async with self._sessions()() as session, session.begin():
+            async with self._database, self._sessions()() as session, session.begin():
                 result = await session.execute(statement, parameters)
                 return result.first() if statement is _FAILED else None
         except Exception as error:
@@ -420,57 +516,81 @@ class Deliverer:
             log.warning("webhooks: the outcome of delivery %s was not recorded (%s)", parameters["id"], error)
             return None
 
+    def _secrets(self, claimed: Claimed) -> list[str]:
+        secrets = [self._sealer.open(claimed.secret_sealed)]
+        if claimed.previous_secret_sealed:
+            secrets.append(self._sealer.open(claimed.previous_secret_sealed))
+        return secrets
+
     async def send(self, claimed: Claimed) -> Answer:
+        """One attempt; whatever goes wrong is an answer, never an exception (a delivery always
+        ends in an outcome)."""
         try:
-            secrets = [self._sealer.open(claimed.secret_sealed)]
-            if claimed.previous_secret_sealed:
-                secrets.append(self._sealer.open(claimed.previous_secret_sealed))
-        except SecretUnreadable as error:
+            secrets = self._secrets(claimed)
+        except (SecretUnreadable, ValueError) as error:
             log.error("webhooks: subscription %s: signing secret %s", claimed.subscription_id, error)
-            return Answer(None, "the signing secret cannot be opened (CITYGRID_WEBHOOK_SECRET_KEY)")
+            return Answer(
+                None, "the signing secret cannot be opened (CITYGRID_WEBHOOK_SECRET_KEY)", ours=True
+            )
         try:
-            target = rules.parse_target(claimed.url, allow_http=self._policy.allow_http)
+            target = rules.parse_target(
+                claimed.url, allow_http=self._policy.allow_http, ports=self._policy.ports
+            )
         except rules.TargetRefused as refused:
             return Answer(None, refused.detail)
         try:
             async with asyncio.timeout(self._policy.timeout_seconds):
-                try:
-                    found = await self._resolver(target.host, target.port)
-                except OSError as error:
-                    return Answer(None, _error(f"{target.host} does not resolve ({error})"))
-                try:
-                    addresses = rules.check_addresses(
-                        target.host, found, allow_private=self._policy.allow_private
-                    )
-                except rules.TargetRefused as refused:
-                    return Answer(None, refused.detail)
-                body = body_of(claimed)
-                message_id = str(claimed.event["id"])
-                at = datetime.now(UTC)
-                headers = {
-                    "host": target.host_header,
-                    "content-type": CONTENT_TYPE,
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(int(at.timestamp())),
-                    "webhook-signature": signature(secrets, message_id, at, body),
-                }
-                extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-                request = self._client.build_request(
-                    "POST", target.url_for(addresses[0]), content=body, headers=headers, extensions=extensions
-                )
-                response = await self._client.send(request, stream=True)
-                await response.aclose()
-                return Answer(response.status_code, None)
+                return await self._post(claimed, target, secrets)
         except TimeoutError:
             return Answer(None, f"no answer within {self._policy.timeout_seconds:g}s")
         except httpx.HTTPError as error:
             return Answer(
                 None, _error(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
             )
+        except Exception as error:
+            log.exception("webhooks: delivery %s could not be sent", claimed.id)
+            return Answer(None, _error(f"the request could not be made ({type(error).__name__})"))
+
+    async def _post(self, claimed: Claimed, target: rules.Target, secrets: list[str]) -> Answer:
+        try:
+            found = await self._resolver(target.host, target.port)
+        except OSError as error:
+            return Answer(None, _error(f"{target.host} does not resolve ({error})"))
+        try:
+            addresses = rules.check_addresses(target.host, found, allow_private=self._policy.allow_private)
+        except rules.TargetRefused as refused:
+            return Answer(None, refused.detail)
+        body = body_of(claimed)
+        message_id = str(claimed.event["id"])
+        at = datetime.now(UTC)
+        headers = {
+            "host": target.host_header,
+            "content-type": CONTENT_TYPE,
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": signature(secrets, message_id, at, body),
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        unreachable: httpx.ConnectError | None = None
+        # Each checked address in turn while none takes the connection (a dual-stack host whose
+        # first answer is an address family this network cannot reach).
+        for address in addresses[:4]:
+            request = self._client.build_request(
+                "POST", target.url_for(address), content=body, headers=headers, extensions=extensions
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.ConnectError as error:
+                unreachable = error
+                continue
+            await response.aclose()
+            return Answer(response.status_code, None)
+        assert unreachable is not None
+        raise unreachable
 
     async def gauges(self) -> None:
         """The subscriptions by state and the oldest wait, on each scrape (small reads by index)."""
-        async with self._sessions()() as session:
+        async with self._database, self._sessions()() as session:
             states = {row.state: row.n for row in await session.execute(_SUBSCRIPTION_STATES)}
             age = await session.scalar(_OLDEST_DUE)
         for state in ("active", "paused"):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from citygrid.errors import DomainError, Forbidden
 from citygrid.masking import PII_SCOPE
 from contract.case import ALL_CASE_EVENTS
-from contract.catalogue import EVENT_DATASET, EVENT_PERSONAL, owner_read_scope
+from contract.catalogue import EVENT_DATASET, EVENT_PERSONAL, PersonalKind, owner_read_scope
 from contract.gas import ALL_GAS_EVENTS
 from contract.muck import ALL_MUCK_EVENTS
 from contract.vision import ALL_VISION_EVENTS
@@ -32,6 +32,26 @@ SUBSCRIBABLE: Final[frozenset[str]] = frozenset(EVENT_DATASET)
 EVENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     event.subject: frozenset(event.model_fields)
     for event in (*ALL_CASE_EVENTS, *ALL_VISION_EVENTS, *ALL_GAS_EVENTS, *ALL_MUCK_EVENTS, *ALL_WASTE_EVENTS)
+}
+
+
+def _head(path: str) -> str:
+    return path.split(".", 1)[0].removesuffix("[]")
+
+
+# What is masked in each event type's data: the catalogue's fields of the event, and every personal
+# field of its dataset that the event carries too (an incident's location is masked in a webhook as
+# in a read).
+PERSONAL_PATHS: Final[dict[str, dict[str, PersonalKind]]] = {
+    event_type: {
+        **{
+            path: kind
+            for path, kind in EVENT_DATASET[event_type].personal.items()
+            if _head(path) in EVENT_FIELDS[event_type]
+        },
+        **EVENT_PERSONAL[event_type],
+    }
+    for event_type in EVENT_DATASET
 }
 MAX_FIELD_FILTERS: Final = 10
 MAX_FILTER_VALUES: Final = 50
@@ -51,6 +71,10 @@ class TargetRefused(DomainError):
 
 class OtherDistrict(Forbidden):
     code = "subscription.other_district"
+
+
+class PersonalFilter(Forbidden):
+    code = "subscription.personal_filter"
 
 
 class UnknownField(DomainError):
@@ -135,15 +159,32 @@ def check_districts(filters: Filters, audience: Audience) -> None:
         raise OtherDistrict(f"this consumer receives the events of district {audience.district} only")
 
 
-def check_fields(filters: Filters, event_types: Iterable[str]) -> None:
-    """Each field filter names a field that every one of the event types carries (else 422): a
-    filter on a field an event lacks would silently let none of it through."""
+def check_fields(filters: Filters, event_types: Iterable[str], audience: Audience) -> None:
+    """Each filter names what every one of the event types carries (else 422: a filter on a field an
+    event lacks would silently let none of it through), and never a personal field the consumer
+    would see masked (403: whether an event arrives would tell its value)."""
     types = list(event_types)
-    for path in filters.fields:
-        head = path.split(".", 1)[0]
+    wanted = [*filters.fields, *(["district_code"] if filters.districts else [])]
+    wanted += ["category_code"] if filters.categories else []
+    if audience.district is not None:
+        wanted.append("district_code")  # a district-bound consumer receives only what names one
+    for path in wanted:
+        head = _head(path)
         lacking = [event_type for event_type in types if head not in EVENT_FIELDS.get(event_type, ())]
         if lacking:
             raise UnknownField(f"{lacking[0]} has no field {head!r} to filter on")
+    for path in filters.fields:
+        for event_type in types:
+            if _is_personal(event_type, path) and not reveals_personal(event_type, audience):
+                raise PersonalFilter(
+                    f"{path!r} is personal data of {event_type}: filtering on it needs "
+                    f"'{PII_SCOPE}' or '{EVENT_DATASET[event_type].pii_scope}'"
+                )
+
+
+def _is_personal(event_type: str, path: str) -> bool:
+    head = _head(path)
+    return any(_head(personal) == head for personal in PERSONAL_PATHS.get(event_type, {}))
 
 
 def _value_at(data: Mapping[str, Any], path: str) -> Any:
@@ -179,14 +220,19 @@ def matches(event_type: str, data: Mapping[str, Any], filters: Filters, audience
         return False
     if filters.categories and data.get("category_code") not in filters.categories:
         return False
-    return all(_equal(_value_at(data, path), accepted) for path, accepted in filters.fields.items())
+    for path, accepted in filters.fields.items():
+        if _is_personal(event_type, path) and not reveals_personal(event_type, audience):
+            return False  # its grant changed since: the filter tells nothing now
+        if not _equal(_value_at(data, path), accepted):
+            return False
+    return True
 
 
 def masked(event_type: str, data: dict[str, Any], audience: Audience) -> dict[str, Any]:
     """``data`` as the consumer may see it (masked in place)."""
     if reveals_personal(event_type, audience):
         return data
-    masked_data: dict[str, Any] = mask_record(data, EVENT_PERSONAL.get(event_type, {}))
+    masked_data: dict[str, Any] = mask_record(data, PERSONAL_PATHS[event_type])
     return masked_data
 
 
@@ -220,11 +266,15 @@ class Target:
         return shown if self.port == default else f"{shown}:{self.port}"
 
 
-def parse_target(url: str, *, allow_http: bool) -> Target:
-    """The target a webhook URL names, or 422: https only (http too where ``allow_http``), a host,
-    no credentials, no fragment."""
+def parse_target(url: str, *, allow_http: bool, ports: frozenset[int] | None = None) -> Target:
+    """The target a webhook URL names, or 422: https only (http too where ``allow_http``), a host
+    (as its IDNA A-label), a port among ``ports`` when given, no credentials, no fragment, nothing
+    a request line cannot carry."""
+    url = url.strip()
+    if any(ord(character) < 0x21 or ord(character) == 0x7F for character in url):
+        raise TargetRefused("the URL holds spaces or control characters")
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise TargetRefused("the URL cannot be read") from None
@@ -237,9 +287,18 @@ def parse_target(url: str, *, allow_http: bool) -> Target:
         raise TargetRefused("a webhook URL may not carry credentials (the signature authenticates us)")
     if parts.fragment:
         raise TargetRefused("a webhook URL has no fragment")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.hostname.lower().rstrip(".")
+    if literal_address(host) is None:
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise TargetRefused("the URL's host is not a valid domain name") from None
     default = 443 if parts.scheme == "https" else 80
-    return Target(parts.scheme, parts.hostname.lower().rstrip("."), port or default, path)
+    port = port or default
+    if ports is not None and port not in ports:
+        raise TargetRefused(f"a webhook target's port is one of {sorted(ports)}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, host, port, path)
 
 
 def _embedded(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -263,7 +322,10 @@ def is_public(address: str) -> bool:
     embedded = _embedded(parsed)
     if embedded is not None and not is_public(str(embedded)):
         return False
-    return parsed.is_global and not (parsed.is_multicast or parsed.is_reserved or parsed.is_unspecified)
+    site_local = isinstance(parsed, ipaddress.IPv6Address) and parsed.is_site_local  # fec0::/10
+    return parsed.is_global and not (
+        parsed.is_multicast or parsed.is_reserved or parsed.is_unspecified or site_local
+    )
 
 
 def literal_address(host: str) -> str | None:

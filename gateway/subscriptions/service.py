@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from citygrid.clock import EARLIEST
 from citygrid.db import transaction_time
 from citygrid.errors import Conflict, NotFound
 from citygrid.pagination import cursor_time, cursor_value, decode_cursor, encode_cursor
@@ -24,6 +25,8 @@ from gateway.subscriptions import rules
 from gateway.subscriptions.sealing import Sealer, new_secret
 
 ATTEMPTS_SHOWN = 50
+REPLAY_BATCH = 10_000
+MAX_DELIVERY_ID = 2**63 - 1
 
 
 class SubscriptionNotFound(NotFound):
@@ -56,12 +59,13 @@ def check(
     description: str | None,
     audience: rules.Audience,
     allow_http: bool,
+    ports: frozenset[int] | None = None,
 ) -> Wanted:
-    """The request as a subscription may hold it, or the 4xx that says why not (no I/O but none)."""
-    rules.parse_target(url, allow_http=allow_http)
+    """The request as a subscription may hold it, or the 4xx that says why not (no I/O)."""
+    rules.parse_target(url, allow_http=allow_http, ports=ports)
     checked_types = rules.check_event_types(event_types, audience)
     rules.check_districts(filters, audience)
-    rules.check_fields(filters, checked_types)
+    rules.check_fields(filters, checked_types, audience)
     return Wanted(url.strip(), checked_types, filters, description)
 
 
@@ -142,7 +146,9 @@ async def change(session: AsyncSession, subscription: Subscription, wanted: Want
 
 
 async def remove(session: AsyncSession, subscription: Subscription) -> None:
-    """The subscription and its delivery log (what is in flight is not recorded, and not retried)."""
+    """The subscription and its delivery log (what is in flight is not recorded, and not retried).
+    Its deliveries go first: a settle locks a delivery, then its subscription, and so does this."""
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription.id))
     await session.execute(delete(Subscription).where(Subscription.id == subscription.id))
 
 
@@ -164,6 +170,7 @@ async def resume(session: AsyncSession, subscription: Subscription) -> Subscript
     subscription.retry_at = None
     subscription.updated_at = func.now()
     await session.flush()
+    await session.execute(_DUE_NOW, {"id": subscription.id, "since": EARLIEST})
     await session.refresh(subscription)
     return subscription
 
@@ -183,21 +190,52 @@ async def rotate_secret(
     return subscription, secret
 
 
-async def replay(session: AsyncSession, subscription: Subscription, since: datetime) -> int:
-    """Send again every message queued for the subscription since ``since`` (within retention),
-    whatever became of it: due now, with its attempts counted afresh. How many were queued again."""
-    result = await session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.subscription_id == subscription.id,
-            WebhookDelivery.created_at >= since,
-            # One in flight is left to finish: it is sent, or retried, anyway.
-            WebhookDelivery.state != "pending",
-        )
-        .values(state="pending", attempts=0, next_attempt_at=func.now(), last_error=None, delivered_at=None)
-        .execution_options(synchronize_session=False)
+# What is queued and not in a replica's hands: due now, its backoff forgotten.
+_DUE_NOW = text(
+    """
+    UPDATE webhook_deliveries SET next_attempt_at = now()
+    WHERE subscription_id = :id AND state = 'pending' AND created_at >= :since
+      AND next_attempt_at > now() AND (leased_until IS NULL OR leased_until <= now())
+    """
+)
+# A replay's batch: the oldest settled deliveries since the point asked for, queued again.
+_REPLAYED = text(
+    """
+    WITH batch AS (
+        SELECT id, created_at FROM webhook_deliveries
+        WHERE subscription_id = :id AND created_at >= :since AND state <> 'pending'
+        ORDER BY created_at, id
+        LIMIT :limit
+        FOR UPDATE
+    ), queued AS (
+        UPDATE webhook_deliveries d
+        SET state = 'pending', attempts = 0, next_attempt_at = now(), leased_until = NULL,
+            last_error = NULL, delivered_at = NULL
+        FROM batch WHERE d.id = batch.id
+        RETURNING d.created_at
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    SELECT count(*) AS queued, max(created_at) AS last FROM queued
+    """
+)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    queued: int
+    # Set when the batch was full: replay again from there for the rest.
+    continue_from: datetime | None
+
+
+async def replay(
+    session: AsyncSession, subscription: Subscription, since: datetime, *, limit: int = REPLAY_BATCH
+) -> Replayed:
+    """Send again every message queued for the subscription since ``since`` (within retention),
+    whatever became of it: due now, with its attempts counted afresh; what is still pending is made
+    due now. At most ``limit`` settled ones per call, oldest first."""
+    await session.execute(_DUE_NOW, {"id": subscription.id, "since": since})
+    row = (await session.execute(_REPLAYED, {"id": subscription.id, "since": since, "limit": limit})).one()
+    queued = int(row.queued)
+    return Replayed(queued, row.last if queued >= limit else None)
 
 
 async def deliveries_page(
@@ -221,13 +259,20 @@ async def deliveries_page(
         at, after = decode_cursor(cursor, 2)
         query = query.where(
             tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
-            < (cursor_time(at), cursor_value(int, after))
+            < (cursor_time(at), cursor_value(_delivery_id, after))
         )
     found = list((await session.scalars(query)).all())
     if len(found) <= limit:
         return found, None
     last = found[limit - 1]
     return found[:limit], encode_cursor(last.created_at.isoformat(), last.id)
+
+
+def _delivery_id(raw: Any) -> int:
+    value = int(raw)
+    if isinstance(raw, bool) or not 1 <= value <= MAX_DELIVERY_ID:
+        raise ValueError("not a delivery id")
+    return value
 
 
 async def delivery_of(
@@ -252,15 +297,16 @@ async def delivery_of(
 
 
 async def purge(
-    sessions: Any, *, retention: timedelta, undelivered: timedelta, batch_size: int = 5000
+    sessions: Any, *, retention: timedelta, undelivered: timedelta, batch_size: int = 1000
 ) -> int:
     """Delete, a batch at a time, the messages past retention whose deliveries are all settled, and
-    any past ``undelivered`` (their deliveries and attempts go with them)."""
+    any past ``undelivered``, with their deliveries and attempts (each table by its index, in the
+    order a cascade would, so no statement grows with a message's history)."""
     async with sessions() as session, session.begin():
         result = await session.execute(
             text(
                 """
-                DELETE FROM webhook_messages WHERE event_id IN (
+                WITH doomed AS (
                     SELECT m.event_id FROM webhook_messages m
                     WHERE m.created_at < now() - make_interval(secs => :undelivered)
                        OR (m.created_at < now() - make_interval(secs => :retention)
@@ -270,7 +316,14 @@ async def purge(
                     ORDER BY m.created_at
                     LIMIT :batch
                     FOR UPDATE SKIP LOCKED
+                ), deliveries AS (
+                    SELECT d.id FROM webhook_deliveries d JOIN doomed USING (event_id)
+                ), attempts_gone AS (
+                    DELETE FROM webhook_attempts a USING deliveries WHERE a.delivery_id = deliveries.id
+                ), deliveries_gone AS (
+                    DELETE FROM webhook_deliveries d USING deliveries WHERE d.id = deliveries.id
                 )
+                DELETE FROM webhook_messages m USING doomed WHERE m.event_id = doomed.event_id
                 """
             ),
             {

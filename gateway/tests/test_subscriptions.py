@@ -7,6 +7,7 @@ deliver each message once. The rules themselves are unit-tested without I/O at t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -40,7 +41,7 @@ from contract.waste import ALL_WASTE_EVENTS
 from gateway.consumers.service import register_consumer
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
-from gateway.subscriptions import rules
+from gateway.subscriptions import delivery, rules
 from gateway.subscriptions.sealing import Sealer, SecretUnreadable, new_secret
 from gateway.tests.test_message_log import upstream_app
 
@@ -694,6 +695,151 @@ async def test_messages_queued_while_the_receiver_is_down_arrive_when_it_is_back
     assert {event.id for event in events} <= accepted
 
 
+async def test_a_consumer_may_not_filter_on_personal_data_it_would_see_masked(hooks: Hooks):
+    """Whether an event arrives would otherwise tell the consumer a masked value it guessed."""
+    async with hooks.gateway() as gateway, receiving() as receiver:
+        plain = await hooks.consumer(gateway, "housing", ["cases:read"])
+        trusted = await hooks.consumer(gateway, "police", ["cases:read", "cases:pii"])
+        guess = {
+            "url": receiver.url,
+            "event_types": ["case.case.reported"],
+            "filters": {"fields": {"note": [NOTE]}},
+        }
+        refused = await gateway.client.post(SUBSCRIPTIONS, json=guess, headers={"X-API-Key": plain})
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "subscription.personal_filter"
+        allowed = await gateway.client.post(SUBSCRIPTIONS, json=guess, headers={"X-API-Key": trusted})
+        assert allowed.status_code == 201, allowed.text
+
+
+async def test_values_no_database_or_clock_can_hold_are_refused_with_a_4xx(hooks: Hooks):
+    async with hooks.gateway() as gateway, receiving() as receiver:
+        key = await hooks.consumer(gateway, "vendor", ["cases:read", "incidents:read"])
+        headers = {"X-API-Key": key, "content-type": "application/json"}
+        for url in (
+            "https://a..b/hook",
+            "https://" + "a" * 64 + ".example/hook",
+            "http://h/a b",
+            "http://h/\x7f",
+        ):
+            body = json.dumps({"url": url, "event_types": ["case.case.reported"]})
+            response = await gateway.client.post(SUBSCRIPTIONS, content=body, headers=headers)
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["code"] == "subscription.target_refused"
+        for value in ("NaN", "Infinity", "1e400"):
+            filters = f'{{"fields": {{"version": [{value}]}}}}'
+            body = f'{{"url": "{receiver.url}", "event_types": ["case.case.reported"], "filters": {filters}}}'
+            response = await gateway.client.post(SUBSCRIPTIONS, content=body, headers=headers)
+            assert response.status_code == 422, (value, response.text)
+        # Filters on what an event type does not carry would silently let nothing through.
+        for missing in ({"categories": ["11001"]}, {"districts": ["440106"]}):
+            response = await gateway.client.post(
+                SUBSCRIPTIONS,
+                json={"url": receiver.url, "event_types": ["gas.incident.closed"], "filters": missing},
+                headers={"X-API-Key": key},
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == "subscription.unknown_field"
+        subscription = await subscribe(gateway, key, receiver)
+        path = f"{SUBSCRIPTIONS}/{subscription['id']}"
+        for since in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T00:00:00"):
+            response = await gateway.client.post(f"{path}/replay", json={"since": since}, headers=headers)
+            assert response.status_code == 422, (since, response.text)
+        forged = base64.urlsafe_b64encode(json.dumps(["2026-01-01T00:00:00+00:00", 10**30]).encode()).decode()
+        response = await gateway.client.get(f"{path}/deliveries", params={"cursor": forged}, headers=headers)
+        assert response.status_code == 400
+        assert response.json()["code"] == "pagination.invalid_cursor"
+        for delivery in ("0", "99999999999999999999", "x"):
+            response = await gateway.client.get(f"{path}/deliveries/{delivery}", headers=headers)
+            assert response.status_code == 422, delivery
+
+
+async def test_an_outcome_recorded_late_by_a_replica_whose_lease_lapsed_changes_nothing(hooks: Hooks):
+    async with hooks.gateway() as gateway, receiving() as receiver:
+        key = await hooks.consumer(gateway, "emergency", ["cases:read"])
+        subscription = await subscribe(gateway, key, receiver)
+        path = f"{SUBSCRIPTIONS}/{subscription['id']}"
+        assert (await gateway.client.post(f"{path}/pause", headers={"X-API-Key": key})).status_code == 200
+        await hooks.publish(case_event())
+
+        async def queued() -> list[asyncpg.Record]:
+            return await hooks.sql("SELECT id, attempts FROM webhook_deliveries WHERE state = 'pending'")
+
+        await wait_until(queued)
+        (row,) = await queued()
+        # Another replica claimed it again after this one's lease lapsed: its attempt is the second.
+        await hooks.sql("UPDATE webhook_deliveries SET attempts = 2 WHERE id = $1", row["id"])
+        deliverer = gateway.app.state.webhooks.deliverer
+        stale = {"id": row["id"], "attempts": 1, "subscription_id": uuid.UUID(subscription["id"])}
+        await deliverer._settle(delivery._FAILED, stale | FAILED_PARAMETERS)
+        await deliverer._settle(delivery._DELIVERED, stale | {"status": 200, "duration_ms": 5})
+        (after,) = await hooks.sql("SELECT state, attempts FROM webhook_deliveries WHERE id = $1", row["id"])
+        assert (after["state"], after["attempts"]) == ("pending", 2)
+        assert await hooks.sql("SELECT 1 FROM webhook_attempts") == []
+        (held,) = await hooks.sql("SELECT failures FROM subscriptions")
+        assert held["failures"] == 0
+
+
+FAILED_PARAMETERS = {
+    "status": 500,
+    "duration_ms": 5,
+    "error": "stale",
+    "max_attempts": 1,
+    "retry_seconds": 1.0,
+    "cap": 1.0,
+    "base": 1.0,
+    "jitter": 1.0,
+    "pause": 1,
+}
+
+
+async def test_resume_sends_what_waits_at_once_not_after_its_backoff(hooks: Hooks):
+    async with (
+        hooks.gateway(
+            webhook_pause_after_failures=1, webhook_retry_base_seconds=600, webhook_retry_max_seconds=600
+        ) as gateway,
+        receiving(Receiver(answers=[503])) as receiver,
+    ):
+        key = await hooks.consumer(gateway, "market", ["cases:read"])
+        subscription = await subscribe(gateway, key, receiver)
+        path = f"{SUBSCRIPTIONS}/{subscription['id']}"
+        await hooks.publish(case_event())
+
+        async def paused() -> bool:
+            return bool(
+                (await gateway.client.get(path, headers={"X-API-Key": key})).json()["state"] == "paused"
+            )
+
+        await wait_until(paused, timeout=30.0)
+        assert (await gateway.client.post(f"{path}/resume", headers={"X-API-Key": key})).status_code == 200
+        await delivered(hooks, subscription["id"], 1)
+    assert [r.headers["webhook-id"] for r in receiver.received][-1] == receiver.received[0].headers[
+        "webhook-id"
+    ]
+
+
+async def test_one_consumer_holds_no_more_than_its_share_of_a_replicas_slots(hooks: Hooks):
+    """A consumer with many subscriptions to a slow receiver cannot take every slot."""
+    in_flight = {"now": 0, "most": 0}
+    slow = FastAPI()
+
+    @slow.post("/hook")
+    async def hook(request: Request) -> Response:
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        await asyncio.sleep(0.3)
+        in_flight["now"] -= 1
+        return Response(status_code=204)
+
+    async with hooks.gateway(webhook_concurrency_per_consumer=2) as gateway, serve_app(slow) as url:
+        key = await hooks.consumer(gateway, "vendor", ["cases:read"])
+        subscriptions = [await subscribe(gateway, key, Receiver(url=f"{url}/hook")) for _ in range(3)]
+        await hooks.publish(*[case_event() for _ in range(6)])
+        for subscription in subscriptions:
+            await delivered(hooks, subscription["id"], 6)
+    assert in_flight["most"] == 2
+
+
 # --- the rules, without I/O ------------------------------------------------------------------------
 
 EVERY_EVENT = (*ALL_CASE_EVENTS, *ALL_VISION_EVENTS, *ALL_GAS_EVENTS, *ALL_MUCK_EVENTS, *ALL_WASTE_EVENTS)
@@ -720,17 +866,31 @@ def test_every_event_type_belongs_to_one_dataset_and_names_its_personal_fields()
         assert fields & personal_names <= declared, f"{event.subject}: a personal field is not masked"
 
 
+PERSONAL_EXAMPLES = {
+    "text": NOTE,
+    "address": ADDRESS,
+    "name": "王建国",
+    "phone": PHONE,
+    "position": {"type": "Point", "coordinates": [113.331234, 23.141234]},
+}
+
+
 @pytest.mark.parametrize("subject", sorted(EVENT_PERSONAL), ids=str)
 def test_each_personal_field_of_each_event_is_masked_without_pii_and_kept_with_it(subject: str):
-    data = {path: NOTE if kind.value == "text" else ADDRESS for path, kind in EVENT_PERSONAL[subject].items()}
+    personal = rules.PERSONAL_PATHS[subject]
+    # The dataset's own personal fields that the event carries are masked in it too.
+    dataset = EVENT_DATASET[subject]
+    assert {p for p in dataset.personal if p.split(".")[0] in rules.EVENT_FIELDS[subject]} <= set(personal)
+    data = {path: PERSONAL_EXAMPLES[kind.value] for path, kind in personal.items() if "." not in path}
     plain = rules.Audience(frozenset({EVENT_DATASET[subject].read_scope}))
-    masked = rules.masked(subject, dict(data), plain)
+    masked = rules.masked(subject, json.loads(json.dumps(data)), plain)
     for path in data:
+        assert masked[path] != data[path], (subject, path)
         assert PHONE not in str(masked[path]), (subject, path)
         assert "王建国" not in str(masked[path]), (subject, path)
     for scopes in ({"pii:read"}, {EVENT_DATASET[subject].pii_scope}):
         trusted = rules.Audience(frozenset({EVENT_DATASET[subject].read_scope, *scopes}))
-        assert rules.masked(subject, dict(data), trusted) == data
+        assert rules.masked(subject, json.loads(json.dumps(data)), trusted) == data
 
 
 def test_matching_checks_scope_district_and_every_filter():
@@ -783,6 +943,7 @@ def test_retries_back_off_exponentially_up_to_the_cap():
         "fd00::1",
         "::ffff:10.0.0.1",
         "2002:0a00:0001::1",
+        "fec0::1",
         "not an address",
     ],
 )
@@ -802,6 +963,10 @@ def test_public_addresses_are_and_a_target_is_reached_by_its_checked_address():
     assert target.url_for("2606:2800::1") == "https://[2606:2800::1]:443/in?x=1"
     assert target.host_header == "hooks.example.org"
     assert rules.parse_target("http://h:8080/", allow_http=True).host_header == "h:8080"
+    # A name in Unicode is sent as its IDNA A-label; a port the egress policy does not open is refused.
+    assert rules.parse_target("https://bücher.example/", allow_http=False).host == "xn--bcher-kva.example"
+    with pytest.raises(rules.TargetRefused):
+        rules.parse_target("https://h.example:8080/", allow_http=False, ports=frozenset({443, 8443}))
 
 
 def test_sealed_secrets_open_under_their_key_and_a_rotated_one():

@@ -86,6 +86,7 @@ def upgrade() -> None:
         ),
         sa.Column("last_status", sa.SmallInteger(), nullable=True),
         sa.Column("last_error", sa.String(300), nullable=True),
+        sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
@@ -107,6 +108,11 @@ def upgrade() -> None:
         "ix_webhook_deliveries_subscription_created",
         "webhook_deliveries",
         ["subscription_id", "created_at", "id"],
+    )
+    op.create_index(
+        "ix_webhook_deliveries_subscription_state",
+        "webhook_deliveries",
+        ["subscription_id", "state", "created_at", "id"],
     )
     op.create_table(
         "webhook_attempts",
