@@ -42,6 +42,7 @@ from gateway.consumers.service import register_consumer
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
 from gateway.subscriptions import delivery, rules
+from gateway.subscriptions import service as subscriptions_service
 from gateway.subscriptions.sealing import Sealer, SecretUnreadable, new_secret
 from gateway.tests.test_message_log import upstream_app
 
@@ -838,6 +839,44 @@ async def test_one_consumer_holds_no_more_than_its_share_of_a_replicas_slots(hoo
         for subscription in subscriptions:
             await delivered(hooks, subscription["id"], 6)
     assert in_flight["most"] == 2
+
+
+async def test_retention_deletes_settled_messages_past_it_with_their_deliveries_and_attempts(hooks: Hooks):
+    async with hooks.gateway() as gateway, receiving(Receiver(answers=[503])) as receiver:
+        key = await hooks.consumer(gateway, "police", ["cases:read"])
+        subscription = await subscribe(gateway, key, receiver)
+        old, recent, waiting = case_event(), case_event(), case_event()
+        await hooks.publish(old, recent)
+        await delivered(hooks, subscription["id"], 2)
+        path = f"{SUBSCRIPTIONS}/{subscription['id']}"
+        await gateway.client.post(f"{path}/pause", headers={"X-API-Key": key})
+        await hooks.publish(waiting)
+        await wait_until(lambda: hooks.sql("SELECT 1 FROM webhook_deliveries WHERE state = 'pending'"))
+        await hooks.sql(
+            "UPDATE webhook_messages SET created_at = now() - interval '10 days' WHERE event_id = ANY($1)",
+            [old.id, waiting.id],
+        )
+        purged = await subscriptions_service.purge(
+            gateway.app.state.kit.db, retention=timedelta(days=7), undelivered=timedelta(days=30)
+        )
+        assert purged == 1
+        left = {row["event_id"] for row in await hooks.sql("SELECT event_id FROM webhook_deliveries")}
+        assert left == {recent.id, waiting.id}, "a settled one past retention goes; a pending one stays"
+        attempts = await hooks.sql(
+            "SELECT count(*) AS n FROM webhook_attempts a LEFT JOIN webhook_deliveries d ON d.id = a.delivery_id"
+            " WHERE d.id IS NULL"
+        )
+        assert attempts[0]["n"] == 0
+        await hooks.sql(
+            "UPDATE webhook_messages SET created_at = now() - interval '31 days' WHERE event_id = $1",
+            waiting.id,
+        )
+        assert (
+            await subscriptions_service.purge(
+                gateway.app.state.kit.db, retention=timedelta(days=7), undelivered=timedelta(days=30)
+            )
+            == 1
+        )
 
 
 # --- the rules, without I/O ------------------------------------------------------------------------
