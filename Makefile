@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCKS      := requirements/bootstrap.txt requirements/dev.txt
 PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes --no-deps
 
-.PHONY: run test lint bench bench-hotpath clean install contract lock
+.PHONY: run test lint bench bench-hotpath bench-webhooks clean install contract lock
 
 # A change to pyproject.toml or a lock rebuilds the virtualenv from scratch, so it holds exactly the
 # lock: pip first (pinned), then every dependency, then the project itself (editable, not hashable,
@@ -45,6 +45,10 @@ bench: $(STAMP)
 # The hot path beside raw PostgreSQL and nginx (needs wrk and nginx: docs/performance.md).
 bench-hotpath: $(STAMP)
 	$(PY) -m bench.hotpath
+
+# Webhook delivery end to end beside plain POSTs to the same receiver (docs/performance.md).
+bench-webhooks: $(STAMP)
+	$(PY) -m bench.webhooks
 
 contract: $(STAMP)
 	$(PY) -m contract.publish

@@ -307,7 +307,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "CITYGRID_WEBHOOK_SECRET_KEY is empty: webhook secrets are sealed with the public development key"
         )
     sealer = Sealer(settings.webhook_secret_key or DEVELOPMENT_KEY, settings.webhook_previous_secret_keys)
-    deliverer = webhook_delivery.Deliverer(lambda: runtime.db, webhook_policy, sealer, metrics)
+    deliverer = webhook_delivery.Deliverer(lambda: runtime.autocommit, webhook_policy, sealer, metrics)
 
     def webhooks_queued(count: int) -> None:
         metrics.webhook_queued.inc(count)

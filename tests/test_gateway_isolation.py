@@ -98,11 +98,12 @@ def gateway(infrastructure, databases):
 
 
 def key_lookups(app: FastAPI) -> list[str]:
-    """Every statement the gateway sends to its database about API consumers, as it sends it."""
+    """Every statement the gateway sends to its database to look up an API key, as it sends it (not
+    the webhook deliverer's reads, which join the consumers too)."""
     statements: list[str] = []
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "api_consumers" in statement:
+        if "api_consumers" in statement and "consumer_keys" in statement:
             statements.append(statement)
 
     event.listen(app.state.kit.engine.sync_engine, "before_cursor_execute", on_execute)

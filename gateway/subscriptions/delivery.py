@@ -332,7 +332,8 @@ class Deliverer:
         self._in_flight: dict[asyncio.Task[None], Claimed] = {}
         self._loop_task: asyncio.Task[None] | None = None
         # The deliveries' reads and writes share the gateway's pool: a few at a time, so a burst of
-        # outcomes never takes the connections its requests need.
+        # outcomes never takes the connections its requests need. Each is one statement, atomic on
+        # its own: ``sessions`` are autocommit ones (no BEGIN and COMMIT round trips around it).
         self._database = asyncio.Semaphore(4)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(policy.timeout_seconds),
@@ -402,7 +403,7 @@ class Deliverer:
         for one in in_flight:
             per_consumer[one.consumer_id] = per_consumer.get(one.consumer_id, 0) + 1
         full = sorted((c for c, n in per_consumer.items() if n >= self._policy.per_consumer), key=str)
-        async with self._database, self._sessions()() as session, session.begin():
+        async with self._database, self._sessions()() as session:
             rows = await session.execute(
                 _CLAIM,
                 {
@@ -508,7 +509,7 @@ class Deliverer:
     async def _settle(self, statement: Any, parameters: dict[str, Any]) -> Any:
         """Record an outcome; the row the statement returns (``_FAILED``'s), if any."""
         try:
-            async with self._database, self._sessions()() as session, session.begin():
+            async with self._database, self._sessions()() as session:
                 result = await session.execute(statement, parameters)
                 return result.first() if statement is _FAILED else None
         except Exception as error:
