@@ -530,7 +530,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     ]
     app.state.internal_app = internal_app(runtime)
     app.state.webhooks = webhook_delivery.Webhooks(
-        policy=webhook_policy, sealer=sealer, deliverer=deliverer, resolver=webhook_delivery.resolve
+        policy=webhook_policy, sealer=sealer, deliverer=deliverer, resolver=deliverer.resolver
     )
     # CORS right inside the request context: preflights are answered before limits and authentication,
     # and every answer, a 401 or a 413 included, carries the headers a browser needs to read it.

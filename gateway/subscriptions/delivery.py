@@ -97,6 +97,7 @@ class Claimed:
     id: int
     subscription_id: uuid.UUID
     consumer_id: uuid.UUID
+    lease: datetime  # this claim's, unique to it: every outcome is fenced by it
     attempts: int  # this one included
     url: str
     secret_sealed: str
@@ -113,6 +114,8 @@ class Answer:
     error: str | None
     # The gateway's own fault (a secret it cannot open): retried, never held against the receiver.
     ours: bool = False
+    # A fault of this message in the gateway (it cannot be built): given up, the receiver untouched.
+    broken: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -160,9 +163,10 @@ _CLAIM = text(
             next_attempt_at = now() + make_interval(secs => :lease),
             leased_until = now() + make_interval(secs => :lease)
         FROM due WHERE d.id = due.id
-        RETURNING d.id, d.subscription_id, d.event_id, d.attempts
+        RETURNING d.id, d.subscription_id, d.event_id, d.attempts, d.leased_until
     )
-    SELECT claimed.id, claimed.subscription_id, s.consumer_id, claimed.attempts, s.url, s.secret_sealed,
+    SELECT claimed.id, claimed.subscription_id, s.consumer_id, claimed.leased_until AS lease,
+           claimed.attempts, s.url, s.secret_sealed,
            CASE WHEN s.previous_until > now() THEN s.previous_secret_sealed END AS previous_secret_sealed,
            c.scopes, c.district, c.active, m.type, m.event
     FROM claimed
@@ -172,15 +176,15 @@ _CLAIM = text(
     """
 )
 
-# Every outcome is fenced by the attempt it records (``attempts`` as claimed): a replica whose lease
-# lapsed, and whose delivery another replica claimed again, records nothing.
+# Every outcome is fenced by the claim it records (its lease, a time no other claim of the row has):
+# a replica whose lease lapsed, and whose delivery another replica claimed again, records nothing.
 _DELIVERED = text(
     """
     WITH settled AS (
         UPDATE webhook_deliveries
         SET state = 'delivered', delivered_at = now(), leased_until = NULL,
             last_status = :status, last_error = NULL
-        WHERE id = :id AND state = 'pending' AND attempts = :attempts
+        WHERE id = :id AND state = 'pending' AND leased_until = :lease
         RETURNING id
     ), attempt AS (
         INSERT INTO webhook_attempts (delivery_id, status, duration_ms)
@@ -202,7 +206,7 @@ _FAILED = text(
         SET state = CASE WHEN attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
             next_attempt_at = now() + make_interval(secs => :retry_seconds), leased_until = NULL,
             last_status = :status, last_error = :error
-        WHERE id = :id AND state = 'pending' AND attempts = :attempts
+        WHERE id = :id AND state = 'pending' AND leased_until = :lease
         RETURNING id, state
     ), attempt AS (
         INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
@@ -221,18 +225,38 @@ _FAILED = text(
     """
 )
 
-# The gateway's own fault: tried again later, the attempt given back, the subscription untouched.
+# The gateway's own fault (the subscription's secret cannot be opened): the attempt given back and
+# the whole subscription held for ``hold`` (its next message would fail the same way), never counted
+# towards its pause.
 _DEFERRED = text(
     """
     WITH settled AS (
         UPDATE webhook_deliveries
         SET attempts = attempts - 1, leased_until = NULL, last_error = :error,
-            next_attempt_at = now() + make_interval(secs => :retry_seconds)
-        WHERE id = :id AND state = 'pending' AND attempts = :attempts
+            next_attempt_at = now() + make_interval(secs => :hold)
+        WHERE id = :id AND state = 'pending' AND leased_until = :lease
+        RETURNING id
+    ), attempt AS (
+        INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
+        SELECT id, NULL, :error, :duration_ms FROM settled
+    )
+    UPDATE subscriptions SET retry_at = now() + make_interval(secs => :hold), updated_at = now()
+    WHERE id = :subscription_id AND EXISTS (SELECT 1 FROM settled)
+    """
+)
+
+# A message the gateway cannot send (it cannot be built, or its attempts were spent without an
+# outcome): given up, its subscription untouched.
+_BROKEN = text(
+    """
+    WITH settled AS (
+        UPDATE webhook_deliveries
+        SET state = 'failed', leased_until = NULL, last_status = NULL, last_error = :error
+        WHERE id = :id AND state = 'pending' AND leased_until = :lease
         RETURNING id
     )
     INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
-    SELECT id, NULL, :error, :duration_ms FROM settled
+    SELECT id, NULL, :error, 0 FROM settled
     """
 )
 
@@ -241,7 +265,7 @@ _RELEASED = text(
     """
     UPDATE webhook_deliveries
     SET attempts = attempts - 1, leased_until = NULL, next_attempt_at = now()
-    WHERE id = :id AND state = 'pending' AND attempts = :attempts
+    WHERE id = :id AND state = 'pending' AND leased_until = :lease
     """
 )
 
@@ -250,7 +274,7 @@ _DROPPED = text(
     WITH settled AS (
         UPDATE webhook_deliveries
         SET state = 'dropped', leased_until = NULL, last_status = NULL, last_error = :error
-        WHERE id = :id AND state = 'pending' AND attempts = :attempts
+        WHERE id = :id AND state = 'pending' AND leased_until = :lease
         RETURNING id
     )
     INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms)
@@ -273,13 +297,10 @@ _OLDEST_DUE = text(
 )
 
 
-# Name lookups run on threads of their own, few: a nameserver that never answers holds these,
-# never the event loop's default executor that the rest of the gateway shares.
-_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
 LOOKUP_SECONDS: Final = 5.0
 
 
-async def resolve(host: str, port: int) -> list[str]:
+async def resolve(host: str, port: int, executor: concurrent.futures.Executor | None = None) -> list[str]:
     """Every address ``host`` resolves to now (a literal address is itself), within five seconds."""
     literal = rules.literal_address(host)
     if literal is not None:
@@ -288,7 +309,7 @@ async def resolve(host: str, port: int) -> list[str]:
     lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         async with asyncio.timeout(LOOKUP_SECONDS):
-            infos = await loop.run_in_executor(_LOOKUPS, lookup)
+            infos = await loop.run_in_executor(executor, lookup)
     except TimeoutError:
         raise OSError(f"no answer for {host} within {LOOKUP_SECONDS:g}s") from None
     except UnicodeError:
@@ -321,13 +342,20 @@ class Deliverer:
         policy: Policy,
         sealer: Sealer,
         metrics: GatewayMetrics,
-        resolver: Resolver = resolve,
+        resolver: Resolver | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
         self._sealer = sealer
         self._metrics = metrics
-        self._resolver = resolver
+        # Name lookups on threads of their own, one for every delivery slot and a few for
+        # registrations: a lookup never waits in a queue behind another consumer's stalled
+        # nameserver (and its timeout is its own), and the loop's default executor stays free.
+        self._lookups = concurrent.futures.ThreadPoolExecutor(
+            max_workers=policy.concurrency + 4, thread_name_prefix="webhook-dns"
+        )
+        self._resolver: Resolver = resolver or functools.partial(resolve, executor=self._lookups)
+        self._stopping = False
         self._woken = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Claimed] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -345,6 +373,10 @@ class Deliverer:
             headers={"user-agent": USER_AGENT},
         )
 
+    @property
+    def resolver(self) -> Resolver:
+        return self._resolver
+
     def wake(self, _queued: int = 0) -> None:
         """Something was queued: look now rather than at the next poll."""
         self._woken.set()
@@ -353,22 +385,29 @@ class Deliverer:
         self._loop_task = asyncio.create_task(self.run(), name="gateway-webhooks")
 
     async def stop(self) -> None:
-        """Stop claiming, let what is in flight finish within an attempt's timeout, then cancel the
-        rest: each gives its delivery back, due at once for another replica."""
+        """Stop claiming (a claim under way completes, so none is lost half-read), let what is in
+        flight finish within an attempt's timeout, then cancel the rest: each gives its delivery
+        back, due at once for another replica."""
+        self._stopping = True
+        self._woken.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=LOOKUP_SECONDS)
+            except TimeoutError:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
         if self._in_flight:
             _, pending = await asyncio.wait(list(self._in_flight), timeout=self._policy.timeout_seconds + 1)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._client.aclose()
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     async def run(self) -> None:
         delay = self._policy.poll_seconds
-        while True:
+        while not self._stopping:
             free = self._policy.concurrency - len(self._in_flight)
             claimed: list[Claimed] = []
             if free > 0:
@@ -386,6 +425,8 @@ class Deliverer:
             if claimed:
                 continue  # more may be due: another subscription, another consumer
             self._woken.clear()
+            if self._stopping:
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), timeout=delay)
 
@@ -421,6 +462,7 @@ class Deliverer:
                     id=row.id,
                     subscription_id=row.subscription_id,
                     consumer_id=row.consumer_id,
+                    lease=row.lease,
                     attempts=row.attempts,
                     url=row.url,
                     secret_sealed=row.secret_sealed,
@@ -445,7 +487,28 @@ class Deliverer:
         return None
 
     async def deliver(self, claimed: Claimed) -> None:
-        fence = {"id": claimed.id, "attempts": claimed.attempts}
+        fence = {"id": claimed.id, "lease": claimed.lease}
+        try:
+            await self._deliver(claimed, fence)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # The gateway's own fault with this message: given up, the receiver not blamed.
+            log.exception("webhooks: delivery %s could not be made", claimed.id)
+            await asyncio.shield(
+                self._settle(
+                    _BROKEN,
+                    fence | {"error": _error(f"the gateway could not send it ({type(error).__name__})")},
+                )
+            )
+            self._metrics.webhook_attempts.labels(outcome="given_up").inc()
+
+    async def _deliver(self, claimed: Claimed, fence: dict[str, Any]) -> None:
+        if claimed.attempts > self._policy.max_attempts:
+            # Claimed before by replicas that never recorded an outcome (they stopped mid-attempt).
+            await self._settle(_BROKEN, fence | {"error": "its attempts were spent without an outcome"})
+            self._metrics.webhook_attempts.labels(outcome="given_up").inc()
+            return
         refused = self.refusal(claimed)
         if refused is not None:
             await self._settle(_DROPPED, fence | {"error": refused})
@@ -470,22 +533,28 @@ class Deliverer:
             self._metrics.webhook_attempts.labels(outcome="delivered").inc()
             return
         policy = self._policy
+        error = _error(answer.error or f"the receiver answered {answer.status}")
+        if answer.broken:
+            await asyncio.shield(self._settle(_BROKEN, fence | {"error": error}))
+            self._metrics.webhook_attempts.labels(outcome="given_up").inc()
+            return
+        if answer.ours:
+            await asyncio.shield(
+                self._settle(
+                    _DEFERRED,
+                    common
+                    | {"error": error, "hold": policy.retry_max_seconds}
+                    | {"duration_ms": common["duration_ms"]},
+                )
+            )
+            self._metrics.webhook_attempts.labels(outcome="failed").inc()
+            return
         retry = rules.retry_delay(
             claimed.attempts,
             base=policy.retry_base_seconds,
             cap=policy.retry_max_seconds,
             jitter=random.uniform(0.8, 1.2),
         )
-        error = _error(answer.error or f"the receiver answered {answer.status}")
-        if answer.ours:
-            await asyncio.shield(
-                self._settle(
-                    _DEFERRED,
-                    fence | {"error": error, "retry_seconds": retry, "duration_ms": common["duration_ms"]},
-                )
-            )
-            self._metrics.webhook_attempts.labels(outcome="failed").inc()
-            return
         row = await asyncio.shield(
             self._settle(
                 _FAILED,
@@ -550,7 +619,9 @@ class Deliverer:
             )
         except Exception as error:
             log.exception("webhooks: delivery %s could not be sent", claimed.id)
-            return Answer(None, _error(f"the request could not be made ({type(error).__name__})"))
+            return Answer(
+                None, _error(f"the gateway could not send it ({type(error).__name__})"), broken=True
+            )
 
     async def _post(self, claimed: Claimed, target: rules.Target, secrets: list[str]) -> Answer:
         try:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import idna
+
 from citygrid.errors import DomainError, Forbidden
 from citygrid.masking import PII_SCOPE
 from contract.case import ALL_CASE_EVENTS
@@ -290,8 +292,10 @@ def parse_target(url: str, *, allow_http: bool, ports: frozenset[int] | None = N
     host = parts.hostname.lower().rstrip(".")
     if literal_address(host) is None:
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            # IDNA 2008 with UTS 46 mapping, as httpx and browsers encode it (IDNA 2003 would send
+            # faß.de to fass.de, another registrant's domain).
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
             raise TargetRefused("the URL's host is not a valid domain name") from None
     default = 443 if parts.scheme == "https" else 80
     port = port or default

@@ -307,7 +307,9 @@ async def purge(
             text(
                 """
                 WITH doomed AS (
-                    SELECT m.event_id FROM webhook_messages m
+                    SELECT m.event_id,
+                           m.created_at < now() - make_interval(secs => :undelivered) AS abandoned
+                    FROM webhook_messages m
                     WHERE m.created_at < now() - make_interval(secs => :undelivered)
                        OR (m.created_at < now() - make_interval(secs => :retention)
                            AND NOT EXISTS (
@@ -317,13 +319,24 @@ async def purge(
                     LIMIT :batch
                     FOR UPDATE SKIP LOCKED
                 ), deliveries AS (
-                    SELECT d.id FROM webhook_deliveries d JOIN doomed USING (event_id)
+                    -- Locked, and read as they are now: one a replay queued again since the
+                    -- snapshot shows as pending here, and keeps its message.
+                    SELECT d.id, d.event_id, d.state FROM webhook_deliveries d
+                    JOIN doomed USING (event_id)
+                    FOR UPDATE OF d
+                ), gone AS (
+                    SELECT doomed.event_id FROM doomed
+                    WHERE doomed.abandoned OR NOT EXISTS (
+                        SELECT 1 FROM deliveries
+                        WHERE deliveries.event_id = doomed.event_id AND deliveries.state = 'pending')
                 ), attempts_gone AS (
-                    DELETE FROM webhook_attempts a USING deliveries WHERE a.delivery_id = deliveries.id
+                    DELETE FROM webhook_attempts a USING deliveries JOIN gone USING (event_id)
+                    WHERE a.delivery_id = deliveries.id
                 ), deliveries_gone AS (
-                    DELETE FROM webhook_deliveries d USING deliveries WHERE d.id = deliveries.id
+                    DELETE FROM webhook_deliveries d USING deliveries JOIN gone USING (event_id)
+                    WHERE d.id = deliveries.id
                 )
-                DELETE FROM webhook_messages m USING doomed WHERE m.event_id = doomed.event_id
+                DELETE FROM webhook_messages m USING gone WHERE m.event_id = gone.event_id
                 """
             ),
             {

@@ -768,10 +768,15 @@ async def test_an_outcome_recorded_late_by_a_replica_whose_lease_lapsed_changes_
 
         await wait_until(queued)
         (row,) = await queued()
-        # Another replica claimed it again after this one's lease lapsed: its attempt is the second.
-        await hooks.sql("UPDATE webhook_deliveries SET attempts = 2 WHERE id = $1", row["id"])
+        # Another replica claimed it again after this one's lease lapsed: its lease is the newer.
+        await hooks.sql(
+            "UPDATE webhook_deliveries SET attempts = 2, leased_until = now() + interval '40 seconds'"
+            " WHERE id = $1",
+            row["id"],
+        )
         deliverer = gateway.app.state.webhooks.deliverer
-        stale = {"id": row["id"], "attempts": 1, "subscription_id": uuid.UUID(subscription["id"])}
+        lapsed = datetime.now(UTC) - timedelta(seconds=1)
+        stale = {"id": row["id"], "lease": lapsed, "subscription_id": uuid.UUID(subscription["id"])}
         await deliverer._settle(delivery._FAILED, stale | FAILED_PARAMETERS)
         await deliverer._settle(delivery._DELIVERED, stale | {"status": 200, "duration_ms": 5})
         (after,) = await hooks.sql("SELECT state, attempts FROM webhook_deliveries WHERE id = $1", row["id"])
@@ -877,6 +882,38 @@ async def test_retention_deletes_settled_messages_past_it_with_their_deliveries_
             )
             == 1
         )
+
+
+async def test_a_secret_the_gateway_cannot_open_holds_the_subscription_and_is_not_held_against_it(
+    hooks: Hooks,
+):
+    """The key that sealed it was changed without being kept: the gateway's fault, not the receiver's."""
+    async with hooks.gateway() as gateway, receiving() as receiver:
+        key = await hooks.consumer(gateway, "police", ["cases:read"])
+        subscription = await subscribe(gateway, key, receiver)
+    async with (
+        hooks.gateway(webhook_secret_key="n" * 32, webhook_retry_max_seconds=3600) as gateway,
+        receiving() as elsewhere,
+    ):
+        del elsewhere
+        await hooks.publish(case_event())
+
+        async def deferred() -> list[asyncpg.Record]:
+            return await hooks.sql("SELECT error FROM webhook_attempts")
+
+        await wait_until(deferred, timeout=30.0)
+        await asyncio.sleep(0.5)
+        attempts = await deferred()
+        assert len(attempts) == 1, "held an hour, not retried at once"
+        assert "CITYGRID_WEBHOOK_SECRET_KEY" in attempts[0]["error"]
+        (held,) = await hooks.sql(
+            "SELECT failures, state, retry_at > now() + interval '30 minutes' AS held FROM subscriptions"
+        )
+        assert (held["failures"], held["state"], held["held"]) == (0, "active", True)
+        (waiting,) = await hooks.sql("SELECT state, attempts FROM webhook_deliveries")
+        assert (waiting["state"], waiting["attempts"]) == ("pending", 0)
+    assert receiver.received == []
+    del subscription
 
 
 # --- the rules, without I/O ------------------------------------------------------------------------
@@ -1004,6 +1041,7 @@ def test_public_addresses_are_and_a_target_is_reached_by_its_checked_address():
     assert rules.parse_target("http://h:8080/", allow_http=True).host_header == "h:8080"
     # A name in Unicode is sent as its IDNA A-label; a port the egress policy does not open is refused.
     assert rules.parse_target("https://bücher.example/", allow_http=False).host == "xn--bcher-kva.example"
+    assert rules.parse_target("https://faß.de/", allow_http=False).host == "xn--fa-hia.de"  # not fass.de
     with pytest.raises(rules.TargetRefused):
         rules.parse_target("https://h.example:8080/", allow_http=False, ports=frozenset({443, 8443}))
 
