@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -18,12 +18,12 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from citygrid.auth import Principal
-from citygrid.clock import EARLIEST, LATEST
+from citygrid.clock import within_range
 from citygrid.errors import DomainError, Forbidden
 from citygrid.pagination import Cursor, Limit, Page
 from citygrid.problems import problem_responses
 from citygrid.schemas import RequestModel
-from contract.common import GUANGZHOU_DISTRICTS, CategoryCode
+from contract.common import GUANGZHOU_DISTRICTS, CategoryCode, KnownDistrict
 from gateway.models import Subscription, WebhookDelivery
 from gateway.subscriptions import rules, service
 
@@ -36,21 +36,13 @@ router = APIRouter(
 )
 
 
-def _known_district(code: str) -> str:
-    if code not in GUANGZHOU_DISTRICTS:
-        raise ValueError(f"unknown district code {code}")
-    return code
-
-
 def _subscribable(event_type: str) -> str:
     if event_type not in rules.SUBSCRIBABLE:
         raise ValueError(f"{event_type!r} is not an event type of the catalogue")
     return event_type
 
 
-District = Annotated[
-    str, Field(json_schema_extra={"enum": sorted(GUANGZHOU_DISTRICTS)}), AfterValidator(_known_district)
-]
+District = Annotated[KnownDistrict, Field(json_schema_extra={"enum": sorted(GUANGZHOU_DISTRICTS)})]
 EventType = Annotated[
     str, Field(json_schema_extra={"enum": sorted(rules.SUBSCRIBABLE)}), AfterValidator(_subscribable)
 ]
@@ -147,14 +139,8 @@ class IssuedSubscription(SubscriptionOut):
     secret: str = Field(description="The signing secret (Standard Webhooks, whsec_…), shown this once.")
 
 
-def _in_range(moment: datetime) -> datetime:
-    if not EARLIEST <= moment < LATEST:
-        raise ValueError("a time between 1970 and 2200")
-    return moment
-
-
 class Replay(RequestModel):
-    since: Annotated[AwareDatetime, AfterValidator(_in_range)] = Field(
+    since: Annotated[AwareDatetime, AfterValidator(within_range)] = Field(
         description="Every message queued for it since then is sent again."
     )
 
