@@ -407,10 +407,13 @@ class Deliverer:
 
     async def run(self) -> None:
         delay = self._policy.poll_seconds
+        # Slots are claimed for in batches: a claim per finished delivery would cost as much as the
+        # delivery's own outcome.
+        batch = max(1, self._policy.concurrency // 4)
         while not self._stopping:
             free = self._policy.concurrency - len(self._in_flight)
             claimed: list[Claimed] = []
-            if free > 0:
+            if free >= batch or (free > 0 and not self._in_flight):
                 try:
                     claimed = await self.claim(free)
                     delay = self._policy.poll_seconds
