@@ -465,6 +465,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             token_lifetime=policy.lifetime,
             on_poll=lambda outcome: metrics.credential_polls.labels(outcome=outcome).inc(),
         )
+        # The recent revocations are read before the first request is served: a replica that has
+        # just started must not accept a token revoked a minute ago. A database that is down now
+        # is retried by the follower.
+        try:
+            async with asyncio.timeout(settings.credential_start_seconds):
+                await follower.start()
+        except Exception as error:
+            log.warning("credential changes: not read at start (%s); the follower retries", error)
         following = asyncio.create_task(follower.run(), name="gateway-credential-changes")
 
         async def credential_gauges() -> None:

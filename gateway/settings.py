@@ -199,6 +199,8 @@ class GatewaySettings(ServiceSettings):
     # Consumers' credentials (docs/exchange.md#consumers-and-credentials): every replica reads the
     # changes (a key or a consumer revoked, a grant changed) this often, and forgets what it cached.
     credential_poll_seconds: float = Field(default=1.0, gt=0, le=30)
+    # How long a starting replica waits to read the recent credential changes before it serves.
+    credential_start_seconds: float = Field(default=5.0, gt=0, le=60)
     # Changes are kept this long (a replica away longer reloads every key it meets).
     credential_change_retention_days: int = Field(default=7, ge=1)
     consumer_audit_retention_days: int = Field(default=1827, ge=365)
