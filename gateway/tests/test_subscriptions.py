@@ -22,14 +22,11 @@ import httpx
 import nats
 import pytest
 from fastapi import FastAPI, Request, Response
-from sqlalchemy.ext.asyncio import create_async_engine
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from citygrid.db import create_sessionmaker
 from citygrid.events import CloudEvent, EventData, envelope
 from citygrid.messaging import ensure_stream, stream_config
-from citygrid.settings import to_asyncpg_url, to_libpq_url
-from citygrid.testing import Infrastructure, serve_app, truncate_all, wait_until
+from citygrid.testing import Infrastructure, serve_app, wait_until
 from contract.case import ALL_CASE_EVENTS, CaseClosed, CaseReported, CaseSource, CaseStatus
 from contract.catalogue import DATASETS, EVENT_DATASET, EVENT_PERSONAL
 from contract.common import GeoPoint
@@ -38,13 +35,14 @@ from contract.muck import ALL_MUCK_EVENTS, TransportViolation
 from contract.muck import ViolationDetected as MuckViolationDetected
 from contract.vision import ALL_VISION_EVENTS
 from contract.waste import ALL_WASTE_EVENTS
-from gateway.consumers.service import register_consumer
 from gateway.main import create_app
 from gateway.settings import GatewaySettings
 from gateway.subscriptions import delivery, rules
 from gateway.subscriptions import service as subscriptions_service
 from gateway.subscriptions.sealing import Sealer, SecretUnreadable, new_secret
-from gateway.tests.test_message_log import upstream_app
+from gateway.tests.test_consumers import Gateway, Setup, setup
+
+__all__ = ["setup"]
 
 SUBSCRIPTIONS = "/exchange/v1/subscriptions"
 PHONE = "13800138000"
@@ -92,39 +90,32 @@ class Receiver:
 # --- the gateway under test ------------------------------------------------------------------------
 
 
-@dataclass
-class Gateway:
-    app: Any
-    client: httpx.AsyncClient
+# What every gateway here has besides the consumers' tests' settings: receivers on loopback, quick
+# polls and backoff measured in tenths of a second.
+WEBHOOK_SETTINGS: dict[str, Any] = {
+    "webhook_allow_private_targets": True,
+    "webhook_poll_seconds": 0.05,
+    "webhook_retry_base_seconds": 0.05,
+    "webhook_retry_max_seconds": 0.2,
+    "webhook_timeout_seconds": 2.0,
+}
 
 
 @dataclass
 class Hooks:
-    database: str
-    upstream: str
-    infrastructure: Infrastructure
-    admin_key: str
+    setup: Setup
 
-    def settings(self, **overrides: Any) -> GatewaySettings:
-        values: dict[str, Any] = {
-            "environment": "test",
-            "database_url": self.database,
-            **self.infrastructure.nats_settings("gateway"),
-            "upstreams": {"case": self.upstream},
-            "internal_token_private_key": self.infrastructure.private_key,
-            "message_log_flush_seconds": 0.05,
-            "credential_poll_seconds": 0.1,
-            "webhook_allow_private_targets": True,
-            "webhook_poll_seconds": 0.05,
-            "webhook_retry_base_seconds": 0.05,
-            "webhook_retry_max_seconds": 0.2,
-            "webhook_timeout_seconds": 2.0,
-        }
-        return GatewaySettings(**(values | overrides))
+    @property
+    def admin_key(self) -> str:
+        return self.setup.admin_key
+
+    @property
+    def infrastructure(self) -> Infrastructure:
+        return self.setup.infrastructure
 
     @contextlib.asynccontextmanager
     async def gateway(self, **overrides: Any) -> AsyncIterator[Gateway]:
-        app = create_app(self.settings(**overrides))
+        app = create_app(self.setup.settings(**(WEBHOOK_SETTINGS | overrides)))
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20.0) as client:
             await wait_until(app.state.kit.messaging_ready.is_set)
             yield Gateway(app, client)
@@ -140,11 +131,7 @@ class Hooks:
         return key
 
     async def sql(self, statement: str, *args: Any) -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(to_libpq_url(self.database))
-        try:
-            return list(await connection.fetch(statement, *args))
-        finally:
-            await connection.close()
+        return await self.setup.sql(statement, *args)
 
     async def publish(self, *events: CloudEvent) -> None:
         await publish(self.infrastructure, *events)
@@ -165,16 +152,8 @@ async def publish(infrastructure: Infrastructure, *events: CloudEvent) -> None:
 
 
 @pytest.fixture
-async def hooks(infrastructure: Infrastructure, gateway_database: str) -> AsyncIterator[Hooks]:
-    await truncate_all(gateway_database)
-    engine = create_async_engine(to_asyncpg_url(gateway_database))
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            _, admin_key = await register_consumer(session, name="admin", scopes=["admin"])
-    finally:
-        await engine.dispose()
-    async with serve_app(upstream_app()) as upstream:
-        yield Hooks(gateway_database, upstream, infrastructure, admin_key)
+def hooks(setup: Setup) -> Hooks:
+    return Hooks(setup)
 
 
 @contextlib.asynccontextmanager
