@@ -170,7 +170,7 @@ async def resume(session: AsyncSession, subscription: Subscription) -> Subscript
     subscription.retry_at = None
     subscription.updated_at = func.now()
     await session.flush()
-    await session.execute(_DUE_NOW, {"id": subscription.id, "since": EARLIEST})
+    await session.execute(_DUE_NOW, {"id": subscription.id, "since": EARLIEST, "limit": REPLAY_BATCH})
     await session.refresh(subscription)
     return subscription
 
@@ -190,12 +190,19 @@ async def rotate_secret(
     return subscription, secret
 
 
-# What is queued and not in a replica's hands: due now, its backoff forgotten.
+# What is queued and not in a replica's hands: due now, its backoff forgotten. The soonest
+# ``limit`` of them (by the index of due deliveries), so a resume after days of queueing stays one
+# short statement; the rest come due by their own backoff, an hour at most.
 _DUE_NOW = text(
     """
     UPDATE webhook_deliveries SET next_attempt_at = now()
-    WHERE subscription_id = :id AND state = 'pending' AND created_at >= :since
-      AND next_attempt_at > now() AND (leased_until IS NULL OR leased_until <= now())
+    WHERE id IN (
+        SELECT id FROM webhook_deliveries
+        WHERE subscription_id = :id AND state = 'pending' AND next_attempt_at > now()
+          AND created_at >= :since AND (leased_until IS NULL OR leased_until <= now())
+        ORDER BY next_attempt_at
+        LIMIT :limit
+    )
     """
 )
 # A replay's batch: the oldest settled deliveries since the point asked for, queued again.
@@ -232,7 +239,7 @@ async def replay(
     """Send again every message queued for the subscription since ``since`` (within retention),
     whatever became of it: due now, with its attempts counted afresh; what is still pending is made
     due now. At most ``limit`` settled ones per call, oldest first."""
-    await session.execute(_DUE_NOW, {"id": subscription.id, "since": since})
+    await session.execute(_DUE_NOW, {"id": subscription.id, "since": since, "limit": limit})
     row = (await session.execute(_REPLAYED, {"id": subscription.id, "since": since, "limit": limit})).one()
     queued = int(row.queued)
     return Replayed(queued, row.last if queued >= limit else None)
